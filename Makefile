@@ -1,0 +1,43 @@
+# publicdigit — `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+GO ?= go
+GOFLAGS ?=
+export PD_TEST_DB ?= publicdigit_test
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: db-up
+db-up: ## start local PostgreSQL + PgBouncer (installs packages, creates roles and databases)
+	@./deploy/local/db-up.sh
+
+.PHONY: db-down
+db-down: ## stop exactly the processes in the local pid files
+	@./deploy/local/db-down.sh
+
+.PHONY: db-reset
+db-reset: ## stop, delete the local data folder, start afresh
+	@./deploy/local/db-reset.sh
+
+.PHONY: build
+build: ## build bin/publicdigit and bin/tenantctl
+	$(GO) build $(GOFLAGS) -o bin/ ./cmd/...
+
+.PHONY: db-init
+db-init: db-up build ## extensions + landlord catalog on the platform database
+	@./bin/tenantctl db init
+
+.PHONY: run
+run: db-init ## start the databases, prepare the catalog, serve the API on 127.0.0.1:8080
+	@./bin/publicdigit
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: test
+test: db-up ## run every test (race detector) against the real PostgreSQL and PgBouncer
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Starts the local PostgreSQL server and its PgBouncer (one "instance"),
+# installing the Debian packages when they are missing, creating the cluster,
+# roles and databases on first use. Idempotent: with everything running it
+# returns at once.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+ensure_packages() {
+  local missing=()
+  pd_pgbin >/dev/null || missing+=(postgresql postgresql-contrib)
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    pd_die "missing ${missing[*]} and apt-get is not available: install PostgreSQL 15 (with contrib) and PgBouncer with this machine's package manager"
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "deploy/local: missing packages: ${missing[*]}. Run as root:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  pd_log "installing ${missing[*]} with apt-get"
+  apt-get update -q >/dev/null || pd_die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || pd_die "apt-get install ${missing[*]} failed"
+}
+
+prepare_dirs() {
+  mkdir -p "$PD_DATA_ROOT" "$PD_DATA_DIR" "$PD_RUN_DIR" "$PD_BOUNCER_DIR"
+  chmod 700 "$PD_RUN_DIR" "$PD_BOUNCER_DIR"
+  if [ "$(id -u)" = 0 ]; then
+    chmod 755 "$PD_DATA_ROOT" "$PD_DATA_DIR"
+    chown postgres:postgres "$PD_DATA_DIR" "$PD_RUN_DIR" "$PD_BOUNCER_DIR"
+  fi
+  ln -sfn "$PD_DATA_ROOT" "$PD_ROOT/.data" 2>/dev/null || true
+}
+
+init_cluster() {
+  [ -f "$PD_PGDATA/PG_VERSION" ] && return 0
+  pd_log "initdb in $PD_PGDATA"
+  rm -rf "$PD_PGDATA"
+  mkdir -p "$PD_PGDATA"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$PD_PGDATA"
+  chmod 700 "$PD_PGDATA"
+  pd_as_server "$PGBIN/initdb" -D "$PD_PGDATA" -U postgres -E UTF8 --locale=C \
+    --auth-local=trust --auth-host=scram-sha-256 >"$PD_DATA_DIR/initdb.log" 2>&1 \
+    || { cat "$PD_DATA_DIR/initdb.log" >&2; pd_die "initdb failed"; }
+  # Only the socket owner can use the trusted unix socket (its folder is 0700);
+  # everyone else comes over TCP on 127.0.0.1 with a SCRAM password.
+  pd_as_server sh -c "cat > '$PD_PGDATA/pg_hba.conf'" <<HBA
+local all all trust
+host  all all 127.0.0.1/32 scram-sha-256
+HBA
+  pd_as_server sh -c "echo \"include 'publicdigit.conf'\" >> '$PD_PGDATA/postgresql.conf'"
+}
+
+write_server_conf() {
+  pd_as_server sh -c "cat > '$PD_PGDATA/publicdigit.conf'" <<CONF
+# Written by deploy/local/db-up.sh on every start; edit that script instead.
+listen_addresses = '127.0.0.1'
+port = $PD_PG_PORT
+unix_socket_directories = '$PD_RUN_DIR'
+max_connections = 300
+shared_buffers = 256MB
+max_locks_per_transaction = 256
+password_encryption = 'scram-sha-256'
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+}
+
+postgres_running() {
+  pd_as_server "$PGBIN/pg_ctl" -D "$PD_PGDATA" status >/dev/null 2>&1 || return 1
+  # pg_ctl trusts the pid in postmaster.pid; make sure it is really our postmaster.
+  local pid
+  pid="$(head -1 "$PD_PGDATA/postmaster.pid" 2>/dev/null || true)"
+  pd_pid_alive "$pid" && grep -q "postgres" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+start_postgres() {
+  if postgres_running; then
+    pd_as_server "$PGBIN/pg_ctl" -D "$PD_PGDATA" reload >/dev/null
+    return 0
+  fi
+  if [ -f "$PD_PGDATA/postmaster.pid" ]; then
+    pd_log "removing stale postmaster.pid"
+    rm -f "$PD_PGDATA/postmaster.pid"
+  fi
+  pd_log "starting PostgreSQL on 127.0.0.1:$PD_PG_PORT"
+  if ! pd_as_server "$PGBIN/pg_ctl" -D "$PD_PGDATA" -w -t 60 -l "$PD_DATA_DIR/postgresql.log" start >/dev/null; then
+    tail -n 20 "$PD_DATA_DIR/postgresql.log" >&2 || true
+    pd_die "PostgreSQL did not start (port $PD_PG_PORT busy? see $PD_DATA_DIR/postgresql.log)"
+  fi
+}
+
+bootstrap_sql() {
+  pd_psql -d postgres -v admin="$PD_ADMIN_USER" -v admin_pw="$PD_ADMIN_PASSWORD" \
+    -v app="$PD_APP_USER" -v app_pw="$PD_APP_PASSWORD" -v db="$PD_DB" -v testdb="$PD_TEST_DB" <<'SQL'
+SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY[:'admin', :'app']) r
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
+-- The owner/admin role: DDL, provisioning, moves. Direct connections only.
+ALTER ROLE :"admin" LOGIN CREATEDB CREATEROLE PASSWORD :'admin_pw';
+-- The application role: reaches PostgreSQL through PgBouncer. Its default
+-- search_path is empty, so a statement without a bound tenant fails.
+ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
+ALTER ROLE :"app" SET search_path = '';
+SELECT format('CREATE DATABASE %I OWNER %I TEMPLATE template0 ENCODING %L', d, :'admin', 'UTF8')
+  FROM unnest(ARRAY[:'db', :'testdb']) d
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = d) \gexec
+SQL
+  local d
+  for d in "$PD_DB" "$PD_TEST_DB"; do
+    pd_psql -d "$d" -v db="$d" -v admin="$PD_ADMIN_USER" -v app="$PD_APP_USER" <<'SQL'
+CREATE EXTENSION IF NOT EXISTS ltree;
+CREATE EXTENSION IF NOT EXISTS btree_gin;
+REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+GRANT CONNECT ON DATABASE :"db" TO :"app";
+GRANT ALL ON DATABASE :"db" TO :"admin";
+ALTER SCHEMA public OWNER TO :"admin";
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+SQL
+  done
+}
+
+bouncer_pid() { head -1 "$PD_BOUNCER_DIR/pgbouncer.pid" 2>/dev/null || true; }
+
+bouncer_running() {
+  local pid; pid="$(bouncer_pid)"
+  pd_pid_alive "$pid" && grep -q "pgbouncer" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+write_bouncer_conf() {
+  local tmpl="$PD_ROOT/pgbouncer/$PD_BOUNCER_INI"
+  [ -f "$tmpl" ] || pd_die "no PgBouncer config template $tmpl"
+  sed -e "s|@BOUNCER_PORT@|$PD_BOUNCER_PORT|g" -e "s|@PG_PORT@|$PD_PG_PORT|g" \
+      -e "s|@BOUNCER_DIR@|$PD_BOUNCER_DIR|g" -e "s|@DB@|$PD_DB|g" -e "s|@TEST_DB@|$PD_TEST_DB|g" \
+      -e "s|@POOL_SIZE@|$PD_BOUNCER_POOL_SIZE|g" -e "s|@TEST_POOL_SIZE@|$PD_BOUNCER_TEST_POOL_SIZE|g" \
+      -e "s|@APP_USER@|$PD_APP_USER|g" \
+      "$tmpl" >"$PD_BOUNCER_DIR/pgbouncer.ini.new"
+  # PgBouncer does SCRAM with the server using this password too.
+  printf '"%s" "%s"\n' "$PD_APP_USER" "$PD_APP_PASSWORD" >"$PD_BOUNCER_DIR/userlist.txt.new"
+  mv "$PD_BOUNCER_DIR/pgbouncer.ini.new" "$PD_BOUNCER_DIR/pgbouncer.ini"
+  mv "$PD_BOUNCER_DIR/userlist.txt.new" "$PD_BOUNCER_DIR/userlist.txt"
+  chmod 600 "$PD_BOUNCER_DIR/userlist.txt"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$PD_BOUNCER_DIR"/pgbouncer.ini "$PD_BOUNCER_DIR"/userlist.txt
+  return 0
+}
+
+wait_port() {
+  local port="$1" i
+  for i in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start_bouncer() {
+  local bin; bin="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
+  if bouncer_running; then
+    kill -HUP "$(bouncer_pid)"   # reload the (re)written config
+    return 0
+  fi
+  rm -f "$PD_BOUNCER_DIR/pgbouncer.pid"
+  pd_log "starting PgBouncer on 127.0.0.1:$PD_BOUNCER_PORT"
+  pd_as_server "$bin" -d "$PD_BOUNCER_DIR/pgbouncer.ini" >/dev/null 2>"$PD_BOUNCER_DIR/start.err" || {
+    cat "$PD_BOUNCER_DIR/start.err" >&2; tail -n 20 "$PD_BOUNCER_DIR/pgbouncer.log" >&2 2>/dev/null || true
+    pd_die "PgBouncer did not start"
+  }
+  wait_port "$PD_BOUNCER_PORT" || { tail -n 20 "$PD_BOUNCER_DIR/pgbouncer.log" >&2 || true; pd_die "PgBouncer is not listening on $PD_BOUNCER_PORT"; }
+}
+
+ensure_packages
+PGBIN="$(pd_pgbin)" || pd_die "no PostgreSQL server binaries found under /usr/lib/postgresql"
+prepare_dirs
+init_cluster
+write_server_conf
+start_postgres
+bootstrap_sql
+write_bouncer_conf
+start_bouncer
+pd_log "ready: PostgreSQL 127.0.0.1:$PD_PG_PORT (direct, $PD_ADMIN_USER), PgBouncer 127.0.0.1:$PD_BOUNCER_PORT ($PD_APP_USER), data in $PD_DATA_DIR"

@@ -1,0 +1,416 @@
+// Package config holds publicdigit's one typed configuration struct and loads
+// it with koanf: built-in defaults, then an optional YAML file, then the
+// environment (PD_ prefix), then command-line flags, then validation whose
+// messages name the offending field.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+)
+
+// Config is the whole configuration of the server, the CLI and the harness.
+type Config struct {
+	// Landlord is the pooled connection to the landlord catalog (through PgBouncer).
+	Landlord Conn `koanf:"landlord"`
+	// Admin is the direct connection (never through PgBouncer) used for DDL,
+	// provisioning, schema applies and moves, on the landlord's database.
+	Admin Conn `koanf:"admin"`
+	// DefaultCluster names the cluster that new tenants go to.
+	DefaultCluster string `koanf:"default_cluster"`
+	// Clusters are the PostgreSQL servers (each with its PgBouncer) that hold tenants.
+	Clusters map[string]Cluster `koanf:"clusters"`
+	// Pool sizes and lifetimes of the shared tenant pools.
+	Pool Pool `koanf:"pool"`
+	// Tenant holds the per-request tenant binding settings.
+	Tenant Tenant `koanf:"tenant"`
+	// HTTP is the API server.
+	HTTP HTTP `koanf:"http"`
+	// Log configures zerolog.
+	Log Log `koanf:"log"`
+}
+
+// Conn is one PostgreSQL connection string.
+type Conn struct {
+	URL string `koanf:"url"`
+}
+
+// Cluster is one PostgreSQL server and the PgBouncer in front of it.
+type Cluster struct {
+	// URL is the shared tenant pool: the application role through PgBouncer,
+	// on the cluster's platform database.
+	URL string `koanf:"url"`
+	// AdminURL is a direct connection as the owner/admin role to the same database.
+	AdminURL string `koanf:"admin_url"`
+	// PgBouncer is the version of the PgBouncer in front: "1.18" (no prepared
+	// statements across transactions) or "1.21" (max_prepared_statements set),
+	// or "none" when URL goes straight to PostgreSQL.
+	PgBouncer string `koanf:"pgbouncer"`
+}
+
+// Pool sizes the pgx pools that serve tenants.
+type Pool struct {
+	MaxConns          int32         `koanf:"max_conns"`
+	MinConns          int32         `koanf:"min_conns"`
+	MaxConnLifetime   time.Duration `koanf:"max_conn_lifetime"`
+	MaxConnIdleTime   time.Duration `koanf:"max_conn_idle_time"`
+	HealthCheckPeriod time.Duration `koanf:"health_check_period"`
+	ApplicationName   string        `koanf:"application_name"`
+	// DedicatedMaxPools caps the lazily opened pools of dedicated tenant databases.
+	DedicatedMaxPools int `koanf:"dedicated_max_pools"`
+	// DedicatedMaxConns sizes each dedicated pool.
+	DedicatedMaxConns int32 `koanf:"dedicated_max_conns"`
+	// DedicatedIdleClose closes a dedicated pool unused for this long.
+	DedicatedIdleClose time.Duration `koanf:"dedicated_idle_close"`
+}
+
+// Tenant holds how a request binds its tenant.
+type Tenant struct {
+	// StatementTimeout is the default per-statement limit set in every tenant transaction.
+	StatementTimeout time.Duration `koanf:"statement_timeout"`
+	// Roles turns on defense in depth: each transaction assumes the tenant's own role.
+	Roles bool `koanf:"roles"`
+	// AppRole is the application role granted every tenant role.
+	AppRole string `koanf:"app_role"`
+	// SlowStatement logs statements slower than this (0 turns the log off).
+	SlowStatement time.Duration `koanf:"slow_statement"`
+	// CacheTTL bounds how long a resolved placement is trusted without re-reading the catalog.
+	CacheTTL time.Duration `koanf:"cache_ttl"`
+	// WarmPool is the number of pre-built spare tenant schemas kept ready.
+	WarmPool int `koanf:"warm_pool"`
+}
+
+// HTTP configures the API server.
+type HTTP struct {
+	Addr            string        `koanf:"addr"`
+	BodyLimit       int           `koanf:"body_limit"`
+	TenantHeader    bool          `koanf:"tenant_header"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	WriteWait       time.Duration `koanf:"write_wait"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is one of trace, debug, info, warn, error.
+	Level string `koanf:"level"`
+	// Format is auto (console on a terminal, JSON otherwise), json or console.
+	Format string `koanf:"format"`
+}
+
+// The local development defaults match deploy/local (make db-up).
+const (
+	localApp   = "postgres://pd_app:pd_app_dev@127.0.0.1:16432/publicdigit?sslmode=disable"
+	localAdmin = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
+)
+
+// Defaults returns the built-in configuration: everything on the local
+// PostgreSQL and PgBouncer that `make db-up` starts.
+func Defaults() Config {
+	return Config{
+		Landlord:       Conn{URL: localApp},
+		Admin:          Conn{URL: localAdmin},
+		DefaultCluster: "main",
+		Clusters: map[string]Cluster{
+			"main": {URL: localApp, AdminURL: localAdmin, PgBouncer: "1.18"},
+		},
+		Pool: Pool{
+			MaxConns:           16,
+			MinConns:           0,
+			MaxConnLifetime:    30 * time.Minute,
+			MaxConnIdleTime:    5 * time.Minute,
+			HealthCheckPeriod:  time.Minute,
+			ApplicationName:    "publicdigit",
+			DedicatedMaxPools:  32,
+			DedicatedMaxConns:  4,
+			DedicatedIdleClose: 5 * time.Minute,
+		},
+		Tenant: Tenant{
+			StatementTimeout: 5 * time.Second,
+			Roles:            true,
+			AppRole:          "pd_app",
+			SlowStatement:    200 * time.Millisecond,
+			CacheTTL:         30 * time.Second,
+			WarmPool:         4,
+		},
+		HTTP: HTTP{
+			Addr:            "127.0.0.1:8080",
+			BodyLimit:       64 * 1024,
+			TenantHeader:    false,
+			ShutdownTimeout: 10 * time.Second,
+			WriteWait:       2 * time.Second,
+		},
+		Log: Log{Level: "info", Format: "auto"},
+	}
+}
+
+// EnvPrefix prefixes every environment variable; a double underscore
+// separates levels: PD_POOL__MAX_CONNS=32, PD_CLUSTERS__MAIN__URL=….
+const EnvPrefix = "PD_"
+
+// Flags registers the common flags on fs. Flag names are config keys, so
+// --http.addr overrides http.addr; --config names the YAML file.
+func Flags(fs *pflag.FlagSet) {
+	d := Defaults()
+	fs.String("config", "", "YAML config file (overrides defaults; environment and flags override it); also PD_CONFIG")
+	fs.String("landlord.url", "", "landlord catalog connection, through PgBouncer (default "+Redact(d.Landlord.URL)+")")
+	fs.String("admin.url", "", "direct admin connection for DDL, provisioning and moves (default "+Redact(d.Admin.URL)+")")
+	fs.String("http.addr", "", "HTTP listen address (default "+d.HTTP.Addr+")")
+	fs.String("log.level", "", "log level: trace, debug, info, warn, error (default "+d.Log.Level+")")
+	fs.String("log.format", "", "log format: auto, json, console (default "+d.Log.Format+")")
+}
+
+// Load builds the configuration: defaults < file < environment < flags.
+// fs may be nil; only flags the user set override earlier layers.
+func Load(fs *pflag.FlagSet) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(defaultsMap(), "."), nil); err != nil {
+		return Config{}, fmt.Errorf("config: defaults: %w", err)
+	}
+
+	path := os.Getenv(EnvPrefix + "CONFIG")
+	if fs != nil {
+		if f := fs.Lookup("config"); f != nil && f.Changed {
+			path = f.Value.String()
+		}
+	}
+	if path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("config: file %s: %w", path, err)
+		}
+	}
+
+	envProvider := env.Provider(".", env.Opt{
+		Prefix: EnvPrefix,
+		TransformFunc: func(key, value string) (string, any) {
+			key = strings.TrimPrefix(key, EnvPrefix)
+			if key == "CONFIG" {
+				return "", nil
+			}
+			return strings.ToLower(strings.ReplaceAll(key, "__", ".")), value
+		},
+	})
+	if err := k.Load(envProvider, nil); err != nil {
+		return Config{}, fmt.Errorf("config: environment: %w", err)
+	}
+
+	if fs != nil {
+		if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+			if !f.Changed || f.Name == "config" {
+				return "", nil
+			}
+			return f.Name, posflag.FlagVal(fs, f)
+		}), nil); err != nil {
+			return Config{}, fmt.Errorf("config: flags: %w", err)
+		}
+	}
+
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// defaultsMap flattens Defaults() into koanf keys.
+func defaultsMap() map[string]any {
+	d := Defaults()
+	m := map[string]any{
+		"landlord.url":              d.Landlord.URL,
+		"admin.url":                 d.Admin.URL,
+		"default_cluster":           d.DefaultCluster,
+		"pool.max_conns":            d.Pool.MaxConns,
+		"pool.min_conns":            d.Pool.MinConns,
+		"pool.max_conn_lifetime":    d.Pool.MaxConnLifetime.String(),
+		"pool.max_conn_idle_time":   d.Pool.MaxConnIdleTime.String(),
+		"pool.health_check_period":  d.Pool.HealthCheckPeriod.String(),
+		"pool.application_name":     d.Pool.ApplicationName,
+		"pool.dedicated_max_pools":  d.Pool.DedicatedMaxPools,
+		"pool.dedicated_max_conns":  d.Pool.DedicatedMaxConns,
+		"pool.dedicated_idle_close": d.Pool.DedicatedIdleClose.String(),
+		"tenant.statement_timeout":  d.Tenant.StatementTimeout.String(),
+		"tenant.roles":              d.Tenant.Roles,
+		"tenant.app_role":           d.Tenant.AppRole,
+		"tenant.slow_statement":     d.Tenant.SlowStatement.String(),
+		"tenant.cache_ttl":          d.Tenant.CacheTTL.String(),
+		"tenant.warm_pool":          d.Tenant.WarmPool,
+		"http.addr":                 d.HTTP.Addr,
+		"http.body_limit":           d.HTTP.BodyLimit,
+		"http.tenant_header":        d.HTTP.TenantHeader,
+		"http.shutdown_timeout":     d.HTTP.ShutdownTimeout.String(),
+		"http.write_wait":           d.HTTP.WriteWait.String(),
+		"log.level":                 d.Log.Level,
+		"log.format":                d.Log.Format,
+	}
+	for name, c := range d.Clusters {
+		m["clusters."+name+".url"] = c.URL
+		m["clusters."+name+".admin_url"] = c.AdminURL
+		m["clusters."+name+".pgbouncer"] = c.PgBouncer
+	}
+	return m
+}
+
+// Validate checks every field and reports all problems at once, each naming its field.
+func (c Config) Validate() error {
+	var problems []string
+	bad := func(field, format string, args ...any) {
+		problems = append(problems, field+": "+fmt.Sprintf(format, args...))
+	}
+	checkURL := func(field, raw string) {
+		if raw == "" {
+			bad(field, "must be set")
+			return
+		}
+		if _, err := pgxpool.ParseConfig(raw); err != nil {
+			bad(field, "not a valid PostgreSQL connection string")
+		}
+	}
+	checkURL("landlord.url", c.Landlord.URL)
+	checkURL("admin.url", c.Admin.URL)
+	if len(c.Clusters) == 0 {
+		bad("clusters", "at least one cluster is required")
+	}
+	names := make([]string, 0, len(c.Clusters))
+	for name := range c.Clusters {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		cl := c.Clusters[name]
+		f := "clusters." + name
+		if !validClusterName(name) {
+			bad(f, "cluster names use a-z, 0-9 and _ (got %q)", name)
+		}
+		checkURL(f+".url", cl.URL)
+		checkURL(f+".admin_url", cl.AdminURL)
+		switch cl.PgBouncer {
+		case "1.18", "1.21", "none":
+		default:
+			bad(f+".pgbouncer", `must be "1.18", "1.21" or "none" (got %q)`, cl.PgBouncer)
+		}
+	}
+	if _, ok := c.Clusters[c.DefaultCluster]; !ok && len(c.Clusters) > 0 {
+		bad("default_cluster", "no cluster named %q (have %s)", c.DefaultCluster, strings.Join(names, ", "))
+	}
+	if c.Pool.MaxConns < 1 {
+		bad("pool.max_conns", "must be at least 1 (got %d)", c.Pool.MaxConns)
+	}
+	if c.Pool.MinConns < 0 || c.Pool.MinConns > c.Pool.MaxConns {
+		bad("pool.min_conns", "must be between 0 and pool.max_conns (got %d)", c.Pool.MinConns)
+	}
+	positive := func(field string, d time.Duration) {
+		if d <= 0 {
+			bad(field, "must be a positive duration such as 30s or 5m (got %s)", d)
+		}
+	}
+	positive("pool.max_conn_lifetime", c.Pool.MaxConnLifetime)
+	positive("pool.max_conn_idle_time", c.Pool.MaxConnIdleTime)
+	positive("pool.health_check_period", c.Pool.HealthCheckPeriod)
+	positive("pool.dedicated_idle_close", c.Pool.DedicatedIdleClose)
+	positive("tenant.statement_timeout", c.Tenant.StatementTimeout)
+	positive("tenant.cache_ttl", c.Tenant.CacheTTL)
+	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
+	positive("http.write_wait", c.HTTP.WriteWait)
+	if c.Tenant.SlowStatement < 0 {
+		bad("tenant.slow_statement", "must not be negative (got %s)", c.Tenant.SlowStatement)
+	}
+	if c.Pool.DedicatedMaxPools < 1 {
+		bad("pool.dedicated_max_pools", "must be at least 1 (got %d)", c.Pool.DedicatedMaxPools)
+	}
+	if c.Pool.DedicatedMaxConns < 1 {
+		bad("pool.dedicated_max_conns", "must be at least 1 (got %d)", c.Pool.DedicatedMaxConns)
+	}
+	if c.Tenant.WarmPool < 0 || c.Tenant.WarmPool > 1000 {
+		bad("tenant.warm_pool", "must be between 0 and 1000 (got %d)", c.Tenant.WarmPool)
+	}
+	if c.Tenant.AppRole == "" {
+		bad("tenant.app_role", "must be set")
+	}
+	if _, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || port == "" {
+		bad("http.addr", "must be host:port such as 127.0.0.1:8080 (got %q)", c.HTTP.Addr)
+	}
+	if c.HTTP.BodyLimit < 1024 {
+		bad("http.body_limit", "must be at least 1024 bytes (got %d)", c.HTTP.BodyLimit)
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be trace, debug, info, warn or error (got %q)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "console":
+	default:
+		bad("log.format", "must be auto, json or console (got %q)", c.Log.Format)
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: problems}
+}
+
+// ValidationError lists every invalid field, each as "field: problem".
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	return "config: " + strings.Join(e.Problems, "; ")
+}
+
+// oneLine folds a multi-line decoder error into one line.
+func oneLine(s string) string {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' })
+	for i := range fields {
+		fields[i] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(fields[i]), "* "))
+	}
+	return strings.Join(fields, " ")
+}
+
+func validClusterName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Cluster returns the named cluster, or an error naming the known ones.
+func (c Config) Cluster(name string) (Cluster, error) {
+	cl, ok := c.Clusters[name]
+	if !ok {
+		return Cluster{}, fmt.Errorf("unknown cluster %q", name)
+	}
+	return cl, nil
+}
+
+// Redact hides the password in a connection URL for logs and status output.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

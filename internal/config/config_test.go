@@ -1,0 +1,146 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/config"
+)
+
+func TestDefaultsAreValid(t *testing.T) {
+	require.NoError(t, config.Defaults().Validate())
+	c, err := config.Load(nil)
+	require.NoError(t, err)
+	assert.Equal(t, config.Defaults().HTTP.Addr, c.HTTP.Addr)
+	assert.Equal(t, "1.18", c.Clusters["main"].PgBouncer)
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "publicdigit.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+func flags(t *testing.T, args ...string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	config.Flags(fs)
+	require.NoError(t, fs.Parse(args))
+	return fs
+}
+
+// Precedence: defaults < file < environment < flags.
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, `
+http:
+  addr: 127.0.0.1:7001
+log:
+  level: debug
+  format: json
+pool:
+  max_conns: 7
+  max_conn_lifetime: 10m
+clusters:
+  main:
+    pgbouncer: "1.21"
+`)
+	t.Setenv("PD_CONFIG", file)
+
+	c, err := config.Load(flags(t))
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:7001", c.HTTP.Addr, "file over default")
+	assert.Equal(t, int32(7), c.Pool.MaxConns)
+	assert.Equal(t, 10*time.Minute, c.Pool.MaxConnLifetime)
+	assert.Equal(t, "1.21", c.Clusters["main"].PgBouncer)
+	assert.NotEmpty(t, c.Clusters["main"].URL, "a file entry merges with the default cluster")
+
+	t.Setenv("PD_HTTP__ADDR", "127.0.0.1:7002")
+	t.Setenv("PD_POOL__MAX_CONNS", "9")
+	t.Setenv("PD_TENANT__ROLES", "false")
+	c, err = config.Load(flags(t))
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:7002", c.HTTP.Addr, "environment over file")
+	assert.Equal(t, int32(9), c.Pool.MaxConns)
+	assert.False(t, c.Tenant.Roles)
+	assert.Equal(t, "debug", c.Log.Level, "file value kept where env is silent")
+
+	c, err = config.Load(flags(t, "--http.addr", "127.0.0.1:7003", "--log.level", "error"))
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:7003", c.HTTP.Addr, "flag over environment")
+	assert.Equal(t, "error", c.Log.Level, "flag over file")
+	assert.Equal(t, int32(9), c.Pool.MaxConns, "env kept where flags are silent")
+}
+
+func TestConfigFlagBeatsEnvFile(t *testing.T) {
+	t.Setenv("PD_CONFIG", writeFile(t, "http:\n  addr: 127.0.0.1:7001\n"))
+	other := writeFile(t, "http:\n  addr: 127.0.0.1:7009\n")
+	c, err := config.Load(flags(t, "--config", other))
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:7009", c.HTTP.Addr)
+}
+
+func TestValidationNamesTheField(t *testing.T) {
+	cases := []struct {
+		env   map[string]string
+		field string
+	}{
+		{map[string]string{"PD_POOL__MAX_CONNS": "0"}, "pool.max_conns"},
+		{map[string]string{"PD_POOL__MIN_CONNS": "99"}, "pool.min_conns"},
+		{map[string]string{"PD_LOG__LEVEL": "loud"}, "log.level"},
+		{map[string]string{"PD_LOG__FORMAT": "xml"}, "log.format"},
+		{map[string]string{"PD_HTTP__ADDR": "nowhere"}, "http.addr"},
+		{map[string]string{"PD_LANDLORD__URL": "postgres://%zz"}, "landlord.url"},
+		{map[string]string{"PD_ADMIN__URL": ""}, "admin.url"},
+		{map[string]string{"PD_DEFAULT_CLUSTER": "mars"}, "default_cluster"},
+		{map[string]string{"PD_CLUSTERS__MAIN__PGBOUNCER": "2.0"}, "clusters.main.pgbouncer"},
+		{map[string]string{"PD_TENANT__STATEMENT_TIMEOUT": "-1s"}, "tenant.statement_timeout"},
+		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.field, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := config.Load(nil)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.field)
+			assert.NotContains(t, err.Error(), "\n", "one line")
+		})
+	}
+}
+
+func TestBadDurationIsOneClearLine(t *testing.T) {
+	t.Setenv("PD_POOL__MAX_CONN_LIFETIME", "forever")
+	_, err := config.Load(nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "max_conn_lifetime")
+	assert.NotContains(t, err.Error(), "\n")
+}
+
+func TestMissingFile(t *testing.T) {
+	t.Setenv("PD_CONFIG", filepath.Join(t.TempDir(), "nope.yaml"))
+	_, err := config.Load(nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nope.yaml")
+}
+
+func TestAllProblemsReportedAtOnce(t *testing.T) {
+	c := config.Defaults()
+	c.Pool.MaxConns = 0
+	c.Log.Level = "x"
+	err := c.Validate()
+	var ve *config.ValidationError
+	require.ErrorAs(t, err, &ve)
+	assert.Len(t, ve.Problems, 2)
+}
+
+func TestRedact(t *testing.T) {
+	assert.Equal(t, "postgres://u:xxxxx@h:1/d", config.Redact("postgres://u:secret@h:1/d"))
+}

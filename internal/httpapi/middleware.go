@@ -1,0 +1,77 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
+	"github.com/rs/zerolog"
+)
+
+// HeaderRequestID carries the request id in both directions.
+const HeaderRequestID = "X-Request-Id"
+
+const localRequestID = "request_id"
+
+// requestID takes a sane client-supplied id or makes one, and echoes it.
+func requestID() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		id := c.Get(HeaderRequestID)
+		if !validRequestID(id) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		} else {
+			id = utils.CopyString(id)
+		}
+		c.Locals(localRequestID, id)
+		c.Set(HeaderRequestID, id)
+		return c.Next()
+	}
+}
+
+func validRequestID(s string) bool {
+	if len(s) < 8 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func requestIDOf(c *fiber.Ctx) string {
+	id, _ := c.Locals(localRequestID).(string)
+	return id
+}
+
+// accessLog writes one line per request, after the error handler has run.
+func accessLog(log zerolog.Logger) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		start := time.Now()
+		err := c.Next()
+		if err != nil {
+			if herr := c.App().ErrorHandler(c, err); herr != nil {
+				_ = c.SendStatus(fiber.StatusInternalServerError)
+			}
+		}
+		status := c.Response().StatusCode()
+		ev := log.Info()
+		if status >= 500 {
+			ev = log.Error()
+		}
+		ev.Str("request_id", requestIDOf(c)).
+			Str("method", c.Method()).
+			Str("path", c.Path()).
+			Int("status", status).
+			Dur("duration", time.Since(start)).
+			Msg("request")
+		return nil
+	}
+}
+
+func fiberStatusMessage(code int) string { return utils.StatusMessage(code) }

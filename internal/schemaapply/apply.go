@@ -1,0 +1,301 @@
+// Package schemaapply applies Atlas HCL schemas in-process with the embedded
+// ariga.io/atlas library: parse with variables → transaction → advisory lock
+// for the schema → inspect → diff → refuse destructive changes unless forced
+// → plan → apply → commit. It serves the landlord catalog and every tenant
+// schema; what open-source Atlas cannot express (extensions, grants) runs as
+// idempotent SQL steps in the same transaction, only when needed.
+package schemaapply
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"ariga.io/atlas/sql/migrate"
+	"ariga.io/atlas/sql/postgres"
+	"ariga.io/atlas/sql/schema"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// Target is the desired state of one PostgreSQL schema.
+type Target struct {
+	// Schema is the name of the one schema the HCL describes (already validated).
+	Schema string
+	// HCL is the desired schema, one or more Atlas HCL documents.
+	HCL [][]byte
+	// Vars are the HCL input variables, e.g. "tenant" → the schema name.
+	Vars map[string]string
+	// Before runs ahead of inspection, in the same transaction (e.g. extensions).
+	Before []Step
+	// After runs once the plan is applied, in the same transaction (e.g. grants).
+	After []Step
+}
+
+// Step is idempotent SQL that Atlas cannot express. Check, when set, is a
+// query returning one boolean: true means the step is already satisfied and
+// is skipped, so a converged schema runs no statement at all.
+type Step struct {
+	Name  string
+	Check string
+	Args  []any
+	SQL   []string
+}
+
+// Options control one apply.
+type Options struct {
+	// DryRun plans and returns the SQL but changes nothing.
+	DryRun bool
+	// AllowDestructive permits drops of schemas, tables and columns and column type changes.
+	AllowDestructive bool
+	// LockTimeout bounds the wait for the schema's advisory lock and for table
+	// locks (0: wait as long as the statement timeout allows).
+	LockTimeout time.Duration
+}
+
+// Result describes what an apply did (or, in a dry run, would do).
+type Result struct {
+	// Statements are the planned statements, in order, including steps that ran.
+	Statements []string
+	// Hash identifies the desired state (HCL and variables other than the schema name).
+	Hash string
+	// Duration of the whole apply.
+	Duration time.Duration
+}
+
+// Changed reports whether the apply ran (or would run) any statement.
+func (r Result) Changed() bool { return len(r.Statements) > 0 }
+
+// ErrDestructive is returned, wrapped in *DestructiveError, when the plan
+// would drop or retype something and Options.AllowDestructive is false.
+var ErrDestructive = errors.New("destructive change refused")
+
+// DestructiveError lists the destructive changes that were refused.
+type DestructiveError struct {
+	Schema  string
+	Changes []string
+}
+
+func (e *DestructiveError) Error() string {
+	return fmt.Sprintf("schema %s: %s (use --allow-destructive to force): %s",
+		e.Schema, ErrDestructive, strings.Join(e.Changes, "; "))
+}
+
+func (e *DestructiveError) Unwrap() error { return ErrDestructive }
+
+// Desired parses the target's HCL into an Atlas realm.
+func (t Target) Desired() (*schema.Realm, error) {
+	vars := make(map[string]cty.Value, len(t.Vars))
+	for k, v := range t.Vars {
+		vars[k] = cty.StringVal(v)
+	}
+	var r schema.Realm
+	if err := postgres.EvalHCLBytes(joinHCL(t.HCL), &r, vars); err != nil {
+		return nil, fmt.Errorf("parse HCL for %s: %w", t.Schema, err)
+	}
+	if len(r.Schemas) != 1 || r.Schemas[0].Name != t.Schema {
+		names := make([]string, 0, len(r.Schemas))
+		for _, s := range r.Schemas {
+			names = append(names, s.Name)
+		}
+		return nil, fmt.Errorf("HCL for %s must describe exactly that schema (got %v)", t.Schema, names)
+	}
+	return &r, nil
+}
+
+// Hash returns a stable digest of the desired state, independent of the
+// schema name, so that every tenant with the same modules has the same hash.
+func (t Target) Hash() string {
+	h := sha256.New()
+	h.Write([]byte("publicdigit-schema-v1\x00"))
+	h.Write(joinHCL(t.HCL))
+	keys := make([]string, 0, len(t.Vars))
+	for k := range t.Vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := t.Vars[k]
+		if v == t.Schema {
+			v = "<schema>"
+		}
+		fmt.Fprintf(h, "\x00%s=%s", k, v)
+	}
+	for _, s := range append(append([]Step{}, t.Before...), t.After...) {
+		fmt.Fprintf(h, "\x00step %s %s %s", s.Name, s.Check, strings.Join(s.SQL, ";"))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func joinHCL(files [][]byte) []byte {
+	var b []byte
+	for _, f := range files {
+		b = append(b, f...)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// Apply brings one schema to the target state in one transaction on db,
+// which must be a direct (non-PgBouncer) admin connection. The schema's
+// advisory lock serializes concurrent applies to the same schema.
+func Apply(ctx context.Context, db *sql.DB, t Target, o Options) (Result, error) {
+	start := time.Now()
+	res := Result{Hash: t.Hash()}
+	desired, err := t.Desired()
+	if err != nil {
+		return res, err
+	}
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+
+	if o.LockTimeout > 0 {
+		if _, err := tx.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)",
+			fmt.Sprintf("%dms", o.LockTimeout.Milliseconds())); err != nil {
+			return res, fmt.Errorf("set lock_timeout: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", t.Schema); err != nil {
+		return res, fmt.Errorf("lock schema %s: %w", t.Schema, err)
+	}
+
+	ran, err := runSteps(ctx, tx, t.Before, o.DryRun)
+	if err != nil {
+		return res, err
+	}
+	res.Statements = append(res.Statements, ran...)
+
+	plan, changes, err := planChanges(ctx, tx, t.Schema, desired)
+	if err != nil {
+		return res, err
+	}
+	if !o.AllowDestructive {
+		if d := Destructive(changes); len(d) > 0 {
+			return res, &DestructiveError{Schema: t.Schema, Changes: d}
+		}
+	}
+	for _, c := range plan.Changes {
+		res.Statements = append(res.Statements, c.Cmd)
+		if o.DryRun {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, c.Cmd, c.Args...); err != nil {
+			return res, fmt.Errorf("schema %s: %s: %w", t.Schema, c.Comment, err)
+		}
+	}
+
+	ran, err = runSteps(ctx, tx, t.After, o.DryRun)
+	if err != nil {
+		return res, err
+	}
+	res.Statements = append(res.Statements, ran...)
+
+	if o.DryRun {
+		res.Duration = time.Since(start)
+		return res, nil // deferred rollback
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("commit schema %s: %w", t.Schema, err)
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// Plan returns the statements that Apply would run, without the lock or the steps.
+func Plan(ctx context.Context, db *sql.DB, t Target) ([]string, []schema.Change, error) {
+	desired, err := t.Desired()
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, changes, err := planChanges(ctx, db, t.Schema, desired)
+	if err != nil {
+		return nil, nil, err
+	}
+	stmts := make([]string, 0, len(plan.Changes))
+	for _, c := range plan.Changes {
+		stmts = append(stmts, c.Cmd)
+	}
+	return stmts, changes, nil
+}
+
+func planChanges(ctx context.Context, conn schema.ExecQuerier, name string, desired *schema.Realm) (*migrate.Plan, []schema.Change, error) {
+	drv, err := postgres.Open(conn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("atlas driver: %w", err)
+	}
+	current, err := drv.InspectRealm(ctx, &schema.InspectRealmOption{Schemas: []string{name}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("inspect %s: %w", name, err)
+	}
+	changes, err := drv.RealmDiff(current, desired)
+	if err != nil {
+		return nil, nil, fmt.Errorf("diff %s: %w", name, err)
+	}
+	plan, err := drv.PlanChanges(ctx, name, changes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("plan %s: %w", name, err)
+	}
+	return plan, changes, nil
+}
+
+func runSteps(ctx context.Context, tx *sql.Tx, steps []Step, dryRun bool) ([]string, error) {
+	var ran []string
+	for _, s := range steps {
+		if s.Check != "" {
+			var done bool
+			if err := tx.QueryRowContext(ctx, s.Check, s.Args...).Scan(&done); err != nil {
+				return ran, fmt.Errorf("step %s: check: %w", s.Name, err)
+			}
+			if done {
+				continue
+			}
+		}
+		for _, stmt := range s.SQL {
+			ran = append(ran, stmt)
+			if dryRun {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return ran, fmt.Errorf("step %s: %w", s.Name, err)
+			}
+		}
+	}
+	return ran, nil
+}
+
+// Destructive describes the changes that lose data: dropped schemas, tables,
+// columns and objects, and column type changes.
+func Destructive(changes []schema.Change) []string {
+	var out []string
+	for _, c := range changes {
+		switch c := c.(type) {
+		case *schema.DropSchema:
+			out = append(out, "drop schema "+c.S.Name)
+		case *schema.DropTable:
+			out = append(out, "drop table "+c.T.Name)
+		case *schema.DropObject:
+			out = append(out, fmt.Sprintf("drop object %T", c.O))
+		case *schema.ModifyTable:
+			for _, tc := range c.Changes {
+				switch tc := tc.(type) {
+				case *schema.DropColumn:
+					out = append(out, fmt.Sprintf("drop column %s.%s", c.T.Name, tc.C.Name))
+				case *schema.ModifyColumn:
+					if tc.Change.Is(schema.ChangeType) {
+						out = append(out, fmt.Sprintf("change type of column %s.%s", c.T.Name, tc.From.Name))
+					}
+				}
+			}
+		}
+	}
+	return out
+}

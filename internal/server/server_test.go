@@ -1,0 +1,91 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/server"
+)
+
+func get(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+// /readyz follows the landlord connection: 503 while the database is
+// unreachable, 200 again once it is back. The test cuts a relay in front of
+// PgBouncer rather than stopping the servers other tests share.
+func TestReadyzFollowsTheDatabase(t *testing.T) {
+	cfg := dbtest.Config(t)
+	proxy := dbtest.NewProxy(t, "127.0.0.1:16432")
+	cfg.Landlord.URL = dbtest.WithPort(t, cfg.Landlord.URL, proxy.Port())
+	cfg.HTTP.Addr = "127.0.0.1:0"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
+	var base string
+	select {
+	case a := <-addrCh:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("server did not start: %v", err)
+	}
+
+	code, body := get(t, base+"/healthz")
+	assert.Equal(t, 200, code)
+	assert.Equal(t, "ok", body["status"])
+
+	code, _ = get(t, base+"/readyz")
+	assert.Equal(t, 200, code)
+
+	proxy.Stop()
+	code, body = get(t, base+"/readyz")
+	assert.Equal(t, 503, code)
+	assert.Equal(t, "not ready", body["title"])
+	assert.NotContains(t, body["detail"], "dial", "no internal error text reaches the client")
+	code, _ = get(t, base+"/healthz")
+	assert.Equal(t, 200, code, "the process is still up")
+
+	proxy.Start()
+	require.Eventually(t, func() bool {
+		code, _ := get(t, base+"/readyz")
+		return code == 200
+	}, 10*time.Second, 100*time.Millisecond)
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "graceful shutdown")
+	case <-time.After(15 * time.Second):
+		t.Fatal("server did not shut down")
+	}
+}
+
+func TestListenErrorIsReported(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	cfg := dbtest.Config(t)
+	cfg.HTTP.Addr = taken.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = server.Run(ctx, cfg, zerolog.Nop(), nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "listen on "+cfg.HTTP.Addr)
+}

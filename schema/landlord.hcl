@@ -1,0 +1,266 @@
+# The landlord catalog: one shared schema in the platform database.
+# Applied by `tenantctl db init` (or `tenantctl schema apply --landlord`), or
+# by a DBA with `atlas schema apply --env landlord`. Extensions (ltree,
+# btree_gin) and grants to the application role are idempotent SQL that the
+# applier runs around this file: open-source Atlas cannot express them.
+# A changed CHECK expression is not detected by Atlas: rename the check (_v2).
+
+schema "landlord" {
+}
+
+# Tenancy: one row per tenant, with its placement.
+table "tenants" {
+  schema = schema.landlord
+  column "id" {
+    type    = uuid
+    default = sql("gen_random_uuid()")
+  }
+  column "slug" {
+    type = text
+  }
+  column "name" {
+    type = text
+  }
+  column "status" {
+    type    = text
+    default = "provisioning"
+  }
+  column "placement" {
+    type    = text
+    default = "schema"
+  }
+  column "cluster" {
+    type    = text
+    default = "main"
+  }
+  column "database_name" {
+    type = text
+  }
+  column "schema_name" {
+    type = text
+  }
+  # Digest of the desired tenant schema last applied (core + installed modules).
+  column "schema_hash" {
+    type = text
+    null = true
+  }
+  # Per-tenant statement_timeout; NULL means the configured default.
+  column "statement_timeout_ms" {
+    type = integer
+    null = true
+  }
+  # Bumped on every placement or status change; servers re-resolve on change.
+  column "version" {
+    type    = bigint
+    default = 1
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "updated_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "deleted_at" {
+    type = timestamptz
+    null = true
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  index "tenants_slug_key" {
+    unique  = true
+    columns = [column.slug]
+  }
+  check "tenants_status_check" {
+    expr = "status IN ('provisioning', 'active', 'suspended', 'moving', 'deleted')"
+  }
+  check "tenants_placement_check" {
+    expr = "placement IN ('schema', 'database')"
+  }
+  check "tenants_timeout_check" {
+    expr = "statement_timeout_ms IS NULL OR statement_timeout_ms > 0"
+  }
+}
+
+# ModuleRegistry: the catalog of installable modules.
+table "modules" {
+  schema = schema.landlord
+  column "name" {
+    type = text
+  }
+  column "display_name" {
+    type = text
+  }
+  column "version" {
+    type = text
+  }
+  column "description" {
+    type    = text
+    default = ""
+  }
+  # Tenant HCL files (under schema/tenant/) that the module adds to a tenant schema.
+  column "schema_files" {
+    type    = sql("text[]")
+    default = sql("'{}'::text[]")
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.name]
+  }
+  check "modules_name_check" {
+    expr = "name ~ '^[a-z][a-z0-9_]{0,62}$'"
+  }
+}
+
+# Which tenant installed which module.
+table "tenant_modules" {
+  schema = schema.landlord
+  column "tenant_id" {
+    type = uuid
+  }
+  column "module_name" {
+    type = text
+  }
+  column "status" {
+    type    = text
+    default = "installed"
+  }
+  column "installed_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.tenant_id, column.module_name]
+  }
+  foreign_key "tenant_modules_tenant_fk" {
+    columns     = [column.tenant_id]
+    ref_columns = [table.tenants.column.id]
+    on_delete   = CASCADE
+  }
+  foreign_key "tenant_modules_module_fk" {
+    columns     = [column.module_name]
+    ref_columns = [table.modules.column.name]
+    on_delete   = RESTRICT
+  }
+  index "tenant_modules_module_idx" {
+    columns = [column.module_name]
+  }
+  check "tenant_modules_status_check" {
+    expr = "status IN ('installing', 'installed', 'uninstalling')"
+  }
+}
+
+# Geography: country → province → district → ward …, as an ltree path of ids.
+table "geo_administrative_units" {
+  schema = schema.landlord
+  column "id" {
+    type = bigint
+    identity {
+      generated = BY_DEFAULT
+    }
+  }
+  column "parent_id" {
+    type = bigint
+    null = true
+  }
+  column "code" {
+    type = text
+  }
+  column "name" {
+    type = text
+  }
+  column "level" {
+    type = text
+  }
+  column "path" {
+    type = sql("ltree")
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  foreign_key "geo_units_parent_fk" {
+    columns     = [column.parent_id]
+    ref_columns = [table.geo_administrative_units.column.id]
+    on_delete   = RESTRICT
+  }
+  index "geo_units_code_key" {
+    unique  = true
+    columns = [column.code]
+  }
+  index "geo_units_parent_idx" {
+    columns = [column.parent_id]
+  }
+  index "geo_units_path_gist" {
+    type    = GIST
+    columns = [column.path]
+  }
+}
+
+# Access: API tokens, stored as SHA-256 of the secret.
+table "api_tokens" {
+  schema = schema.landlord
+  column "id" {
+    type    = uuid
+    default = sql("gen_random_uuid()")
+  }
+  column "name" {
+    type = text
+  }
+  column "kind" {
+    type = text
+  }
+  column "tenant_id" {
+    type = uuid
+    null = true
+  }
+  column "token_hash" {
+    type = bytea
+  }
+  # The first characters of the token, to recognise it in listings.
+  column "prefix" {
+    type = text
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "expires_at" {
+    type = timestamptz
+    null = true
+  }
+  column "revoked_at" {
+    type = timestamptz
+    null = true
+  }
+  column "last_used_at" {
+    type = timestamptz
+    null = true
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  foreign_key "api_tokens_tenant_fk" {
+    columns     = [column.tenant_id]
+    ref_columns = [table.tenants.column.id]
+    on_delete   = CASCADE
+  }
+  index "api_tokens_hash_key" {
+    unique  = true
+    columns = [column.token_hash]
+  }
+  index "api_tokens_tenant_idx" {
+    columns = [column.tenant_id]
+  }
+  check "api_tokens_kind_check" {
+    expr = "(kind = 'platform' AND tenant_id IS NULL) OR (kind = 'tenant' AND tenant_id IS NOT NULL)"
+  }
+}
