@@ -7,12 +7,21 @@ import "embed"
 
 // Files holds landlord.hcl and tenant/*.hcl.
 //
-//go:embed landlord.hcl
+//go:embed landlord.hcl tenant
 var Files embed.FS
 
 // Landlord returns the landlord catalog HCL.
 func Landlord() []byte {
 	b, err := Files.ReadFile("landlord.hcl")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return b
+}
+
+// TenantCore returns the core tenant schema HCL (schema/tenant/core.hcl).
+func TenantCore() []byte {
+	b, err := Files.ReadFile("tenant/core.hcl")
 	if err != nil {
 		panic(err) // embedded at build time
 	}
