@@ -44,6 +44,22 @@ table "tenants" {
     type = text
     null = true
   }
+  # Catalog fingerprint of the tenant schema right after that apply: the fleet
+  # runner skips a tenant whose hash and live fingerprint both still match.
+  column "schema_fingerprint" {
+    type = text
+    null = true
+  }
+  # When the tenant schema was last applied, and the error of the last failed
+  # apply (NULL once an apply succeeds).
+  column "schema_applied_at" {
+    type = timestamptz
+    null = true
+  }
+  column "schema_error" {
+    type = text
+    null = true
+  }
   # Per-tenant statement_timeout; NULL means the configured default.
   column "statement_timeout_ms" {
     type = integer
