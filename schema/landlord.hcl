@@ -280,3 +280,41 @@ table "api_tokens" {
     expr = "(kind = 'platform' AND tenant_id IS NULL) OR (kind = 'tenant' AND tenant_id IS NOT NULL)"
   }
 }
+
+# Warm pool: spare tenant schemas built ahead of time (each with its own role
+# of the same name), claimed by renaming schema and role to tenant_<slug> in
+# the transaction that activates the tenant. A row exists before its schema
+# (status building) and until after it is claimed or dropped, so a spare
+# schema or role is never an orphan.
+table "tenant_spares" {
+  schema = schema.landlord
+  # Schema and role name, e.g. pd_spare_1a2b3c4d5e.
+  column "name" {
+    type = text
+  }
+  column "cluster" {
+    type = text
+  }
+  # Target hash of the desired schema it was built with (core, no modules).
+  column "schema_hash" {
+    type = text
+  }
+  column "status" {
+    type    = text
+    default = "building"
+  }
+  column "created_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  primary_key {
+    columns = [column.name]
+  }
+  index "tenant_spares_ready_idx" {
+    columns = [column.cluster, column.schema_hash, column.created_at]
+    where   = "(status = 'ready'::text)"
+  }
+  check "tenant_spares_status_check" {
+    expr = "status IN ('building', 'ready')"
+  }
+}
