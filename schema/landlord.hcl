@@ -299,6 +299,12 @@ table "tenant_spares" {
   column "schema_hash" {
     type = text
   }
+  # Catalog fingerprint once built (names anonymised, so it survives the
+  # rename); copied to landlord.tenants.schema_fingerprint by the claim.
+  column "schema_fingerprint" {
+    type = text
+    null = true
+  }
   column "status" {
     type    = text
     default = "building"
