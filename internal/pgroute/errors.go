@@ -1,0 +1,120 @@
+package pgroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Sentinel errors. Every error the router returns wraps at most one of them,
+// so callers branch with errors.Is and the HTTP layer maps each to a status.
+var (
+	// ErrTenantNotFound: no such tenant in the catalog (or it is deleted).
+	ErrTenantNotFound = errors.New("tenant not found")
+	// ErrTenantSuspended: the tenant exists but is suspended.
+	ErrTenantSuspended = errors.New("tenant suspended")
+	// ErrTenantNotReady: the tenant is still being provisioned.
+	ErrTenantNotReady = errors.New("tenant not ready")
+	// ErrTenantNotProvisioned: its schema or a table is missing (SQLSTATE 3F000, 42P01).
+	ErrTenantNotProvisioned = errors.New("tenant schema not provisioned")
+	// ErrTimeout: the statement ran past the tenant's statement_timeout (57014).
+	ErrTimeout = errors.New("statement timeout")
+	// ErrRetryable: a serialization failure or deadlock (40001, 40P01); the whole unit of work may be retried.
+	ErrRetryable = errors.New("retryable conflict")
+	// ErrConflict: a unique constraint was violated (23505).
+	ErrConflict = errors.New("conflict")
+	// ErrReferenced: a foreign key prevented the change (23503).
+	ErrReferenced = errors.New("foreign key violation")
+	// ErrInvalidData: a value was refused by a check, not-null or type rule (23514, 23502, 22xxx).
+	ErrInvalidData = errors.New("invalid data")
+	// ErrPermission: the tenant role may not touch the object (42501): a wrong
+	// search_path or a bug reaching another tenant's schema.
+	ErrPermission = errors.New("permission denied")
+	// ErrSessionStatement: tenant code tried a session-level statement (SET,
+	// PREPARE, LISTEN, …) that would leak to other clients behind PgBouncer.
+	ErrSessionStatement = errors.New("session-level statement refused on the pooled path")
+	// ErrUnavailable: the database could not be reached or the connection broke.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// Error is a classified database error. It keeps the original error for
+// logs; its message never reaches HTTP clients.
+type Error struct {
+	Kind       error  // one of the sentinels above
+	SQLState   string // PostgreSQL error code, when there was one
+	Constraint string // the violated constraint, for conflicts
+	Err        error  // the original error
+}
+
+func (e *Error) Error() string {
+	if e.SQLState != "" {
+		return fmt.Sprintf("%v (SQLSTATE %s): %v", e.Kind, e.SQLState, e.Err)
+	}
+	return fmt.Sprintf("%v: %v", e.Kind, e.Err)
+}
+
+// Unwrap exposes both the kind and the original error to errors.Is / As.
+func (e *Error) Unwrap() []error { return []error{e.Kind, e.Err} }
+
+// Classify maps a pgx/PostgreSQL error to a classified *Error. Errors that are
+// already classified, context errors and unknown errors are returned as they are.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var already *Error
+	if errors.As(err, &already) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		kind := kindOf(pgErr.Code)
+		if kind == nil {
+			return err
+		}
+		return &Error{Kind: kind, SQLState: pgErr.Code, Constraint: pgErr.ConstraintName, Err: err}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) || pgconn.SafeToRetry(err) || isNetError(err) {
+		return &Error{Kind: ErrUnavailable, Err: err}
+	}
+	return err
+}
+
+func kindOf(code string) error {
+	switch code {
+	case "3F000", "42P01": // invalid_schema_name, undefined_table
+		return ErrTenantNotProvisioned
+	case "57014": // query_canceled (statement_timeout)
+		return ErrTimeout
+	case "40001", "40P01": // serialization_failure, deadlock_detected
+		return ErrRetryable
+	case "55P03": // lock_not_available (lock_timeout): try again later
+		return ErrRetryable
+	case "23505":
+		return ErrConflict
+	case "23503":
+		return ErrReferenced
+	case "23514", "23502", "22P02", "22001", "22003", "22007", "22008", "22023":
+		return ErrInvalidData
+	case "42501":
+		return ErrPermission
+	case "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004":
+		return ErrUnavailable
+	}
+	return nil
+}
+
+func isNetError(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && !errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,110 @@
+package pgroute_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/pgroute"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+)
+
+// exampleSetup provisions a throwaway tenant in the test database for the
+// examples and returns the router config, the slug and a cleanup function.
+func exampleSetup() (config.Config, tenancy.Slug, func()) {
+	cfg, err := config.Load(nil)
+	if err != nil {
+		panic(err)
+	}
+	swap := func(raw string) string {
+		c, _ := pgx.ParseConfig(raw)
+		return fmt.Sprintf("postgres://%s:%s@%s:%d/publicdigit_test?sslmode=disable", c.User, c.Password, c.Host, c.Port)
+	}
+	cfg.Landlord.URL, cfg.Admin.URL = swap(cfg.Landlord.URL), swap(cfg.Admin.URL)
+	cl := cfg.Clusters["main"]
+	cl.URL, cl.AdminURL = swap(cl.URL), swap(cl.AdminURL)
+	cfg.Clusters["main"] = cl
+
+	pc, _ := pgx.ParseConfig(cfg.Admin.URL)
+	db := stdlib.OpenDB(*pc)
+	if _, err := schemaapply.Apply(context.Background(), db, schemaapply.Landlord(cfg.Tenant.AppRole), schemaapply.Options{}); err != nil {
+		panic(err)
+	}
+	tt := testTenant{slug: tenancy.MustSlug("example_" + uuid.NewString()[:8]), id: uuid.New()}
+	tt.marker = "Ada Lovelace"
+	if err := provision(db, tt); err != nil {
+		fmt.Fprintln(os.Stderr, "example setup:", err)
+	}
+	return cfg, tt.slug, func() { dropExample(db, tt.slug); db.Close() }
+}
+
+func dropExample(db *sql.DB, slug tenancy.Slug) {
+	db.Exec("DROP SCHEMA IF EXISTS " + pgx.Identifier{slug.SchemaName()}.Sanitize() + " CASCADE")
+	db.Exec("DROP ROLE IF EXISTS " + pgx.Identifier{slug.RoleName()}.Sanitize())
+	db.Exec("DELETE FROM landlord.tenants WHERE slug = $1", slug.String())
+}
+
+// Single-shot work: everything queued travels with the tenant binding in one
+// round trip, as one implicit transaction.
+func ExampleRouter_Do() {
+	cfg, slug, cleanup := exampleSetup()
+	defer cleanup()
+	ctx := context.Background()
+	router, err := pgroute.New(ctx, cfg, zerolog.Nop(), pgroute.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer router.Close()
+
+	var name string
+	var members int
+	err = router.Do(ctx, slug, func(b *pgroute.Batch) error {
+		tenantID := b.Tenant().TenantID // the golden rule: every read checks tenant_id
+		b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, tenantID, "Grace Hopper")
+		b.Queue(`SELECT full_name FROM members WHERE tenant_id = $1 ORDER BY full_name LIMIT 1`, tenantID).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&name) })
+		b.Queue(`SELECT count(*) FROM members WHERE tenant_id = $1`, tenantID).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&members) })
+		return nil
+	})
+	fmt.Println(name, members, err)
+	// Output: Ada Lovelace 2 <nil>
+}
+
+// Work with Go logic between statements: BEGIN and the binding travel with
+// the first flush; statements still queued travel with COMMIT.
+func ExampleRouter_Tx() {
+	cfg, slug, cleanup := exampleSetup()
+	defer cleanup()
+	ctx := context.Background()
+	router, err := pgroute.New(ctx, cfg, zerolog.Nop(), pgroute.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer router.Close()
+
+	err = router.Tx(ctx, slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
+		var status string
+		tx.Queue(`SELECT status FROM members WHERE tenant_id = $1 AND full_name = $2 FOR UPDATE`,
+			tx.Tenant().TenantID, "Ada Lovelace").QueryRow(func(row pgx.Row) error { return row.Scan(&status) })
+		if err := tx.Flush(ctx); err != nil { // round trip 1
+			return err
+		}
+		if status != "active" {
+			return fmt.Errorf("member is %s", status)
+		}
+		tx.Queue(`UPDATE members SET status = 'inactive' WHERE tenant_id = $1 AND full_name = $2`,
+			tx.Tenant().TenantID, "Ada Lovelace")
+		return nil // round trip 2: UPDATE + COMMIT
+	})
+	fmt.Println(err)
+	// Output: <nil>
+}

@@ -1,0 +1,172 @@
+package pgroute_test
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/pgroute"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+	hcl "github.com/publicdigit/publicdigit/schema"
+)
+
+// testTenant is one provisioned tenant of a test: catalog row, schema with
+// the core tables, its own role, and a marker member row.
+type testTenant struct {
+	slug   tenancy.Slug
+	id     uuid.UUID
+	marker string
+}
+
+// newTenants provisions n tenants in the test database and removes them
+// (rows, schemas, roles) at cleanup.
+func newTenants(t *testing.T, n int) []testTenant {
+	t.Helper()
+	dbtest.Landlord(t)
+	db := dbtest.AdminDB(t)
+	out := make([]testTenant, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 4)
+	for i := range out {
+		out[i] = testTenant{slug: tenancy.MustSlug(dbtest.Name("pr")), id: uuid.New()}
+		out[i].marker = "marker-" + out[i].slug.String()
+		t.Cleanup(func() { dropTenant(t, db, out[i].slug) })
+		wg.Add(1)
+		go func(tt testTenant) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs <- provision(db, tt)
+		}(out[i])
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	return out
+}
+
+func provision(db *sql.DB, tt testTenant) error {
+	ctx := context.Background()
+	schemaName, role := tt.slug.SchemaName(), pgx.Identifier{tt.slug.RoleName()}.Sanitize()
+	if _, err := db.ExecContext(ctx, `INSERT INTO landlord.tenants (id, slug, name, status, placement, cluster, database_name, schema_name)
+		VALUES ($1, $2, $3, 'active', 'schema', 'main', current_database(), $4)`, tt.id, tt.slug.String(), "Test "+tt.slug.String(), schemaName); err != nil {
+		return err
+	}
+	target := schemaapply.Target{Schema: schemaName, HCL: [][]byte{hcl.TenantCore()}, Vars: map[string]string{"tenant": schemaName}}
+	if _, err := schemaapply.Apply(ctx, db, target, schemaapply.Options{}); err != nil {
+		return err
+	}
+	schema := pgx.Identifier{schemaName}.Sanitize()
+	for _, s := range []string{
+		"CREATE ROLE " + role + " NOLOGIN",
+		"GRANT " + role + " TO pd_app",
+		"REVOKE ALL ON SCHEMA " + schema + " FROM PUBLIC",
+		"GRANT USAGE ON SCHEMA " + schema + " TO " + role,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + schema + " TO " + role,
+	} {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return err
+		}
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO `+schema+`.members (tenant_id, full_name) VALUES ($1, $2)`, tt.id, tt.marker)
+	return err
+}
+
+func dropTenant(t *testing.T, db *sql.DB, slug tenancy.Slug) {
+	ctx := context.Background()
+	for _, s := range []string{
+		"DROP SCHEMA IF EXISTS " + pgx.Identifier{slug.SchemaName()}.Sanitize() + " CASCADE",
+		"DROP ROLE IF EXISTS " + pgx.Identifier{slug.RoleName()}.Sanitize(),
+	} {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			t.Errorf("cleanup %s: %v", slug, err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE slug = $1`, slug.String()); err != nil {
+		t.Errorf("cleanup %s: %v", slug, err)
+	}
+}
+
+// routerConfig points the tenant pool of the default cluster at the path.
+func routerConfig(t *testing.T, path dbtest.Path) config.Config {
+	t.Helper()
+	cfg := dbtest.Config(t)
+	cl := cfg.Clusters[cfg.DefaultCluster]
+	cl.URL = dbtest.AppURL(t, path)
+	cfg.Clusters[cfg.DefaultCluster] = cl
+	cfg.Pool.MaxConns = 8
+	cfg.Tenant.StatementTimeout = 5 * time.Second
+	return cfg
+}
+
+func newRouter(t *testing.T, cfg config.Config, opts pgroute.Options) *pgroute.Router {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := pgroute.New(ctx, cfg, zerolog.Nop(), opts)
+	require.NoError(t, err)
+	t.Cleanup(r.Close)
+	return r
+}
+
+// writeCounter counts the writes of every connection of the pools it
+// configures: pgx sends one pipeline with one write, so the count of writes
+// is the count of network round trips the client started.
+type writeCounter struct{ n atomic.Int64 }
+
+func (w *writeCounter) configure(cfg *pgxpool.Config) {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: c, w: w}, nil
+	}
+	// Connect up front, so that connection start-up is not counted.
+	cfg.MinConns = 1
+}
+
+type countingConn struct {
+	net.Conn
+	w       *writeCounter
+	started atomic.Bool
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	// The first writes of a connection are its start-up and authentication.
+	if c.started.Load() {
+		c.w.n.Add(1)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	// 'Z' (ReadyForQuery) ends start-up; count from then on.
+	if !c.started.Load() && n > 0 {
+		for i := 0; i+5 < n; i++ {
+			if b[i] == 'Z' && b[i+1] == 0 && b[i+2] == 0 && b[i+3] == 0 && b[i+4] == 5 {
+				c.started.Store(true)
+				break
+			}
+		}
+	}
+	return n, err
+}

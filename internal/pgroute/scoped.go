@@ -1,0 +1,185 @@
+package pgroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Batch collects the statements of one single-shot unit of work (Router.Do).
+// Attach result handling to each queued statement:
+//
+//	b.Queue(`SELECT full_name FROM members WHERE tenant_id = $1 AND id = $2`, b.Tenant().TenantID, id).
+//		QueryRow(func(row pgx.Row) error { return row.Scan(&name) })
+type Batch struct {
+	p   Placement
+	pb  pgx.Batch
+	n   int
+	err error
+}
+
+// Tenant is the placement the batch is bound to (TenantID for the golden rule).
+func (b *Batch) Tenant() Placement { return b.p }
+
+// Queue adds one statement. Session-level statements (SET, PREPARE, LISTEN,
+// set_config, …) and multi-statement strings are refused: Do then fails
+// with ErrSessionStatement before anything is sent.
+func (b *Batch) Queue(sql string, args ...any) *pgx.QueuedQuery {
+	if err := checkStatement(sql); err != nil && b.err == nil {
+		b.err = err
+	}
+	if err := checkArgs(args); err != nil && b.err == nil {
+		b.err = err
+	}
+	b.n++
+	return b.pb.Queue(sql, args...)
+}
+
+// Len is the number of statements queued by tenant code.
+func (b *Batch) Len() int { return b.n }
+
+// checkArgs refuses values that PostgreSQL cannot store and that the simple
+// protocol could not carry: a NUL byte ends a Query message early.
+func checkArgs(args []any) error {
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			if strings.IndexByte(v, 0) >= 0 {
+				return fmt.Errorf("%w: argument %d contains a NUL byte", ErrInvalidData, i+1)
+			}
+		case *string:
+			if v != nil && strings.IndexByte(*v, 0) >= 0 {
+				return fmt.Errorf("%w: argument %d contains a NUL byte", ErrInvalidData, i+1)
+			}
+		case []string:
+			for _, s := range v {
+				if strings.IndexByte(s, 0) >= 0 {
+					return fmt.Errorf("%w: argument %d contains a NUL byte", ErrInvalidData, i+1)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Tx is an explicit transaction bound to one tenant (Router.Tx). Statements
+// are queued and sent by Flush; whatever is still queued when the function
+// returns is sent together with COMMIT. The first flush also carries BEGIN
+// and the tenant binding, so no round trip is spent on them alone.
+type Tx struct {
+	r       *Router
+	conn    *pgxpool.Conn
+	p       Placement
+	begin   string
+	begun   bool
+	pending pgx.Batch
+	n       int
+	failed  error
+}
+
+// Tenant is the placement the transaction is bound to.
+func (t *Tx) Tenant() Placement { return t.p }
+
+// Queue adds a statement to the next flush (or the commit), with the same
+// rules as Batch.Queue.
+func (t *Tx) Queue(sql string, args ...any) *pgx.QueuedQuery {
+	if err := checkStatement(sql); err != nil && t.failed == nil {
+		t.failed = err
+	}
+	if err := checkArgs(args); err != nil && t.failed == nil {
+		t.failed = err
+	}
+	t.n++
+	return t.pending.Queue(sql, args...)
+}
+
+// Flush sends the queued statements (one round trip) and runs their result
+// callbacks. After a failed flush the transaction is aborted: Tx returns the
+// error and rolls back, whatever fn does next.
+func (t *Tx) Flush(ctx context.Context) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	if t.n == 0 {
+		return nil
+	}
+	b := t.take()
+	if !t.begun {
+		b = t.withBegin(b)
+		t.begun = true
+	}
+	if err := t.conn.SendBatch(ctx, b).Close(); err != nil {
+		t.failed = Classify(err)
+		return t.failed
+	}
+	return nil
+}
+
+// take returns the pending statements and resets the queue.
+func (t *Tx) take() *pgx.Batch {
+	b := &pgx.Batch{QueuedQueries: t.pending.QueuedQueries}
+	t.pending = pgx.Batch{}
+	t.n = 0
+	return b
+}
+
+// withBegin prefixes BEGIN and the tenant binding.
+func (t *Tx) withBegin(b *pgx.Batch) *pgx.Batch {
+	head := &pgx.Batch{}
+	head.Queue(t.begin)
+	t.r.queueBind(head, t.p)
+	head.QueuedQueries = append(head.QueuedQueries, b.QueuedQueries...)
+	return head
+}
+
+var errRolledBack = errors.New("transaction was rolled back by the server")
+
+// commit sends what is queued with COMMIT. A transaction that never flushed
+// needs no BEGIN: its statements go as one implicit transaction, like Do.
+func (t *Tx) commit(ctx context.Context) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	if !t.begun {
+		if t.n == 0 {
+			return nil
+		}
+		b := &pgx.Batch{}
+		t.r.queueBind(b, t.p)
+		b.QueuedQueries = append(b.QueuedQueries, t.take().QueuedQueries...)
+		return Classify(t.conn.SendBatch(ctx, b).Close())
+	}
+	b := t.take()
+	var tag pgconn.CommandTag
+	b.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
+		tag = ct
+		return nil
+	})
+	if err := t.conn.SendBatch(ctx, b).Close(); err != nil {
+		return Classify(err)
+	}
+	// COMMIT of an aborted transaction answers ROLLBACK without an error.
+	if tag.String() != "COMMIT" {
+		return &Error{Kind: ErrRetryable, Err: errRolledBack}
+	}
+	return nil
+}
+
+// rollback ends a begun transaction; if that fails, the connection is closed
+// (pgxpool then drops it on release).
+func (t *Tx) rollback(ctx context.Context) {
+	if !t.begun || t.conn.Conn().PgConn().TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := t.conn.Exec(ctx, "ROLLBACK"); err != nil {
+		_ = t.conn.Conn().Close(ctx)
+	}
+}
