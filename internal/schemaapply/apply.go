@@ -56,6 +56,11 @@ type Options struct {
 	// LockTimeout bounds the wait for the schema's advisory lock and for table
 	// locks (0: wait as long as the statement timeout allows).
 	LockTimeout time.Duration
+	// BeforeCommit, when set, runs in the apply's transaction after the plan
+	// and the After steps, just before commit (never in a dry run): record
+	// the applied hash in a catalog in the same database, so that the schema
+	// change and its record commit together. An error rolls everything back.
+	BeforeCommit func(ctx context.Context, tx *sql.Tx, res Result) error
 }
 
 // Result describes what an apply did (or, in a dry run, would do).
@@ -64,6 +69,12 @@ type Result struct {
 	Statements []string
 	// Hash identifies the desired state (HCL and variables other than the schema name).
 	Hash string
+	// Destructive lists the planned changes that lose data (drops, type
+	// changes); they ran only if Options.AllowDestructive was set.
+	Destructive []string
+	// Fingerprint is the catalog fingerprint of the schema after the apply
+	// (see Fingerprints); set by ApplyTenant and the fleet runner, not in a dry run.
+	Fingerprint string
 	// Duration of the whole apply.
 	Duration time.Duration
 }
@@ -126,8 +137,16 @@ func (t Target) Hash() string {
 		}
 		fmt.Fprintf(h, "\x00%s=%s", k, v)
 	}
+	// Steps name the schema (and, for tenants, the role of the same name) in
+	// their SQL: hash them with the name replaced, like the variables above.
+	anon := func(x string) string {
+		if t.Schema == "" {
+			return x
+		}
+		return strings.ReplaceAll(x, t.Schema, "<schema>")
+	}
 	for _, s := range append(append([]Step{}, t.Before...), t.After...) {
-		fmt.Fprintf(h, "\x00step %s %s %s", s.Name, s.Check, strings.Join(s.SQL, ";"))
+		fmt.Fprintf(h, "\x00step %s %s %s", s.Name, anon(s.Check), anon(strings.Join(s.SQL, ";")))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -145,6 +164,37 @@ func joinHCL(files [][]byte) []byte {
 // which must be a direct (non-PgBouncer) admin connection. The schema's
 // advisory lock serializes concurrent applies to the same schema.
 func Apply(ctx context.Context, db *sql.DB, t Target, o Options) (Result, error) {
+	return apply(ctx, db, t, o, applyHooks{})
+}
+
+// applyHooks let the fleet runner reuse one tenant's inspection for its twins.
+type applyHooks struct {
+	// fingerprintRole, when set, makes apply compute the schema's catalog
+	// fingerprint (with this role) in the transaction: before planning, and
+	// after the After steps (Result.Fingerprint).
+	fingerprintRole string
+	// base, when set and its before-fingerprint equals the schema's, replaces
+	// inspection: the realm of a twin schema, renamed. The after-fingerprint
+	// must then equal base.after too, or the apply fails with errTwinMismatch.
+	base *twin
+	// inspected receives the realm that inspection returned, with the
+	// before- and after-fingerprints, once the apply succeeded.
+	inspected func(tw *twin)
+	// usedTwin, when set, tells whether base replaced inspection.
+	usedTwin *bool
+}
+
+// twin is an inspected schema whose plan serves schemas with the same fingerprint.
+type twin struct {
+	realm         *schema.Realm
+	before, after string
+}
+
+// errTwinMismatch means a twin's plan did not produce the twin's result; the
+// transaction was rolled back and the caller inspects for real.
+var errTwinMismatch = errors.New("schema differs from its twin after apply")
+
+func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (Result, error) {
 	start := time.Now()
 	res := Result{Hash: t.Hash()}
 	desired, err := t.Desired()
@@ -174,14 +224,38 @@ func Apply(ctx context.Context, db *sql.DB, t Target, o Options) (Result, error)
 	}
 	res.Statements = append(res.Statements, ran...)
 
-	plan, changes, err := planChanges(ctx, tx, t.Schema, desired)
+	var before string
+	if h.fingerprintRole != "" {
+		if before, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
+			return res, err
+		}
+	}
+	drv, err := postgres.Open(tx)
+	if err != nil {
+		return res, fmt.Errorf("atlas driver: %w", err)
+	}
+	var current *schema.Realm
+	reused := h.base != nil && h.base.before == before && len(h.base.realm.Schemas) <= 1
+	if h.usedTwin != nil {
+		*h.usedTwin = reused
+	}
+	if reused {
+		current = h.base.realm
+		if len(current.Schemas) == 1 {
+			current.Schemas[0].Name = t.Schema
+		}
+	} else {
+		if current, err = drv.InspectRealm(ctx, &schema.InspectRealmOption{Schemas: []string{t.Schema}}); err != nil {
+			return res, fmt.Errorf("inspect %s: %w", t.Schema, err)
+		}
+	}
+	plan, changes, err := planFrom(ctx, drv, t.Schema, current, desired)
 	if err != nil {
 		return res, err
 	}
-	if !o.AllowDestructive {
-		if d := Destructive(changes); len(d) > 0 {
-			return res, &DestructiveError{Schema: t.Schema, Changes: d}
-		}
+	res.Destructive = Destructive(changes)
+	if !o.AllowDestructive && len(res.Destructive) > 0 {
+		return res, &DestructiveError{Schema: t.Schema, Changes: res.Destructive}
 	}
 	for _, c := range plan.Changes {
 		res.Statements = append(res.Statements, c.Cmd)
@@ -200,11 +274,30 @@ func Apply(ctx context.Context, db *sql.DB, t Target, o Options) (Result, error)
 	res.Statements = append(res.Statements, ran...)
 
 	if o.DryRun {
+		if !reused && h.inspected != nil {
+			h.inspected(&twin{realm: current, before: before})
+		}
 		res.Duration = time.Since(start)
 		return res, nil // deferred rollback
 	}
+	if h.fingerprintRole != "" {
+		if res.Fingerprint, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
+			return res, err
+		}
+		if reused && res.Fingerprint != h.base.after {
+			return res, errTwinMismatch
+		}
+	}
+	if o.BeforeCommit != nil {
+		if err := o.BeforeCommit(ctx, tx, res); err != nil {
+			return res, fmt.Errorf("schema %s: before commit: %w", t.Schema, err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("commit schema %s: %w", t.Schema, err)
+	}
+	if !reused && h.inspected != nil {
+		h.inspected(&twin{realm: current, before: before, after: res.Fingerprint})
 	}
 	res.Duration = time.Since(start)
 	return res, nil
@@ -236,6 +329,10 @@ func planChanges(ctx context.Context, conn schema.ExecQuerier, name string, desi
 	if err != nil {
 		return nil, nil, fmt.Errorf("inspect %s: %w", name, err)
 	}
+	return planFrom(ctx, drv, name, current, desired)
+}
+
+func planFrom(ctx context.Context, drv migrate.Driver, name string, current, desired *schema.Realm) (*migrate.Plan, []schema.Change, error) {
 	changes, err := drv.RealmDiff(current, desired)
 	if err != nil {
 		return nil, nil, fmt.Errorf("diff %s: %w", name, err)

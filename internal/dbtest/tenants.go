@@ -1,0 +1,135 @@
+package dbtest
+
+import (
+	"context"
+	"database/sql"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+)
+
+// slugPrefix keeps test slugs valid tenant slugs (tenancy.ParseSlug) that fit
+// PostgreSQL's identifiers once suffixed; dbtest cannot import tenancy (its
+// tests may use dbtest).
+var slugPrefix = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
+
+// TestTenant is a tenant made for one test, in the test database's landlord catalog.
+type TestTenant struct {
+	ID     string
+	Slug   string
+	Schema string
+	Role   string
+}
+
+// Spec is the tenant's schemaapply spec with the given module files.
+func (tt TestTenant) Spec(appRole string, moduleFiles ...string) schemaapply.TenantSpec {
+	return schemaapply.TenantSpec{Schema: tt.Schema, Role: tt.Role, AppRole: appRole, Modules: moduleFiles}
+}
+
+// Module registers a module with a random name (prefix + suffix) in
+// landlord.modules, bringing the given tenant schema files (e.g.
+// "modules/events.hcl"), and deletes it at cleanup. Register modules before
+// the tenants that install them: cleanups run in reverse order.
+func Module(t testing.TB, prefix string, files ...string) string {
+	t.Helper()
+	Landlord(t)
+	db := AdminDB(t)
+	name := Name(prefix)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `INSERT INTO landlord.modules (name, display_name, version, schema_files)
+		VALUES ($1, $1, 'test', $2)`, name, files); err != nil {
+		t.Fatalf("dbtest: register module: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := db.ExecContext(context.Background(), `DELETE FROM landlord.modules WHERE name = $1`, name); err != nil {
+			t.Errorf("dbtest: delete module %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// TenantRow inserts a landlord.tenants row for a new tenant — slug prefix +
+// random suffix, status active, placement schema, cluster main, this test
+// database, schema tenant_<slug> — with the named modules installed, without
+// creating its schema. Cleanup deletes the row and drops the schema and the
+// role (tenant roles are cluster-wide; the random slug keeps them apart).
+// The prefix must start with a lower-case letter.
+func TenantRow(t testing.TB, prefix string, modules ...string) TestTenant {
+	t.Helper()
+	Landlord(t)
+	db := AdminDB(t)
+	if !slugPrefix.MatchString(prefix) {
+		t.Fatalf("dbtest: tenant prefix %q must match %s", prefix, slugPrefix)
+	}
+	slug := Name(prefix)
+	tt := TestTenant{Slug: slug, Schema: schemaapply.TenantPrefix + slug, Role: schemaapply.TenantPrefix + slug}
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := tx.QueryRowContext(ctx, `INSERT INTO landlord.tenants
+		(slug, name, status, placement, cluster, database_name, schema_name)
+		VALUES ($1, $1, 'active', 'schema', 'main', current_database(), $2) RETURNING id`,
+		slug, tt.Schema).Scan(&tt.ID); err != nil {
+		t.Fatalf("dbtest: insert tenant: %v", err)
+	}
+	for _, m := range modules {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name) VALUES ($1, $2)`,
+			tt.ID, m); err != nil {
+			t.Fatalf("dbtest: install module %s: %v", m, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	t.Cleanup(func() { DropTenant(t, db, tt) })
+	return tt
+}
+
+// Tenant is TenantRow followed by schemaapply.ApplyTenant (schema, role,
+// grants to the configured application role, in one transaction, with the
+// schema files of the named modules) and the record of the applied hash and
+// fingerprint, so the tenant starts converged.
+func Tenant(t testing.TB, prefix string, modules ...string) TestTenant {
+	t.Helper()
+	tt := TenantRow(t, prefix, modules...)
+	db := AdminDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var files []string
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(array_agg(f ORDER BY f), '{}')
+		FROM landlord.modules m CROSS JOIN LATERAL unnest(m.schema_files) f WHERE m.name = ANY($1)`,
+		modules).Scan(pgtype.NewMap().SQLScanner(&files)); err != nil {
+		t.Fatalf("dbtest: module files: %v", err)
+	}
+	_, err := schemaapply.ApplyTenant(ctx, db, tt.Spec(Config(t).Tenant.AppRole, files...), schemaapply.Options{
+		BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
+			return schemaapply.RecordApplied(ctx, tx, tt.ID, res)
+		},
+	})
+	if err != nil {
+		t.Fatalf("dbtest: apply tenant %s: %v", tt.Slug, err)
+	}
+	return tt
+}
+
+// DropTenant deletes the tenant's landlord row (its module installs go with
+// it) and drops its schema and role, if they exist.
+func DropTenant(t testing.TB, db *sql.DB, tt TestTenant) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE id = $1`, tt.ID); err != nil {
+		t.Errorf("dbtest: delete tenant %s: %v", tt.Slug, err)
+	}
+	DropSchema(t, db, tt.Schema)
+	if _, err := db.ExecContext(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{tt.Role}.Sanitize()); err != nil {
+		t.Errorf("dbtest: drop role %s: %v", tt.Role, err)
+	}
+}

@@ -1,0 +1,585 @@
+package schemaapply
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/rs/zerolog"
+)
+
+// Fleet applies the tenant schemas listed in the landlord catalog.
+//
+// A run lists the selected tenants with their installed modules, computes
+// each one's desired hash (Target.Hash, independent of the schema name) and
+// the catalog fingerprints of all their schemas in one query per database,
+// and skips, without inspecting it, every tenant whose recorded hash and
+// fingerprint both still match. The rest are applied with bounded
+// parallelism, canaries first, each in its own transaction under its own
+// lock_timeout; a failure is recorded and the others go on; each success
+// records its hash and fingerprint, so a rerun touches only what is left.
+//
+// Tenants that share a desired hash and a live fingerprint have the same
+// schema up to its name, so a worker inspects the first of them with Atlas
+// and plans the others from that inspection (renamed), checking in each
+// tenant's transaction that its fingerprint before and after the apply is
+// the twin's; on any difference it inspects that tenant for real. This keeps
+// a fleet-wide change linear in the tenant count: Atlas's inspection scans
+// the whole database catalog, so inspecting every tenant is quadratic.
+type Fleet struct {
+	// Catalog is a direct admin connection to the database of the landlord
+	// catalog. Tenants in that database (on cluster Cluster) use it too, and
+	// their apply and its record commit together.
+	Catalog *sql.DB
+	// Cluster names the cluster Catalog is on ("main" when empty).
+	Cluster string
+	// Resolve returns the admin connection for tenants in other databases
+	// or clusters (see Resolver); nil means only Catalog's database is reachable.
+	Resolve ResolveFunc
+	// AppRole is granted every tenant role (config tenant.app_role).
+	AppRole string
+	// Target builds a tenant's desired state; nil means TenantTarget.
+	Target func(TenantSpec) (Target, error)
+	// Log receives one event per tenant applied or failed.
+	Log zerolog.Logger
+}
+
+// Selection picks tenants from the catalog: every non-deleted tenant, or
+// only the listed slugs, or only those whose slug starts with a prefix.
+type Selection struct {
+	// Slugs, when set, selects exactly these tenants; a slug missing from
+	// the catalog (or deleted) is an ErrTenantNotFound.
+	Slugs []string
+	// SlugPrefix, when set, selects the tenants whose slug starts with it.
+	SlugPrefix string
+}
+
+// FleetOptions control one fleet run.
+type FleetOptions struct {
+	// Options apply to every tenant (DryRun, AllowDestructive, LockTimeout).
+	Options
+	Selection
+	// Parallel is the number of tenants applied at once (default 4).
+	Parallel int
+	// Canary tenants are applied first; if one fails, the rest are not started.
+	Canary int
+	// InspectAll inspects every selected tenant with Atlas, converged or not,
+	// and never plans from a twin (the naive loop; slow on big fleets).
+	InspectAll bool
+	// OnStart, when set, is called once with the number of tenants to apply.
+	OnStart func(toApply int)
+	// OnTenant, when set, is called after each tenant (one call at a time).
+	OnTenant func(TenantResult)
+}
+
+// Tenant statuses in a TenantResult.
+const (
+	StatusConverged  = "converged"   // recorded hash and fingerprint match: skipped without inspection
+	StatusApplied    = "applied"     // statements ran and the result was recorded
+	StatusUnchanged  = "unchanged"   // inspected, nothing to run (the new hash was recorded)
+	StatusPlanned    = "planned"     // dry run: statements would run
+	StatusFailed     = "failed"      // see Error; nothing of this tenant's apply remains
+	StatusNotStarted = "not_started" // a canary failed, or the run was cancelled
+)
+
+// Reasons why a tenant was not skipped.
+const (
+	ReasonNew        = "new"        // never applied
+	ReasonChanged    = "changed"    // the desired schema changed since the last apply
+	ReasonDrift      = "drift"      // the live schema changed since the last apply
+	ReasonMissing    = "missing"    // the schema does not exist
+	ReasonUnrecorded = "unrecorded" // no fingerprint recorded
+	ReasonForced     = "forced"     // converged, inspected because asked to
+)
+
+// TenantResult is what happened to one tenant in a fleet run.
+type TenantResult struct {
+	ID          string   `json:"id"`
+	Slug        string   `json:"slug"`
+	Schema      string   `json:"schema"`
+	Cluster     string   `json:"cluster"`
+	Database    string   `json:"database"`
+	Status      string   `json:"status"`
+	Reason      string   `json:"reason,omitempty"`
+	Canary      bool     `json:"canary,omitempty"`
+	Twin        bool     `json:"planned_from_twin,omitempty"`
+	Statements  []string `json:"statements,omitempty"`
+	Destructive []string `json:"destructive,omitempty"`
+	Error       string   `json:"error,omitempty"`
+	DurationMS  float64  `json:"duration_ms"`
+}
+
+// FleetResult sums up a fleet run. Tenants lists every selected tenant that
+// was not skipped as converged, in slug order.
+type FleetResult struct {
+	DryRun       bool           `json:"dry_run"`
+	Total        int            `json:"total"`
+	Converged    int            `json:"converged"`
+	Applied      int            `json:"applied"`
+	Unchanged    int            `json:"unchanged"`
+	Planned      int            `json:"planned"`
+	Failed       int            `json:"failed"`
+	NotStarted   int            `json:"not_started"`
+	Inspected    int            `json:"inspected"`
+	FromTwin     int            `json:"planned_from_twin"`
+	CanaryFailed bool           `json:"canary_failed,omitempty"`
+	DurationMS   float64        `json:"duration_ms"`
+	Tenants      []TenantResult `json:"tenants"`
+}
+
+// Err reports failed and not started tenants as one error (nil if none).
+func (r FleetResult) Err() error {
+	if r.Failed == 0 && r.NotStarted == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("%d of %d tenants failed", r.Failed, r.Total)
+	if r.NotStarted > 0 {
+		msg += fmt.Sprintf(", %d not started", r.NotStarted)
+		if r.CanaryFailed {
+			msg += " (a canary failed)"
+		}
+	}
+	return errors.New(msg)
+}
+
+// ErrTenantNotFound is returned when a selected slug is not in the catalog.
+var ErrTenantNotFound = errors.New("tenant not found in the landlord catalog")
+
+// fleetTenant is one selected tenant while a run goes.
+type fleetTenant struct {
+	res        TenantResult
+	role       string
+	modules    []string
+	storedHash string
+	storedFP   string
+	liveFP     string
+	target     Target
+	hash       string
+	db         *sql.DB
+	dbKey      string
+	sameDB     bool
+}
+
+const listSQL = `
+SELECT t.id::text, t.slug, t.cluster, t.database_name, t.schema_name,
+       coalesce(t.schema_hash, ''), coalesce(t.schema_fingerprint, ''),
+       coalesce((SELECT array_agg(DISTINCT f ORDER BY f)
+                   FROM landlord.tenant_modules tm
+                   JOIN landlord.modules m ON m.name = tm.module_name
+                   CROSS JOIN LATERAL unnest(m.schema_files) f
+                  WHERE tm.tenant_id = t.id), '{}')
+FROM landlord.tenants t
+WHERE t.deleted_at IS NULL AND t.status <> 'deleted'
+  AND ($1::text = '' OR left(t.slug, length($1::text)) = $1::text)
+  AND (cardinality($2::text[]) = 0 OR t.slug = ANY($2::text[]))
+ORDER BY t.slug`
+
+func (f *Fleet) cluster() string {
+	if f.Cluster == "" {
+		return "main"
+	}
+	return f.Cluster
+}
+
+func (f *Fleet) target(spec TenantSpec) (Target, error) {
+	if f.Target != nil {
+		return f.Target(spec)
+	}
+	return TenantTarget(spec)
+}
+
+// list reads the selected tenants from the catalog.
+func (f *Fleet) list(ctx context.Context, sel Selection) ([]*fleetTenant, error) {
+	slugs := sel.Slugs
+	if slugs == nil {
+		slugs = []string{}
+	}
+	rows, err := f.Catalog.QueryContext(ctx, listSQL, sel.SlugPrefix, slugs)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	defer rows.Close()
+	m := pgtype.NewMap()
+	var out []*fleetTenant
+	for rows.Next() {
+		ft := &fleetTenant{}
+		r := &ft.res
+		if err := rows.Scan(&r.ID, &r.Slug, &r.Cluster, &r.Database, &r.Schema,
+			&ft.storedHash, &ft.storedFP, m.SQLScanner(&ft.modules)); err != nil {
+			return nil, fmt.Errorf("list tenants: %w", err)
+		}
+		out = append(out, ft)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	if len(sel.Slugs) > 0 {
+		found := make(map[string]bool, len(out))
+		for _, ft := range out {
+			found[ft.res.Slug] = true
+		}
+		for _, s := range sel.Slugs {
+			if !found[s] {
+				return nil, fmt.Errorf("%w: %q", ErrTenantNotFound, s)
+			}
+		}
+	}
+	return out, nil
+}
+
+// prepare builds targets, resolves connections and fingerprints every
+// schema (one query per database); tenants that cannot be prepared fail.
+func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) error {
+	var catalogDB string
+	if err := f.Catalog.QueryRowContext(ctx, "SELECT current_database()").Scan(&catalogDB); err != nil {
+		return fmt.Errorf("catalog database: %w", err)
+	}
+	groups := map[string][]*fleetTenant{}
+	for _, ft := range tenants {
+		// The tenant role is tenant_<slug> (tenancy.Slug.RoleName; tenancy
+		// imports this package, so the convention is repeated here). The
+		// spec validation refuses anything that is not a plain identifier.
+		ft.role = TenantPrefix + ft.res.Slug
+		var err error
+		ft.target, err = f.target(TenantSpec{Schema: ft.res.Schema, Role: ft.role, AppRole: f.AppRole, Modules: ft.modules})
+		if err != nil {
+			ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
+			continue
+		}
+		ft.hash = ft.target.Hash()
+		ft.dbKey = ft.res.Cluster + "/" + ft.res.Database
+		switch {
+		case ft.res.Cluster == f.cluster() && ft.res.Database == catalogDB:
+			ft.db, ft.sameDB = f.Catalog, true
+		case f.Resolve == nil:
+			ft.fail(fmt.Errorf("tenant %s: no connection to database %s on cluster %s", ft.res.Slug, ft.res.Database, ft.res.Cluster))
+			continue
+		default:
+			if ft.db, err = f.Resolve(ft.res.Cluster, ft.res.Database); err != nil {
+				ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
+				continue
+			}
+		}
+		groups[ft.dbKey] = append(groups[ft.dbKey], ft)
+	}
+	for _, group := range groups {
+		items := make([]SchemaRole, len(group))
+		for i, ft := range group {
+			items[i] = SchemaRole{Schema: ft.res.Schema, Role: ft.role}
+		}
+		fps, err := Fingerprints(ctx, group[0].db, items)
+		if err != nil {
+			for _, ft := range group {
+				ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
+			}
+			continue
+		}
+		for _, ft := range group {
+			ft.liveFP = fps[ft.res.Schema]
+		}
+	}
+	return nil
+}
+
+func (ft *fleetTenant) fail(err error) {
+	ft.res.Status = StatusFailed
+	ft.res.Error = err.Error()
+}
+
+// reason says why a tenant needs an apply ("" when it is converged).
+func (ft *fleetTenant) reason() string {
+	changed := ft.storedHash != ft.hash
+	drift := ft.storedFP != ft.liveFP
+	switch {
+	case ft.storedHash == "":
+		return ReasonNew
+	case ft.liveFP == "":
+		return ReasonMissing
+	case ft.storedFP == "":
+		return ReasonUnrecorded
+	case changed && drift:
+		return ReasonChanged + "+" + ReasonDrift
+	case changed:
+		return ReasonChanged
+	case drift:
+		return ReasonDrift
+	}
+	return ""
+}
+
+// Apply runs the fleet: see Fleet. The error is for the run as a whole (the
+// catalog unreachable, an unknown slug, a desired schema that does not
+// parse); failures of single tenants are in the result (see FleetResult.Err).
+func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) {
+	start := time.Now()
+	res := FleetResult{DryRun: o.DryRun}
+	tenants, err := f.list(ctx, o.Selection)
+	if err != nil {
+		return res, err
+	}
+	if err := f.prepare(ctx, tenants); err != nil {
+		return res, err
+	}
+	res.Total = len(tenants)
+
+	var work, done []*fleetTenant
+	for _, ft := range tenants {
+		if ft.res.Status == StatusFailed {
+			done = append(done, ft)
+			continue
+		}
+		ft.res.Reason = ft.reason()
+		if ft.res.Reason == "" {
+			if !o.InspectAll {
+				res.Converged++
+				continue
+			}
+			ft.res.Reason = ReasonForced
+		}
+		work = append(work, ft)
+	}
+	// Parse each distinct desired schema once: an HCL error is the run's, not each tenant's.
+	parsed := map[string]bool{}
+	for _, ft := range work {
+		if parsed[ft.hash] {
+			continue
+		}
+		if _, err := ft.target.Desired(); err != nil {
+			return res, err
+		}
+		parsed[ft.hash] = true
+	}
+
+	if o.OnStart != nil {
+		o.OnStart(len(work) + len(done))
+	}
+	var mu sync.Mutex
+	report := func(ft *fleetTenant) {
+		if o.OnTenant != nil {
+			mu.Lock()
+			o.OnTenant(ft.res)
+			mu.Unlock()
+		}
+	}
+	for _, ft := range done {
+		report(ft)
+	}
+
+	parallel := o.Parallel
+	if parallel <= 0 {
+		parallel = 4
+	}
+	workers := make([]*worker, parallel)
+	for i := range workers {
+		workers[i] = &worker{twins: map[string]*twin{}}
+	}
+	canary := min(max(o.Canary, 0), len(work))
+	for _, ft := range work[:canary] {
+		ft.res.Canary = true
+	}
+	f.runPhase(ctx, workers, work[:canary], o, report)
+	rest := work[canary:]
+	for _, ft := range work[:canary] {
+		if ft.res.Status == StatusFailed {
+			res.CanaryFailed = true
+		}
+	}
+	if res.CanaryFailed {
+		for _, ft := range rest {
+			ft.res.Status = StatusNotStarted
+			ft.res.Error = "not started: a canary tenant failed"
+			report(ft)
+		}
+	} else {
+		f.runPhase(ctx, workers, rest, o, report)
+	}
+
+	all := append(done, work...)
+	sort.Slice(all, func(i, j int) bool { return all[i].res.Slug < all[j].res.Slug })
+	res.Tenants = make([]TenantResult, 0, len(all))
+	for _, ft := range all {
+		switch ft.res.Status {
+		case StatusApplied:
+			res.Applied++
+		case StatusUnchanged:
+			res.Unchanged++
+		case StatusPlanned:
+			res.Planned++
+		case StatusFailed:
+			res.Failed++
+		case StatusNotStarted:
+			res.NotStarted++
+		}
+		res.Tenants = append(res.Tenants, ft.res)
+	}
+	for _, w := range workers {
+		res.Inspected += w.inspected
+		res.FromTwin += w.fromTwin
+	}
+	res.DurationMS = ms(time.Since(start))
+	return res, nil
+}
+
+type worker struct {
+	twins     map[string]*twin
+	inspected int
+	fromTwin  int
+}
+
+// runPhase applies tenants with len(workers) goroutines at most.
+func (f *Fleet) runPhase(ctx context.Context, workers []*worker, tenants []*fleetTenant, o FleetOptions, report func(*fleetTenant)) {
+	next := make(chan *fleetTenant)
+	var wg sync.WaitGroup
+	for _, w := range workers[:min(len(workers), len(tenants))] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ft := range next {
+				if ctx.Err() != nil {
+					ft.res.Status = StatusNotStarted
+					ft.res.Error = "not started: " + ctx.Err().Error()
+				} else {
+					f.applyOne(ctx, w, ft, o)
+				}
+				report(ft)
+			}
+		}()
+	}
+	for _, ft := range tenants {
+		next <- ft
+	}
+	close(next)
+	wg.Wait()
+}
+
+// applyOne applies one tenant, planning from a twin when the worker has one.
+func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o FleetOptions) {
+	start := time.Now()
+	key := ft.dbKey + "|" + ft.hash + "|" + ft.liveFP
+	opts := o.Options
+	if !o.DryRun && ft.sameDB {
+		opts.BeforeCommit = func(ctx context.Context, tx *sql.Tx, r Result) error {
+			if o.BeforeCommit != nil {
+				if err := o.BeforeCommit(ctx, tx, r); err != nil {
+					return err
+				}
+			}
+			return RecordApplied(ctx, tx, ft.res.ID, r)
+		}
+	}
+	hooks := applyHooks{fingerprintRole: ft.role}
+	if !o.InspectAll {
+		hooks.base = w.twins[key]
+		hooks.inspected = func(tw *twin) { w.twins[key] = tw }
+	}
+	var usedTwin bool
+	hooks.usedTwin = &usedTwin
+	res, err := apply(ctx, ft.db, ft.target, opts, hooks)
+	if errors.Is(err, errTwinMismatch) {
+		f.Log.Debug().Str("tenant", ft.res.Slug).Msg("schema differs from its twin after apply; inspecting it")
+		delete(w.twins, key)
+		hooks.base = nil
+		res, err = apply(ctx, ft.db, ft.target, opts, hooks)
+	}
+	if usedTwin {
+		w.fromTwin++
+		ft.res.Twin = true
+	} else {
+		w.inspected++
+	}
+	if err == nil && !o.DryRun && !ft.sameDB {
+		if rerr := RecordApplied(ctx, f.Catalog, ft.res.ID, res); rerr != nil {
+			err = fmt.Errorf("applied, but not recorded (the next run will inspect it again): %w", rerr)
+		}
+	}
+	ft.res.Statements = res.Statements
+	ft.res.Destructive = res.Destructive
+	ft.res.DurationMS = ms(time.Since(start))
+	switch {
+	case err != nil:
+		ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
+		f.Log.Warn().Str("tenant", ft.res.Slug).Err(err).Msg("tenant schema apply failed")
+		if !o.DryRun && ctx.Err() == nil {
+			if rerr := RecordFailed(ctx, f.Catalog, ft.res.ID, err); rerr != nil {
+				f.Log.Warn().Str("tenant", ft.res.Slug).Err(rerr).Msg("could not record the failure")
+			}
+		}
+	case o.DryRun && res.Changed():
+		ft.res.Status = StatusPlanned
+	case o.DryRun || !res.Changed():
+		ft.res.Status = StatusUnchanged
+	default:
+		ft.res.Status = StatusApplied
+		f.Log.Info().Str("tenant", ft.res.Slug).Int("statements", len(res.Statements)).Msg("tenant schema applied")
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// DriftResult is the report of Fleet.Drift.
+type DriftResult struct {
+	// Total tenants selected.
+	Total int `json:"total"`
+	// Converged tenants: recorded hash and live fingerprint match (not inspected).
+	Converged int `json:"converged"`
+	// InSync tenants were inspected and need no statement.
+	InSync int `json:"in_sync"`
+	// Drifted tenants differ from their desired schema: Reason says why
+	// (drift: changed by hand; changed: the desired schema changed; new;
+	// missing), Statements what apply would run, Destructive what of it
+	// needs --allow-destructive.
+	Drifted []TenantResult `json:"drifted"`
+	// Failed tenants could not be checked.
+	Failed     []TenantResult `json:"failed"`
+	DurationMS float64        `json:"duration_ms"`
+}
+
+// Drift reports, in one pass, every selected tenant whose live schema
+// differs from its desired one. Converged tenants are recognised by their
+// recorded hash and fingerprint without inspection; the others are planned
+// (a dry run that allows destructive changes, so that all are listed) and
+// nothing is changed or recorded.
+func (f *Fleet) Drift(ctx context.Context, o FleetOptions) (DriftResult, error) {
+	o.DryRun, o.AllowDestructive, o.Canary = true, true, 0
+	r, err := f.Apply(ctx, o)
+	out := DriftResult{Total: r.Total, Converged: r.Converged, DurationMS: r.DurationMS,
+		Drifted: []TenantResult{}, Failed: []TenantResult{}}
+	if err != nil {
+		return out, err
+	}
+	for _, t := range r.Tenants {
+		switch t.Status {
+		case StatusPlanned:
+			out.Drifted = append(out.Drifted, t)
+		case StatusUnchanged:
+			out.InSync++
+		default:
+			out.Failed = append(out.Failed, t)
+		}
+	}
+	return out, nil
+}
+
+// Describe is a one-line summary of a fleet run.
+func (r FleetResult) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d tenants: %d converged (skipped), ", r.Total, r.Converged)
+	if r.DryRun {
+		fmt.Fprintf(&b, "%d would change, %d up to date", r.Planned, r.Unchanged)
+	} else {
+		fmt.Fprintf(&b, "%d applied, %d unchanged", r.Applied, r.Unchanged)
+	}
+	fmt.Fprintf(&b, ", %d failed", r.Failed)
+	if r.NotStarted > 0 {
+		fmt.Fprintf(&b, ", %d not started", r.NotStarted)
+	}
+	fmt.Fprintf(&b, " in %s (%d inspected, %d planned from a twin)",
+		(time.Duration(r.DurationMS*1000) * time.Microsecond).Round(time.Millisecond), r.Inspected, r.FromTwin)
+	return b.String()
+}
