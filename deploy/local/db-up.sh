@@ -98,6 +98,9 @@ SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY[:'admin', :'app']) r
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 -- The owner/admin role: DDL, provisioning, moves. Direct connections only.
 ALTER ROLE :"admin" LOGIN CREATEDB CREATEROLE PASSWORD :'admin_pw';
+-- Dropping a tenant's retired database (or a scratch one) must end the
+-- application role's idle server connections to it.
+GRANT pg_signal_backend TO :"admin";
 -- The application role: reaches PostgreSQL through PgBouncer. Its default
 -- search_path is empty, so a statement without a bound tenant fails.
 ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
