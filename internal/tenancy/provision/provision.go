@@ -1,0 +1,298 @@
+// Package provision creates tenants and keeps their schemas: the catalog row
+// (internal/tenancy) first, then the tenant's role, schema and tables (the
+// Atlas applier of internal/schemaapply, or a pre-built spare from the warm
+// pool), then activation. It sits above both packages because schemaapply
+// itself reads the tenant catalog.
+package provision
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+)
+
+// Path says how a tenant schema was built.
+type Path string
+
+const (
+	// Cold applied the schema from the HCL (Atlas inspect, diff, apply).
+	Cold Path = "cold"
+	// Warm claimed a pre-built spare schema from the warm pool.
+	Warm Path = "warm"
+)
+
+// Options configure a Provisioner.
+type Options struct {
+	// Tenants is the catalog (required).
+	Tenants *tenancy.Service
+	// Log receives provisioning and warm-pool events.
+	Log zerolog.Logger
+	// WarmPool is the number of spares to keep ready (Config.Tenant.WarmPool;
+	// 0 turns the warm pool off: provisioning always applies the schema).
+	WarmPool int
+	// SparePrefix names this pool's spare schemas (default "pd_spare_"); tests
+	// and benchmarks use their own so that they never claim each other's.
+	SparePrefix string
+	// OnProvision observes each provisioning attempt (metrics). May be nil.
+	OnProvision func(path Path, d time.Duration, err error)
+	// Hook, when set, is called at each tenancy.Step (fault injection in tests).
+	Hook func(tenancy.Step)
+}
+
+// DefaultSparePrefix prefixes spare schema and role names.
+const DefaultSparePrefix = "pd_spare_"
+
+// Provisioner provisions tenants, applies their schemas and runs the warm
+// pool. Safe for concurrent use.
+type Provisioner struct {
+	o      Options
+	t      *tenancy.Service
+	admin  *sql.DB
+	log    zerolog.Logger
+	refill chan struct{}
+}
+
+// New returns a Provisioner.
+func New(o Options) (*Provisioner, error) {
+	if o.Tenants == nil {
+		return nil, errors.New("provision: Tenants is required")
+	}
+	if o.SparePrefix == "" {
+		o.SparePrefix = DefaultSparePrefix
+	}
+	if err := validSparePrefix(o.SparePrefix); err != nil {
+		return nil, err
+	}
+	if o.WarmPool < 0 {
+		return nil, fmt.Errorf("provision: warm pool size %d is negative", o.WarmPool)
+	}
+	return &Provisioner{o: o, t: o.Tenants, admin: o.Tenants.Admin(), log: o.Log, refill: make(chan struct{}, 1)}, nil
+}
+
+func validSparePrefix(p string) error {
+	ok := len(p) >= 3 && len(p) <= 40 && p[0] >= 'a' && p[0] <= 'z'
+	for _, r := range p {
+		ok = ok && (r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_')
+	}
+	if !ok || len(p) >= len(tenancy.SchemaPrefix) && p[:len(tenancy.SchemaPrefix)] == tenancy.SchemaPrefix {
+		return fmt.Errorf("provision: spare prefix %q must be 3 to 40 of a-z, 0-9, _ (starting with a letter), not %s…",
+			p, tenancy.SchemaPrefix)
+	}
+	return nil
+}
+
+func (p *Provisioner) hook(st tenancy.Step) {
+	if p.o.Hook != nil {
+		p.o.Hook(st)
+	}
+}
+
+// Request asks for a new tenant.
+type Request struct {
+	Slug tenancy.Slug
+	Name string
+	// Placement, when nil, is the default placement (schema on the default cluster).
+	Placement *tenancy.Placement
+}
+
+// Result is the outcome of Provision.
+type Result struct {
+	Tenant tenancy.Tenant
+	// Path says how the schema was built: cold (schema apply) or warm (a spare claimed).
+	Path Path
+	// Resumed is true when an earlier, interrupted provisioning of the same
+	// slug was completed.
+	Resumed  bool
+	Duration time.Duration
+}
+
+// Provision creates a tenant: catalog row (status provisioning) → tenant
+// role, schema and tables (a spare from the warm pool when one is ready,
+// else a schema apply) → status active. The row comes first, so no schema
+// or role ever exists without one; the schema, its record and the
+// activation commit together, so no tenant is active half-built. Calling it
+// again after a failure or crash completes the same tenant; calling it for
+// a tenant already past provisioning returns tenancy.ErrTenantExists.
+func (p *Provisioner) Provision(ctx context.Context, r Request) (Result, error) {
+	start := time.Now()
+	res, err := p.provision(ctx, r)
+	res.Duration = time.Since(start)
+	if p.o.OnProvision != nil && res.Path != "" {
+		p.o.OnProvision(res.Path, res.Duration, err)
+	}
+	if err != nil {
+		return res, err
+	}
+	p.log.Info().Str("tenant", r.Slug.String()).Str("path", string(res.Path)).Bool("resumed", res.Resumed).
+		Dur("duration", res.Duration).Msg("tenant provisioned")
+	return res, nil
+}
+
+func (p *Provisioner) provision(ctx context.Context, r Request) (Result, error) {
+	var res Result
+	if r.Slug.IsZero() {
+		return res, fmt.Errorf("%w: empty", tenancy.ErrInvalidSlug)
+	}
+	if err := tenancy.ValidateName(r.Name); err != nil {
+		return res, err
+	}
+	pl, err := p.t.CheckPlacement(r.Slug, r.Placement)
+	if err != nil {
+		return res, err
+	}
+
+	unlock, err := p.t.Lock(ctx, r.Slug)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+
+	t, inserted, err := p.t.InsertProvisioning(ctx, r.Slug, r.Name, pl)
+	if err != nil {
+		return res, err
+	}
+	if !inserted {
+		if t.Status != tenancy.StatusProvisioning {
+			return res, fmt.Errorf("tenant %s (%s): %w", r.Slug, t.Status, tenancy.ErrTenantExists)
+		}
+		res.Resumed = true
+		p.log.Warn().Str("tenant", r.Slug.String()).Msg("completing an interrupted provisioning")
+	}
+	p.hook(tenancy.StepInserted)
+
+	if t.Kind != tenancy.PlacementSchema {
+		return res, fmt.Errorf("%w: placement %q is not supported", tenancy.ErrInvalidTenant, t.Kind)
+	}
+	db, err := p.t.ClusterAdmin(t.Cluster)
+	if err != nil {
+		return res, err
+	}
+
+	if p.warmEligible(db) {
+		res.Path = Warm
+		active, ok, err := p.claimSpare(ctx, t)
+		if err != nil {
+			// The claim rolled back as a whole; the cold path still works.
+			p.log.Warn().Err(err).Str("tenant", t.Slug.String()).Msg("warm pool claim failed; applying the schema")
+		}
+		if ok {
+			res.Tenant = active
+			p.hook(tenancy.StepActivated)
+			p.t.Notify(t.Slug)
+			p.KickWarmPool()
+			return res, nil
+		}
+	}
+
+	res.Path = Cold
+	active, err := p.applyAndActivate(ctx, db, t)
+	if err != nil {
+		return res, err
+	}
+	res.Tenant = active
+	p.hook(tenancy.StepActivated)
+	p.t.Notify(t.Slug)
+	return res, nil
+}
+
+// Spec is the schemaapply spec of a tenant with the given module files.
+func (p *Provisioner) Spec(t tenancy.Tenant, moduleFiles []string) schemaapply.TenantSpec {
+	return schemaapply.TenantSpec{
+		Schema:  t.Schema,
+		Role:    t.Slug.RoleName(),
+		AppRole: p.t.Config().Tenant.AppRole,
+		Modules: moduleFiles,
+	}
+}
+
+// applyAndActivate applies the core schema and activates the tenant. When
+// the tenant's cluster database holds the catalog, the record and the
+// activation run in the apply's transaction; elsewhere they follow it (a
+// crash in between is completed by a rerun, the apply being idempotent).
+func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenancy.Tenant) (tenancy.Tenant, error) {
+	var active tenancy.Tenant
+	activate := func(ctx context.Context, tx tenancy.DBTX, res schemaapply.Result) error {
+		if err := schemaapply.RecordApplied(ctx, tx, t.ID, res); err != nil {
+			return err
+		}
+		a, err := tenancy.Activate(ctx, tx, t)
+		active = a
+		return err
+	}
+	o := schemaapply.Options{}
+	sameDB := db == p.admin
+	if sameDB {
+		o.BeforeCommit = func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
+			p.hook(tenancy.StepApplied)
+			return activate(ctx, tx, res)
+		}
+	}
+	res, err := schemaapply.ApplyTenant(ctx, db, p.Spec(t, nil), o)
+	if err != nil {
+		if !errors.Is(err, tenancy.ErrWrongStatus) {
+			_ = schemaapply.RecordFailed(context.WithoutCancel(ctx), p.admin, t.ID, err)
+		}
+		return tenancy.Tenant{}, fmt.Errorf("provision %s: %w", t.Slug, err)
+	}
+	if !sameDB {
+		p.hook(tenancy.StepApplied)
+		if err := activate(ctx, p.admin, res); err != nil {
+			return tenancy.Tenant{}, fmt.Errorf("provision %s: %w", t.Slug, err)
+		}
+	}
+	return active, nil
+}
+
+// ApplySchema brings a tenant's schema to core + moduleFiles on its placement
+// and records the hash and fingerprint; beforeCommit (may be nil) runs in
+// the apply's transaction when the tenant's database holds the catalog, else
+// in a transaction on the landlord database right after. Callers hold the
+// tenant's lock (tenancy.Service.WithTenantLock).
+func (p *Provisioner) ApplySchema(ctx context.Context, t tenancy.Tenant, moduleFiles []string, o schemaapply.Options,
+	beforeCommit func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error) (schemaapply.Result, error) {
+	if t.Kind != tenancy.PlacementSchema {
+		return schemaapply.Result{}, fmt.Errorf("%w: placement %q is not supported", tenancy.ErrInvalidTenant, t.Kind)
+	}
+	db, err := p.t.ClusterAdmin(t.Cluster)
+	if err != nil {
+		return schemaapply.Result{}, err
+	}
+	record := func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
+		if err := schemaapply.RecordApplied(ctx, tx, t.ID, res); err != nil {
+			return err
+		}
+		if beforeCommit != nil {
+			return beforeCommit(ctx, tx, res)
+		}
+		return nil
+	}
+	sameDB := db == p.admin
+	if sameDB && !o.DryRun {
+		o.BeforeCommit = record
+	}
+	res, err := schemaapply.ApplyTenant(ctx, db, p.Spec(t, moduleFiles), o)
+	if err != nil {
+		return res, fmt.Errorf("tenant %s: %w", t.Slug, err)
+	}
+	if !sameDB && !o.DryRun {
+		tx, err := p.admin.BeginTx(ctx, nil)
+		if err != nil {
+			return res, fmt.Errorf("tenant %s: record apply: %w", t.Slug, err)
+		}
+		defer tx.Rollback() //nolint:errcheck // no-op after commit
+		if err := record(ctx, tx, res); err != nil {
+			return res, fmt.Errorf("tenant %s: %w", t.Slug, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return res, fmt.Errorf("tenant %s: record apply: %w", t.Slug, err)
+		}
+	}
+	return res, nil
+}

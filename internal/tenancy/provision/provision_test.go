@@ -1,0 +1,168 @@
+package provision_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+)
+
+func TestProvisionCold(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{})
+	ctx := context.Background()
+	s := b.slug(t, "cold")
+
+	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Cold Co"})
+	require.NoError(t, err)
+	assert.Equal(t, provision.Cold, res.Path)
+	assert.False(t, res.Resumed)
+	assert.Equal(t, tenancy.StatusActive, res.Tenant.Status)
+	assert.Equal(t, tenancy.PlacementSchema, res.Tenant.Kind)
+	assert.Equal(t, "main", res.Tenant.Cluster)
+	assert.Equal(t, "publicdigit_test", res.Tenant.Database)
+	assert.Equal(t, int64(2), res.Tenant.Version, "inserted at 1, bumped by activation")
+	ten := assertHealthy(t, b, s)
+	assert.Equal(t, res.Tenant.ID, ten.ID)
+	assert.Contains(t, b.changes(), s, "activation is announced")
+
+	_, err = b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Cold Co"})
+	assert.ErrorIs(t, err, tenancy.ErrTenantExists)
+	assertNoOrphans(t, b, s)
+}
+
+func TestProvisionWarmClaimsASpare(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{warm: 2})
+	ctx := context.Background()
+
+	built, err := b.prov.FillWarmPool(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 2, built)
+	st, err := b.prov.WarmPoolStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, provision.WarmPoolStats{Ready: 2}, st)
+	built, err = b.prov.FillWarmPool(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, built, "a full pool builds nothing")
+
+	s := b.slug(t, "warm")
+	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Warm Co"})
+	require.NoError(t, err)
+	assert.Equal(t, provision.Warm, res.Path)
+	ten := assertHealthy(t, b, s)
+	assert.Equal(t, int64(2), ten.Version)
+
+	var fp string
+	require.NoError(t, b.admin.QueryRowContext(ctx, `SELECT coalesce(schema_fingerprint, '') FROM landlord.tenants WHERE slug = $1`,
+		s.String()).Scan(&fp))
+	assert.NotEmpty(t, fp, "the spare's fingerprint is recorded for the fleet runner")
+
+	st, err = b.prov.WarmPoolStats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.Ready)
+	assertNoOrphans(t, b, s)
+
+	built, err = b.prov.FillWarmPool(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, built, "refill replaces the claimed spare")
+	assertNoOrphans(t, b, s)
+}
+
+func TestProvisionWarmFallsBackToCold(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{warm: 1}) // nothing built yet
+	s := b.slug(t, "empty")
+	res, err := b.prov.Provision(context.Background(), provision.Request{Slug: s, Name: "E"})
+	require.NoError(t, err)
+	assert.Equal(t, provision.Cold, res.Path)
+	assertHealthy(t, b, s)
+}
+
+func TestConcurrentProvisionOfOneSlug(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{})
+	s := b.slug(t, "race")
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = b.prov.Provision(context.Background(), provision.Request{Slug: s, Name: "Race"})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		if err == nil {
+			ok++
+		} else {
+			assert.ErrorIs(t, err, tenancy.ErrTenantExists)
+		}
+	}
+	assert.Equal(t, 1, ok, "exactly one creates the tenant")
+	assertHealthy(t, b, s)
+	assertNoOrphans(t, b, s)
+}
+
+func TestProvisionRefusesBadInputWithoutChanges(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{})
+	ctx := context.Background()
+	s := b.slug(t, "bad")
+	for name, r := range map[string]provision.Request{
+		"empty name":       {Slug: s, Name: ""},
+		"control char":     {Slug: s, Name: "a\x00b"},
+		"spaces":           {Slug: s, Name: " x "},
+		"zero slug":        {Name: "x"},
+		"unknown cluster":  {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Cluster: "nope"}},
+		"bad kind":         {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: "cloud"}},
+		"database (later)": {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase}},
+		"wrong schema":     {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Schema: "public"}},
+	} {
+		_, err := b.prov.Provision(ctx, r)
+		require.Error(t, err, name)
+		assert.True(t, errors.Is(err, tenancy.ErrInvalidTenant) || errors.Is(err, tenancy.ErrInvalidSlug), "%s: %v", name, err)
+	}
+	_, err := b.tenants.Get(ctx, s)
+	assert.ErrorIs(t, err, tenancy.ErrTenantNotFound, "nothing was written")
+	assertNoOrphans(t, b, s)
+}
+
+func TestPurgeDropsEverything(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{})
+	ctx := context.Background()
+	s := b.slug(t, "purge")
+	_, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "P"})
+	require.NoError(t, err)
+
+	err = b.tenants.Purge(ctx, s)
+	var se *tenancy.StatusError
+	require.ErrorAs(t, err, &se, "an active tenant cannot be purged")
+	assert.Equal(t, tenancy.StatusActive, se.Status)
+
+	_, err = b.tenants.Delete(ctx, s)
+	require.NoError(t, err)
+	var kept bool
+	require.NoError(t, b.admin.QueryRowContext(ctx, `SELECT to_regnamespace($1) IS NOT NULL`, s.SchemaName()).Scan(&kept))
+	assert.True(t, kept, "delete keeps the data")
+
+	require.NoError(t, b.tenants.Purge(ctx, s))
+	_, err = b.tenants.Get(ctx, s)
+	assert.ErrorIs(t, err, tenancy.ErrTenantNotFound)
+	assertNoOrphans(t, b, s)
+	assert.ErrorIs(t, b.tenants.Purge(ctx, s), tenancy.ErrTenantNotFound)
+
+	// The slug is free again.
+	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "P again"})
+	require.NoError(t, err)
+	assert.Equal(t, "P again", res.Tenant.Name)
+}

@@ -1,0 +1,76 @@
+package tenancy
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Purge drops a deleted tenant for good: its schema (with all data), its
+// role, and its catalog row (with its module installs and tokens). Only a
+// tenant in status deleted can be purged. Schema and role go in one
+// transaction; when the tenant's database holds the catalog, the row goes
+// in it too, else right after (a crash in between is finished by a rerun).
+func (s *Service) Purge(ctx context.Context, slug Slug) error {
+	unlock, err := s.Lock(ctx, slug)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	t, err := s.Get(ctx, slug)
+	if err != nil {
+		return err
+	}
+	if t.Status != StatusDeleted {
+		return &StatusError{Slug: slug, Status: t.Status, Op: "purge (delete it first)"}
+	}
+	if t.Kind != PlacementSchema {
+		return fmt.Errorf("%w: purge of placement %q is not supported", ErrInvalidTenant, t.Kind)
+	}
+	db, err := s.ClusterAdmin(t.Cluster)
+	if err != nil {
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("purge %s: %w", slug, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", t.Schema); err != nil {
+		return fmt.Errorf("purge %s: lock: %w", slug, err)
+	}
+	for _, stmt := range []string{
+		"DROP SCHEMA IF EXISTS " + pgx.Identifier{t.Schema}.Sanitize() + " CASCADE",
+		"DROP ROLE IF EXISTS " + pgx.Identifier{slug.RoleName()}.Sanitize(),
+	} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("purge %s: %w", slug, err)
+		}
+	}
+	sameDB := db == s.o.Admin
+	if sameDB {
+		if err := deleteRow(ctx, tx, t); err != nil {
+			return err
+		}
+	}
+	s.hook(StepDropped)
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("purge %s: commit: %w", slug, err)
+	}
+	if !sameDB {
+		if err := deleteRow(ctx, s.o.Admin, t); err != nil {
+			return err
+		}
+	}
+	s.log.Info().Str("tenant", slug.String()).Msg("tenant purged")
+	s.Notify(slug)
+	return nil
+}
+
+func deleteRow(ctx context.Context, db DBTX, t Tenant) error {
+	if _, err := db.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE id = $1 AND status = 'deleted'`, t.ID); err != nil {
+		return fmt.Errorf("purge %s: delete catalog row: %w", t.Slug, err)
+	}
+	return nil
+}
