@@ -20,6 +20,7 @@ import (
 	"ariga.io/atlas/sql/migrate"
 	"ariga.io/atlas/sql/postgres"
 	"ariga.io/atlas/sql/schema"
+	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -29,6 +30,8 @@ type Target struct {
 	Schema string
 	// HCL is the desired schema, one or more Atlas HCL documents.
 	HCL [][]byte
+	// Files optionally names the HCL documents (same order), for error messages.
+	Files []string
 	// Vars are the HCL input variables, e.g. "tenant" → the schema name.
 	Vars map[string]string
 	// Before runs ahead of inspection, in the same transaction (e.g. extensions).
@@ -105,8 +108,20 @@ func (t Target) Desired() (*schema.Realm, error) {
 	for k, v := range t.Vars {
 		vars[k] = cty.StringVal(v)
 	}
+	// One parser, one file per document: errors name the file and its line,
+	// and the documents reference each other as the atlas CLI's do.
+	p := hclparse.NewParser()
+	for i, b := range t.HCL {
+		name := fmt.Sprintf("hcl#%d", i+1)
+		if i < len(t.Files) && t.Files[i] != "" {
+			name = t.Files[i]
+		}
+		if _, diags := p.ParseHCL(b, name); diags.HasErrors() {
+			return nil, fmt.Errorf("parse HCL for %s: %w", t.Schema, diags)
+		}
+	}
 	var r schema.Realm
-	if err := postgres.EvalHCLBytes(joinHCL(t.HCL), &r, vars); err != nil {
+	if err := postgres.EvalHCL.Eval(p, &r, vars); err != nil {
 		return nil, fmt.Errorf("parse HCL for %s: %w", t.Schema, err)
 	}
 	if len(r.Schemas) != 1 || r.Schemas[0].Name != t.Schema {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/rs/zerolog"
 )
@@ -46,7 +47,7 @@ type Fleet struct {
 	AppRole string
 	// Target builds a tenant's desired state; nil means TenantTarget.
 	Target func(TenantSpec) (Target, error)
-	// Log receives one event per tenant applied or failed.
+	// Log receives debug events per tenant (results are returned, not logged).
 	Log zerolog.Logger
 }
 
@@ -201,6 +202,10 @@ func (f *Fleet) list(ctx context.Context, sel Selection) ([]*fleetTenant, error)
 		slugs = []string{}
 	}
 	rows, err := f.Catalog.QueryContext(ctx, listSQL, sel.SlugPrefix, slugs)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42703" || pgErr.Code == "42P01") { // undefined column or table
+		return nil, fmt.Errorf("list tenants: %w (is the landlord catalog older than this program? run 'tenantctl db init')", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
@@ -504,7 +509,7 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 	switch {
 	case err != nil:
 		ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
-		f.Log.Warn().Str("tenant", ft.res.Slug).Err(err).Msg("tenant schema apply failed")
+		f.Log.Debug().Str("tenant", ft.res.Slug).Err(err).Msg("tenant schema apply failed")
 		if !o.DryRun && ctx.Err() == nil {
 			if rerr := RecordFailed(ctx, f.Catalog, ft.res.ID, err); rerr != nil {
 				f.Log.Warn().Str("tenant", ft.res.Slug).Err(rerr).Msg("could not record the failure")
@@ -516,7 +521,7 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 		ft.res.Status = StatusUnchanged
 	default:
 		ft.res.Status = StatusApplied
-		f.Log.Info().Str("tenant", ft.res.Slug).Int("statements", len(res.Statements)).Msg("tenant schema applied")
+		f.Log.Debug().Str("tenant", ft.res.Slug).Int("statements", len(res.Statements)).Msg("tenant schema applied")
 	}
 }
 

@@ -1,6 +1,9 @@
 package schemaapply
 
 import (
+	"fmt"
+	"io/fs"
+
 	"github.com/jackc/pgx/v5"
 
 	hcl "github.com/publicdigit/publicdigit/schema"
@@ -28,6 +31,18 @@ func ExtensionsStep() Step {
 	}
 }
 
+// LandlordFS is Landlord reading landlord.hcl from fsys (laid out like the
+// schema/ folder) instead of the embedded copy.
+func LandlordFS(fsys fs.FS, appRole string) (Target, error) {
+	b, err := fs.ReadFile(fsys, hcl.LandlordFile)
+	if err != nil {
+		return Target{}, fmt.Errorf("landlord schema: %w", err)
+	}
+	t := Landlord(appRole)
+	t.HCL = [][]byte{b}
+	return t, nil
+}
+
 // Landlord is the landlord catalog target; appRole (the application role
 // that reaches the catalog through PgBouncer) gets read-write access.
 func Landlord(appRole string) Target {
@@ -35,11 +50,13 @@ func Landlord(appRole string) Target {
 	return Target{
 		Schema: LandlordSchema,
 		HCL:    [][]byte{hcl.Landlord()},
+		Files:  []string{"schema/" + hcl.LandlordFile},
 		Before: []Step{ExtensionsStep()},
 		After: []Step{{
 			Name: "grants",
 			Check: `SELECT has_schema_privilege($1, 'landlord', 'USAGE')
-			   AND coalesce(bool_and(has_table_privilege($1, c.oid, 'SELECT, INSERT, UPDATE, DELETE')), true)
+			   AND coalesce(bool_and(has_table_privilege($1, c.oid, 'SELECT') AND has_table_privilege($1, c.oid, 'INSERT')
+			                     AND has_table_privilege($1, c.oid, 'UPDATE') AND has_table_privilege($1, c.oid, 'DELETE')), true)
 			  FROM pg_class c WHERE c.relnamespace = 'landlord'::regnamespace AND c.relkind = 'r'`,
 			Args: []any{appRole},
 			SQL: []string{

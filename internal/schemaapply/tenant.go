@@ -75,16 +75,19 @@ func TenantTargetFS(fsys fs.FS, spec TenantSpec) (Target, error) {
 		return Target{}, fmt.Errorf("tenant core schema: %w", err)
 	}
 	files := [][]byte{core}
+	names := []string{"schema/" + hcl.TenantDir + "/" + hcl.CoreFile}
 	for _, m := range sortedUnique(spec.Modules) {
 		b, err := hcl.TenantModuleFS(fsys, m)
 		if err != nil {
 			return Target{}, err
 		}
 		files = append(files, b)
+		names = append(names, "schema/"+hcl.TenantDir+"/"+m)
 	}
 	return Target{
 		Schema: spec.Schema,
 		HCL:    files,
+		Files:  names,
 		Vars:   map[string]string{"tenant": spec.Schema},
 		Before: tenantRoleSteps(spec),
 		After:  []Step{tenantGrantStep(spec)},
