@@ -1,0 +1,330 @@
+package geography
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ErrInvalidImport is wrapped by *ImportError.
+var ErrInvalidImport = errors.New("invalid geography import")
+
+// ImportError lists every problem of an import file, each with its line.
+type ImportError struct {
+	Problems []string
+}
+
+func (e *ImportError) Error() string {
+	const show = 20
+	p := e.Problems
+	more := ""
+	if len(p) > show {
+		more = fmt.Sprintf("; and %d more", len(p)-show)
+		p = p[:show]
+	}
+	return fmt.Sprintf("%s: %s%s", ErrInvalidImport, strings.Join(p, "; "), more)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidImport) true.
+func (e *ImportError) Unwrap() error { return ErrInvalidImport }
+
+// ImportResult counts what an import did.
+type ImportResult struct {
+	Created   int `json:"created"`
+	Updated   int `json:"updated"`
+	Unchanged int `json:"unchanged"`
+}
+
+// MaxImportRows bounds one import file.
+const MaxImportRows = 200_000
+
+var (
+	codePattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+	levelPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,49}$`)
+)
+
+type importRow struct {
+	line                     int
+	code, name, level, pcode string
+}
+
+// Import loads units from CSV with a header naming the columns code, name,
+// level and, optionally, parent_code (empty for a root); other columns are
+// refused. Parents may be in the file (in any order) or already in the
+// catalog. A code already in the catalog updates that unit's name and
+// level; moving a unit to another parent is refused. The file is checked
+// whole before anything is written, every problem reported with its line,
+// and loaded in one transaction: all or nothing. Import needs a connection
+// allowed to use the table's identity sequence (the direct admin pool).
+func (s *Store) Import(ctx context.Context, r io.Reader) (ImportResult, error) {
+	rows, err := readCSV(r)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("import: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	// Writers wait (another import); readers go on.
+	if _, err := tx.Exec(ctx, `LOCK TABLE landlord.geo_administrative_units IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return ImportResult{}, fmt.Errorf("import: lock: %w", err)
+	}
+
+	codes := make([]string, 0, 2*len(rows))
+	for _, r := range rows {
+		codes = append(codes, r.code)
+		if r.pcode != "" {
+			codes = append(codes, r.pcode)
+		}
+	}
+	type existing struct {
+		id       int64
+		name     string
+		level    string
+		path     string
+		parentID *int64
+		pcode    string
+	}
+	have := map[string]existing{}
+	q, err := tx.Query(ctx, `SELECT u.code, u.id, u.name, u.level, u.path::text, u.parent_id, coalesce(p.code, '')
+		FROM landlord.geo_administrative_units u LEFT JOIN landlord.geo_administrative_units p ON p.id = u.parent_id
+		WHERE u.code = ANY($1)`, codes)
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("import: %w", err)
+	}
+	for q.Next() {
+		var c string
+		var e existing
+		if err := q.Scan(&c, &e.id, &e.name, &e.level, &e.path, &e.parentID, &e.pcode); err != nil {
+			q.Close()
+			return ImportResult{}, fmt.Errorf("import: %w", err)
+		}
+		have[c] = e
+	}
+	q.Close()
+	if err := q.Err(); err != nil {
+		return ImportResult{}, fmt.Errorf("import: %w", err)
+	}
+
+	// Check parents and order the new units parents first.
+	var problems []string
+	inFile := map[string]importRow{}
+	for _, r := range rows {
+		inFile[r.code] = r
+	}
+	var res ImportResult
+	var updIDs []int64
+	var updNames, updLevels []string
+	var fresh []importRow
+	for _, r := range rows {
+		if r.pcode != "" {
+			_, inDB := have[r.pcode]
+			if _, ok := inFile[r.pcode]; !ok && !inDB {
+				problems = append(problems, fmt.Sprintf("line %d: parent_code %q is neither in the file nor in the catalog", r.line, r.pcode))
+				continue
+			}
+		}
+		e, ok := have[r.code]
+		if !ok {
+			fresh = append(fresh, r)
+			continue
+		}
+		if e.pcode != r.pcode {
+			problems = append(problems, fmt.Sprintf("line %d: %s is already under %q; moving a unit is not supported",
+				r.line, r.code, e.pcode))
+			continue
+		}
+		if e.name == r.name && e.level == r.level {
+			res.Unchanged++
+			continue
+		}
+		updIDs, updNames, updLevels = append(updIDs, e.id), append(updNames, r.name), append(updLevels, r.level)
+	}
+	// Topological order: a new unit after its new parent; a cycle never resolves.
+	paths := map[string]string{}
+	for c, e := range have {
+		paths[c] = e.path
+	}
+	var ordered []importRow
+	pending := fresh
+	for len(pending) > 0 {
+		var next []importRow
+		for _, r := range pending {
+			if _, ok := paths[r.pcode]; r.pcode == "" || ok {
+				ordered = append(ordered, r)
+				paths[r.code] = "?" // placeholder: known once its id is reserved
+			} else {
+				next = append(next, r)
+			}
+		}
+		if len(next) == len(pending) {
+			for _, r := range next {
+				if _, bad := inFile[r.pcode]; bad {
+					problems = append(problems, fmt.Sprintf("line %d: %s is part of a parent cycle", r.line, r.code))
+				}
+			}
+			break
+		}
+		pending = next
+	}
+	if len(problems) > 0 {
+		return ImportResult{}, &ImportError{Problems: problems}
+	}
+
+	if len(ordered) > 0 {
+		ids := make([]int64, 0, len(ordered))
+		q, err := tx.Query(ctx, `SELECT nextval(pg_get_serial_sequence('landlord.geo_administrative_units', 'id'))
+			FROM generate_series(1, $1)`, len(ordered))
+		if err != nil {
+			return ImportResult{}, fmt.Errorf("import: reserve ids: %w", err)
+		}
+		for q.Next() {
+			var id int64
+			if err := q.Scan(&id); err != nil {
+				q.Close()
+				return ImportResult{}, fmt.Errorf("import: reserve ids: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		q.Close()
+		if err := q.Err(); err != nil {
+			return ImportResult{}, fmt.Errorf("import: reserve ids: %w", err)
+		}
+		idOf := map[string]int64{}
+		for c, e := range have {
+			idOf[c] = e.id
+		}
+		n := len(ordered)
+		colID, colCode, colName, colLevel, colPath := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		colParent := make([]*int64, n)
+		for i, r := range ordered {
+			id := ids[i]
+			idOf[r.code] = id
+			path := strconv.FormatInt(id, 10)
+			if r.pcode != "" {
+				pid := idOf[r.pcode]
+				colParent[i] = &pid
+				path = paths[r.pcode] + "." + path
+			}
+			paths[r.code] = path
+			colID[i], colCode[i], colName[i], colLevel[i], colPath[i] = id, r.code, r.name, r.level, path
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO landlord.geo_administrative_units (id, parent_id, code, name, level, path)
+			SELECT u.id, u.parent_id, u.code, u.name, u.level, u.path::public.ltree
+			  FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+			       AS u(id, parent_id, code, name, level, path)`,
+			colID, colParent, colCode, colName, colLevel, colPath)
+		if err != nil {
+			return ImportResult{}, fmt.Errorf("import: insert: %w", err)
+		}
+		res.Created = int(tag.RowsAffected())
+	}
+	if len(updIDs) > 0 {
+		tag, err := tx.Exec(ctx, `UPDATE landlord.geo_administrative_units g SET name = u.name, level = u.level
+			FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, name, level) WHERE g.id = u.id`,
+			updIDs, updNames, updLevels)
+		if err != nil {
+			return ImportResult{}, fmt.Errorf("import: update: %w", err)
+		}
+		res.Updated = int(tag.RowsAffected())
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return ImportResult{}, fmt.Errorf("import: commit: %w", err)
+	}
+	return res, nil
+}
+
+// readCSV parses and checks the file, reporting every problem with its line.
+func readCSV(r io.Reader) ([]importRow, error) {
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = false
+	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, &ImportError{Problems: []string{"the file is empty (want a header: code,name,level,parent_code)"}}
+	}
+	if err != nil {
+		return nil, &ImportError{Problems: []string{"header: " + err.Error()}}
+	}
+	col := map[string]int{}
+	var problems []string
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
+		switch h {
+		case "code", "name", "level", "parent_code":
+			if _, dup := col[h]; dup {
+				problems = append(problems, fmt.Sprintf("line 1: column %s appears twice", h))
+			}
+			col[h] = i
+		default:
+			problems = append(problems, fmt.Sprintf("line 1: unknown column %q (want code, name, level, parent_code)", h))
+		}
+	}
+	for _, need := range []string{"code", "name", "level"} {
+		if _, ok := col[need]; !ok {
+			problems = append(problems, "line 1: missing column "+need)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &ImportError{Problems: problems}
+	}
+	field := func(rec []string, name string) string {
+		i, ok := col[name]
+		if !ok {
+			return ""
+		}
+		return strings.TrimSpace(rec[i])
+	}
+	var rows []importRow
+	seen := map[string]int{}
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			problems = append(problems, err.Error())
+			if len(problems) > 100 {
+				break
+			}
+			continue
+		}
+		if len(rows) >= MaxImportRows {
+			problems = append(problems, fmt.Sprintf("more than %d rows", MaxImportRows))
+			break
+		}
+		r := importRow{line: line, code: field(rec, "code"), name: field(rec, "name"),
+			level: field(rec, "level"), pcode: field(rec, "parent_code")}
+		if !codePattern.MatchString(r.code) {
+			problems = append(problems, fmt.Sprintf("line %d: code %q must be 1 to 64 of A-Z, a-z, 0-9, _ . - (starting with a letter or digit)", line, r.code))
+		} else if prev, dup := seen[r.code]; dup {
+			problems = append(problems, fmt.Sprintf("line %d: code %s already on line %d", line, r.code, prev))
+		}
+		seen[r.code] = line
+		if n := utf8.RuneCountInString(r.name); n < 1 || n > 200 || strings.IndexFunc(r.name, unicode.IsControl) >= 0 {
+			problems = append(problems, fmt.Sprintf("line %d: name must be 1 to 200 characters without control characters", line))
+		}
+		if !levelPattern.MatchString(r.level) {
+			problems = append(problems, fmt.Sprintf("line %d: level %q must match ^[a-z][a-z0-9_]{0,49}$", line, r.level))
+		}
+		if r.pcode == r.code && r.code != "" {
+			problems = append(problems, fmt.Sprintf("line %d: %s cannot be its own parent", line, r.code))
+		}
+		rows = append(rows, r)
+	}
+	if len(problems) > 0 {
+		return nil, &ImportError{Problems: problems}
+	}
+	if len(rows) == 0 {
+		return nil, &ImportError{Problems: []string{"no units after the header"}}
+	}
+	return rows, nil
+}
