@@ -20,7 +20,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
-	hcl "github.com/publicdigit/publicdigit/schema"
 )
 
 // testTenant is one provisioned tenant of a test: catalog row, schema with
@@ -63,27 +62,16 @@ func newTenants(t *testing.T, n int) []testTenant {
 
 func provision(db *sql.DB, tt testTenant) error {
 	ctx := context.Background()
-	schemaName, role := tt.slug.SchemaName(), pgx.Identifier{tt.slug.RoleName()}.Sanitize()
+	schemaName := tt.slug.SchemaName()
 	if _, err := db.ExecContext(ctx, `INSERT INTO landlord.tenants (id, slug, name, status, placement, cluster, database_name, schema_name)
 		VALUES ($1, $2, $3, 'active', 'schema', 'main', current_database(), $4)`, tt.id, tt.slug.String(), "Test "+tt.slug.String(), schemaName); err != nil {
 		return err
 	}
-	target := schemaapply.Target{Schema: schemaName, HCL: [][]byte{hcl.TenantCore()}, Vars: map[string]string{"tenant": schemaName}}
-	if _, err := schemaapply.Apply(ctx, db, target, schemaapply.Options{}); err != nil {
+	spec := schemaapply.TenantSpec{Schema: schemaName, Role: tt.slug.RoleName(), AppRole: "pd_app"}
+	if _, err := schemaapply.ApplyTenant(ctx, db, spec, schemaapply.Options{}); err != nil {
 		return err
 	}
 	schema := pgx.Identifier{schemaName}.Sanitize()
-	for _, s := range []string{
-		"CREATE ROLE " + role + " NOLOGIN",
-		"GRANT " + role + " TO pd_app",
-		"REVOKE ALL ON SCHEMA " + schema + " FROM PUBLIC",
-		"GRANT USAGE ON SCHEMA " + schema + " TO " + role,
-		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + schema + " TO " + role,
-	} {
-		if _, err := db.ExecContext(ctx, s); err != nil {
-			return err
-		}
-	}
 	_, err := db.ExecContext(ctx, `INSERT INTO `+schema+`.members (tenant_id, full_name) VALUES ($1, $2)`, tt.id, tt.marker)
 	return err
 }

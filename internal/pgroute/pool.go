@@ -65,3 +65,36 @@ func openPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	}
 	return pool, nil
 }
+
+// LandlordExecMode is the pgx mode for pools whose statements never depend
+// on a tenant binding (schema-qualified landlord queries). Behind PgBouncer
+// 1.18 no named prepared statement may outlive a transaction, so it is
+// QueryExecModeExec; PgBouncer ≥ 1.21 (with max_prepared_statements) and
+// direct connections may cache prepared statements, saving a parse and plan
+// per query. Tenant pools never cache: a statement prepared before the
+// binding would not find the tenant's tables (DESIGN.md §2 rule 2).
+func LandlordExecMode(pgbouncer string) pgx.QueryExecMode {
+	switch pgbouncer {
+	case "1.21", "none":
+		return pgx.QueryExecModeCacheStatement
+	default:
+		return pgx.QueryExecModeExec
+	}
+}
+
+// NewLandlordPool opens the landlord pool with the exec mode that suits the
+// PgBouncer in front of the default cluster.
+func NewLandlordPool(ctx context.Context, cfg config.Config, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
+	mode := LandlordExecMode(cfg.Clusters[cfg.DefaultCluster].PgBouncer)
+	pcfg, err := poolConfig(cfg.Landlord.URL, cfg.Pool, mode)
+	if err != nil {
+		return nil, err
+	}
+	if mode == pgx.QueryExecModeCacheStatement {
+		pcfg.ConnConfig.StatementCacheCapacity = 256
+	}
+	if tracer != nil {
+		pcfg.ConnConfig.Tracer = tracer
+	}
+	return openPool(ctx, pcfg)
+}

@@ -55,7 +55,7 @@ func New(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Option
 	}
 	resolver := opts.Resolver
 	if resolver == nil {
-		ll, err := NewPool(ctx, cfg.Landlord.URL, cfg.Pool, nil)
+		ll, err := NewLandlordPool(ctx, cfg, nil)
 		if err != nil {
 			return nil, err
 		}

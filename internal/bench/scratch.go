@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+)
+
+// DirectPGPort is the local PostgreSQL port (deploy/local/env.sh); the
+// benchmarks compare the PgBouncer path with the direct one.
+const DirectPGPort = "15432"
+
+// Scratch is a throwaway database on the default cluster with its own
+// landlord catalog, so benchmarks never touch the platform or test data.
+type Scratch struct {
+	Name         string
+	AdminURL     string // pd_admin, direct
+	AppURL       string // pd_app, through PgBouncer
+	DirectAppURL string // pd_app, direct
+	Admin        *sql.DB
+	appRole      string
+	roles        []string
+	server       *sql.DB // admin connection to the cluster's own database, for CREATE/DROP DATABASE
+}
+
+// NewScratch (re)creates the database name.
+func NewScratch(ctx context.Context, cfg config.Config, name string) (*Scratch, error) {
+	cl, err := cfg.Cluster(cfg.DefaultCluster)
+	if err != nil {
+		return nil, err
+	}
+	sb := &Scratch{Name: name, appRole: cfg.Tenant.AppRole}
+	if sb.AdminURL, err = withDatabase(cl.AdminURL, name, ""); err != nil {
+		return nil, err
+	}
+	if sb.AppURL, err = withDatabase(cl.URL, name, ""); err != nil {
+		return nil, err
+	}
+	if sb.DirectAppURL, err = withDatabase(cl.URL, name, DirectPGPort); err != nil {
+		return nil, err
+	}
+	if sb.server, err = openDB(cl.AdminURL); err != nil {
+		return nil, err
+	}
+	db := pgx.Identifier{name}.Sanitize()
+	for _, s := range []string{
+		"DROP DATABASE IF EXISTS " + db + " WITH (FORCE)",
+		"CREATE DATABASE " + db + " TEMPLATE template0 ENCODING 'UTF8'",
+		"GRANT CONNECT ON DATABASE " + db + " TO " + pgx.Identifier{sb.appRole}.Sanitize(),
+	} {
+		if _, err := sb.server.ExecContext(ctx, s); err != nil {
+			sb.server.Close()
+			return nil, fmt.Errorf("scratch database %s: %w", name, err)
+		}
+	}
+	if sb.Admin, err = openDB(sb.AdminURL); err != nil {
+		return nil, err
+	}
+	if _, err := schemaapply.Apply(ctx, sb.Admin, schemaapply.Landlord(sb.appRole), schemaapply.Options{}); err != nil {
+		return nil, fmt.Errorf("scratch landlord: %w", err)
+	}
+	return sb, nil
+}
+
+// Tenant creates a schema-placed tenant with the core schema and its role.
+func (sb *Scratch) Tenant(ctx context.Context, slug tenancy.Slug) (uuid.UUID, error) {
+	id := uuid.New()
+	if _, err := sb.Admin.ExecContext(ctx, `INSERT INTO landlord.tenants (id, slug, name, status, placement, cluster, database_name, schema_name)
+		VALUES ($1, $2, $2, 'active', 'schema', 'main', current_database(), $3)`, id, slug.String(), slug.SchemaName()); err != nil {
+		return id, err
+	}
+	spec := schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: sb.appRole}
+	if _, err := schemaapply.ApplyTenant(ctx, sb.Admin, spec, schemaapply.Options{}); err != nil {
+		return id, err
+	}
+	sb.roles = append(sb.roles, slug.RoleName())
+	return id, nil
+}
+
+// Members inserts n members into a tenant and returns their ids.
+func (sb *Scratch) Members(ctx context.Context, slug tenancy.Slug, tenantID uuid.UUID, n int) ([]uuid.UUID, error) {
+	rows, err := sb.Admin.QueryContext(ctx, `INSERT INTO `+pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()+
+		` (tenant_id, full_name, email) SELECT $1, 'Member ' || g, 'm' || g || '@example.test' FROM generate_series(1, $2) g RETURNING id`, tenantID, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if _, err := sb.Admin.ExecContext(ctx, `ANALYZE `+pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()); err != nil {
+		return nil, err
+	}
+	return ids, rows.Err()
+}
+
+// Drop removes the database and the tenant roles it created.
+func (sb *Scratch) Drop(ctx context.Context) {
+	if sb.Admin != nil {
+		sb.Admin.Close()
+	}
+	_, _ = sb.server.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{sb.Name}.Sanitize()+" WITH (FORCE)")
+	for _, r := range sb.roles {
+		_, _ = sb.server.ExecContext(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize())
+	}
+	sb.server.Close()
+}
+
+func openDB(raw string) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return nil, err
+	}
+	return stdlib.OpenDB(*cfg), nil
+}
+
+// withDatabase returns raw with another database name and, if port is set, port.
+func withDatabase(raw, db, port string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + db
+	if port != "" {
+		u.Host = u.Hostname() + ":" + port
+	}
+	return u.String(), nil
+}
