@@ -41,3 +41,7 @@ vet: ## go vet
 test: db-up ## run every test (race detector) against the real PostgreSQL and PgBouncer
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: bench-scope
+bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, direct/PgBouncer (~2 min)
+	$(GO) run ./cmd/pdbench scope
