@@ -13,13 +13,19 @@ help: ## list the targets
 db-up: ## start local PostgreSQL + PgBouncer (installs packages, creates roles and databases)
 	@./deploy/local/db-up.sh
 
+.PHONY: db-up-b
+db-up-b: ## start a second local PostgreSQL + PgBouncer (cluster "b", ports 15433/16433) for multi-cluster work
+	@PD_INSTANCE=b ./deploy/local/db-up.sh
+
 .PHONY: db-down
-db-down: ## stop exactly the processes in the local pid files
+db-down: ## stop exactly the processes in the local pid files (both instances)
 	@./deploy/local/db-down.sh
+	@PD_INSTANCE=b ./deploy/local/db-down.sh
 
 .PHONY: db-reset
 db-reset: ## stop, delete the local data folder, start afresh
 	@./deploy/local/db-reset.sh
+	@if [ -d "$$(. deploy/local/env.sh; PD_INSTANCE=b; echo $$PD_DATA_ROOT/b)" ]; then PD_INSTANCE=b ./deploy/local/db-reset.sh; fi
 
 .PHONY: build
 build: ## build bin/publicdigit and bin/tenantctl
@@ -38,7 +44,7 @@ vet: ## go vet
 	$(GO) vet ./...
 
 .PHONY: test
-test: db-up ## run every test (race detector) against the real PostgreSQL and PgBouncer
+test: db-up db-up-b ## run every test (race detector) against the real PostgreSQL and PgBouncer
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 

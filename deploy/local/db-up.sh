@@ -62,6 +62,10 @@ unix_socket_directories = '$PD_RUN_DIR'
 max_connections = 300
 shared_buffers = 256MB
 max_locks_per_transaction = 256
+# Online moves hold the source's write lock across the catalog flip in a
+# prepared transaction, so that a crashed mover never unblocks writes to a copy
+# that is being retired (see internal/tenancy/move.go).
+max_prepared_transactions = 32
 password_encryption = 'scram-sha-256'
 log_line_prefix = '%m [%p] %q%u@%d '
 CONF
@@ -78,6 +82,14 @@ postgres_running() {
 start_postgres() {
   if postgres_running; then
     pd_as_server "$PGBIN/pg_ctl" -D "$PD_PGDATA" reload >/dev/null
+    sleep 0.2
+    # A changed setting that only a restart applies (e.g. after an upgrade of
+    # this script): restart now rather than run with the old value.
+    if [ "$(pd_psql -d postgres -Atc "SELECT count(*) FROM pg_settings WHERE pending_restart")" != 0 ]; then
+      pd_log "restarting PostgreSQL to apply changed settings"
+      pd_as_server "$PGBIN/pg_ctl" -D "$PD_PGDATA" -m fast -w -t 60 -l "$PD_DATA_DIR/postgresql.log" restart >/dev/null \
+        || pd_die "PostgreSQL did not restart (see $PD_DATA_DIR/postgresql.log)"
+    fi
     return 0
   fi
   if [ -f "$PD_PGDATA/postmaster.pid" ]; then
