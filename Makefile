@@ -23,9 +23,8 @@ db-down: ## stop exactly the processes in the local pid files (both instances)
 	@PD_INSTANCE=b ./deploy/local/db-down.sh
 
 .PHONY: db-reset
-db-reset: ## stop, delete the local data folder, start afresh
+db-reset: ## stop, delete the local data folder, start afresh (cluster b: PD_INSTANCE=b deploy/local/db-reset.sh)
 	@./deploy/local/db-reset.sh
-	@if [ -d "$$(. deploy/local/env.sh; PD_INSTANCE=b; echo $$PD_DATA_ROOT/b)" ]; then PD_INSTANCE=b ./deploy/local/db-reset.sh; fi
 
 .PHONY: build
 build: ## build bin/publicdigit and bin/tenantctl
