@@ -129,6 +129,9 @@ func (r *Router) Placement(ctx context.Context, slug tenancy.Slug) (Placement, e
 const (
 	bindSQL       = `SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true), set_config('role', $3, true)`
 	bindSQLNoRole = `SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true)`
+	// While a tenant moves, its writes wait on the mover's table locks: bound
+	// that wait so the client gets a quick retryable error instead.
+	bindMovingSQL = `SELECT set_config('lock_timeout', $1, true)`
 )
 
 // queueBind queues the binding statement for p at the head of b.
@@ -143,6 +146,9 @@ func (r *Router) queueBind(b *pgx.Batch, p Placement) {
 		b.Queue(bindSQL, path, ms, p.Slug.RoleName())
 	} else {
 		b.Queue(bindSQLNoRole, path, ms)
+	}
+	if p.Status == "moving" {
+		b.Queue(bindMovingSQL, strconv.FormatInt(r.cfg.HTTP.WriteWait.Milliseconds(), 10))
 	}
 }
 
@@ -167,11 +173,24 @@ func (r *Router) pool(ctx context.Context, p Placement) (*pgxpool.Pool, error) {
 // network round trip, one implicit transaction. Either every statement
 // succeeds or none takes effect. Results reach the callbacks attached to the
 // queued statements (QueryRow, Query, Exec) before Do returns.
+//
+// If the tenant's schema is gone because the tenant moved, Do re-reads the
+// placement and runs fn once more on the new one: fn must only queue
+// statements (and reset what its callbacks fill), so that it can run twice.
 func (r *Router) Do(ctx context.Context, slug tenancy.Slug, fn func(b *Batch) error) error {
+	ctx = context.WithValue(ctx, ctxKey{}, slug)
 	p, err := r.Placement(ctx, slug)
 	if err != nil {
 		return err
 	}
+	err = r.do(ctx, p, fn)
+	if p2, moved := r.movedAway(ctx, p, err); moved {
+		err = r.do(ctx, p2, fn)
+	}
+	return wrapTenant(slug, err)
+}
+
+func (r *Router) do(ctx context.Context, p Placement, fn func(b *Batch) error) error {
 	pool, err := r.pool(ctx, p)
 	if err != nil {
 		return err
@@ -187,13 +206,28 @@ func (r *Router) Do(ctx context.Context, slug tenancy.Slug, fn func(b *Batch) er
 	if b.n == 0 {
 		return nil
 	}
-	ctx = context.WithValue(ctx, ctxKey{}, slug)
 	err = pool.SendBatch(ctx, &b.pb).Close()
 	if err != nil && pgconn.SafeToRetry(err) && ctx.Err() == nil {
 		// The connection was dead before anything was sent: once more on a fresh one.
 		err = pool.SendBatch(ctx, &b.pb).Close()
 	}
-	return wrapTenant(slug, Classify(err))
+	return Classify(err)
+}
+
+// movedAway reports whether err means that p's schema is gone and the
+// catalog now places the tenant elsewhere; it returns the new placement.
+func (r *Router) movedAway(ctx context.Context, p Placement, err error) (Placement, bool) {
+	if !errors.Is(err, ErrTenantNotProvisioned) || ctx.Err() != nil {
+		return p, false
+	}
+	r.Invalidate(p.Slug)
+	p2, err := r.Placement(ctx, p.Slug)
+	if err != nil || p2.Version == p.Version && p2.Cluster == p.Cluster && p2.Database == p.Database && p2.Schema == p.Schema {
+		return p, false
+	}
+	r.log.Info().Str("tenant", p.Slug.String()).Str("cluster", p2.Cluster).Str("database", p2.Database).
+		Msg("tenant moved: retrying on its new placement")
+	return p2, true
 }
 
 // TxOptions configure an explicit transaction.
@@ -210,19 +244,21 @@ type TxOptions struct {
 // transaction. BEGIN and the binding travel with the first statements that
 // fn flushes, and statements still queued when fn returns travel with the
 // COMMIT: a read-decide-write unit of work costs two round trips. If fn
-// returns an error, the transaction is rolled back.
+// returns an error, the transaction is rolled back. Like Do, Tx runs fn once
+// more on the new placement when the tenant moved away meanwhile.
 func (r *Router) Tx(ctx context.Context, slug tenancy.Slug, opts TxOptions, fn func(ctx context.Context, tx *Tx) error) error {
+	ctx = context.WithValue(ctx, ctxKey{}, slug)
 	p, err := r.Placement(ctx, slug)
 	if err != nil {
 		return err
 	}
-	pool, err := r.pool(ctx, p)
-	if err != nil {
-		return err
-	}
-	ctx = context.WithValue(ctx, ctxKey{}, slug)
+	movedOnce := false
 	for attempt := 0; ; attempt++ {
-		err = r.runTx(ctx, pool, p, opts, fn)
+		err = r.runTx(ctx, p, opts, fn)
+		if p2, moved := r.movedAway(ctx, p, err); moved && !movedOnce {
+			p, movedOnce = p2, true
+			err = r.runTx(ctx, p, opts, fn)
+		}
 		if err == nil || attempt >= opts.MaxRetries || !errors.Is(err, ErrRetryable) || ctx.Err() != nil {
 			return wrapTenant(slug, err)
 		}
@@ -231,7 +267,11 @@ func (r *Router) Tx(ctx context.Context, slug tenancy.Slug, opts TxOptions, fn f
 	}
 }
 
-func (r *Router) runTx(ctx context.Context, pool *pgxpool.Pool, p Placement, opts TxOptions, fn func(context.Context, *Tx) error) error {
+func (r *Router) runTx(ctx context.Context, p Placement, opts TxOptions, fn func(context.Context, *Tx) error) error {
+	pool, err := r.pool(ctx, p)
+	if err != nil {
+		return err
+	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return Classify(err)

@@ -591,3 +591,50 @@ func TestTxRetriesSerializationFailures(t *testing.T) {
 	}))
 	assert.ElementsMatch(t, []rune("01"), []rune(phone), "both updates applied once each")
 }
+
+// A tenant whose schema moved away while its placement was cached: the
+// statement fails on the old schema, the router re-reads the catalog and
+// runs the work once more on the new placement.
+func TestRetryOnceAfterMove(t *testing.T) {
+	tenants := newTenants(t, 1)
+	tt := tenants[0]
+	admin := dbtest.AdminPool(t)
+	ctx := context.Background()
+	r := newRouter(t, routerConfig(t, dbtest.Bouncer), pgroute.Options{})
+	count := func() (int, error) {
+		var n int
+		err := r.Do(ctx, tt.slug, func(b *pgroute.Batch) error {
+			n = 0
+			b.Queue(`SELECT count(*) FROM members`).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+			return nil
+		})
+		return n, err
+	}
+	n, err := count()
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	// "Move": the schema gets another name and the catalog follows.
+	moved := tt.slug.SchemaName() + "_m"
+	_, err = admin.Exec(ctx, `ALTER SCHEMA `+pgx.Identifier{tt.slug.SchemaName()}.Sanitize()+` RENAME TO `+pgx.Identifier{moved}.Sanitize())
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{moved}.Sanitize()+` CASCADE`) })
+	_, err = admin.Exec(ctx, `UPDATE landlord.tenants SET schema_name = $2, version = version + 1 WHERE slug = $1`, tt.slug.String(), moved)
+	require.NoError(t, err)
+
+	n, err = count()
+	require.NoError(t, err, "served from the new placement without invalidation")
+	assert.Equal(t, 1, n)
+
+	err = r.Tx(ctx, tt.slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
+		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-after-move')`, tx.Tenant().TenantID)
+		return nil
+	})
+	require.NoError(t, err)
+
+	// Without a newer placement, the error stands.
+	_, err = admin.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{moved}.Sanitize()+` CASCADE`)
+	require.NoError(t, err)
+	_, err = count()
+	assert.ErrorIs(t, err, pgroute.ErrTenantNotProvisioned)
+}
