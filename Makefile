@@ -50,3 +50,7 @@ test: db-up db-up-b ## run every test (race detector) against the real PostgreSQ
 .PHONY: bench-scope
 bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, direct/PgBouncer (~2 min)
 	$(GO) run ./cmd/pdbench scope
+
+.PHONY: bench-fleet
+bench-fleet: db-up ## 1,000 tenant schemas: fleet no-op check, additive rollout to all, naive inspect loop (~3 min)
+	$(GO) run ./cmd/pdbench fleet

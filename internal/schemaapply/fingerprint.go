@@ -19,84 +19,89 @@ type SchemaRole struct {
 
 // fingerprintSQL digests, per schema, everything that the Atlas inspector
 // reads (relations, columns with types, defaults, identity and collation,
-// indexes, constraints, sequences, types, comments) plus what the tenant
-// steps manage (privileges, the role and its members), in one pass over the
-// catalog for any number of schemas. Names of the schema itself and of its
-// role are replaced, so two tenants with the same shape have the same
-// fingerprint. A schema that does not exist gets ”.
+// indexes, constraints, sequences, enum and domain types, comments) plus
+// what the tenant steps manage (privileges, the role and its members), in
+// one pass over the catalog for any number of schemas. Names of the schema
+// itself and of its role are replaced, so two tenants of the same shape have
+// the same fingerprint. A schema that does not exist gets ''.
+//
+// It is built for a fleet of thousands of schemas: relations and types are
+// found through pg_depend (pg_class and pg_type have no index on the schema
+// alone), indexes and constraints are read from their catalog rows rather
+// than deparsed (pg_get_indexdef costs ~50 µs an index), and the items are
+// combined by an order-independent digest (count, sum and xor of two 64-bit
+// hashes of every item) instead of a sorted string aggregate.
 const fingerprintSQL = `
 WITH t AS (
   SELECT u.nsp, u.role FROM unnest($1::text[], $2::text[]) AS u(nsp, role)
 ), s AS (
-  SELECT t.nsp, n.oid AS nspoid, n.nspacl, r.oid AS roleoid, r.rolcanlogin
+  SELECT t.nsp, t.role, quote_ident(t.nsp) || '.' AS qual, quote_ident(t.role) || '=' AS grantee,
+         n.oid AS nspoid, n.nspacl, r.oid AS roleoid, r.rolcanlogin
   FROM t
   LEFT JOIN pg_namespace n ON n.nspname = t.nsp
   LEFT JOIN pg_roles r ON r.rolname = t.role
+), dep AS (
+  SELECT s.nsp, s.qual, s.grantee, d.classid, d.objid
+  FROM s JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = s.nspoid AND d.refobjsubid = 0
 ), rel AS (
-  SELECT s.nsp, s.roleoid, c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, c.relacl
-  FROM s JOIN pg_class c ON c.relnamespace = s.nspoid
-  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+  SELECT dep.nsp, dep.qual, dep.grantee, c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, c.relacl
+  FROM dep JOIN pg_class c ON c.oid = dep.objid
+  WHERE dep.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
 ), items AS (
   SELECT rel.nsp, concat_ws(' ', 'rel', rel.relname, rel.relkind, rel.relpersistence, rel.reloptions::text,
-         CASE WHEN rel.relkind = 'p' THEN pg_get_partkeydef(rel.oid) END, 'comment=' || d.description) AS item
+         CASE WHEN rel.relkind = 'p' THEN pg_get_partkeydef(rel.oid) END,
+         'acl=' || replace(rel.relacl::text, rel.grantee, '<role>=')) AS item
   FROM rel
-  LEFT JOIN pg_description d ON d.objoid = rel.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0
   UNION ALL
-  SELECT rel.nsp, concat_ws(' ', 'col', rel.relname, a.attname, format_type(a.atttypid, a.atttypmod),
-         CASE WHEN a.attnotnull THEN 'not-null' END,
-         'default=' || pg_get_expr(ad.adbin, ad.adrelid),
-         'identity=' || nullif(a.attidentity::text, ''),
-         'generated=' || nullif(a.attgenerated::text, ''),
-         'collation=' || CASE WHEN a.attcollation <> ty.typcollation THEN a.attcollation::regcollation::text END,
-         'comment=' || d.description)
-  FROM rel
-  JOIN pg_attribute a ON a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
-  JOIN pg_type ty ON ty.oid = a.atttypid
-  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-  LEFT JOIN pg_description d ON d.objoid = rel.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = a.attnum
+  SELECT rel.nsp, concat_ws(' ', 'col', rel.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+         a.attnotnull, a.attidentity, a.attgenerated, a.attcollation)
+  FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
   WHERE rel.relkind <> 'S'
   UNION ALL
-  SELECT rel.nsp, concat_ws(' ', 'idx', pg_get_indexdef(i.indexrelid), 'comment=' || d.description)
+  SELECT rel.nsp, concat_ws(' ', 'default', rel.relname, ad.adnum, replace(pg_get_expr(ad.adbin, ad.adrelid), rel.qual, ''))
+  FROM rel JOIN pg_attrdef ad ON ad.adrelid = rel.oid
+  UNION ALL
+  SELECT rel.nsp, concat_ws(' ', 'comment', rel.relname, d.objsubid, d.description)
+  FROM rel JOIN pg_description d ON d.objoid = rel.oid AND d.classoid = 'pg_class'::regclass
+  UNION ALL
+  SELECT rel.nsp, concat_ws(' ', 'idx', rel.relname, ic.relname, ic.relam, ic.reloptions::text, i.indisunique,
+         i.indisprimary, i.indisexclusion, i.indimmediate, i.indnullsnotdistinct, i.indnkeyatts, i.indkey::text,
+         i.indclass::text, i.indcollation::text, i.indoption::text,
+         'where=' || replace(pg_get_expr(i.indpred, i.indrelid), rel.qual, ''),
+         'exprs=' || replace(pg_get_expr(i.indexprs, i.indrelid), rel.qual, ''),
+         'comment=' || d.description)
   FROM rel
   JOIN pg_index i ON i.indrelid = rel.oid
+  JOIN pg_class ic ON ic.oid = i.indexrelid
   LEFT JOIN pg_description d ON d.objoid = i.indexrelid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0
   UNION ALL
-  SELECT rel.nsp, concat_ws(' ', 'con', rel.relname, k.conname, pg_get_constraintdef(k.oid), 'comment=' || d.description)
+  SELECT rel.nsp, concat_ws(' ', 'con', rel.relname, k.conname, k.contype, k.condeferrable, k.condeferred,
+         k.convalidated, k.connoinherit, k.conkey::text, fr.relname, k.confkey::text, k.confupdtype, k.confdeltype,
+         k.confmatchtype, 'check=' || CASE WHEN k.contype = 'c' THEN replace(pg_get_expr(k.conbin, k.conrelid), rel.qual, '') END)
   FROM rel
   JOIN pg_constraint k ON k.conrelid = rel.oid
-  LEFT JOIN pg_description d ON d.objoid = k.oid AND d.classoid = 'pg_constraint'::regclass AND d.objsubid = 0
+  LEFT JOIN pg_class fr ON fr.oid = k.confrelid
   UNION ALL
-  SELECT rel.nsp, concat_ws(' ', 'seq', rel.relname, format_type(q.seqtypid, NULL), q.seqstart, q.seqincrement,
+  SELECT rel.nsp, concat_ws(' ', 'seq', rel.relname, q.seqtypid, q.seqstart, q.seqincrement,
          q.seqmin, q.seqmax, q.seqcache, q.seqcycle)
   FROM rel JOIN pg_sequence q ON q.seqrelid = rel.oid
   UNION ALL
-  SELECT rel.nsp, concat_ws(' ', 'acl', rel.relname,
-         CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = rel.roleoid THEN '<role>' ELSE pg_get_userbyid(a.grantee)::text END,
-         a.privilege_type, a.is_grantable)
-  FROM rel CROSS JOIN LATERAL aclexplode(rel.relacl) a
-  UNION ALL
-  SELECT s.nsp, concat_ws(' ', 'schema-acl',
-         CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = s.roleoid THEN '<role>' ELSE pg_get_userbyid(a.grantee)::text END,
-         a.privilege_type, a.is_grantable)
-  FROM s CROSS JOIN LATERAL aclexplode(s.nspacl) a
-  UNION ALL
-  SELECT s.nsp, concat_ws(' ', 'type', ty.typname, ty.typtype,
+  SELECT dep.nsp, concat_ws(' ', 'type', ty.typname, ty.typtype,
          (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = ty.oid),
          CASE WHEN ty.typtype = 'd' THEN format_type(ty.typbasetype, ty.typtypmod) END)
-  FROM s JOIN pg_type ty ON ty.typnamespace = s.nspoid
-  WHERE ty.typtype IN ('e', 'd')
+  FROM dep JOIN pg_type ty ON ty.oid = dep.objid
+  WHERE dep.classid = 'pg_type'::regclass AND ty.typtype IN ('e', 'd')
   UNION ALL
-  SELECT s.nsp, concat_ws(' ', 'role',
-         CASE WHEN s.roleoid IS NULL THEN 'missing' ELSE 'login=' || s.rolcanlogin END,
+  SELECT s.nsp, concat_ws(' ', 'schema', 'acl=' || replace(s.nspacl::text, s.grantee, '<role>='),
+         'role=' || CASE WHEN s.roleoid IS NULL THEN 'missing' ELSE 'login:' || s.rolcanlogin END,
          (SELECT 'members=' || string_agg(pg_get_userbyid(m.member)::text, ',' ORDER BY pg_get_userbyid(m.member)::text)
             FROM pg_auth_members m WHERE m.roleid = s.roleoid))
   FROM s
-), norm AS (
-  SELECT i.nsp, replace(i.item, quote_ident(i.nsp) || '.', '') AS item FROM items i
 )
 SELECT s.nsp,
-       CASE WHEN s.nspoid IS NULL THEN '' ELSE md5(string_agg(n.item, E'\n' ORDER BY n.item COLLATE "C")) END
-FROM s LEFT JOIN norm n ON n.nsp = s.nsp
+       CASE WHEN s.nspoid IS NULL THEN '' ELSE md5(concat_ws(':', count(i.item),
+         sum(hashtextextended(i.item, 0)), bit_xor(hashtextextended(i.item, 1)))) END
+FROM s LEFT JOIN items i ON i.nsp = s.nsp
 GROUP BY s.nsp, s.nspoid`
 
 // Fingerprints returns the catalog fingerprint of every listed schema, in
