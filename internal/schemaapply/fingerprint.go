@@ -23,7 +23,7 @@ type SchemaRole struct {
 // what the tenant steps manage (privileges, the role and its members), in
 // one pass over the catalog for any number of schemas. Names of the schema
 // itself and of its role are replaced, so two tenants of the same shape have
-// the same fingerprint. A schema that does not exist gets ”.
+// the same fingerprint. A schema that does not exist gets the empty string.
 //
 // It is built for a fleet of thousands of schemas: relations and types are
 // found through pg_depend (pg_class and pg_type have no index on the schema
