@@ -20,17 +20,28 @@ func requestID() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		id := c.Get(HeaderRequestID)
 		if !validRequestID(id) {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+			id = newRequestID()
 		} else {
 			id = utils.CopyString(id)
 		}
-		c.Locals(localRequestID, id)
-		c.Set(HeaderRequestID, id)
+		setRequestID(c, id)
 		return c.Next()
 	}
 }
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func setRequestID(c *fiber.Ctx, id string) {
+	c.Locals(localRequestID, id)
+	c.Set(HeaderRequestID, id)
+}
+
+// RequestID returns the request's id (the X-Request-Id echoed to the client).
+func RequestID(c *fiber.Ctx) string { return requestIDOf(c) }
 
 func validRequestID(s string) bool {
 	if len(s) < 8 || len(s) > 64 {

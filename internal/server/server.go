@@ -1,5 +1,6 @@
-// Package server wires the HTTP server: pools, the API and graceful shutdown.
-// cmd/publicdigit only parses flags, builds the logger and calls Run.
+// Package server wires the HTTP server: pools, the platform services, the
+// API and graceful shutdown. cmd/publicdigit only parses flags, builds the
+// logger and calls Run.
 package server
 
 import (
@@ -7,15 +8,32 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/logging"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
+	"github.com/publicdigit/publicdigit/internal/registry"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
+
+// AuthCacheTTL is how long the server trusts a successful token lookup. A
+// token revoked through this server's API stops at once; one revoked
+// elsewhere (tenantctl, another server process) within AuthCacheTTL.
+const AuthCacheTTL = 5 * time.Second
+
+// warmPoolInterval is how often the warm pool is topped up and reaped
+// besides the refill that follows every claim.
+const warmPoolInterval = time.Minute
 
 // Run serves the API until ctx is cancelled, then shuts down gracefully.
 // onListen, when set, receives the bound address (useful with port 0).
@@ -30,6 +48,53 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 	}
 	defer landlord.Close()
 
+	// The direct admin connection (never PgBouncer): provisioning, module
+	// installs, purge and the warm pool. database/sql connects lazily.
+	adminCfg, err := pgx.ParseConfig(cfg.Admin.URL)
+	if err != nil {
+		return fmt.Errorf("admin.url: %w", err)
+	}
+	admin := stdlib.OpenDB(*adminCfg)
+	admin.SetMaxOpenConns(int(cfg.Pool.MaxConns))
+	admin.SetConnMaxIdleTime(cfg.Pool.MaxConnIdleTime)
+	admin.SetConnMaxLifetime(cfg.Pool.MaxConnLifetime)
+	defer admin.Close()
+
+	metrics := httpapi.NewMetrics()
+	metrics.AddPool("landlord", landlord)
+
+	tenants, err := tenancy.New(tenancy.Options{
+		Config:   cfg,
+		Landlord: landlord,
+		Admin:    admin,
+		Log:      logging.Component(log, "tenancy"),
+		// OnChange: the tenant router's Invalidate, once the server routes tenant requests.
+	})
+	if err != nil {
+		return err
+	}
+	defer tenants.Close()
+	prov, err := provision.New(provision.Options{
+		Tenants:  tenants,
+		Log:      logging.Component(log, "provision"),
+		WarmPool: cfg.Tenant.WarmPool,
+		OnProvision: func(path provision.Path, d time.Duration, err error) {
+			metrics.ObserveProvision(string(path), d, err)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	metrics.AddGauge("publicdigit_warm_pool_ready_spares", "Spare tenant schemas ready in the warm pool.", func() float64 {
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := prov.WarmPoolStats(c)
+		if err != nil {
+			return -1
+		}
+		return float64(st.Ready)
+	})
+
 	app := httpapi.New(httpapi.Deps{
 		Log:       logging.Component(log, "http"),
 		BodyLimit: cfg.HTTP.BodyLimit,
@@ -37,6 +102,12 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 			var one int
 			return landlord.QueryRow(ctx, "SELECT 1").Scan(&one)
 		},
+		Tenants:     tenants,
+		Provisioner: prov,
+		Registry:    registry.New(landlord, tenants, prov, logging.Component(log, "registry")),
+		Geography:   geography.New(landlord),
+		Tokens:      access.New(landlord, access.Options{CacheTTL: AuthCacheTTL}),
+		Metrics:     metrics,
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -48,6 +119,18 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 	if onListen != nil {
 		onListen(addr)
 	}
+
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		prov.RunWarmPool(bg, warmPoolInterval)
+	}()
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
 
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()

@@ -34,6 +34,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	proxy := dbtest.NewProxy(t, "127.0.0.1:16432")
 	cfg.Landlord.URL = dbtest.WithPort(t, cfg.Landlord.URL, proxy.Port())
 	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Tenant.WarmPool = 0 // no spares built in the background
 
 	ctx, cancel := context.WithCancel(context.Background())
 	addrCh := make(chan string, 1)
@@ -83,6 +84,7 @@ func TestListenErrorIsReported(t *testing.T) {
 	defer taken.Close()
 	cfg := dbtest.Config(t)
 	cfg.HTTP.Addr = taken.Addr().String()
+	cfg.Tenant.WarmPool = 0
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = server.Run(ctx, cfg, zerolog.Nop(), nil)

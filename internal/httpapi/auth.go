@@ -1,0 +1,91 @@
+package httpapi
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+)
+
+const localPrincipal = "principal"
+
+// Auth is the bearer-token middleware.
+type Auth struct {
+	tokens *access.Service
+}
+
+// Required authenticates the request's bearer token (Authorization: Bearer
+// <token>) and stores the principal (PrincipalOf); a missing, malformed,
+// unknown, revoked or expired token is answered 401.
+func (a Auth) Required() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if err := a.authenticate(c); err != nil {
+			return err
+		}
+		return c.Next()
+	}
+}
+
+// Platform is Required plus: the token must be a platform token (else 403).
+func (a Auth) Platform() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if err := a.authenticate(c); err != nil {
+			return err
+		}
+		if p, _ := PrincipalOf(c); !p.IsPlatform() {
+			return forbidden("this route needs a platform token")
+		}
+		return c.Next()
+	}
+}
+
+func (a Auth) authenticate(c *fiber.Ctx) error {
+	if _, ok := PrincipalOf(c); ok {
+		return nil // already authenticated by an outer group
+	}
+	h := c.Get(fiber.HeaderAuthorization)
+	if h == "" {
+		return unauthorized("missing bearer token (Authorization: Bearer <token>)")
+	}
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return unauthorized("the Authorization header must be: Bearer <token>")
+	}
+	if a.tokens == nil {
+		return unauthorized("invalid or revoked token")
+	}
+	// The principal holds nothing borrowed from the request's buffers.
+	p, err := a.tokens.Authenticate(c.UserContext(), strings.TrimSpace(token))
+	if errors.Is(err, access.ErrUnauthenticated) {
+		return unauthorized("invalid or revoked token")
+	}
+	if err != nil {
+		return err
+	}
+	c.Locals(localPrincipal, p)
+	return nil
+}
+
+// PrincipalOf returns the authenticated principal of the request.
+func PrincipalOf(c *fiber.Ctx) (access.Principal, bool) {
+	p, ok := c.Locals(localPrincipal).(access.Principal)
+	return p, ok
+}
+
+func unauthorized(detail string) *Problem {
+	p := problem(fiber.StatusUnauthorized, "unauthorized", detail)
+	p.Code = "unauthorized"
+	return p
+}
+
+func forbidden(detail string) *Problem {
+	p := problem(fiber.StatusForbidden, "forbidden", detail)
+	p.Code = "forbidden"
+	return p
+}
+
+// Forbidden is a 403 problem with the given detail (e.g. a tenant token on
+// another tenant, or a suspended tenant).
+func Forbidden(detail string) *Problem { return forbidden(detail) }

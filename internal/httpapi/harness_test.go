@@ -1,0 +1,241 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/geography"
+	"github.com/publicdigit/publicdigit/internal/httpapi"
+	"github.com/publicdigit/publicdigit/internal/registry"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+)
+
+// api is a real server on 127.0.0.1:0 over the test database, with the
+// services the production server wires (warm pool off, its own spare prefix).
+type api struct {
+	base     string
+	tenants  *tenancy.Service
+	prov     *provision.Provisioner
+	tokens   *access.Service
+	reg      *registry.Service
+	geoAdmin *geography.Store
+	platform string // a platform token
+	router   routers.Router
+	client   *http.Client
+}
+
+type apiOptions struct {
+	bodyLimit int
+	warm      int
+}
+
+func newAPI(t *testing.T, o apiOptions) *api {
+	t.Helper()
+	dbtest.Landlord(t)
+	cfg := dbtest.Config(t)
+	landlord := dbtest.AppPool(t, dbtest.Bouncer, 4)
+	admin := dbtest.AdminDB(t)
+	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: admin, Log: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(tenants.Close)
+	metrics := httpapi.NewMetrics()
+	metrics.AddPool("landlord", landlord)
+	prov, err := provision.New(provision.Options{Tenants: tenants, Log: zerolog.Nop(), WarmPool: o.warm,
+		SparePrefix: dbtest.Name("pd_hspare") + "_", OnProvision: func(p provision.Path, d time.Duration, err error) {
+			metrics.ObserveProvision(string(p), d, err)
+		}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = prov.DrainWarmPool(context.Background()) })
+	a := &api{
+		tenants:  tenants,
+		prov:     prov,
+		tokens:   access.New(landlord, access.Options{}),
+		geoAdmin: geography.New(dbtest.AdminPool(t)),
+		client:   &http.Client{Timeout: 30 * time.Second},
+	}
+	a.reg = registry.New(landlord, tenants, prov, zerolog.Nop())
+	limit := o.bodyLimit
+	if limit == 0 {
+		limit = cfg.HTTP.BodyLimit
+	}
+	app := httpapi.New(httpapi.Deps{
+		Log:         zerolog.Nop(),
+		BodyLimit:   limit,
+		Ready:       func(ctx context.Context) error { return landlord.Ping(ctx) },
+		Tenants:     tenants,
+		Provisioner: prov,
+		Registry:    a.reg,
+		Geography:   geography.New(landlord),
+		Tokens:      a.tokens,
+		Metrics:     metrics,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
+	a.base = "http://" + ln.Addr().String()
+
+	doc := httpapi.OpenAPI()
+	require.NoError(t, httpapi.ValidateOpenAPI(context.Background(), doc))
+	a.router, err = gorillamux.NewRouter(doc)
+	require.NoError(t, err)
+
+	a.platform = a.token(t, access.CreateRequest{Name: "test platform", Kind: access.KindPlatform})
+	return a
+}
+
+// token creates a token deleted at cleanup and returns its secret.
+func (a *api) token(t *testing.T, r access.CreateRequest) string {
+	t.Helper()
+	secret, tok, err := a.tokens.Create(context.Background(), r)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.tokens.Delete(context.Background(), tok.ID) })
+	return secret
+}
+
+// slug returns a random slug whose tenant (row, schema, role) is removed at cleanup.
+func (a *api) slug(t *testing.T, prefix string) string {
+	t.Helper()
+	s := tenancy.MustSlug(dbtest.Name(prefix))
+	t.Cleanup(func() {
+		db := dbtest.AdminDB(t)
+		_, _ = db.ExecContext(context.Background(), `DELETE FROM landlord.tenants WHERE slug = $1`, s.String())
+		dbtest.DropSchema(t, db, s.SchemaName())
+		_, _ = db.ExecContext(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{s.RoleName()}.Sanitize())
+	})
+	return s.String()
+}
+
+// resp is one answer.
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &m), "body: %s", r.body)
+	return m
+}
+
+// problem checks a problem+json answer with the status and code.
+func (r resp) problem(t *testing.T, status int, code string) map[string]any {
+	t.Helper()
+	require.Equal(t, status, r.status, "body: %s", r.body)
+	assert.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
+	m := r.json(t)
+	assert.Equal(t, float64(status), m["status"])
+	if code != "" {
+		assert.Equal(t, code, m["code"], "body: %s", r.body)
+	}
+	assert.NotEmpty(t, m["request_id"])
+	assert.Equal(t, r.header.Get("X-Request-Id"), m["request_id"])
+	for _, leak := range []string{"SELECT", "INSERT", "UPDATE landlord", "pgx", "SQLSTATE", "goroutine", ".go:"} {
+		assert.NotContains(t, string(r.body), leak, "no internals reach the client")
+	}
+	return m
+}
+
+// call sends a request with a bearer token (none when token is "") and a
+// body (a string is sent as is, anything else as JSON), then checks the
+// answer against the OpenAPI document when the route is documented.
+func (a *api) call(t *testing.T, method, path, token string, body any) resp {
+	t.Helper()
+	return a.callCT(t, method, path, token, "application/json", body)
+}
+
+func (a *api) callCT(t *testing.T, method, path, token, contentType string, body any) resp {
+	t.Helper()
+	var rd io.Reader
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case string:
+		raw = []byte(b)
+	case []byte:
+		raw = b
+	default:
+		var err error
+		raw, err = json.Marshal(b)
+		require.NoError(t, err)
+	}
+	if raw != nil {
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
+	require.NoError(t, err)
+	if raw != nil && contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	hr, err := a.client.Do(req)
+	require.NoError(t, err)
+	defer hr.Body.Close()
+	out, err := io.ReadAll(hr.Body)
+	require.NoError(t, err)
+	r := resp{status: hr.StatusCode, header: hr.Header, body: out}
+	assert.NotEmpty(t, hr.Header.Get("X-Request-Id"), "every answer has a request id")
+	a.checkOpenAPI(t, req, raw, r)
+	return r
+}
+
+// checkOpenAPI validates a real answer against the document: status
+// documented, content type and body schema.
+func (a *api) checkOpenAPI(t *testing.T, req *http.Request, _ []byte, r resp) {
+	t.Helper()
+	err := validateResponse(a.router, req, r)
+	assert.NoError(t, err, "%s %s → %d does not match the OpenAPI document: %s", req.Method, req.URL.Path, r.status, r.body)
+}
+
+// validateResponse checks one answer against the document; routes the
+// document does not describe (404 tests) are not checked.
+func validateResponse(router routers.Router, req *http.Request, r resp) error {
+	route, params, err := router.FindRoute(req)
+	if err != nil {
+		return nil
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{ExcludeRequestBody: true, AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+	return openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in,
+		Status:                 r.status,
+		Header:                 r.header,
+		Body:                   io.NopCloser(bytes.NewReader(r.body)),
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
+	})
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return strings.TrimSpace(string(b))
+}
+
+func mustReq(t *testing.T, url, requestID string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Request-Id", requestID)
+	return req
+}

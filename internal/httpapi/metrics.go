@@ -1,0 +1,127 @@
+package httpapi
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the Prometheus registry served on /metrics: HTTP requests
+// and latency by route pattern and status, pool statistics, provisioning
+// durations by path and result, and the Go runtime. Labels are bounded: the
+// route is the pattern (/api/v1/platform/tenants/:slug), never a tenant.
+type Metrics struct {
+	// Registry is where collectors go; add your own with MustRegister.
+	Registry *prometheus.Registry
+
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	provision *prometheus.HistogramVec
+}
+
+// NewMetrics returns a fresh registry with the HTTP, provisioning and Go collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publicdigit_http_requests_total",
+			Help: "HTTP requests by method, route pattern and status.",
+		}, []string{"method", "route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "publicdigit_http_request_duration_seconds",
+			Help:    "HTTP request latency by method, route pattern and status.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"method", "route", "status"}),
+		provision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "publicdigit_tenant_provision_duration_seconds",
+			Help:    "Tenant provisioning duration by path (cold: schema apply, warm: spare claimed) and result.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"path", "result"}),
+	}
+	m.Registry.MustRegister(m.requests, m.latency, m.provision,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveProvision records one provisioning (plug into provision.Options.OnProvision).
+func (m *Metrics) ObserveProvision(path string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.provision.WithLabelValues(path, result).Observe(d.Seconds())
+}
+
+// AddPool exports a pgx pool's statistics under the given pool label.
+func (m *Metrics) AddPool(name string, p *pgxpool.Pool) {
+	m.Registry.MustRegister(&poolCollector{name: name, stat: p.Stat})
+}
+
+// AddGauge exports a value read at each scrape (e.g. the warm pool's ready spares).
+func (m *Metrics) AddGauge(name, help string, read func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, read))
+}
+
+func (m *Metrics) middleware() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		start := time.Now()
+		err := c.Next() // the access log below has already answered any error
+		// Label values are kept by the registry: never pass Fiber's reused
+		// buffers (c.Method() is one); route patterns are the app's own strings.
+		route, method := "unmatched", "other"
+		if r := c.Route(); r != nil && r.Method != "USE" {
+			route, method = r.Path, r.Method
+		}
+		status := strconv.Itoa(c.Response().StatusCode())
+		m.requests.WithLabelValues(method, route, status).Inc()
+		m.latency.WithLabelValues(method, route, status).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+func (m *Metrics) handler() fiber.Handler {
+	return adaptor.HTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+}
+
+var (
+	poolConns = prometheus.NewDesc("publicdigit_pool_connections",
+		"Connections of a pgx pool by state (acquired, idle, constructing).", []string{"pool", "state"}, nil)
+	poolMax = prometheus.NewDesc("publicdigit_pool_max_connections",
+		"Maximum size of a pgx pool.", []string{"pool"}, nil)
+	poolAcquires = prometheus.NewDesc("publicdigit_pool_acquires_total",
+		"Connections acquired from a pgx pool.", []string{"pool"}, nil)
+	poolEmptyAcquires = prometheus.NewDesc("publicdigit_pool_empty_acquires_total",
+		"Acquires that had to wait for a connection.", []string{"pool"}, nil)
+	poolAcquireWait = prometheus.NewDesc("publicdigit_pool_acquire_wait_seconds_total",
+		"Time spent waiting for connections from a pgx pool.", []string{"pool"}, nil)
+)
+
+type poolCollector struct {
+	name string
+	stat func() *pgxpool.Stat
+}
+
+func (pc *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolConns
+	ch <- poolMax
+	ch <- poolAcquires
+	ch <- poolEmptyAcquires
+	ch <- poolAcquireWait
+}
+
+func (pc *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := pc.stat()
+	ch <- prometheus.MustNewConstMetric(poolConns, prometheus.GaugeValue, float64(s.AcquiredConns()), pc.name, "acquired")
+	ch <- prometheus.MustNewConstMetric(poolConns, prometheus.GaugeValue, float64(s.IdleConns()), pc.name, "idle")
+	ch <- prometheus.MustNewConstMetric(poolConns, prometheus.GaugeValue, float64(s.ConstructingConns()), pc.name, "constructing")
+	ch <- prometheus.MustNewConstMetric(poolMax, prometheus.GaugeValue, float64(s.MaxConns()), pc.name)
+	ch <- prometheus.MustNewConstMetric(poolAcquires, prometheus.CounterValue, float64(s.AcquireCount()), pc.name)
+	ch <- prometheus.MustNewConstMetric(poolEmptyAcquires, prometheus.CounterValue, float64(s.EmptyAcquireCount()), pc.name)
+	ch <- prometheus.MustNewConstMetric(poolAcquireWait, prometheus.CounterValue, s.AcquireDuration().Seconds(), pc.name)
+}

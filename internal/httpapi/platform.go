@@ -1,0 +1,327 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/registry"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+)
+
+// HeaderProvisionPath tells how a tenant's schema was built: cold or warm.
+const HeaderProvisionPath = "X-Provision-Path"
+
+type handlers struct {
+	d   Deps
+	log zerolog.Logger
+}
+
+func (h *handlers) platformRoutes(r fiber.Router) {
+	r.Post("/tenants", h.createTenant)
+	r.Get("/tenants", h.listTenants)
+	r.Get("/tenants/:slug", h.getTenant)
+	r.Patch("/tenants/:slug", h.patchTenant)
+	r.Delete("/tenants/:slug", h.deleteTenant)
+	r.Get("/tenants/:slug/modules", h.listInstalled)
+	r.Post("/tenants/:slug/modules", h.installModule)
+	r.Delete("/tenants/:slug/modules/:name", h.uninstallModule)
+
+	r.Get("/modules", h.listModules)
+	r.Post("/modules", h.createModule)
+	r.Get("/modules/:name", h.getModule)
+
+	r.Post("/tokens", h.createToken)
+	r.Get("/tokens", h.listTokens)
+	r.Delete("/tokens/:id", h.revokeToken)
+}
+
+// slugParam validates the :slug path parameter (copied: Fiber reuses its buffers).
+func slugParam(c *fiber.Ctx) (tenancy.Slug, error) {
+	return tenancy.ParseSlug(c.Params("slug"))
+}
+
+// items wraps a list as {"items": [...]}.
+type items[T any] struct {
+	Items []T `json:"items"`
+}
+
+type tenantPage struct {
+	Items []tenancy.Tenant `json:"items"`
+	// Next is the "after" of the next page; null on the last page.
+	Next *string `json:"next"`
+}
+
+func (h *handlers) createTenant(c *fiber.Ctx) error {
+	var body struct {
+		Slug string `json:"slug"`
+		Name string `json:"name"`
+	}
+	if err := DecodeJSON(c, &body); err != nil {
+		return err
+	}
+	slug, err := tenancy.ParseSlug(body.Slug)
+	if err != nil {
+		return err
+	}
+	res, err := h.d.Provisioner.Provision(c.UserContext(), provision.Request{Slug: slug, Name: body.Name})
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderLocation, "/api/v1/platform/tenants/"+slug.String())
+	c.Set(HeaderProvisionPath, string(res.Path))
+	return c.Status(fiber.StatusCreated).JSON(res.Tenant)
+}
+
+func (h *handlers) listTenants(c *fiber.Ctx) error {
+	limit, err := QueryInt(c, "limit", tenancy.DefaultPage, 1, tenancy.MaxPage)
+	if err != nil {
+		return err
+	}
+	o := tenancy.ListOptions{Limit: limit}
+	if a := c.Query("after"); a != "" {
+		if o.After, err = tenancy.ParseSlug(a); err != nil {
+			return BadRequest("query parameter after must be a tenant slug (the next of the previous page)")
+		}
+	}
+	if st := c.Query("status"); st != "" {
+		if o.Status, err = tenancy.ParseStatus(st); err != nil {
+			return err
+		}
+	}
+	page, err := h.d.Tenants.List(c.UserContext(), o)
+	if err != nil {
+		return err
+	}
+	out := tenantPage{Items: page.Tenants}
+	if out.Items == nil {
+		out.Items = []tenancy.Tenant{}
+	}
+	if !page.Next.IsZero() {
+		n := page.Next.String()
+		out.Next = &n
+	}
+	return c.JSON(out)
+}
+
+func (h *handlers) getTenant(c *fiber.Ctx) error {
+	slug, err := slugParam(c)
+	if err != nil {
+		return err
+	}
+	t, err := h.d.Tenants.Get(c.UserContext(), slug)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+func (h *handlers) patchTenant(c *fiber.Ctx) error {
+	slug, err := slugParam(c)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Name   *string `json:"name"`
+		Status *string `json:"status"`
+	}
+	if err := DecodeJSON(c, &body); err != nil {
+		return err
+	}
+	p := tenancy.Patch{Name: body.Name}
+	if body.Status != nil {
+		st, err := tenancy.ParseStatus(*body.Status)
+		if err != nil {
+			return err
+		}
+		p.Status = &st
+	}
+	t, err := h.d.Tenants.Update(c.UserContext(), slug, p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+func (h *handlers) deleteTenant(c *fiber.Ctx) error {
+	slug, err := slugParam(c)
+	if err != nil {
+		return err
+	}
+	purge, err := QueryBool(c, "purge")
+	if err != nil {
+		return err
+	}
+	if purge {
+		if err := h.d.Tenants.Purge(c.UserContext(), slug); err != nil {
+			return err
+		}
+		return c.SendStatus(fiber.StatusNoContent)
+	}
+	t, err := h.d.Tenants.Delete(c.UserContext(), slug)
+	if err != nil {
+		return err
+	}
+	return c.JSON(t)
+}
+
+func (h *handlers) listInstalled(c *fiber.Ctx) error {
+	slug, err := slugParam(c)
+	if err != nil {
+		return err
+	}
+	in, err := h.d.Registry.Installed(c.UserContext(), slug)
+	if err != nil {
+		return err
+	}
+	if in == nil {
+		in = []registry.Install{}
+	}
+	return c.JSON(items[registry.Install]{Items: in})
+}
+
+func (h *handlers) installModule(c *fiber.Ctx) error {
+	slug, err := slugParam(c)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Module string `json:"module"`
+	}
+	if err := DecodeJSON(c, &body); err != nil {
+		return err
+	}
+	if err := registry.ValidName(body.Module); err != nil {
+		return err
+	}
+	in, err := h.d.Registry.Install(c.UserContext(), slug, body.Module)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderLocation, "/api/v1/platform/tenants/"+slug.String()+"/modules/"+in.Module)
+	return c.Status(fiber.StatusCreated).JSON(in)
+}
+
+func (h *handlers) uninstallModule(c *fiber.Ctx) error {
+	slug, err := slugParam(c)
+	if err != nil {
+		return err
+	}
+	name := c.Params("name")
+	if err := registry.ValidName(name); err != nil {
+		return err
+	}
+	force, err := QueryBool(c, "force")
+	if err != nil {
+		return err
+	}
+	if err := h.d.Registry.Uninstall(c.UserContext(), slug, name, force); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (h *handlers) listModules(c *fiber.Ctx) error {
+	ms, err := h.d.Registry.List(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return c.JSON(items[registry.Module]{Items: ms})
+}
+
+func (h *handlers) createModule(c *fiber.Ctx) error {
+	var body struct {
+		Name        string   `json:"name"`
+		DisplayName string   `json:"display_name"`
+		Version     string   `json:"version"`
+		Description string   `json:"description"`
+		SchemaFiles []string `json:"schema_files"`
+	}
+	if err := DecodeJSON(c, &body); err != nil {
+		return err
+	}
+	m, err := h.d.Registry.Create(c.UserContext(), registry.Module{
+		Name: body.Name, DisplayName: body.DisplayName, Version: body.Version,
+		Description: body.Description, SchemaFiles: body.SchemaFiles,
+	})
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderLocation, "/api/v1/platform/modules/"+m.Name)
+	return c.Status(fiber.StatusCreated).JSON(m)
+}
+
+func (h *handlers) getModule(c *fiber.Ctx) error {
+	m, err := h.d.Registry.Get(c.UserContext(), c.Params("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+// createdToken is a token with its secret, answered once at creation.
+type createdToken struct {
+	access.Token
+	// Secret is the bearer token; it is never shown again.
+	Secret string `json:"token"`
+}
+
+func (h *handlers) createToken(c *fiber.Ctx) error {
+	var body struct {
+		Name      string     `json:"name"`
+		Kind      string     `json:"kind"`
+		Tenant    string     `json:"tenant"`
+		ExpiresAt *time.Time `json:"expires_at"`
+	}
+	if err := DecodeJSON(c, &body); err != nil {
+		return err
+	}
+	r := access.CreateRequest{Name: body.Name, Kind: access.Kind(body.Kind), ExpiresAt: body.ExpiresAt}
+	if body.Tenant != "" {
+		slug, err := tenancy.ParseSlug(body.Tenant)
+		if err != nil {
+			return err
+		}
+		r.Tenant = slug
+	}
+	secret, tok, err := h.d.Tokens.Create(c.UserContext(), r)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Status(fiber.StatusCreated).JSON(createdToken{Token: tok, Secret: secret})
+}
+
+func (h *handlers) listTokens(c *fiber.Ctx) error {
+	var f access.ListFilter
+	if t := c.Query("tenant"); t != "" {
+		slug, err := tenancy.ParseSlug(t)
+		if err != nil {
+			return err
+		}
+		f.Tenant = slug
+	}
+	var err error
+	if f.IncludeRevoked, err = QueryBool(c, "include_revoked"); err != nil {
+		return err
+	}
+	ts, err := h.d.Tokens.List(c.UserContext(), f)
+	if err != nil {
+		return err
+	}
+	if ts == nil {
+		ts = []access.Token{}
+	}
+	return c.JSON(items[access.Token]{Items: ts})
+}
+
+func (h *handlers) revokeToken(c *fiber.Ctx) error {
+	tok, err := h.d.Tokens.Revoke(c.UserContext(), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(tok)
+}
