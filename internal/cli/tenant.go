@@ -332,4 +332,3 @@ no undo, so it needs --yes.`,
 	c.Flags().BoolVar(&yes, "yes", false, "really drop the tenant's data")
 	return c
 }
-
