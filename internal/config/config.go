@@ -26,7 +26,7 @@ import (
 // Config is the whole configuration of the server, the CLI and the harness.
 type Config struct {
 	// Landlord is the pooled connection to the landlord catalog (through PgBouncer).
-	Landlord Conn `koanf:"landlord"`
+	Landlord Landlord `koanf:"landlord"`
 	// Admin is the direct connection (never through PgBouncer) used for DDL,
 	// provisioning, schema applies and moves, on the landlord's database.
 	Admin Conn `koanf:"admin"`
@@ -47,6 +47,17 @@ type Config struct {
 // Conn is one PostgreSQL connection string.
 type Conn struct {
 	URL string `koanf:"url"`
+}
+
+// Landlord is how the application reaches the landlord catalog.
+type Landlord struct {
+	// URL is the pooled connection (application role, through PgBouncer).
+	URL string `koanf:"url"`
+	// ListenURL is a direct connection (never through PgBouncer: LISTEN is a
+	// session feature) on which each server process hears tenant changes
+	// (moves, suspensions) and drops its cached placements at once. Empty
+	// turns it off; placements then refresh after tenant.cache_ttl.
+	ListenURL string `koanf:"listen_url"`
 }
 
 // Cluster is one PostgreSQL server and the PgBouncer in front of it.
@@ -113,15 +124,16 @@ type Log struct {
 
 // The local development defaults match deploy/local (make db-up).
 const (
-	localApp   = "postgres://pd_app:pd_app_dev@127.0.0.1:16432/publicdigit?sslmode=disable"
-	localAdmin = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
+	localApp       = "postgres://pd_app:pd_app_dev@127.0.0.1:16432/publicdigit?sslmode=disable"
+	localAdmin     = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
+	localAppDirect = "postgres://pd_app:pd_app_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
 )
 
 // Defaults returns the built-in configuration: everything on the local
 // PostgreSQL and PgBouncer that `make db-up` starts.
 func Defaults() Config {
 	return Config{
-		Landlord:       Conn{URL: localApp},
+		Landlord:       Landlord{URL: localApp, ListenURL: localAppDirect},
 		Admin:          Conn{URL: localAdmin},
 		DefaultCluster: "main",
 		Clusters: map[string]Cluster{
@@ -233,6 +245,7 @@ func defaultsMap() map[string]any {
 	d := Defaults()
 	m := map[string]any{
 		"landlord.url":              d.Landlord.URL,
+		"landlord.listen_url":       d.Landlord.ListenURL,
 		"admin.url":                 d.Admin.URL,
 		"default_cluster":           d.DefaultCluster,
 		"pool.max_conns":            d.Pool.MaxConns,
@@ -282,6 +295,9 @@ func (c Config) Validate() error {
 		}
 	}
 	checkURL("landlord.url", c.Landlord.URL)
+	if c.Landlord.ListenURL != "" {
+		checkURL("landlord.listen_url", c.Landlord.ListenURL)
+	}
 	checkURL("admin.url", c.Admin.URL)
 	if len(c.Clusters) == 0 {
 		bad("clusters", "at least one cluster is required")

@@ -44,6 +44,9 @@ func Config(t testing.TB) config.Config {
 		t.Fatalf("dbtest: refusing test database %q: its name must end in _test", db)
 	}
 	c.Landlord.URL = WithDatabase(t, c.Landlord.URL, db)
+	if c.Landlord.ListenURL != "" {
+		c.Landlord.ListenURL = WithDatabase(t, c.Landlord.ListenURL, db)
+	}
 	c.Admin.URL = WithDatabase(t, c.Admin.URL, db)
 	for name, cl := range c.Clusters {
 		cl.URL = WithDatabase(t, cl.URL, db)
@@ -211,6 +214,7 @@ func SetEnv(t *testing.T) config.Config {
 	t.Helper()
 	c := Config(t)
 	t.Setenv("PD_LANDLORD__URL", c.Landlord.URL)
+	t.Setenv("PD_LANDLORD__LISTEN_URL", c.Landlord.ListenURL)
 	t.Setenv("PD_ADMIN__URL", c.Admin.URL)
 	for name, cl := range c.Clusters {
 		up := strings.ToUpper(name)

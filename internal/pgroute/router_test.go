@@ -638,3 +638,35 @@ func TestRetryOnceAfterMove(t *testing.T) {
 	_, err = count()
 	assert.ErrorIs(t, err, pgroute.ErrTenantNotProvisioned)
 }
+
+// A change announced on the channel reaches a listening router at once.
+func TestListenInvalidates(t *testing.T) {
+	tenants := newTenants(t, 1)
+	tt := tenants[0]
+	cfg := routerConfig(t, dbtest.Bouncer)
+	r := newRouter(t, cfg, pgroute.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	go r.Listen(ctx, dbtest.AppURL(t, dbtest.Direct), ready)
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener did not start")
+	}
+	noop := func(b *pgroute.Batch) error { b.Queue(`SELECT 1`); return nil }
+	require.NoError(t, r.Do(ctx, tt.slug, noop))
+
+	admin := dbtest.AdminPool(t)
+	tx, err := admin.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `UPDATE landlord.tenants SET status = 'suspended', version = version + 1 WHERE slug = $1`, tt.slug.String())
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, tenancy.NotifySQL, tt.slug.String())
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+
+	require.Eventually(t, func() bool {
+		return errors.Is(r.Do(ctx, tt.slug, noop), pgroute.ErrTenantSuspended)
+	}, 5*time.Second, 20*time.Millisecond)
+}

@@ -1,0 +1,75 @@
+package pgroute
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+)
+
+// Listen keeps a direct connection (LISTEN is a session feature, so never
+// through PgBouncer) listening on tenancy.NotifyChannel, and drops the cached
+// placement of every tenant announced there, until ctx ends. After a lost
+// connection it reconnects with backoff and drops every cached placement,
+// since notices may have been missed meanwhile. ready, if not nil, is closed
+// once the first LISTEN is in place.
+func (r *Router) Listen(ctx context.Context, url string, ready chan<- struct{}) {
+	backoff := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx, url, func() {
+			if first && ready != nil {
+				close(ready)
+			}
+			if !first {
+				r.InvalidateAll()
+			}
+			first = false
+			backoff = 100 * time.Millisecond
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("tenant change listener lost its connection")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 10*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func (r *Router) listenOnce(ctx context.Context, url string, listening func()) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	cfg.RuntimeParams["application_name"] = r.cfg.Pool.ApplicationName + "-listen"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{tenancy.NotifyChannel}.Sanitize()); err != nil {
+		return err
+	}
+	listening()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		slug, err := tenancy.ParseSlug(n.Payload)
+		if err != nil {
+			r.InvalidateAll()
+			continue
+		}
+		r.Invalidate(slug)
+		r.log.Debug().Str("tenant", slug.String()).Msg("tenant changed: placement dropped from cache")
+	}
+}
