@@ -506,3 +506,45 @@ func TestTenantHashIsSchemaIndependent(t *testing.T) {
 		assert.Error(t, err, "%+v", bad)
 	}
 }
+
+func TestFleetTenantInAnotherDatabase(t *testing.T) {
+	t.Parallel()
+	db := dbtest.AdminDB(t)
+	ctx := context.Background()
+	prefix := dbtest.Name("fo")
+	tt := dbtest.TenantRow(t, prefix+"_")
+	// Placed on another cluster: the runner asks the resolver for its
+	// connection and records the result on the catalog after the commit.
+	_, err := db.Exec(`UPDATE landlord.tenants SET cluster = 'other' WHERE id = $1`, tt.ID)
+	require.NoError(t, err)
+	f, o := fleetFor(t, prefix)
+
+	res, err := f.Apply(ctx, o)
+	require.NoError(t, err)
+	require.Len(t, res.Tenants, 1)
+	assert.Contains(t, res.Tenants[0].Error, "no connection to database")
+
+	var asked []string
+	resolver := schemaapply.NewResolver(dbtest.Config(t))
+	t.Cleanup(func() { resolver.Close() })
+	f.Resolve = func(cluster, database string) (*sql.DB, error) {
+		asked = append(asked, cluster+"/"+database)
+		if cluster == "other" {
+			return resolver.DB("main", database)
+		}
+		return resolver.DB(cluster, database)
+	}
+	res, err = f.Apply(ctx, o)
+	require.NoError(t, err)
+	require.NoError(t, res.Err(), res.Tenants)
+	assert.Equal(t, 1, res.Applied)
+	var dbName string
+	require.NoError(t, db.QueryRow(`SELECT current_database()`).Scan(&dbName))
+	assert.Equal(t, []string{"other/" + dbName}, asked)
+	res, err = f.Apply(ctx, o)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Converged, "recorded after the commit")
+
+	_, err = resolver.DB("nope", "x")
+	assert.ErrorIs(t, err, schemaapply.ErrUnknownCluster)
+}
