@@ -4,6 +4,12 @@
 // → plan → apply → commit. It serves the landlord catalog and every tenant
 // schema; what open-source Atlas cannot express (extensions, grants) runs as
 // idempotent SQL steps in the same transaction, only when needed.
+//
+// Tenants: TenantTarget and ApplyTenant (schema, role, grants, core and
+// module HCL); Fingerprints (catalog fingerprints of many schemas in one
+// query); Fleet (every tenant of the landlord catalog: converged tenants
+// skipped without inspection, the rest applied in parallel, canaries first,
+// failures isolated and recorded; Drift reports without changing anything).
 package schemaapply
 
 import (
