@@ -35,7 +35,9 @@ db-init: db-up build ## extensions + landlord catalog on the platform database
 	@./bin/tenantctl db init
 
 .PHONY: run
-run: db-init ## start the databases, prepare the catalog, serve the API on 127.0.0.1:8080
+run: db-init ## start the databases, prepare the catalog, seed the demo, serve the API on 127.0.0.1:8080
+	@./bin/tenantctl seed demo --token-file .data/demo-token
+	@echo "platform token for the README's curl examples: export TOKEN=\$$(cat .data/demo-token)"
 	@./bin/publicdigit
 
 .PHONY: vet
@@ -54,3 +56,7 @@ bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, 
 .PHONY: bench-fleet
 bench-fleet: db-up ## 1,000 tenant schemas: fleet no-op check, additive rollout to all, naive inspect loop (~3 min)
 	$(GO) run ./cmd/pdbench fleet
+
+.PHONY: bench-provision
+bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs warm pool, p50/p95 (~1 min)
+	$(GO) run ./cmd/pdbench provision

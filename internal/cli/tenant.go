@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/logging"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/registry"
@@ -39,9 +40,13 @@ type platform struct {
 }
 
 func (e *env) platform(ctx context.Context) (*platform, error) {
-	admin, err := e.adminDB(ctx)
+	admin, err := tenancy.OpenAdmin(e.cfg.Admin.URL, e.cfg.Pool)
 	if err != nil {
 		return nil, err
+	}
+	if err := admin.PingContext(ctx); err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("admin connection %s: %w", config.Redact(e.cfg.Admin.URL), rootCause(err))
 	}
 	landlord, err := pgroute.NewPool(ctx, e.cfg.Landlord.URL, e.cfg.Pool, nil)
 	if err != nil {

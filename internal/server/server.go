@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
@@ -50,14 +48,10 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 
 	// The direct admin connection (never PgBouncer): provisioning, module
 	// installs, purge and the warm pool. database/sql connects lazily.
-	adminCfg, err := pgx.ParseConfig(cfg.Admin.URL)
+	admin, err := tenancy.OpenAdmin(cfg.Admin.URL, cfg.Pool)
 	if err != nil {
-		return fmt.Errorf("admin.url: %w", err)
+		return err
 	}
-	admin := stdlib.OpenDB(*adminCfg)
-	admin.SetMaxOpenConns(int(cfg.Pool.MaxConns))
-	admin.SetConnMaxIdleTime(cfg.Pool.MaxConnIdleTime)
-	admin.SetConnMaxLifetime(cfg.Pool.MaxConnLifetime)
 	defer admin.Close()
 
 	metrics := httpapi.NewMetrics()

@@ -14,6 +14,17 @@ import (
 const tenantCols = `t.id::text, t.slug, t.name, t.status, t.placement, t.cluster, t.database_name, t.schema_name,
 	coalesce(t.schema_hash, ''), coalesce(t.statement_timeout_ms, 0), t.version, t.created_at, t.updated_at, t.deleted_at`
 
+// TenantColumns is the column list (table alias t) that ScanDest scans, for
+// statements written outside this package (e.g. RETURNING of a claim).
+const TenantColumns = tenantCols
+
+// ScanDest returns the scan destinations of TenantColumns into t; call
+// FinishScan after Scan.
+func ScanDest(t *Tenant) []any { return tenantDest(t) }
+
+// FinishScan completes a Tenant scanned with ScanDest.
+func FinishScan(t *Tenant) error { return t.finish() }
+
 // scanned holds the raw catalog values that finish turns into typed fields.
 type scanned struct {
 	slug, status, placement string

@@ -55,7 +55,7 @@ func activeRow(t *testing.T, s *tenancy.Service, prefix string) tenancy.Tenant {
 	slug := tenancy.MustSlug(dbtest.Name(prefix))
 	pl, err := s.DefaultPlacement(slug)
 	require.NoError(t, err)
-	row, inserted, err := s.InsertProvisioning(ctx, slug, "Tenant "+slug.String(), pl)
+	row, inserted, err := tenancy.InsertProvisioning(ctx, s.Admin(), slug, "Tenant "+slug.String(), pl)
 	require.NoError(t, err)
 	require.True(t, inserted)
 	t.Cleanup(func() {
@@ -147,7 +147,7 @@ func TestUpdateIsAllOrNothing(t *testing.T) {
 	slug := tenancy.MustSlug(dbtest.Name("updp"))
 	pl, err := s.DefaultPlacement(slug)
 	require.NoError(t, err)
-	row, _, err := s.InsertProvisioning(ctx, slug, "Prov", pl)
+	row, _, err := tenancy.InsertProvisioning(ctx, s.Admin(), slug, "Prov", pl)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_, _ = s.Admin().ExecContext(context.Background(), `DELETE FROM landlord.tenants WHERE id = $1`, row.ID)

@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // DBTX is what *sql.DB and *sql.Tx have in common (direct admin connections).
@@ -43,25 +41,43 @@ func (s *Service) CheckPlacement(slug Slug, want *Placement) (Placement, error) 
 	return pl, nil
 }
 
-// InsertProvisioning inserts a tenant's catalog row in status provisioning,
-// or returns the existing row of that slug (inserted false).
-func (s *Service) InsertProvisioning(ctx context.Context, slug Slug, name string, pl Placement) (Tenant, bool, error) {
+// LockTx takes the tenant's operation lock in the transaction tx (on the
+// landlord database); see Service.Lock.
+func LockTx(ctx context.Context, tx DBTX, slug Slug) error {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('tenant-op:' || $1))", slug.String()); err != nil {
+		return fmt.Errorf("lock tenant %s: %w", slug, err)
+	}
+	return nil
+}
+
+// InsertProvisioning inserts a tenant's catalog row in status provisioning
+// on db (the landlord database), or returns the existing row of that slug
+// (inserted false).
+func InsertProvisioning(ctx context.Context, db DBTX, slug Slug, name string, pl Placement) (Tenant, bool, error) {
 	if err := ValidateName(name); err != nil {
 		return Tenant{}, false, err
 	}
-	t, err := scanTenant(s.o.Landlord.QueryRow(ctx, `
+	var t Tenant
+	err := db.QueryRowContext(ctx, `
 		INSERT INTO landlord.tenants AS t (slug, name, status, placement, cluster, database_name, schema_name)
 		VALUES ($1, $2, 'provisioning', $3, $4, $5, $6)
 		ON CONFLICT (slug) DO NOTHING
-		RETURNING `+tenantCols, slug.String(), name, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema))
-	if err == nil {
-		return t, true, nil
+		RETURNING `+tenantCols, slug.String(), name, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema).Scan(tenantDest(&t)...)
+	inserted := err == nil
+	if errors.Is(err, sql.ErrNoRows) {
+		err = db.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM landlord.tenants t WHERE t.slug = $1`, slug.String()).
+			Scan(tenantDest(&t)...)
+		if errors.Is(err, sql.ErrNoRows) { // purged between the two statements
+			return Tenant{}, false, fmt.Errorf("tenant %s: %w", slug, ErrTenantNotFound)
+		}
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	if err != nil {
 		return Tenant{}, false, fmt.Errorf("insert tenant %s: %w", slug, err)
 	}
-	t, err = s.Get(ctx, slug)
-	return t, false, err
+	if err := t.finish(); err != nil {
+		return Tenant{}, false, err
+	}
+	return t, inserted, nil
 }
 
 // Activate flips a provisioning tenant to active and bumps its version, on

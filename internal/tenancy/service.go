@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -136,14 +135,29 @@ func (s *Service) ClusterAdmin(name string) (*sql.DB, error) {
 	if db, ok := s.clusters[name]; ok {
 		return db, nil
 	}
-	pc, err := pgx.ParseConfig(cl.AdminURL)
+	db, err := OpenAdmin(cl.AdminURL, s.cfg.Pool)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s admin_url: %w", name, err)
 	}
-	db := stdlib.OpenDB(*pc)
-	db.SetMaxOpenConns(8)
-	db.SetConnMaxIdleTime(5 * time.Minute)
 	s.clusters[name] = db
+	return db, nil
+}
+
+// OpenAdmin opens a direct admin connection pool (database/sql over pgx,
+// connecting lazily) sized and recycled like the configured pools. Its
+// statements use pgx's exec mode: one round trip each and no statement
+// cache, since DDL texts (tenant names) rarely repeat.
+func OpenAdmin(url string, p config.Pool) (*sql.DB, error) {
+	pc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("admin connection %s: %w", config.Redact(url), err)
+	}
+	pc.DefaultQueryExecMode = pgx.QueryExecModeExec
+	db := stdlib.OpenDB(*pc)
+	db.SetMaxOpenConns(int(max(p.MaxConns, 4)))
+	db.SetMaxIdleConns(4)
+	db.SetConnMaxIdleTime(p.MaxConnIdleTime)
+	db.SetConnMaxLifetime(p.MaxConnLifetime)
 	return db, nil
 }
 
@@ -185,9 +199,9 @@ func (s *Service) Lock(ctx context.Context, slug Slug) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock tenant %s: %w", slug, err)
 	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('tenant-op:' || $1))", slug.String()); err != nil {
+	if err := LockTx(ctx, tx, slug); err != nil {
 		_ = tx.Rollback()
-		return nil, fmt.Errorf("lock tenant %s: %w", slug, err)
+		return nil, err
 	}
 	return func() { _ = tx.Rollback() }, nil
 }

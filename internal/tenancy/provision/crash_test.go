@@ -115,10 +115,36 @@ func TestCrashDuringWarmClaim(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, st.Ready, "the interrupted claim rolled back: the spare is still there")
 
+	_, err = b.tenants.Get(ctx, s)
+	assert.ErrorIs(t, err, tenancy.ErrTenantNotFound, "the claim, row included, is one transaction")
+
+	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Crash"})
+	require.NoError(t, err)
+	assert.False(t, res.Resumed)
+	assert.Equal(t, provision.Warm, res.Path)
+	assertHealthy(t, b, s)
+	assertNoOrphans(t, b, s)
+}
+
+// A cold provisioning killed after its row was committed is completed from
+// the warm pool when a spare is ready.
+func TestWarmPoolCompletesAnInterruptedProvisioning(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{warm: 1})
+	ctx := context.Background()
+	_, err := b.prov.FillWarmPool(ctx)
+	require.NoError(t, err)
+	s := b.slug(t, "crr")
+	crashAt(t, "provision", tenancy.StepInserted, s, b.prefix, false)
+	ten, err := b.tenants.Get(ctx, s)
+	require.NoError(t, err)
+	assert.Equal(t, tenancy.StatusProvisioning, ten.Status)
+
 	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Crash"})
 	require.NoError(t, err)
 	assert.True(t, res.Resumed)
 	assert.Equal(t, provision.Warm, res.Path)
+	assert.Equal(t, ten.ID, res.Tenant.ID)
 	assertHealthy(t, b, s)
 	assertNoOrphans(t, b, s)
 }

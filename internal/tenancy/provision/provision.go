@@ -136,25 +136,43 @@ func (p *Provisioner) Provision(ctx context.Context, r Request) (Result, error) 
 }
 
 func (p *Provisioner) provision(ctx context.Context, r Request) (Result, error) {
-	var res Result
 	if r.Slug.IsZero() {
-		return res, fmt.Errorf("%w: empty", tenancy.ErrInvalidSlug)
+		return Result{}, fmt.Errorf("%w: empty", tenancy.ErrInvalidSlug)
 	}
 	if err := tenancy.ValidateName(r.Name); err != nil {
-		return res, err
+		return Result{}, err
 	}
 	pl, err := p.t.CheckPlacement(r.Slug, r.Placement)
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
+	db, err := p.t.ClusterAdmin(pl.Cluster)
+	if err != nil {
+		return Result{}, err
+	}
+	if p.warmEligible(db) {
+		res, done, err := p.provisionWarm(ctx, r, pl)
+		if err != nil {
+			return res, err
+		}
+		if done {
+			return res, nil
+		}
+		// No spare fits: nothing was written; build the schema.
+	}
+	return p.provisionCold(ctx, r, pl, db)
+}
 
+// provisionCold: row (committed) → schema apply → active.
+func (p *Provisioner) provisionCold(ctx context.Context, r Request, pl tenancy.Placement, db *sql.DB) (Result, error) {
+	res := Result{Path: Cold}
 	unlock, err := p.t.Lock(ctx, r.Slug)
 	if err != nil {
 		return res, err
 	}
 	defer unlock()
 
-	t, inserted, err := p.t.InsertProvisioning(ctx, r.Slug, r.Name, pl)
+	t, inserted, err := tenancy.InsertProvisioning(ctx, p.admin, r.Slug, r.Name, pl)
 	if err != nil {
 		return res, err
 	}
@@ -166,32 +184,15 @@ func (p *Provisioner) provision(ctx context.Context, r Request) (Result, error) 
 		p.log.Warn().Str("tenant", r.Slug.String()).Msg("completing an interrupted provisioning")
 	}
 	p.hook(tenancy.StepInserted)
-
 	if t.Kind != tenancy.PlacementSchema {
 		return res, fmt.Errorf("%w: placement %q is not supported", tenancy.ErrInvalidTenant, t.Kind)
 	}
-	db, err := p.t.ClusterAdmin(t.Cluster)
-	if err != nil {
-		return res, err
-	}
-
-	if p.warmEligible(db) {
-		res.Path = Warm
-		active, ok, err := p.claimSpare(ctx, t)
-		if err != nil {
-			// The claim rolled back as a whole; the cold path still works.
-			p.log.Warn().Err(err).Str("tenant", t.Slug.String()).Msg("warm pool claim failed; applying the schema")
-		}
-		if ok {
-			res.Tenant = active
-			p.hook(tenancy.StepActivated)
-			p.t.Notify(t.Slug)
-			p.KickWarmPool()
-			return res, nil
+	if t.Cluster != pl.Cluster {
+		// An interrupted provisioning elsewhere: complete it where its row says.
+		if db, err = p.t.ClusterAdmin(t.Cluster); err != nil {
+			return res, err
 		}
 	}
-
-	res.Path = Cold
 	active, err := p.applyAndActivate(ctx, db, t)
 	if err != nil {
 		return res, err

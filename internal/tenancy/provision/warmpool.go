@@ -43,69 +43,90 @@ func (p *Provisioner) coreHash(schemaName string) (string, error) {
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// claimSpare renames a ready spare to the tenant and activates the tenant,
-// in one transaction. ok is false when no spare fits (none ready, or the
-// tenant's schema or role already exists from an interrupted cold apply).
-func (p *Provisioner) claimSpare(ctx context.Context, t tenancy.Tenant) (tenancy.Tenant, bool, error) {
-	role := t.Slug.RoleName()
-	if role != t.Schema {
-		return tenancy.Tenant{}, false, nil // a spare's schema and role share one name
+// provisionWarm provisions from the warm pool in one transaction on the
+// landlord database: tenant lock, catalog row, a ready spare (locked, skipping
+// those other claims hold), schema and role renamed to the tenant's, the
+// spare's row deleted, the tenant recorded and active — all or nothing. done
+// is false, with nothing written, when no spare fits: none ready, or the
+// tenant's schema or role exists already (an interrupted cold provisioning,
+// which the cold path completes).
+func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenancy.Placement) (Result, bool, error) {
+	res := Result{Path: Warm}
+	role := r.Slug.RoleName()
+	if role != pl.Schema || pl.Kind != tenancy.PlacementSchema {
+		return res, false, nil // a spare's schema and role share one name
 	}
-	hash, err := p.coreHash(t.Schema)
+	hash, err := p.coreHash(pl.Schema)
 	if err != nil {
-		return tenancy.Tenant{}, false, err
+		return res, false, err
 	}
 	tx, err := p.admin.BeginTx(ctx, nil)
 	if err != nil {
-		return tenancy.Tenant{}, false, fmt.Errorf("claim spare: %w", err)
+		return res, false, fmt.Errorf("provision %s: %w", r.Slug, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := tenancy.LockTx(ctx, tx, r.Slug); err != nil {
+		return res, false, err
+	}
+	t, inserted, err := tenancy.InsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
+	if err != nil {
+		return res, false, err
+	}
+	if !inserted {
+		if t.Status != tenancy.StatusProvisioning {
+			return res, true, fmt.Errorf("tenant %s (%s): %w", r.Slug, t.Status, tenancy.ErrTenantExists)
+		}
+		if t.Kind != pl.Kind || t.Cluster != pl.Cluster || t.Schema != pl.Schema {
+			return res, false, nil
+		}
+		res.Resumed = true
+	}
 
+	// The spare, and the same lock a schema apply of this tenant takes.
 	var spare, fingerprint string
 	err = tx.QueryRowContext(ctx, `
-		SELECT s.name, coalesce(s.schema_fingerprint, '')
+		SELECT s.name, coalesce(s.schema_fingerprint, ''), pg_advisory_xact_lock(hashtext('schema:' || $4))::text
 		  FROM landlord.tenant_spares s
 		 WHERE s.cluster = $1 AND s.schema_hash = $2 AND s.status = 'ready' AND starts_with(s.name, $3)
 		   AND NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = $4)
 		   AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = $4)
 		 ORDER BY s.created_at
 		 LIMIT 1
-		 FOR UPDATE OF s SKIP LOCKED`, t.Cluster, hash, p.o.SparePrefix, t.Schema).Scan(&spare, &fingerprint)
+		 FOR UPDATE OF s SKIP LOCKED`, pl.Cluster, hash, p.o.SparePrefix, pl.Schema).Scan(&spare, &fingerprint, new(string))
 	if errors.Is(err, sql.ErrNoRows) {
-		return tenancy.Tenant{}, false, nil
+		return res, false, nil
 	}
 	if err != nil {
-		return tenancy.Tenant{}, false, fmt.Errorf("claim spare: %w", err)
+		return res, false, fmt.Errorf("claim spare: %w", err)
 	}
-	// The same lock a schema apply of this tenant takes.
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", t.Schema); err != nil {
-		return tenancy.Tenant{}, false, fmt.Errorf("claim spare: lock: %w", err)
-	}
-	for _, stmt := range []string{
-		"ALTER SCHEMA " + ident(spare) + " RENAME TO " + ident(t.Schema),
-		"ALTER ROLE " + ident(spare) + " RENAME TO " + ident(role),
-	} {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return tenancy.Tenant{}, false, fmt.Errorf("claim spare %s: %w", spare, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM landlord.tenant_spares WHERE name = $1`, spare); err != nil {
-		return tenancy.Tenant{}, false, fmt.Errorf("claim spare %s: %w", spare, err)
+	// Both renames in one round trip; the names are validated identifiers.
+	if _, err := tx.ExecContext(ctx,
+		"ALTER SCHEMA "+ident(spare)+" RENAME TO "+ident(pl.Schema)+"; ALTER ROLE "+ident(spare)+" RENAME TO "+ident(role),
+		pgx.QueryExecModeSimpleProtocol); err != nil {
+		return res, false, fmt.Errorf("claim spare %s: %w", spare, err)
 	}
 	p.hook(tenancy.StepClaiming)
-	if _, err := tx.ExecContext(ctx, `UPDATE landlord.tenants
-		SET schema_hash = $2, schema_fingerprint = nullif($3, ''), schema_applied_at = now(), schema_error = NULL
-		WHERE id = $1`, t.ID, hash, fingerprint); err != nil {
-		return tenancy.Tenant{}, false, fmt.Errorf("claim spare %s: record: %w", spare, err)
+	var active tenancy.Tenant
+	if err := tx.QueryRowContext(ctx, `
+		WITH claimed AS (DELETE FROM landlord.tenant_spares WHERE name = $2)
+		UPDATE landlord.tenants t
+		   SET status = 'active', schema_hash = $3, schema_fingerprint = nullif($4, ''), schema_applied_at = now(),
+		       schema_error = NULL, version = t.version + 1, updated_at = now()
+		 WHERE t.id = $1 AND t.status = 'provisioning'
+		RETURNING `+tenancy.TenantColumns, t.ID, spare, hash, fingerprint).Scan(tenancy.ScanDest(&active)...); err != nil {
+		return res, false, fmt.Errorf("claim spare %s: activate: %w", spare, err)
 	}
-	active, err := tenancy.Activate(ctx, tx, t)
-	if err != nil {
-		return tenancy.Tenant{}, false, err
+	if err := tenancy.FinishScan(&active); err != nil {
+		return res, false, err
 	}
 	if err := tx.Commit(); err != nil {
-		return tenancy.Tenant{}, false, fmt.Errorf("claim spare %s: commit: %w", spare, err)
+		return res, false, fmt.Errorf("claim spare %s: commit: %w", spare, err)
 	}
-	return active, true, nil
+	res.Tenant = active
+	p.hook(tenancy.StepActivated)
+	p.t.Notify(r.Slug)
+	p.KickWarmPool()
+	return res, true, nil
 }
 
 // KickWarmPool asks RunWarmPool to refill now (non-blocking).
