@@ -153,8 +153,11 @@ func (s *Store) Detail(ctx context.Context, id int64, maxDescendants int) (Detai
 
 // ListOptions select a page of units under one parent.
 type ListOptions struct {
-	// Parent is the parent's id; nil lists the roots.
+	// Parent is the parent's id; nil lists the roots (unless Code is set).
 	Parent *int64
+	// Code, when set, selects the unit with that code (anywhere in the tree)
+	// instead of a parent's children.
+	Code string
 	// After is the last id of the previous page (0: from the start).
 	After int64
 	// Limit is 1 to MaxPage (0: DefaultPage).
@@ -173,8 +176,8 @@ type Page struct {
 	Next  int64
 }
 
-// List returns the children of a unit (or the roots), in id order. An
-// unknown parent is ErrUnitNotFound.
+// List returns the children of a unit (or the roots, or the unit with a
+// code), in id order. An unknown parent is ErrUnitNotFound.
 func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 	if o.Limit == 0 {
 		o.Limit = DefaultPage
@@ -184,6 +187,14 @@ func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 	}
 	if o.After < 0 {
 		return Page{}, fmt.Errorf("%w: after must not be negative", ErrInvalidQuery)
+	}
+	if o.Code != "" {
+		if o.Parent != nil {
+			return Page{}, fmt.Errorf("%w: use either parent or code", ErrInvalidQuery)
+		}
+		if !codePattern.MatchString(o.Code) {
+			return Page{}, fmt.Errorf("%w: code must be 1 to 64 of A-Z, a-z, 0-9, _ . -", ErrInvalidQuery)
+		}
 	}
 	if o.Parent != nil {
 		ok, err := s.Exists(ctx, *o.Parent)
@@ -195,8 +206,11 @@ func (s *Store) List(ctx context.Context, o ListOptions) (Page, error) {
 		}
 	}
 	rows, err := s.db.Query(ctx, `SELECT `+unitCols+` FROM landlord.geo_administrative_units u
-		 WHERE (CASE WHEN $1::bigint IS NULL THEN u.parent_id IS NULL ELSE u.parent_id = $1 END) AND u.id > $2
-		 ORDER BY u.id LIMIT $3`, o.Parent, o.After, o.Limit+1)
+		 WHERE CASE WHEN $4 <> '' THEN u.code = $4
+		            WHEN $1::bigint IS NULL THEN u.parent_id IS NULL
+		            ELSE u.parent_id = $1 END
+		   AND u.id > $2
+		 ORDER BY u.id LIMIT $3`, o.Parent, o.After, o.Limit+1, o.Code)
 	if err != nil {
 		return Page{}, fmt.Errorf("list units: %w", err)
 	}

@@ -30,6 +30,7 @@ func (h *handlers) listUnits(c *fiber.Ctx) error {
 		}
 		o.Parent = &id
 	}
+	o.Code = c.Query("code")
 	if a := c.Query("after"); a != "" {
 		if o.After, err = geography.ParseID(a); err != nil {
 			return err

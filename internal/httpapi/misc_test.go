@@ -156,6 +156,12 @@ func TestGeographyEndpoints(t *testing.T) {
 
 	r = a.call(t, "GET", units, a.platform, nil)
 	require.Equal(t, 200, r.status, "roots")
+	r = a.call(t, "GET", units+"?code="+p+"P4", a.platform, nil)
+	require.Equal(t, 200, r.status)
+	require.Len(t, r.json(t)["items"], 1)
+	r = a.call(t, "GET", units+"?code="+p+"NOPE", a.platform, nil)
+	require.Equal(t, 200, r.status)
+	assert.Empty(t, r.json(t)["items"])
 
 	r = a.call(t, "GET", units+"/"+strconv.FormatInt(bagID, 10), tenantTok, nil)
 	require.Equal(t, 200, r.status, "%s", r.body)
@@ -170,7 +176,7 @@ func TestGeographyEndpoints(t *testing.T) {
 	a.call(t, "GET", units+"/999999999999", a.platform, nil).problem(t, 404, "unit_not_found")
 	a.call(t, "GET", units+"?parent=999999999999", a.platform, nil).problem(t, 404, "unit_not_found")
 	for _, bad := range []string{units + "/abc", units + "/-1", units + "/0", units + "?parent=x", units + "?after=-5",
-		units + "?limit=100000", units + "/" + np + "?descendants_limit=0"} {
+		units + "?limit=100000", units + "/" + np + "?descendants_limit=0", units + "?code=a%20b", units + "?code=X&parent=" + np} {
 		r := a.call(t, "GET", bad, a.platform, nil)
 		assert.Equal(t, 400, r.status, "%s: %s", bad, r.body)
 	}

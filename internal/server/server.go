@@ -35,8 +35,8 @@ const warmPoolInterval = time.Minute
 
 // Run serves the API until ctx is cancelled, then shuts down gracefully.
 // onListen, when set, receives the bound address (useful with port 0).
-func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen func(addr string)) error {
-	log = logging.Component(log, "server")
+func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen func(addr string)) error {
+	log := logging.Component(base, "server")
 
 	// The landlord pool goes through PgBouncer like everything else; it does
 	// not need to reach the database at start, /readyz reports that.
@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 		Config:   cfg,
 		Landlord: landlord,
 		Admin:    admin,
-		Log:      logging.Component(log, "tenancy"),
+		Log:      logging.Component(base, "tenancy"),
 		// OnChange: the tenant router's Invalidate, once the server routes tenant requests.
 	})
 	if err != nil {
@@ -70,7 +70,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 	defer tenants.Close()
 	prov, err := provision.New(provision.Options{
 		Tenants:  tenants,
-		Log:      logging.Component(log, "provision"),
+		Log:      logging.Component(base, "provision"),
 		WarmPool: cfg.Tenant.WarmPool,
 		OnProvision: func(path provision.Path, d time.Duration, err error) {
 			metrics.ObserveProvision(string(path), d, err)
@@ -90,7 +90,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 	})
 
 	app := httpapi.New(httpapi.Deps{
-		Log:       logging.Component(log, "http"),
+		Log:       logging.Component(base, "http"),
 		BodyLimit: cfg.HTTP.BodyLimit,
 		Ready: func(ctx context.Context) error {
 			var one int
@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg config.Config, log zerolog.Logger, onListen fu
 		},
 		Tenants:     tenants,
 		Provisioner: prov,
-		Registry:    registry.New(landlord, tenants, prov, logging.Component(log, "registry")),
+		Registry:    registry.New(landlord, tenants, prov, logging.Component(base, "registry")),
 		Geography:   geography.New(landlord),
 		Tokens:      access.New(landlord, access.Options{CacheTTL: AuthCacheTTL}),
 		Metrics:     metrics,

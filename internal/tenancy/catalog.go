@@ -14,6 +14,13 @@ import (
 const tenantCols = `t.id::text, t.slug, t.name, t.status, t.placement, t.cluster, t.database_name, t.schema_name,
 	coalesce(t.schema_hash, ''), coalesce(t.statement_timeout_ms, 0), t.version, t.created_at, t.updated_at, t.deleted_at`
 
+// notifyCol announces the change of the row aliased t on NotifyChannel, as a
+// text column (pg_notify returns void).
+const notifyCol = `pg_notify('` + NotifyChannel + `', t.slug)::text`
+
+// NotifyColumn is notifyCol for statements written outside this package.
+const NotifyColumn = notifyCol
+
 // TenantColumns is the column list (table alias t) that ScanDest scans, for
 // statements written outside this package (e.g. RETURNING of a claim).
 const TenantColumns = tenantCols
@@ -51,9 +58,10 @@ func (t *Tenant) finish() error {
 	return nil
 }
 
-func scanTenant(row pgx.Row) (Tenant, error) {
+// scanTenant scans tenantCols, then any extra columns into extra.
+func scanTenant(row pgx.Row, extra ...any) (Tenant, error) {
 	var t Tenant
-	if err := row.Scan(tenantDest(&t)...); err != nil {
+	if err := row.Scan(append(tenantDest(&t), extra...)...); err != nil {
 		return Tenant{}, err
 	}
 	if err := t.finish(); err != nil {
@@ -139,11 +147,16 @@ func (s *Service) transition(ctx context.Context, slug Slug, op string, to Statu
 	for i, f := range from {
 		fromS[i] = string(f)
 	}
-	t, err := scanTenant(s.o.Landlord.QueryRow(ctx, `UPDATE landlord.tenants t
-		   SET status = $2, version = t.version + 1, updated_at = now(),
-		       deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE NULL END
-		 WHERE t.slug = $1 AND t.status = ANY($3::text[])
-		RETURNING `+tenantCols, slug.String(), string(to), fromS))
+	// The change is announced (NOTIFY) in its own transaction: servers drop
+	// their cached placement when, and only if, it commits.
+	t, err := scanTenant(s.o.Landlord.QueryRow(ctx, `
+		WITH upd AS (
+			UPDATE landlord.tenants t
+			   SET status = $2, version = t.version + 1, updated_at = now(),
+			       deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE NULL END
+			 WHERE t.slug = $1 AND t.status = ANY($3::text[])
+			RETURNING t.*)
+		SELECT `+tenantCols+`, `+notifyCol+` FROM upd t`, slug.String(), string(to), fromS), new(string))
 	if err == nil {
 		s.log.Info().Str("tenant", slug.String()).Str("status", string(to)).Msg("tenant " + op)
 		s.Notify(slug)
@@ -218,17 +231,22 @@ func (s *Service) Update(ctx context.Context, slug Slug, p Patch) (Tenant, error
 	}
 	var old string
 	var t Tenant
+	var notified *string
 	row := s.o.Landlord.QueryRow(ctx, `
-		WITH cur AS (SELECT id, status FROM landlord.tenants WHERE slug = $1 FOR UPDATE)
-		UPDATE landlord.tenants t
-		   SET name = coalesce($2, t.name),
-		       status = coalesce($3, t.status),
-		       version = t.version + CASE WHEN coalesce($3, t.status) <> t.status THEN 1 ELSE 0 END,
-		       updated_at = now()
-		  FROM cur
-		 WHERE t.id = cur.id AND cur.status = ANY($4::text[])
-		RETURNING cur.status, `+tenantCols, slug.String(), name, status, allowed)
-	err := row.Scan(append([]any{&old}, tenantDest(&t)...)...)
+		WITH cur AS (SELECT id, status FROM landlord.tenants WHERE slug = $1 FOR UPDATE),
+		upd AS (
+			UPDATE landlord.tenants t
+			   SET name = coalesce($2, t.name),
+			       status = coalesce($3, t.status),
+			       version = t.version + CASE WHEN coalesce($3, t.status) <> t.status THEN 1 ELSE 0 END,
+			       updated_at = now()
+			  FROM cur
+			 WHERE t.id = cur.id AND cur.status = ANY($4::text[])
+			RETURNING cur.status AS old_status, t.*)
+		SELECT t.old_status, `+tenantCols+`,
+		       CASE WHEN t.old_status <> t.status THEN `+notifyCol+` END
+		  FROM upd t`, slug.String(), name, status, allowed)
+	err := row.Scan(append(append([]any{&old}, tenantDest(&t)...), &notified)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		cur, gerr := s.Get(ctx, slug)
 		if gerr != nil {

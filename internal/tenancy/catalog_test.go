@@ -5,7 +5,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -210,4 +212,46 @@ func TestValidateName(t *testing.T) {
 	for _, bad := range []string{"", "  ", " x", "x ", "a\nb", strings.Repeat("é", 201)} {
 		assert.ErrorIs(t, tenancy.ValidateName(bad), tenancy.ErrInvalidTenant, "%q", bad)
 	}
+}
+
+// Every status change is announced on tenancy.NotifyChannel in its own
+// transaction; a refused change announces nothing.
+func TestChangesAreNotified(t *testing.T) {
+	t.Parallel()
+	s, _ := newService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbtest.AdminURL(t))
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{tenancy.NotifyChannel}.Sanitize())
+	require.NoError(t, err)
+
+	ten := activeRow(t, s, "ntf") // activation notifies once
+	name := "Quiet rename"
+	_, err = s.Update(ctx, ten.Slug, tenancy.Patch{Name: &name}) // no status change: no notice
+	require.NoError(t, err)
+	_, err = s.Suspend(ctx, ten.Slug)
+	require.NoError(t, err)
+	_, err = s.Resume(ctx, ten.Slug)
+	require.NoError(t, err)
+	_, err = s.Delete(ctx, ten.Slug)
+	require.NoError(t, err)
+	_, err = s.Resume(ctx, ten.Slug) // refused
+	require.Error(t, err)
+	require.NoError(t, s.Purge(ctx, ten.Slug))
+
+	got := 0
+	for {
+		wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		n, err := conn.WaitForNotification(wctx)
+		wcancel()
+		if err != nil {
+			break
+		}
+		if n.Payload == ten.Slug.String() {
+			got++
+		}
+	}
+	assert.Equal(t, 5, got, "activate, suspend, resume, delete, purge")
 }

@@ -80,15 +80,19 @@ func InsertProvisioning(ctx context.Context, db DBTX, slug Slug, name string, pl
 	return t, inserted, nil
 }
 
-// Activate flips a provisioning tenant to active and bumps its version, on
-// db (the landlord database, often inside the transaction that built the
-// schema). A tenant no longer provisioning (deleted meanwhile) is a *StatusError.
+// Activate flips a provisioning tenant to active, bumps its version and
+// announces it (NOTIFY), on db (the landlord database, often inside the
+// transaction that built the schema). A tenant no longer provisioning
+// (deleted meanwhile) is a *StatusError.
 func Activate(ctx context.Context, db DBTX, t Tenant) (Tenant, error) {
 	var a Tenant
-	err := db.QueryRowContext(ctx, `UPDATE landlord.tenants t
-		   SET status = 'active', version = t.version + 1, updated_at = now()
-		 WHERE t.id = $1 AND t.status = 'provisioning'
-		RETURNING `+tenantCols, t.ID).Scan(tenantDest(&a)...)
+	err := db.QueryRowContext(ctx, `
+		WITH upd AS (
+			UPDATE landlord.tenants t
+			   SET status = 'active', version = t.version + 1, updated_at = now()
+			 WHERE t.id = $1 AND t.status = 'provisioning'
+			RETURNING t.*)
+		SELECT `+tenantCols+`, `+notifyCol+` FROM upd t`, t.ID).Scan(append(tenantDest(&a), new(string))...)
 	if errors.Is(err, sql.ErrNoRows) {
 		var st string
 		if err := db.QueryRowContext(ctx, `SELECT status FROM landlord.tenants WHERE id = $1`, t.ID).Scan(&st); err != nil {

@@ -69,7 +69,9 @@ func (s *Service) Purge(ctx context.Context, slug Slug) error {
 }
 
 func deleteRow(ctx context.Context, db DBTX, t Tenant) error {
-	if _, err := db.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE id = $1 AND status = 'deleted'`, t.ID); err != nil {
+	if _, err := db.ExecContext(ctx, `
+		WITH d AS (DELETE FROM landlord.tenants t WHERE t.id = $1 AND t.status = 'deleted' RETURNING t.slug)
+		SELECT `+notifyCol+` FROM d t`, t.ID); err != nil {
 		return fmt.Errorf("purge %s: delete catalog row: %w", t.Slug, err)
 	}
 	return nil

@@ -124,7 +124,9 @@ func (p *Provisioner) Provision(ctx context.Context, r Request) (Result, error) 
 	start := time.Now()
 	res, err := p.provision(ctx, r)
 	res.Duration = time.Since(start)
-	if p.o.OnProvision != nil && res.Path != "" {
+	// Observed: every attempt that built (or failed to build) a schema; not
+	// a slug already taken or a refused request.
+	if p.o.OnProvision != nil && res.Path != "" && !errors.Is(err, tenancy.ErrTenantExists) {
 		p.o.OnProvision(res.Path, res.Duration, err)
 	}
 	if err != nil {

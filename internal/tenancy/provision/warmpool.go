@@ -108,12 +108,15 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenancy.P
 	p.hook(tenancy.StepClaiming)
 	var active tenancy.Tenant
 	if err := tx.QueryRowContext(ctx, `
-		WITH claimed AS (DELETE FROM landlord.tenant_spares WHERE name = $2)
-		UPDATE landlord.tenants t
-		   SET status = 'active', schema_hash = $3, schema_fingerprint = nullif($4, ''), schema_applied_at = now(),
-		       schema_error = NULL, version = t.version + 1, updated_at = now()
-		 WHERE t.id = $1 AND t.status = 'provisioning'
-		RETURNING `+tenancy.TenantColumns, t.ID, spare, hash, fingerprint).Scan(tenancy.ScanDest(&active)...); err != nil {
+		WITH claimed AS (DELETE FROM landlord.tenant_spares WHERE name = $2),
+		upd AS (
+			UPDATE landlord.tenants t
+			   SET status = 'active', schema_hash = $3, schema_fingerprint = nullif($4, ''), schema_applied_at = now(),
+			       schema_error = NULL, version = t.version + 1, updated_at = now()
+			 WHERE t.id = $1 AND t.status = 'provisioning'
+			RETURNING t.*)
+		SELECT `+tenancy.TenantColumns+`, `+tenancy.NotifyColumn+` FROM upd t`,
+		t.ID, spare, hash, fingerprint).Scan(append(tenancy.ScanDest(&active), new(string))...); err != nil {
 		return res, false, fmt.Errorf("claim spare %s: activate: %w", spare, err)
 	}
 	if err := tenancy.FinishScan(&active); err != nil {
