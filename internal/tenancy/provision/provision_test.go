@@ -166,3 +166,48 @@ func TestPurgeDropsEverything(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "P again", res.Tenant.Name)
 }
+
+// Concurrent provisionings claim distinct spares (SKIP LOCKED) and fall back
+// to the cold path once the pool is empty; a drain running meanwhile never
+// drops a claimed schema.
+func TestConcurrentWarmClaims(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{warm: 3})
+	ctx := context.Background()
+	_, err := b.prov.FillWarmPool(ctx)
+	require.NoError(t, err)
+	slugs := make([]tenancy.Slug, 5)
+	for i := range slugs {
+		slugs[i] = b.slug(t, "cw")
+	}
+	var wg sync.WaitGroup
+	paths := make([]provision.Path, len(slugs))
+	errs := make([]error, len(slugs))
+	for i, s := range slugs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var res provision.Result
+			res, errs[i] = b.prov.Provision(ctx, provision.Request{Slug: s, Name: "C"})
+			paths[i] = res.Path
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = b.prov.DrainWarmPool(ctx)
+	}()
+	wg.Wait()
+	for i, s := range slugs {
+		require.NoError(t, errs[i])
+		assertHealthy(t, b, s)
+		assertNoOrphans(t, b, s)
+	}
+	warm := 0
+	for _, p := range paths {
+		if p == provision.Warm {
+			warm++
+		}
+	}
+	assert.LessOrEqual(t, warm, 3)
+}

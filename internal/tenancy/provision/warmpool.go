@@ -226,9 +226,16 @@ func (p *Provisioner) buildOneSpare(ctx context.Context) (bool, error) {
 		Schema: name, Role: name, AppRole: p.t.Config().Tenant.AppRole,
 	}, schemaapply.Options{BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
 		p.hook(tenancy.StepSpareBuilt)
-		_, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_spares
+		r, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_spares
 			SET status = 'ready', schema_fingerprint = nullif($2, '') WHERE name = $1`, name, res.Fingerprint)
-		return err
+		if err != nil {
+			return err
+		}
+		if n, err := r.RowsAffected(); err != nil || n != 1 {
+			// The reservation is gone (drained): commit no schema without its row.
+			return fmt.Errorf("spare %s lost its reservation", name)
+		}
+		return nil
 	}})
 	if err != nil {
 		// The apply rolled back: no schema, no role. Drop the reservation.
@@ -251,11 +258,14 @@ func (p *Provisioner) reserveSpare(ctx context.Context, cluster, name, hash stri
 	}
 	// Dead: building, and nobody holds its builder lock. Stale: built for
 	// another schema. Both are dropped with their schema and role, if any.
+	// Rows a claim holds are skipped (a server of another version may be
+	// claiming a spare that is stale to this one).
 	rows, err := tx.QueryContext(ctx, `
 		SELECT name FROM landlord.tenant_spares
 		 WHERE starts_with(name, $1) AND cluster = $2
 		   AND ((status = 'building' AND pg_try_advisory_xact_lock(hashtext('spare:' || name)))
-		     OR (status = 'ready' AND schema_hash <> $3))`, p.o.SparePrefix, cluster, hash)
+		     OR (status = 'ready' AND schema_hash <> $3))
+		   FOR UPDATE SKIP LOCKED`, p.o.SparePrefix, cluster, hash)
 	if err != nil {
 		return false, fmt.Errorf("warm pool: reap: %w", err)
 	}
@@ -338,19 +348,30 @@ func (p *Provisioner) DrainWarmPool(ctx context.Context) (int, error) {
 	if err := rows.Close(); err != nil {
 		return 0, fmt.Errorf("warm pool: list: %w", err)
 	}
+	dropped := 0
 	for _, n := range names {
-		// Wait for a builder to finish (or die) before dropping its spare.
+		// Wait for a builder to finish (or die), then for a claim: a spare
+		// claimed meanwhile has no row any more and is not ours to drop.
 		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('spare:' || $1))", n); err != nil {
-			return 0, fmt.Errorf("warm pool: lock %s: %w", n, err)
+			return dropped, fmt.Errorf("warm pool: lock %s: %w", n, err)
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM landlord.tenant_spares WHERE name = $1 FOR UPDATE`, n).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return dropped, fmt.Errorf("warm pool: lock %s: %w", n, err)
 		}
 		if err := dropSpare(ctx, tx, n); err != nil {
-			return 0, err
+			return dropped, err
 		}
+		dropped++
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("warm pool: drain: %w", err)
 	}
-	return len(names), nil
+	return dropped, nil
 }
 
 // WarmPoolStats counts this Service's spares.
