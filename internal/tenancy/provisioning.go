@@ -54,13 +54,27 @@ func LockTx(ctx context.Context, tx DBTX, slug Slug) error {
 // on db (the landlord database), or returns the existing row of that slug
 // (inserted false).
 func InsertProvisioning(ctx context.Context, db DBTX, slug Slug, name string, pl Placement) (Tenant, bool, error) {
+	return insertProvisioning(ctx, db, slug, name, pl, `SELECT 1`)
+}
+
+// LockAndInsertProvisioning is LockTx and InsertProvisioning in one
+// statement (one round trip), for a transaction tx that does both.
+func LockAndInsertProvisioning(ctx context.Context, tx DBTX, slug Slug, name string, pl Placement) (Tenant, bool, error) {
+	return insertProvisioning(ctx, tx, slug, name, pl, `SELECT pg_advisory_xact_lock(hashtext('tenant-op:' || $1))`)
+}
+
+// insertProvisioning inserts the row once source (one row, may use $1, the
+// slug) has been evaluated: the INSERT reads its row from it, so a lock
+// taken there is held before the insert is tried.
+func insertProvisioning(ctx context.Context, db DBTX, slug Slug, name string, pl Placement, source string) (Tenant, bool, error) {
 	if err := ValidateName(name); err != nil {
 		return Tenant{}, false, err
 	}
 	var t Tenant
 	err := db.QueryRowContext(ctx, `
+		WITH src AS (`+source+`)
 		INSERT INTO landlord.tenants AS t (slug, name, status, placement, cluster, database_name, schema_name)
-		VALUES ($1, $2, 'provisioning', $3, $4, $5, $6)
+		SELECT $1::text, $2, 'provisioning', $3, $4, $5, $6 FROM src
 		ON CONFLICT (slug) DO NOTHING
 		RETURNING `+tenantCols, slug.String(), name, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema).Scan(tenantDest(&t)...)
 	inserted := err == nil

@@ -68,8 +68,9 @@ type Service struct {
 	cfg config.Config
 	log zerolog.Logger
 
-	mu       sync.Mutex
-	clusters map[string]*sql.DB // admin connections this Service opened
+	mu        sync.Mutex
+	clusters  map[string]*sql.DB // admin connections this Service opened
+	databases map[string]string  // cluster → its database name
 }
 
 // New checks the options and returns a Service. Close releases the cluster
@@ -82,10 +83,11 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("tenancy: default cluster: %w", err)
 	}
 	return &Service{
-		o:        o,
-		cfg:      o.Config,
-		log:      o.Log,
-		clusters: map[string]*sql.DB{},
+		o:         o,
+		cfg:       o.Config,
+		log:       o.Log,
+		clusters:  map[string]*sql.DB{},
+		databases: map[string]string{},
 	}, nil
 }
 
@@ -176,16 +178,25 @@ func (s *Service) SchemaPlacement(slug Slug, cluster string) (Placement, error) 
 	return Placement{Kind: PlacementSchema, Cluster: cluster, Database: db, Schema: slug.SchemaName()}, nil
 }
 
-// clusterDatabase is the database name of a cluster's shared pool.
+// clusterDatabase is the database name of a cluster's shared pool (parsed once).
 func (s *Service) clusterDatabase(name string) (string, error) {
 	cl, err := s.cfg.Cluster(name)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidTenant, err)
 	}
+	s.mu.Lock()
+	db, ok := s.databases[name]
+	s.mu.Unlock()
+	if ok {
+		return db, nil
+	}
 	pc, err := pgx.ParseConfig(cl.AdminURL)
 	if err != nil {
 		return "", fmt.Errorf("cluster %s admin_url: %w", name, err)
 	}
+	s.mu.Lock()
+	s.databases[name] = pc.Database
+	s.mu.Unlock()
 	return pc.Database, nil
 }
 

@@ -65,10 +65,7 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenancy.P
 		return res, false, fmt.Errorf("provision %s: %w", r.Slug, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := tenancy.LockTx(ctx, tx, r.Slug); err != nil {
-		return res, false, err
-	}
-	t, inserted, err := tenancy.InsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
+	t, inserted, err := tenancy.LockAndInsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
 	if err != nil {
 		return res, false, err
 	}
