@@ -45,20 +45,25 @@ type api struct {
 type apiOptions struct {
 	bodyLimit int
 	warm      int
+	log       io.Writer // service and HTTP logs (default: none)
 }
 
 func newAPI(t *testing.T, o apiOptions) *api {
 	t.Helper()
 	dbtest.Landlord(t)
 	cfg := dbtest.Config(t)
+	log := zerolog.Nop()
+	if o.log != nil {
+		log = zerolog.New(o.log)
+	}
 	landlord := dbtest.AppPool(t, dbtest.Bouncer, 4)
 	admin := dbtest.AdminDB(t)
-	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: admin, Log: zerolog.Nop()})
+	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: admin, Log: log})
 	require.NoError(t, err)
 	t.Cleanup(tenants.Close)
 	metrics := httpapi.NewMetrics()
 	metrics.AddPool("landlord", landlord)
-	prov, err := provision.New(provision.Options{Tenants: tenants, Log: zerolog.Nop(), WarmPool: o.warm,
+	prov, err := provision.New(provision.Options{Tenants: tenants, Log: log, WarmPool: o.warm,
 		SparePrefix: dbtest.Name("pd_hspare") + "_", OnProvision: func(p provision.Path, d time.Duration, err error) {
 			metrics.ObserveProvision(string(p), d, err)
 		}})
@@ -77,7 +82,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		limit = cfg.HTTP.BodyLimit
 	}
 	app := httpapi.New(httpapi.Deps{
-		Log:         zerolog.Nop(),
+		Log:         log,
 		BodyLimit:   limit,
 		Ready:       func(ctx context.Context) error { return landlord.Ping(ctx) },
 		Tenants:     tenants,

@@ -8,6 +8,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/requestid"
 )
 
 // HeaderRequestID carries the request id in both directions.
@@ -38,6 +40,8 @@ func newRequestID() string {
 func setRequestID(c *fiber.Ctx, id string) {
 	c.Locals(localRequestID, id)
 	c.Set(HeaderRequestID, id)
+	// Services log it too (requestid.Hook), from c.UserContext().
+	c.SetUserContext(requestid.With(c.UserContext(), id))
 }
 
 // RequestID returns the request's id (the X-Request-Id echoed to the client).

@@ -1,11 +1,13 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/getkin/kin-openapi/routers/gorillamux"
@@ -181,4 +183,51 @@ func TestGeographyEndpoints(t *testing.T) {
 		assert.Equal(t, 400, r.status, "%s: %s", bad, r.body)
 	}
 	a.call(t, "GET", units, "", nil).problem(t, 401, "unauthorized")
+}
+
+// lockedBuffer is a goroutine-safe log sink.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The request id reaches the services' log lines, not only the access log.
+func TestRequestIDInServiceLogs(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	a := newAPI(t, apiOptions{log: &logs})
+	slug := a.slug(t, "rid")
+	body, _ := json.Marshal(map[string]string{"slug": slug, "name": "R"})
+	req, err := http.NewRequest("POST", a.base+tenantsPath, bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+a.platform)
+	req.Header.Set("X-Request-Id", "trace-me-1234567")
+	resp, err := a.client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 201, resp.StatusCode)
+	var provisioned, access bool
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"message":"tenant provisioned"`) {
+			provisioned = strings.Contains(line, `"request_id":"trace-me-1234567"`)
+		}
+		if strings.Contains(line, `"message":"request"`) && strings.Contains(line, `"status":201`) {
+			access = strings.Contains(line, `"request_id":"trace-me-1234567"`)
+		}
+	}
+	assert.True(t, provisioned, "the provisioning log line has the request id")
+	assert.True(t, access, "the access log line has the request id")
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/requestid"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
@@ -87,7 +88,7 @@ type Service struct {
 
 // New returns the registry on the landlord pool; installs apply schemas through prov.
 func New(landlord *pgxpool.Pool, tenants *tenancy.Service, prov *provision.Provisioner, log zerolog.Logger) *Service {
-	return &Service{db: landlord, tenants: tenants, prov: prov, log: log}
+	return &Service{db: landlord, tenants: tenants, prov: prov, log: log.Hook(requestid.Hook)}
 }
 
 var (
@@ -357,7 +358,7 @@ func (s *Service) Install(ctx context.Context, slug tenancy.Slug, name string) (
 		if err != nil {
 			return fmt.Errorf("install module %s: %w", name, err)
 		}
-		s.log.Info().Str("tenant", slug.String()).Str("module", name).Int("statements", len(res.Statements)).
+		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("module", name).Int("statements", len(res.Statements)).
 			Dur("duration", res.Duration).Msg("module installed")
 		return nil
 	})
@@ -418,7 +419,7 @@ func (s *Service) Uninstall(ctx context.Context, slug tenancy.Slug, name string,
 		if err != nil {
 			return fmt.Errorf("uninstall module %s: %w", name, err)
 		}
-		s.log.Info().Str("tenant", slug.String()).Str("module", name).Strs("dropped", drop).Bool("force", force).
+		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("module", name).Strs("dropped", drop).Bool("force", force).
 			Msg("module uninstalled")
 		return nil
 	})

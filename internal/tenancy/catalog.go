@@ -158,7 +158,7 @@ func (s *Service) transition(ctx context.Context, slug Slug, op string, to Statu
 			RETURNING t.*)
 		SELECT `+tenantCols+`, `+notifyCol+` FROM upd t`, slug.String(), string(to), fromS), new(string))
 	if err == nil {
-		s.log.Info().Str("tenant", slug.String()).Str("status", string(to)).Msg("tenant " + op)
+		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("status", string(to)).Msg("tenant " + op)
 		s.Notify(slug)
 		return t, nil
 	}
@@ -261,7 +261,7 @@ func (s *Service) Update(ctx context.Context, slug Slug, p Patch) (Tenant, error
 		return Tenant{}, err
 	}
 	if old != string(t.Status) {
-		s.log.Info().Str("tenant", slug.String()).Str("status", string(t.Status)).Msg("tenant " + op)
+		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("status", string(t.Status)).Msg("tenant " + op)
 		s.Notify(slug)
 	}
 	return t, nil

@@ -63,7 +63,7 @@ func (s *Service) Purge(ctx context.Context, slug Slug) error {
 			return err
 		}
 	}
-	s.log.Info().Str("tenant", slug.String()).Msg("tenant purged")
+	s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Msg("tenant purged")
 	s.Notify(slug)
 	return nil
 }

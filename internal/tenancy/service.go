@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/requestid"
 )
 
 // Step names a point in provisioning, purge or the warm pool where a hook is
@@ -85,7 +86,7 @@ func New(o Options) (*Service, error) {
 	return &Service{
 		o:         o,
 		cfg:       o.Config,
-		log:       o.Log,
+		log:       o.Log.Hook(requestid.Hook),
 		clusters:  map[string]*sql.DB{},
 		databases: map[string]string{},
 	}, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/requestid"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 )
@@ -73,7 +74,7 @@ func New(o Options) (*Provisioner, error) {
 	if o.WarmPool < 0 {
 		return nil, fmt.Errorf("provision: warm pool size %d is negative", o.WarmPool)
 	}
-	return &Provisioner{o: o, t: o.Tenants, admin: o.Tenants.Admin(), log: o.Log, refill: make(chan struct{}, 1)}, nil
+	return &Provisioner{o: o, t: o.Tenants, admin: o.Tenants.Admin(), log: o.Log.Hook(requestid.Hook), refill: make(chan struct{}, 1)}, nil
 }
 
 func validSparePrefix(p string) error {
@@ -132,7 +133,7 @@ func (p *Provisioner) Provision(ctx context.Context, r Request) (Result, error) 
 	if err != nil {
 		return res, err
 	}
-	p.log.Info().Str("tenant", r.Slug.String()).Str("path", string(res.Path)).Bool("resumed", res.Resumed).
+	p.log.Info().Ctx(ctx).Str("tenant", r.Slug.String()).Str("path", string(res.Path)).Bool("resumed", res.Resumed).
 		Dur("duration", res.Duration).Msg("tenant provisioned")
 	return res, nil
 }
@@ -183,7 +184,7 @@ func (p *Provisioner) provisionCold(ctx context.Context, r Request, pl tenancy.P
 			return res, fmt.Errorf("tenant %s (%s): %w", r.Slug, t.Status, tenancy.ErrTenantExists)
 		}
 		res.Resumed = true
-		p.log.Warn().Str("tenant", r.Slug.String()).Msg("completing an interrupted provisioning")
+		p.log.Warn().Ctx(ctx).Str("tenant", r.Slug.String()).Msg("completing an interrupted provisioning")
 	}
 	p.hook(tenancy.StepInserted)
 	if t.Kind != tenancy.PlacementSchema {

@@ -282,7 +282,7 @@ func (p *Provisioner) reserveSpare(ctx context.Context, cluster, name, hash stri
 		if err := dropSpare(ctx, tx, n); err != nil {
 			return false, err
 		}
-		p.log.Info().Str("spare", n).Msg("warm pool: dropped a dead or stale spare")
+		p.log.Info().Ctx(ctx).Str("spare", n).Msg("warm pool: dropped a dead or stale spare")
 	}
 	var have int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM landlord.tenant_spares
