@@ -22,9 +22,9 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
 
-// The wired server provisions through the API, refills its warm pool in the
-// background (the second tenant claims a spare) and reports both in /metrics.
-func TestServerProvisionsColdThenWarm(t *testing.T) {
+// The wired server fills its warm pool in the background, provisions through
+// the API by claiming a spare, and reports it in /metrics.
+func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 	dbtest.Landlord(t)
 	cfg := dbtest.Config(t)
 	cfg.HTTP.Addr = "127.0.0.1:0"
