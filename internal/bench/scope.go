@@ -73,6 +73,7 @@ func runScope(ctx context.Context, args []string, out io.Writer) error {
 		conc        int
 		qps         map[string]float64
 		cpu         map[string]float64
+		srv         map[string]float64
 		cases       []string
 		scopedRatio float64
 	}
@@ -83,36 +84,40 @@ func runScope(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return err
 			}
-			qps, cpus := map[string][]float64{}, map[string][]float64{}
+			qps, cpus, srvs := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 			for round := 0; round < *rounds; round++ {
 				order := cases
 				if round%2 == 1 { // alternate the order against drift
 					order = reversed(cases)
 				}
 				for _, c := range order {
-					n, cpu, err := measureCPU(ctx, c.run, ids, conc, *dur)
+					n, cpu, srv, err := measureAll(ctx, c.run, ids, conc, *dur, sb.Name)
 					if err != nil {
 						closeAll()
 						return fmt.Errorf("%s %s c=%d: %w", c.name, path, conc, err)
 					}
 					qps[c.name] = append(qps[c.name], n)
-					cpus[c.name] = append(cpus[c.name], float64(cpu.Microseconds()))
+					cpus[c.name] = append(cpus[c.name], float64(cpu.Nanoseconds())/1e3)
+					srvs[c.name] = append(srvs[c.name], float64(srv.Nanoseconds())/1e3)
 				}
 			}
 			closeAll()
-			res := result{path: path, conc: conc, qps: map[string]float64{}, cpu: map[string]float64{}}
+			res := result{path: path, conc: conc, qps: map[string]float64{}, cpu: map[string]float64{}, srv: map[string]float64{}}
 			for _, c := range cases {
 				res.qps[c.name] = median(qps[c.name])
 				res.cpu[c.name] = median(cpus[c.name])
+				res.srv[c.name] = median(srvs[c.name])
 				res.cases = append(res.cases, c.name)
 			}
 			res.scopedRatio = res.qps["plain"] / res.qps["scoped"]
 			results = append(results, res)
 			fmt.Fprintf(out, "scope_overhead %s %d %.3f\n", path, conc, res.scopedRatio)
+			fmt.Fprintf(out, "scope_cpu_overhead %s %d %.3f\n", path, conc,
+				(res.cpu["scoped"]+res.srv["scoped"])/(res.cpu["plain"]+res.srv["plain"]))
 		}
 	}
 
-	fmt.Fprintln(out, "\n# throughput (requests/s, median), ratio plain/case, client CPU µs per request")
+	fmt.Fprintln(out, "\n# throughput (requests/s, median) with ratio plain/case; CPU µs per request: client + server (PostgreSQL backends + PgBouncer) with ratio case/plain")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "path\tconc")
 	for _, c := range results[0].cases {
@@ -122,7 +127,8 @@ func runScope(ctx context.Context, args []string, out io.Writer) error {
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%d", r.path, r.conc)
 		for _, c := range r.cases {
-			fmt.Fprintf(tw, "\t%.0f (%.2fx, %.0fµs)", r.qps[c], r.qps["plain"]/r.qps[c], r.cpu[c])
+			total, plainTotal := r.cpu[c]+r.srv[c], r.cpu["plain"]+r.srv["plain"]
+			fmt.Fprintf(tw, "\t%.0f/s %.2fx | %.0f+%.0fµs %.2fx", r.qps[c], r.qps["plain"]/r.qps[c], r.cpu[c], r.srv[c], total/plainTotal)
 		}
 		fmt.Fprintln(tw)
 	}
@@ -230,7 +236,19 @@ func measure(ctx context.Context, fn func(context.Context, uuid.UUID) error, ids
 
 // measureCPU also returns this process's CPU time per operation (client cost).
 func measureCPU(ctx context.Context, fn func(context.Context, uuid.UUID) error, ids []uuid.UUID, conc int, d time.Duration) (float64, time.Duration, error) {
+	qps, client, _, err := measureAll(ctx, fn, ids, conc, d, "")
+	return qps, client, err
+}
+
+// measureAll returns operations per second, this process's CPU per
+// operation, and (when db is set) the CPU per operation of the PostgreSQL
+// backends serving db plus PgBouncer.
+func measureAll(ctx context.Context, fn func(context.Context, uuid.UUID) error, ids []uuid.UUID, conc int, d time.Duration, db string) (float64, time.Duration, time.Duration, error) {
 	cpu0 := processCPU()
+	var srv0 time.Duration
+	if db != "" {
+		srv0 = serverCPU(db)
+	}
 	var n atomic.Int64
 	var firstErr atomic.Value
 	deadline := time.Now().Add(d)
@@ -250,14 +268,19 @@ func measureCPU(ctx context.Context, fn func(context.Context, uuid.UUID) error, 
 		}(w)
 	}
 	wg.Wait()
+	elapsed := time.Since(start)
 	if err, ok := firstErr.Load().(error); ok {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	ops := n.Load()
 	if ops == 0 {
-		return 0, 0, fmt.Errorf("no operation completed")
+		return 0, 0, 0, fmt.Errorf("no operation completed")
 	}
-	return float64(ops) / time.Since(start).Seconds(), (processCPU() - cpu0) / time.Duration(ops), nil
+	var srv time.Duration
+	if db != "" {
+		srv = (serverCPU(db) - srv0) / time.Duration(ops)
+	}
+	return float64(ops) / elapsed.Seconds(), (processCPU() - cpu0) / time.Duration(ops), srv, nil
 }
 
 func processCPU() time.Duration {
