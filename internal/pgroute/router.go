@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +27,9 @@ type Router struct {
 	pools    *pools
 	landlord *pgxpool.Pool // owned when the router opened it
 	mode     pgx.QueryExecMode
+
+	binds     sync.Map // bindKey → binding statement text (simple protocol)
+	bindCount atomic.Int64
 }
 
 // Options adjust a Router; the zero value is the production setting.
@@ -123,9 +128,11 @@ func (r *Router) Placement(ctx context.Context, slug tenancy.Slug) (Placement, e
 	}
 }
 
-// bindSQL binds the tenant for the rest of the transaction. With a bound
-// parameter for every value and is_local = true, each setting dies with the
-// transaction, so nothing leaks to the next client of the server connection.
+// The binding of a tenant lasts for the rest of its transaction only: in
+// the simple protocol SET LOCAL statements (see bindStatements), in the
+// extended protocol set_config(…, true) with bound parameters. Either way
+// each setting dies with the transaction, so nothing leaks to the next
+// client of the server connection.
 const (
 	bindSQL       = `SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true), set_config('role', $3, true)`
 	bindSQLNoRole = `SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true)`
@@ -140,6 +147,19 @@ func (r *Router) queueBind(b *pgx.Batch, p Placement) {
 	if timeout <= 0 {
 		timeout = r.cfg.Tenant.StatementTimeout
 	}
+	if r.mode == pgx.QueryExecModeSimpleProtocol {
+		// The simple protocol sends values as literals anyway; the binding of
+		// a placement never changes, so its text is built (and quoted) once.
+		// SET LOCAL is a utility statement: measured cheaper for the server
+		// than one SELECT of three set_config() calls (no plan, no row).
+		for _, stmt := range r.bindStatements(p, timeout) {
+			b.Queue(stmt)
+		}
+		if p.Status == "moving" {
+			b.Queue("SET LOCAL lock_timeout = " + strconv.FormatInt(r.cfg.HTTP.WriteWait.Milliseconds(), 10))
+		}
+		return
+	}
 	path := pgx.Identifier{p.Schema}.Sanitize()
 	ms := strconv.FormatInt(timeout.Milliseconds(), 10)
 	if r.cfg.Tenant.Roles {
@@ -150,6 +170,34 @@ func (r *Router) queueBind(b *pgx.Batch, p Placement) {
 	if p.Status == "moving" {
 		b.Queue(bindMovingSQL, strconv.FormatInt(r.cfg.HTTP.WriteWait.Milliseconds(), 10))
 	}
+}
+
+type bindKey struct {
+	schema, role string
+	timeout      time.Duration
+}
+
+// bindStatements returns the SET LOCAL statements that bind p, cached. Every
+// name is quoted as an identifier; the timeout is an integer.
+func (r *Router) bindStatements(p Placement, timeout time.Duration) []string {
+	k := bindKey{schema: p.Schema, timeout: timeout}
+	if r.cfg.Tenant.Roles {
+		k.role = p.Slug.RoleName()
+	}
+	if s, ok := r.binds.Load(k); ok {
+		return s.([]string)
+	}
+	stmts := []string{
+		"SET LOCAL search_path = " + pgx.Identifier{k.schema}.Sanitize(),
+		"SET LOCAL statement_timeout = " + strconv.FormatInt(timeout.Milliseconds(), 10),
+	}
+	if k.role != "" {
+		stmts = append(stmts, "SET LOCAL ROLE "+pgx.Identifier{k.role}.Sanitize())
+	}
+	if r.bindCount.Add(1) < maxCachedPlacements {
+		r.binds.Store(k, stmts)
+	}
+	return stmts
 }
 
 type ctxKey struct{}
