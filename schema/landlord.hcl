@@ -324,3 +324,138 @@ table "tenant_spares" {
     expr = "status IN ('building', 'ready')"
   }
 }
+
+# Online moves between placements (schema ⇄ database, cluster → cluster). One
+# row per move records how far it got, so that a rerun after a crash finishes
+# it; at most one unfinished move per tenant.
+table "tenant_moves" {
+  schema = schema.landlord
+  column "id" {
+    type    = uuid
+    default = sql("gen_random_uuid()")
+  }
+  column "tenant_id" {
+    type = uuid
+  }
+  column "from_placement" {
+    type = text
+  }
+  column "from_cluster" {
+    type = text
+  }
+  column "from_database" {
+    type = text
+  }
+  column "from_schema" {
+    type = text
+  }
+  column "to_placement" {
+    type = text
+  }
+  column "to_cluster" {
+    type = text
+  }
+  column "to_database" {
+    type = text
+  }
+  column "to_schema" {
+    type = text
+  }
+  # started → copied → prepared → flipped → done, or failed.
+  column "state" {
+    type    = text
+    default = "started"
+  }
+  # The name the source schema (and a dedicated source database) gets once retired.
+  column "retired_name" {
+    type = text
+  }
+  column "rows_copied" {
+    type    = bigint
+    default = 0
+  }
+  # How long writes were blocked (table locks held on the source).
+  column "write_pause_ms" {
+    type = bigint
+    null = true
+  }
+  column "error" {
+    type = text
+    null = true
+  }
+  column "started_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "updated_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "finished_at" {
+    type = timestamptz
+    null = true
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  foreign_key "tenant_moves_tenant_fk" {
+    columns     = [column.tenant_id]
+    ref_columns = [table.tenants.column.id]
+    on_delete   = CASCADE
+  }
+  index "tenant_moves_one_open_key" {
+    unique  = true
+    columns = [column.tenant_id]
+    where   = "(state <> ALL (ARRAY['done'::text, 'failed'::text]))"
+  }
+  check "tenant_moves_state_check" {
+    expr = "state IN ('started', 'copied', 'prepared', 'flipped', 'done', 'failed')"
+  }
+}
+
+# Copies left behind by moves: renamed and closed to the tenant's role, kept
+# until `tenantctl tenant purge-retired` drops them after a grace period.
+table "retired_copies" {
+  schema = schema.landlord
+  column "id" {
+    type    = uuid
+    default = sql("gen_random_uuid()")
+  }
+  column "tenant_id" {
+    type = uuid
+  }
+  column "slug" {
+    type = text
+  }
+  column "cluster" {
+    type = text
+  }
+  # The database holding the copy (for a dedicated database: its retired name).
+  column "database_name" {
+    type = text
+  }
+  # The retired schema's name.
+  column "schema_name" {
+    type = text
+  }
+  # True when the whole database is the copy (a tenant moved out of a dedicated database).
+  column "whole_database" {
+    type    = boolean
+    default = false
+  }
+  column "retired_at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  column "purged_at" {
+    type = timestamptz
+    null = true
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  index "retired_copies_pending_idx" {
+    columns = [column.retired_at]
+    where   = "(purged_at IS NULL)"
+  }
+}
