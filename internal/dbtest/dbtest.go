@@ -223,3 +223,35 @@ func SetEnv(t *testing.T) config.Config {
 	}
 	return c
 }
+
+// ClusterB ports: the second local cluster that `make db-up-b` starts.
+const (
+	ClusterBPGPort      = "15433"
+	ClusterBBouncerPort = "16433"
+)
+
+// WithClusterB adds cluster "b" (the second local PostgreSQL and its
+// PgBouncer, same roles, same test database) to c, and fails the test when
+// it is not running.
+func WithClusterB(t testing.TB, c *config.Config) {
+	t.Helper()
+	main := c.Clusters[c.DefaultCluster]
+	b := config.Cluster{
+		URL:       WithPort(t, main.URL, ClusterBBouncerPort),
+		AdminURL:  WithPort(t, main.AdminURL, ClusterBPGPort),
+		PgBouncer: main.PgBouncer,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, b.AdminURL)
+	if err != nil {
+		t.Fatalf("dbtest: cluster b is not reachable (run make db-up-b): %v", err)
+	}
+	conn.Close(ctx)
+	clusters := make(map[string]config.Cluster, len(c.Clusters)+1)
+	for k, v := range c.Clusters {
+		clusters[k] = v
+	}
+	clusters["b"] = b
+	c.Clusters = clusters
+}

@@ -19,24 +19,17 @@ func (s *Service) CheckPlacement(slug Slug, want *Placement) (Placement, error) 
 	if want == nil {
 		return s.DefaultPlacement(slug)
 	}
-	switch want.Kind {
-	case PlacementSchema:
-	case PlacementDatabase:
-		return Placement{}, fmt.Errorf("%w: placement %q is not supported yet", ErrInvalidTenant, want.Kind)
-	default:
-		return Placement{}, fmt.Errorf("%w: placement must be %q or %q", ErrInvalidTenant, PlacementSchema, PlacementDatabase)
-	}
 	cluster := want.Cluster
 	if cluster == "" {
 		cluster = s.cfg.DefaultCluster
 	}
-	pl, err := s.SchemaPlacement(slug, cluster)
+	pl, err := s.PlacementFor(slug, want.Kind, cluster)
 	if err != nil {
 		return Placement{}, err
 	}
 	if (want.Database != "" && want.Database != pl.Database) || (want.Schema != "" && want.Schema != pl.Schema) {
-		return Placement{}, fmt.Errorf("%w: a schema placement on cluster %s is database %s, schema %s",
-			ErrInvalidTenant, cluster, pl.Database, pl.Schema)
+		return Placement{}, fmt.Errorf("%w: a %s placement on cluster %s is database %s, schema %s",
+			ErrInvalidTenant, pl.Kind, cluster, pl.Database, pl.Schema)
 	}
 	return pl, nil
 }

@@ -25,8 +25,12 @@ func (s *Service) Purge(ctx context.Context, slug Slug) error {
 	if t.Status != StatusDeleted {
 		return &StatusError{Slug: slug, Status: t.Status, Op: "purge (delete it first)"}
 	}
-	if t.Kind != PlacementSchema {
-		return fmt.Errorf("%w: purge of placement %q is not supported", ErrInvalidTenant, t.Kind)
+	// Copies left by moves go too (they keep the tenant's data).
+	if _, err := s.PurgeRetired(ctx, 0, slug); err != nil {
+		return fmt.Errorf("purge %s: %w", slug, err)
+	}
+	if t.Kind == PlacementDatabase {
+		return s.purgeDatabase(ctx, t)
 	}
 	db, err := s.ClusterAdmin(t.Cluster)
 	if err != nil {
@@ -65,6 +69,28 @@ func (s *Service) Purge(ctx context.Context, slug Slug) error {
 	}
 	s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Msg("tenant purged")
 	s.Notify(slug)
+	return nil
+}
+
+// purgeDatabase drops a database-placed tenant: its database, its role, then
+// its row (a crash in between is finished by a rerun: both drops are IF EXISTS).
+func (s *Service) purgeDatabase(ctx context.Context, t Tenant) error {
+	if err := s.DropDatabase(ctx, t.Cluster, t.Database); err != nil {
+		return fmt.Errorf("purge %s: %w", t.Slug, err)
+	}
+	server, err := s.ClusterAdmin(t.Cluster)
+	if err != nil {
+		return err
+	}
+	if _, err := server.ExecContext(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{t.Slug.RoleName()}.Sanitize()); err != nil {
+		return fmt.Errorf("purge %s: %w", t.Slug, err)
+	}
+	s.hook(StepDropped)
+	if err := deleteRow(ctx, s.o.Admin, t); err != nil {
+		return err
+	}
+	s.log.Info().Ctx(ctx).Str("tenant", t.Slug.String()).Msg("tenant purged")
+	s.Notify(t.Slug)
 	return nil
 }
 

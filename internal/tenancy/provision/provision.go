@@ -187,15 +187,12 @@ func (p *Provisioner) provisionCold(ctx context.Context, r Request, pl tenancy.P
 		p.log.Warn().Ctx(ctx).Str("tenant", r.Slug.String()).Msg("completing an interrupted provisioning")
 	}
 	p.hook(tenancy.StepInserted)
-	if t.Kind != tenancy.PlacementSchema {
-		return res, fmt.Errorf("%w: placement %q is not supported", tenancy.ErrInvalidTenant, t.Kind)
+	// An interrupted provisioning elsewhere is completed where its row says.
+	db, closeDB, err := p.tenantDB(ctx, t)
+	if err != nil {
+		return res, err
 	}
-	if t.Cluster != pl.Cluster {
-		// An interrupted provisioning elsewhere: complete it where its row says.
-		if db, err = p.t.ClusterAdmin(t.Cluster); err != nil {
-			return res, err
-		}
-	}
+	defer closeDB()
 	active, err := p.applyAndActivate(ctx, db, t)
 	if err != nil {
 		return res, err
@@ -261,13 +258,11 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenanc
 // tenant's lock (tenancy.Service.WithTenantLock).
 func (p *Provisioner) ApplySchema(ctx context.Context, t tenancy.Tenant, moduleFiles []string, o schemaapply.Options,
 	beforeCommit func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error) (schemaapply.Result, error) {
-	if t.Kind != tenancy.PlacementSchema {
-		return schemaapply.Result{}, fmt.Errorf("%w: placement %q is not supported", tenancy.ErrInvalidTenant, t.Kind)
-	}
-	db, err := p.t.ClusterAdmin(t.Cluster)
+	db, closeDB, err := p.tenantDB(ctx, t)
 	if err != nil {
 		return schemaapply.Result{}, err
 	}
+	defer closeDB()
 	record := func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
 		if err := schemaapply.RecordApplied(ctx, tx, t.ID, res); err != nil {
 			return err
@@ -299,4 +294,25 @@ func (p *Provisioner) ApplySchema(ctx context.Context, t tenancy.Tenant, moduleF
 		}
 	}
 	return res, nil
+}
+
+// tenantDB returns a direct admin connection to the database that holds t's
+// schema: the cluster's shared one for schema placement, the tenant's own
+// (created when missing) for database placement. Call the returned func when done.
+func (p *Provisioner) tenantDB(ctx context.Context, t tenancy.Tenant) (*sql.DB, func(), error) {
+	switch t.Kind {
+	case tenancy.PlacementSchema:
+		db, err := p.t.ClusterAdmin(t.Cluster)
+		return db, func() {}, err
+	case tenancy.PlacementDatabase:
+		if err := p.t.EnsureDatabase(ctx, t.Cluster, t.Database); err != nil {
+			return nil, nil, err
+		}
+		db, err := p.t.OpenAdmin(ctx, t.Cluster, t.Database)
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, func() { db.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("%w: placement %q is not supported", tenancy.ErrInvalidTenant, t.Kind)
 }

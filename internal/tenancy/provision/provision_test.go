@@ -124,7 +124,8 @@ func TestProvisionRefusesBadInputWithoutChanges(t *testing.T) {
 		"zero slug":        {Name: "x"},
 		"unknown cluster":  {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Cluster: "nope"}},
 		"bad kind":         {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: "cloud"}},
-		"database (later)": {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase}},
+		"database, unknown cluster": {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase, Cluster: "nope"}},
+		"database, wrong name":      {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase, Database: "postgres"}},
 		"wrong schema":     {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Schema: "public"}},
 	} {
 		_, err := b.prov.Provision(ctx, r)
@@ -210,4 +211,41 @@ func TestConcurrentWarmClaims(t *testing.T) {
 		}
 	}
 	assert.LessOrEqual(t, warm, 3)
+}
+
+// A tenant may start in a dedicated database: created from template0 with
+// the extensions, its schema applied there; purge drops the database.
+func TestProvisionDatabasePlacement(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{})
+	ctx := context.Background()
+	s := b.slug(t, "dedicated")
+	t.Cleanup(func() { _ = b.tenants.DropDatabase(context.Background(), "main", s.DatabaseName()) })
+	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Dedicated",
+		Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase}})
+	require.NoError(t, err)
+	assert.Equal(t, tenancy.PlacementDatabase, res.Tenant.Kind)
+	assert.Equal(t, s.DatabaseName(), res.Tenant.Database)
+	assert.Equal(t, tenancy.StatusActive, res.Tenant.Status)
+
+	db, err := b.tenants.OpenAdmin(ctx, "main", s.DatabaseName())
+	require.NoError(t, err)
+	var tables, exts int
+	var encoding string
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = $1`, s.SchemaName()).Scan(&tables))
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM pg_extension WHERE extname IN ('ltree', 'btree_gin')`).Scan(&exts))
+	require.NoError(t, db.QueryRowContext(ctx, `SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()`).Scan(&encoding))
+	db.Close()
+	assert.Equal(t, 3, tables)
+	assert.Equal(t, 2, exts)
+	assert.Equal(t, "UTF8", encoding)
+
+	_, err = b.tenants.Delete(ctx, s)
+	require.NoError(t, err)
+	require.NoError(t, b.tenants.Purge(ctx, s))
+	var n int
+	require.NoError(t, b.admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_database WHERE datname = $1`, s.DatabaseName()).Scan(&n))
+	assert.Zero(t, n, "purge dropped the database")
+	require.NoError(t, b.admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, s.RoleName()).Scan(&n))
+	assert.Zero(t, n, "and the role")
 }
