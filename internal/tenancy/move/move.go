@@ -46,13 +46,13 @@ type Step string
 
 // The points.
 const (
-	StepStarted  Step = "started"   // tenant marked moving, target not built
-	StepLocked   Step = "locked"    // source tables locked, nothing copied
-	StepMidCopy  Step = "mid-copy"  // first table copied, target not committed
-	StepCopied   Step = "copied"    // target committed and verified
-	StepPrepared Step = "prepared"  // source retired and prepared, catalog not flipped
-	StepFlipped  Step = "flipped"   // catalog flipped, source transaction still prepared
-	StepDone     Step = "done"      // move finished
+	StepStarted  Step = "started"  // tenant marked moving, target not built
+	StepLocked   Step = "locked"   // source tables locked, nothing copied
+	StepMidCopy  Step = "mid-copy" // first table copied, target not committed
+	StepCopied   Step = "copied"   // target committed and verified
+	StepPrepared Step = "prepared" // source retired and prepared, catalog not flipped
+	StepFlipped  Step = "flipped"  // catalog flipped, source transaction still prepared
+	StepDone     Step = "done"     // move finished
 )
 
 // Errors of a move request.

@@ -85,10 +85,10 @@ func (e *env) tenant(t *testing.T, members int) tenancy.Slug {
 		`, tt.ID, members)
 	require.NoError(t, err)
 	_, err = admin.Exec(`
-		INSERT INTO `+schema+`.digital_cards (tenant_id, member_id, qr_code, status, expires_at)
-		SELECT tenant_id, id, 'PD1-' || md5(id::text), 'active', now() + interval '1 year' FROM `+schema+`.members;
-		INSERT INTO `+schema+`.card_activities (tenant_id, card_id, action, detail)
-		SELECT tenant_id, id, 'issued', jsonb_build_object('n', qr_code) FROM `+schema+`.digital_cards`)
+		INSERT INTO ` + schema + `.digital_cards (tenant_id, member_id, qr_code, status, expires_at)
+		SELECT tenant_id, id, 'PD1-' || md5(id::text), 'active', now() + interval '1 year' FROM ` + schema + `.members;
+		INSERT INTO ` + schema + `.card_activities (tenant_id, card_id, action, detail)
+		SELECT tenant_id, id, 'issued', jsonb_build_object('n', qr_code) FROM ` + schema + `.digital_cards`)
 	require.NoError(t, err)
 	return slug
 }

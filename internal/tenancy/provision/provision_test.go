@@ -118,15 +118,15 @@ func TestProvisionRefusesBadInputWithoutChanges(t *testing.T) {
 	ctx := context.Background()
 	s := b.slug(t, "bad")
 	for name, r := range map[string]provision.Request{
-		"empty name":       {Slug: s, Name: ""},
-		"control char":     {Slug: s, Name: "a\x00b"},
-		"spaces":           {Slug: s, Name: " x "},
-		"zero slug":        {Name: "x"},
-		"unknown cluster":  {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Cluster: "nope"}},
-		"bad kind":         {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: "cloud"}},
+		"empty name":                {Slug: s, Name: ""},
+		"control char":              {Slug: s, Name: "a\x00b"},
+		"spaces":                    {Slug: s, Name: " x "},
+		"zero slug":                 {Name: "x"},
+		"unknown cluster":           {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Cluster: "nope"}},
+		"bad kind":                  {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: "cloud"}},
 		"database, unknown cluster": {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase, Cluster: "nope"}},
 		"database, wrong name":      {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase, Database: "postgres"}},
-		"wrong schema":     {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Schema: "public"}},
+		"wrong schema":              {Slug: s, Name: "x", Placement: &tenancy.Placement{Kind: tenancy.PlacementSchema, Schema: "public"}},
 	} {
 		_, err := b.prov.Provision(ctx, r)
 		require.Error(t, err, name)
