@@ -57,7 +57,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") ||
-		strings.HasPrefix(err.Error(), "unknown flag") || strings.HasPrefix(err.Error(), "unknown shorthand flag") {
+		strings.HasPrefix(err.Error(), "unknown flag") || strings.HasPrefix(err.Error(), "unknown shorthand flag") ||
+		strings.HasPrefix(err.Error(), "required flag") {
 		fmt.Fprintf(stderr, "tenantctl: %v\nRun 'tenantctl --help' for usage.\n", err)
 		return ExitUsage
 	}

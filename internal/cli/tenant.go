@@ -130,12 +130,12 @@ func printJSON(e *env, v any) error {
 }
 
 func newTenantCreateCmd(e *env) *cobra.Command {
-	var name string
+	var name, placement, cluster string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "create <slug>",
 		Short: "Provision a tenant: catalog row, role, schema (warm spare or schema apply), active",
-		Long: `Provisions a tenant in the default cluster, schema placement: the catalog
+		Long: `Provisions a tenant (default: schema placement on the default cluster): the catalog
 row (status provisioning), then the tenant's role and schema — a spare from the
 warm pool when a server built one, else a schema apply — then status active.
 Running it again after a failure or crash completes the same tenant; a slug
@@ -150,7 +150,15 @@ already taken fails.`,
 				name = slug.String()
 			}
 			return e.withPlatform(cmd, 2*time.Minute, func(ctx context.Context, p *platform) error {
-				res, err := p.prov.Provision(ctx, provision.Request{Slug: slug, Name: name})
+				var pl *tenancy.Placement
+				if placement != "" || cluster != "" {
+					kind := tenancy.PlacementKind(placement)
+					if kind == "" {
+						kind = tenancy.PlacementSchema
+					}
+					pl = &tenancy.Placement{Kind: kind, Cluster: cluster}
+				}
+				res, err := p.prov.Provision(ctx, provision.Request{Slug: slug, Name: name, Placement: pl})
 				if err != nil {
 					return err
 				}
@@ -168,6 +176,8 @@ already taken fails.`,
 		},
 	}
 	c.Flags().StringVar(&name, "name", "", "display name (default: the slug)")
+	c.Flags().StringVar(&placement, "placement", "", "schema (default) or database (a dedicated database tenant_<slug>)")
+	c.Flags().StringVar(&cluster, "cluster", "", "cluster from the config (default: default_cluster)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the tenant as JSON")
 	return c
 }
@@ -177,7 +187,7 @@ func newTenantListCmd(e *env) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "list",
-		Short: "List tenants with their status and placement",
+		Short: "List tenants with their status, placement, size and (estimated) rows",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st tenancy.Status
 			if status != "" {
@@ -200,14 +210,33 @@ func newTenantListCmd(e *env) *cobra.Command {
 					}
 					o.After = page.Next
 				}
+				usage, uerr := p.tenants.Usages(ctx, all)
+				if uerr != nil {
+					e.log.Warn().Err(uerr).Msg("some tenants' sizes are unknown")
+				}
 				if asJSON {
-					return printJSON(e, all)
+					type row struct {
+						tenancy.Tenant
+						*tenancy.Usage
+					}
+					rows := make([]row, len(all))
+					for i, t := range all {
+						rows[i] = row{Tenant: t}
+						if u, ok := usage[t.Slug.String()]; ok {
+							rows[i].Usage = &u
+						}
+					}
+					return printJSON(e, rows)
 				}
 				tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SLUG\tNAME\tSTATUS\tPLACEMENT\tCLUSTER\tDATABASE\tSCHEMA\tVERSION\tCREATED")
+				fmt.Fprintln(tw, "SLUG\tNAME\tSTATUS\tPLACEMENT\tCLUSTER\tDATABASE\tSCHEMA\tSIZE\tROWS\tVERSION\tCREATED")
 				for _, t := range all {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.Slug, t.Name, t.Status, t.Kind, t.Cluster,
-						t.Database, t.Schema, t.Version, t.CreatedAt.UTC().Format(time.DateTime))
+					size, rows := "-", "-"
+					if u, ok := usage[t.Slug.String()]; ok {
+						size, rows = humanBytes(u.SizeBytes), fmt.Sprint(u.Rows)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.Slug, t.Name, t.Status, t.Kind, t.Cluster,
+						t.Database, t.Schema, size, rows, t.Version, t.CreatedAt.UTC().Format(time.DateTime))
 				}
 				return tw.Flush()
 			})
