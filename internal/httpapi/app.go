@@ -21,6 +21,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/registry"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/move"
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
 
@@ -40,6 +41,8 @@ type Deps struct {
 	Registry    *registry.Service
 	Geography   *geography.Store
 	Tokens      *access.Service
+	// Mover moves tenants (PATCH with a placement); nil refuses moves.
+	Mover *move.Mover
 
 	// Metrics is served on /metrics; nil makes a fresh one.
 	Metrics *Metrics

@@ -7,6 +7,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/registry"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/move"
 )
 
 // platformErrors map the platform's sentinel errors; the first match wins.
@@ -14,6 +15,9 @@ var platformErrors = []ErrorMapping{
 	{tenancy.ErrInvalidSlug, fiber.StatusBadRequest, "invalid tenant slug", "invalid_slug"},
 	{tenancy.ErrInvalidTenant, fiber.StatusBadRequest, "invalid tenant request", "invalid_tenant"},
 	{tenancy.ErrTenantNotFound, fiber.StatusNotFound, "tenant not found", "tenant_not_found"},
+	{move.ErrSamePlacement, fiber.StatusConflict, "tenant already on that placement", "same_placement"},
+	{move.ErrAlreadyMoving, fiber.StatusConflict, "tenant already moving elsewhere", "already_moving"},
+	{move.ErrVerify, fiber.StatusInternalServerError, "move failed verification; the tenant stays on its source", "move_verify_failed"},
 	{tenancy.ErrTenantExists, fiber.StatusConflict, "tenant already exists", "tenant_exists"},
 	{tenancy.ErrWrongStatus, fiber.StatusConflict, "not allowed in the tenant's status", "wrong_tenant_status"},
 	{registry.ErrInvalidModule, fiber.StatusBadRequest, "invalid module", "invalid_module"},

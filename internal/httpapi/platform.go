@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"context"
+	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -9,6 +11,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/registry"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/move"
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
 
@@ -50,7 +53,7 @@ type items[T any] struct {
 }
 
 type tenantPage struct {
-	Items []tenancy.Tenant `json:"items"`
+	Items []tenantView `json:"items"`
 	// Next is the "after" of the next page; null on the last page.
 	Next *string `json:"next"`
 }
@@ -96,15 +99,34 @@ func (h *handlers) listTenants(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	out := tenantPage{Items: page.Tenants}
-	if out.Items == nil {
-		out.Items = []tenancy.Tenant{}
-	}
+	out := tenantPage{Items: h.withUsage(c, page.Tenants)}
 	if !page.Next.IsZero() {
 		n := page.Next.String()
 		out.Next = &n
 	}
 	return c.JSON(out)
+}
+
+// tenantView is a tenant with its size, so that a DBA can pick the tenants
+// to move; size and rows are absent when its database could not be reached.
+type tenantView struct {
+	tenancy.Tenant
+	*tenancy.Usage
+}
+
+func (h *handlers) withUsage(c *fiber.Ctx, ts []tenancy.Tenant) []tenantView {
+	usage, err := h.d.Tenants.Usages(c.UserContext(), ts)
+	if err != nil {
+		h.log.Warn().Err(err).Str("request_id", RequestID(c)).Msg("tenant sizes unknown")
+	}
+	out := make([]tenantView, len(ts))
+	for i, t := range ts {
+		out[i] = tenantView{Tenant: t}
+		if u, ok := usage[t.Slug.String()]; ok {
+			out[i].Usage = &u
+		}
+	}
+	return out
 }
 
 func (h *handlers) getTenant(c *fiber.Ctx) error {
@@ -116,8 +138,14 @@ func (h *handlers) getTenant(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(t)
+	return c.JSON(h.withUsage(c, []tenancy.Tenant{t})[0])
 }
+
+// HeaderMoveWritePause and HeaderMoveRows report a move done by PATCH.
+const (
+	HeaderMoveWritePause = "X-Move-Write-Pause-Ms"
+	HeaderMoveRows       = "X-Move-Rows"
+)
 
 func (h *handlers) patchTenant(c *fiber.Ctx) error {
 	slug, err := slugParam(c)
@@ -125,11 +153,19 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 		return err
 	}
 	var body struct {
-		Name   *string `json:"name"`
-		Status *string `json:"status"`
+		Name      *string `json:"name"`
+		Status    *string `json:"status"`
+		Placement *string `json:"placement"`
+		Cluster   *string `json:"cluster"`
 	}
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
+	}
+	if body.Placement != nil || body.Cluster != nil {
+		if body.Name != nil || body.Status != nil {
+			return BadRequest("a placement change is a move: send placement (and cluster) alone")
+		}
+		return h.moveTenant(c, slug, body.Placement, body.Cluster)
 	}
 	p := tenancy.Patch{Name: body.Name}
 	if body.Status != nil {
@@ -144,6 +180,41 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(t)
+}
+
+// moveTenant moves a tenant online (PATCH with placement and/or cluster) and
+// answers with the tenant on its new placement once the move is done.
+func (h *handlers) moveTenant(c *fiber.Ctx, slug tenancy.Slug, placement, cluster *string) error {
+	if h.d.Mover == nil {
+		return BadRequest("moves are not enabled on this server")
+	}
+	ctx := c.UserContext()
+	cur, err := h.d.Tenants.Get(ctx, slug)
+	if err != nil {
+		return err
+	}
+	req := move.Request{Slug: slug, To: cur.Kind}
+	if placement != nil {
+		req.To = tenancy.PlacementKind(*placement)
+		if req.To != tenancy.PlacementSchema && req.To != tenancy.PlacementDatabase {
+			return BadRequest("placement must be schema or database")
+		}
+	}
+	if cluster != nil {
+		if *cluster == "" {
+			return BadRequest("cluster must name a configured cluster")
+		}
+		req.Cluster = *cluster
+	}
+	// The move runs to its end even if the client goes away: it holds locks
+	// and is safe to finish, not to abandon halfway (a rerun would finish it).
+	res, err := h.d.Mover.Move(context.WithoutCancel(ctx), req)
+	if err != nil {
+		return err
+	}
+	c.Set(HeaderMoveWritePause, strconv.FormatInt(res.WritePause.Milliseconds(), 10))
+	c.Set(HeaderMoveRows, strconv.FormatInt(res.Rows, 10))
+	return c.JSON(h.withUsage(c, []tenancy.Tenant{res.Tenant})[0])
 }
 
 func (h *handlers) deleteTenant(c *fiber.Ctx) error {
