@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -451,8 +452,8 @@ type ValidationResult struct {
 // Validate answers a QR scan and logs it as a "validated" activity of the
 // card, in one statement (one round trip).
 func (s *Service) Validate(ctx context.Context, slug tenancy.Slug, qr, actor string) (ValidationResult, error) {
-	if len(qr) == 0 || len(qr) > 128 {
-		return ValidationResult{}, fmt.Errorf("%w: qr_code must be 1 to 128 characters", ErrInvalidData)
+	if len(qr) == 0 || len(qr) > 128 || strings.IndexByte(qr, 0) >= 0 {
+		return ValidationResult{}, fmt.Errorf("%w: qr_code must be 1 to 128 characters, without NUL", ErrInvalidData)
 	}
 	actID, err := uuid.NewV7()
 	if err != nil {

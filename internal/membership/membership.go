@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -287,7 +288,8 @@ func (s *Service) checkGeo(ctx context.Context, id *int64) error {
 	}
 	ok, err := s.geo.Exists(ctx, *id)
 	if err != nil {
-		return fmt.Errorf("check geography unit: %w", err)
+		// Classified, so that an unreachable catalog reads as unavailable.
+		return fmt.Errorf("check geography unit: %w", pgroute.Classify(err))
 	}
 	if !ok {
 		return fmt.Errorf("%w: %d", ErrUnknownGeo, *id)
@@ -300,6 +302,9 @@ func validate(fullName, email, phone, status *string) error {
 		n := utf8.RuneCountInString(*fullName)
 		if n == 0 || n > 200 || !utf8.ValidString(*fullName) {
 			return &ValidationError{"full_name", "must be 1 to 200 characters"}
+		}
+		if strings.IndexFunc(*fullName, unicode.IsControl) >= 0 {
+			return &ValidationError{"full_name", "must not contain control characters"}
 		}
 	}
 	if email != nil {

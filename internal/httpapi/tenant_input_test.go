@@ -1,0 +1,144 @@
+package httpapi_test
+
+import (
+	"encoding/base64"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Bad input of every kind is a 4xx problem+json that names the problem,
+// never a 500, and changes nothing.
+func TestTenantAPIBadInput(t *testing.T) {
+	t.Parallel()
+	ta := newTenantAPI(t, tenantAPIOptions{bodyLimit: 4096})
+	a := ta.tenant(t, "tbada")
+	b := ta.tenant(t, "tbadb")
+	memberID := ta.member(t, a, map[string]any{"full_name": "Valid", "email": "valid@example.org"})
+	for i := 0; i < 3; i++ {
+		ta.member(t, a, map[string]any{"full_name": "More"})
+		ta.member(t, b, map[string]any{"full_name": "More"})
+	}
+	card := ta.card(t, a, memberID)
+	cardID := card["id"].(string)
+	ta.card(t, a, memberID)
+	ta.card(t, a, memberID)
+	ta.call(t, "POST", a.path("/cards/validate"), a.token, map[string]any{"qr_code": card["qr_code"]}).ok(t, 200)
+
+	// Real cursors to tamper with.
+	next := func(tt testTenant, path string) string {
+		t.Helper()
+		n := ta.call(t, "GET", tt.path(path), tt.token, nil).ok(t, 200)["next"]
+		require.NotNil(t, n, path)
+		return n.(string)
+	}
+	aMembers := next(a, "/members?limit=1")
+	aActive := next(a, "/members?limit=1&status=active")
+	bMembers := next(b, "/members?limit=1")
+	aCards := next(a, "/cards?limit=1")
+	aActs := next(a, "/cards/"+cardID+"/activities?limit=1")
+	ta.call(t, "GET", a.path("/members?after="+aMembers), a.token, nil).ok(t, 200)
+	ta.call(t, "GET", a.path("/members?status=active&after="+aActive), a.token, nil).ok(t, 200)
+	flip := func(c string, i int) string {
+		raw, err := base64.RawURLEncoding.DecodeString(c)
+		require.NoError(t, err)
+		raw[i] ^= 1
+		return base64.RawURLEncoding.EncodeToString(raw)
+	}
+	forged := base64.RawURLEncoding.EncodeToString(append([]byte{1}, make([]byte, 32)...))
+	before := counts(t, a)
+
+	cases := []struct {
+		name, method, path string
+		body               any
+		status             int
+		code               string
+	}{
+		{"malformed JSON", "POST", "/members", `{"full_name": `, 400, "bad_request"},
+		{"trailing garbage", "POST", "/members", `{"full_name": "x"} {}`, 400, "bad_request"},
+		{"not an object", "POST", "/members", `["x"]`, 400, "bad_request"},
+		{"empty body", "POST", "/members", nil, 400, "bad_request"},
+		{"unknown field", "POST", "/members", `{"full_name": "x", "colour": "red"}`, 400, "bad_request"},
+		{"wrong type", "POST", "/members", `{"full_name": 7}`, 400, "bad_request"},
+		{"oversize body", "POST", "/members", `{"full_name": "` + strings.Repeat("x", 5000) + `"}`, 413, "body_too_large"},
+		{"empty name", "POST", "/members", `{"full_name": "  "}`, 400, "invalid_member"},
+		{"long name", "POST", "/members", `{"full_name": "` + strings.Repeat("é", 201) + `"}`, 400, "invalid_member"},
+		{"NUL in name", "POST", "/members", `{"full_name": "a\u0000b"}`, 400, "invalid_member"},
+		{"bad email", "POST", "/members", `{"full_name": "x", "email": "not an email"}`, 400, "invalid_member"},
+		{"bad phone", "POST", "/members", `{"full_name": "x", "phone": "call me"}`, 400, "invalid_member"},
+		{"bad status", "POST", "/members", `{"full_name": "x", "status": "vip"}`, 400, "invalid_member"},
+		{"unknown geo unit", "POST", "/members", `{"full_name": "x", "geo_unit_id": 9007199254740000}`, 400, "unknown_geo_unit"},
+		{"geo unit not a number", "POST", "/members", `{"full_name": "x", "geo_unit_id": "12"}`, 400, "bad_request"},
+		{"geo unit fraction", "POST", "/members", `{"full_name": "x", "geo_unit_id": 1.5}`, 400, "bad_request"},
+		{"geo unit huge", "POST", "/members", `{"full_name": "x", "geo_unit_id": 1e40}`, 400, "bad_request"},
+		{"bad joined_at", "POST", "/members", `{"full_name": "x", "joined_at": "yesterday"}`, 400, "bad_request"},
+		{"patch null name", "PATCH", "/members/" + memberID, `{"full_name": null}`, 400, "bad_request"},
+		{"patch null status", "PATCH", "/members/" + memberID, `{"status": null}`, 400, "bad_request"},
+		{"patch unknown field", "PATCH", "/members/" + memberID, `{"nickname": "x"}`, 400, "bad_request"},
+		{"patch bad email", "PATCH", "/members/" + memberID, `{"email": "@"}`, 400, "invalid_member"},
+		{"patch wrong type", "PATCH", "/members/" + memberID, `{"full_name": 5}`, 400, "bad_request"},
+		{"invalid uuid", "GET", "/members/not-a-uuid", nil, 400, "invalid_id"},
+		{"uuid without dashes", "GET", "/members/0190f5a47c1e7d3b9a2e4f6b8c0d1e2f", nil, 400, "invalid_id"},
+		{"uuid in braces", "GET", "/members/{0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f}", nil, 400, "invalid_id"},
+		{"sql in id", "GET", "/members/" + url.PathEscape("1' OR '1'='1"), nil, 400, "invalid_id"},
+		{"invalid uuid patch", "PATCH", "/members/xyz", `{"full_name": "x"}`, 400, "invalid_id"},
+		{"invalid uuid delete", "DELETE", "/members/xyz", nil, 400, "invalid_id"},
+		{"invalid card uuid", "GET", "/cards/123", nil, 400, "invalid_id"},
+		{"invalid card uuid action", "POST", "/cards/123/revoke", nil, 400, "invalid_id"},
+		{"invalid card uuid activities", "GET", "/cards/123/activities", nil, 400, "invalid_id"},
+		{"member_id not a uuid", "POST", "/cards", `{"member_id": "42"}`, 400, "invalid_id"},
+		{"member_id missing", "POST", "/cards", `{}`, 400, "invalid_id"},
+		{"member_id wrong type", "POST", "/cards", `{"member_id": 42}`, 400, "bad_request"},
+		{"expiry in the past", "POST", "/cards", `{"member_id": "` + memberID + `", "expires_at": "2001-01-01T00:00:00Z"}`, 400, "invalid_card"},
+		{"expiry too far", "POST", "/cards", `{"member_id": "` + memberID + `", "expires_at": "2999-01-01T00:00:00Z"}`, 400, "invalid_card"},
+		{"expiry not a time", "POST", "/cards", `{"member_id": "` + memberID + `", "expires_at": "soon"}`, 400, "bad_request"},
+		{"transition body", "POST", "/cards/" + cardID + "/activate", `{"force": true}`, 400, "bad_request"},
+		{"transition malformed body", "POST", "/cards/" + cardID + "/revoke", `{`, 400, "bad_request"},
+		{"empty qr", "POST", "/cards/validate", `{"qr_code": ""}`, 400, "invalid_card"},
+		{"long qr", "POST", "/cards/validate", `{"qr_code": "` + strings.Repeat("Q", 129) + `"}`, 400, "invalid_card"},
+		{"NUL in qr", "POST", "/cards/validate", `{"qr_code": "PD1-\u0000"}`, 400, "invalid_card"},
+		{"qr unknown field", "POST", "/cards/validate", `{"qr": "x"}`, 400, "bad_request"},
+		{"limit zero", "GET", "/members?limit=0", nil, 400, "bad_request"},
+		{"limit negative", "GET", "/members?limit=-1", nil, 400, "bad_request"},
+		{"limit too big", "GET", "/members?limit=101", nil, 400, "bad_request"},
+		{"limit not a number", "GET", "/cards?limit=ten", nil, 400, "bad_request"},
+		{"limit overflow", "GET", "/cards?limit=99999999999999999999", nil, 400, "bad_request"},
+		{"activities limit", "GET", "/cards/" + cardID + "/activities?limit=0", nil, 400, "bad_request"},
+		{"member status filter", "GET", "/members?status=vip", nil, 400, "invalid_member"},
+		{"card status filter", "GET", "/cards?status=lost", nil, 400, "invalid_card"},
+		{"geo filter", "GET", "/members?geo_unit_id=abc", nil, 400, "bad_request"},
+		{"geo filter zero", "GET", "/members?geo_unit_id=0", nil, 400, "bad_request"},
+		{"geo filter unknown", "GET", "/members?geo_unit_id=9007199254740000", nil, 400, "unknown_geo_unit"},
+		{"member filter", "GET", "/cards?member_id=me", nil, 400, "invalid_id"},
+		{"forged cursor", "GET", "/members?after=" + forged, nil, 400, "invalid_cursor"},
+		{"garbage cursor", "GET", "/members?after=" + url.QueryEscape("'; DROP TABLE members; --"), nil, 400, "invalid_cursor"},
+		{"plain uuid cursor", "GET", "/members?after=" + uuid.NewString(), nil, 400, "invalid_cursor"},
+		{"truncated cursor", "GET", "/members?after=" + aMembers[:len(aMembers)-2], nil, 400, "invalid_cursor"},
+		{"tampered id", "GET", "/members?after=" + flip(aMembers, 5), nil, 400, "invalid_cursor"},
+		{"tampered mac", "GET", "/members?after=" + flip(aMembers, 30), nil, 400, "invalid_cursor"},
+		{"tampered version", "GET", "/members?after=" + flip(aMembers, 0), nil, 400, "invalid_cursor"},
+		{"cursor of another tenant", "GET", "/members?after=" + bMembers, nil, 400, "invalid_cursor"},
+		{"cursor of another filter", "GET", "/members?after=" + aActive, nil, 400, "invalid_cursor"},
+		{"cursor without its filter", "GET", "/members?status=inactive&after=" + aActive, nil, 400, "invalid_cursor"},
+		{"cursor of another listing", "GET", "/members?after=" + aCards, nil, 400, "invalid_cursor"},
+		{"cards cursor, other filter", "GET", "/cards?status=issued&after=" + aCards, nil, 400, "invalid_cursor"},
+		{"activities cursor on cards", "GET", "/cards?after=" + aActs, nil, 400, "invalid_cursor"},
+		{"activities cursor, other card", "GET", "/cards/" + uuid.NewString() + "/activities?after=" + aActs, nil, 400, "invalid_cursor"},
+	}
+	for _, c := range cases {
+		r := ta.call(t, c.method, a.path(c.path), a.token, c.body)
+		assertNo500(t, r, c.name)
+		p := r.problem(t, c.status, c.code)
+		assert.NotEmpty(t, p["detail"], c.name)
+	}
+	// Other content types, and a cross-tenant cursor used by the platform token.
+	ta.callCT(t, "POST", a.path("/members"), a.token, "text/plain", `{"full_name":"x"}`).problem(t, 415, "unsupported_media_type")
+	ta.call(t, "GET", a.path("/members?after="+bMembers), ta.platform, nil).problem(t, 400, "invalid_cursor")
+	ta.call(t, "GET", b.path("/members?after="+bMembers), ta.platform, nil).ok(t, 200)
+	assert.Equal(t, before, counts(t, a), "no bad request changed anything")
+	assert.Equal(t, "Valid", ta.call(t, "GET", a.pathf("/members/%s", memberID), a.token, nil).ok(t, 200)["full_name"])
+}
