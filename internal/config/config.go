@@ -112,6 +112,10 @@ type HTTP struct {
 	TenantHeader    bool          `koanf:"tenant_header"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 	WriteWait       time.Duration `koanf:"write_wait"`
+	// CursorSecret signs the tenant API's pagination cursors (HMAC-SHA256):
+	// at least 32 bytes, the same in every server process. Empty: a random
+	// secret per process (cursors then break on restart and across processes).
+	CursorSecret string `koanf:"cursor_secret"`
 }
 
 // Log configures logging.
@@ -164,10 +168,14 @@ func Defaults() Config {
 			TenantHeader:    false,
 			ShutdownTimeout: 10 * time.Second,
 			WriteWait:       2 * time.Second,
+			CursorSecret:    "",
 		},
 		Log: Log{Level: "info", Format: "auto"},
 	}
 }
+
+// MinCursorSecret is the shortest accepted http.cursor_secret, in bytes.
+const MinCursorSecret = 32
 
 // EnvPrefix prefixes every environment variable; a double underscore
 // separates levels: PD_POOL__MAX_CONNS=32, PD_CLUSTERS__MAIN__URL=….
@@ -268,6 +276,7 @@ func defaultsMap() map[string]any {
 		"http.tenant_header":        d.HTTP.TenantHeader,
 		"http.shutdown_timeout":     d.HTTP.ShutdownTimeout.String(),
 		"http.write_wait":           d.HTTP.WriteWait.String(),
+		"http.cursor_secret":        d.HTTP.CursorSecret,
 		"log.level":                 d.Log.Level,
 		"log.format":                d.Log.Format,
 	}
@@ -363,6 +372,10 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.BodyLimit < 1024 {
 		bad("http.body_limit", "must be at least 1024 bytes (got %d)", c.HTTP.BodyLimit)
+	}
+	if n := len(c.HTTP.CursorSecret); n > 0 && n < MinCursorSecret {
+		// The secret itself is never echoed.
+		bad("http.cursor_secret", "must be at least %d bytes, or empty for a random per-process secret (got %d bytes)", MinCursorSecret, n)
 	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":

@@ -102,6 +102,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{map[string]string{"PD_CLUSTERS__MAIN__PGBOUNCER": "2.0"}, "clusters.main.pgbouncer"},
 		{map[string]string{"PD_TENANT__STATEMENT_TIMEOUT": "-1s"}, "tenant.statement_timeout"},
 		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
+		{map[string]string{"PD_HTTP__CURSOR_SECRET": "short-secret"}, "http.cursor_secret"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -112,6 +113,7 @@ func TestValidationNamesTheField(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.field)
 			assert.NotContains(t, err.Error(), "\n", "one line")
+			assert.NotContains(t, err.Error(), "short-secret", "secrets are not echoed")
 		})
 	}
 }

@@ -1,5 +1,6 @@
-// Package server wires the HTTP server: pools, the platform services, the
-// API and graceful shutdown. cmd/publicdigit only parses flags, builds the
+// Package server wires the HTTP server: pools, the tenant router (with
+// placement invalidation over LISTEN/NOTIFY), the platform services, the
+// platform and tenant APIs, and graceful shutdown. cmd/publicdigit only parses flags, builds the
 // logger and calls Run.
 package server
 
@@ -11,13 +12,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/cards"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/logging"
+	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/registry"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
@@ -57,12 +61,23 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	metrics := httpapi.NewMetrics()
 	metrics.AddPool("landlord", landlord)
 
+	// The tenant router: one shared pool per cluster (through PgBouncer),
+	// placements cached from the catalog, the tenant bound per transaction.
+	router, err := pgroute.New(ctx, cfg, logging.Component(base, "pgroute"), pgroute.Options{})
+	if err != nil {
+		return err
+	}
+	defer router.Close()
+	addRouterPools(metrics, router)
+
 	tenants, err := tenancy.New(tenancy.Options{
 		Config:   cfg,
 		Landlord: landlord,
 		Admin:    admin,
 		Log:      logging.Component(base, "tenancy"),
-		// OnChange: the tenant router's Invalidate, once the server routes tenant requests.
+		// Changes made through this process reach its router at once; other
+		// processes hear them on landlord.listen_url (router.Listen below).
+		OnChange: router.Invalidate,
 	})
 	if err != nil {
 		return err
@@ -89,6 +104,20 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 		return float64(st.Ready)
 	})
 
+	cursors, err := newCursors(cfg, log)
+	if err != nil {
+		return err
+	}
+	geo := geography.New(landlord)
+	tenantAPI := httpapi.TenantAPI(httpapi.TenantOptions{
+		Router:  router,
+		Members: membership.NewService(router, geo),
+		Cards:   cards.NewService(router),
+		Cursors: cursors,
+		Header:  cfg.HTTP.TenantHeader,
+		Log:     logging.Component(base, "tenant-api"),
+	})
+
 	app := httpapi.New(httpapi.Deps{
 		Log:       logging.Component(base, "http"),
 		BodyLimit: cfg.HTTP.BodyLimit,
@@ -99,9 +128,10 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 		Tenants:     tenants,
 		Provisioner: prov,
 		Registry:    registry.New(landlord, tenants, prov, logging.Component(base, "registry")),
-		Geography:   geography.New(landlord),
+		Geography:   geo,
 		Tokens:      access.New(landlord, access.Options{CacheTTL: AuthCacheTTL}),
 		Metrics:     metrics,
+		Extensions:  []httpapi.Extension{tenantAPI},
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -121,6 +151,15 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 		defer wg.Done()
 		prov.RunWarmPool(bg, warmPoolInterval)
 	}()
+	if cfg.Landlord.ListenURL != "" {
+		// Tenant changes made by other processes (tenantctl, other servers,
+		// moves) drop this router's cached placements at once.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			router.Listen(bg, cfg.Landlord.ListenURL, nil)
+		}()
+	}
 	defer func() {
 		stopBG()
 		wg.Wait()
@@ -144,4 +183,37 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// newCursors returns the signer of the tenant API's pagination cursors, with
+// http.cursor_secret or, when it is empty, a random secret (and a warning:
+// cursors then break on restart and between server processes).
+func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error) {
+	if cfg.HTTP.CursorSecret == "" {
+		log.Warn().Msg("http.cursor_secret is empty: pagination cursors use a random per-process secret " +
+			"and break on restart or across server processes; set it (32+ bytes) in production")
+	}
+	return httpapi.NewCursors([]byte(cfg.HTTP.CursorSecret))
+}
+
+// addRouterPools exports the tenant pools' statistics, summed over the
+// router's open pools (shared and dedicated), as pool "tenants".
+func addRouterPools(m *httpapi.Metrics, r *pgroute.Router) {
+	sum := func(f func(*pgxpool.Stat) float64) func() float64 {
+		return func() float64 {
+			var n float64
+			for _, p := range r.PoolStats() {
+				n += f(p.Stat)
+			}
+			return n
+		}
+	}
+	m.AddGauge("publicdigit_tenant_pools_open", "Open tenant pools (shared per cluster, plus dedicated databases).",
+		func() float64 { return float64(len(r.PoolStats())) })
+	m.AddGauge("publicdigit_tenant_pool_acquired_connections", "Connections in use across the tenant pools.",
+		sum(func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }))
+	m.AddGauge("publicdigit_tenant_pool_idle_connections", "Idle connections across the tenant pools.",
+		sum(func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }))
+	m.AddGauge("publicdigit_tenant_pool_max_connections", "Maximum connections across the tenant pools.",
+		sum(func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }))
 }

@@ -1,0 +1,115 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/server"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+)
+
+// The wired server serves the tenant API through its router, and drops a
+// tenant's cached placement as soon as another process announces a change
+// (LISTEN on landlord.listen_url): a suspension made elsewhere answers 403
+// long before the placement cache would expire.
+func TestServerServesTheTenantAPI(t *testing.T) {
+	dbtest.Landlord(t)
+	cfg := dbtest.Config(t)
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Tenant.WarmPool = 0
+	cfg.Tenant.CacheTTL = time.Hour // only the notice can refresh a placement
+	cfg.HTTP.CursorSecret = "a server test secret of 32+ bytes!"
+	require.NotEmpty(t, cfg.Landlord.ListenURL)
+	tt := dbtest.Tenant(t, "srvt")
+	tokens := access.New(dbtest.AppPool(t, dbtest.Bouncer, 2), access.Options{})
+	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: "server tenant test",
+		Kind: access.KindTenant, Tenant: tenancy.MustSlug(tt.Slug)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
+	var base string
+	select {
+	case a := <-addrCh:
+		base = "http://" + a + "/" + tt.Slug + "/api/v1"
+	case err := <-done:
+		t.Fatalf("server did not start: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+
+	call := func(method, path string, body any) (int, map[string]any) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, err := json.Marshal(body)
+			require.NoError(t, err)
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequest(method, base+path, rd)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+
+	code, m := call("POST", "/members", map[string]any{"full_name": "Served"})
+	require.Equal(t, 201, code, "%v", m)
+	code, c := call("POST", "/cards", map[string]any{"member_id": m["id"]})
+	require.Equal(t, 201, code, "%v", c)
+	code, got := call("POST", "/cards/"+c["id"].(string)+"/activate", nil)
+	require.Equal(t, 200, code, "%v", got)
+	assert.Equal(t, "active", got["status"])
+	code, page := call("GET", "/cards?limit=1", nil)
+	require.Equal(t, 200, code)
+	assert.Len(t, page["items"], 1)
+
+	// Another process suspends the tenant and announces it.
+	admin := dbtest.AdminDB(t)
+	setStatus := func(status string) {
+		t.Helper()
+		_, err := admin.ExecContext(context.Background(),
+			`UPDATE landlord.tenants SET status = $2, version = version + 1 WHERE id = $1`, tt.ID, status)
+		require.NoError(t, err)
+		_, err = admin.ExecContext(context.Background(), `SELECT pg_notify($1, $2)`, tenancy.NotifyChannel, tt.Slug)
+		require.NoError(t, err)
+	}
+	setStatus("suspended")
+	require.Eventually(t, func() bool {
+		code, _ := call("GET", "/cards/"+c["id"].(string), nil)
+		return code == 403
+	}, 5*time.Second, 20*time.Millisecond, "the notice reached the router")
+	setStatus("active")
+	require.Eventually(t, func() bool {
+		code, _ := call("GET", "/cards/"+c["id"].(string), nil)
+		return code == 200
+	}, 5*time.Second, 20*time.Millisecond)
+}
