@@ -60,3 +60,7 @@ bench-fleet: db-up ## 1,000 tenant schemas: fleet no-op check, additive rollout 
 .PHONY: bench-provision
 bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs warm pool, p50/p95 (~1 min)
 	$(GO) run ./cmd/pdbench provision
+
+.PHONY: bench-move
+bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
+	$(GO) run ./cmd/pdbench move

@@ -118,8 +118,10 @@ type Result struct {
 	// Rows copied, and how long writes waited (source tables locked).
 	Rows       int64
 	WritePause time.Duration
-	Copy       time.Duration
-	Duration   time.Duration
+	// Copy is the time spent copying and verifying; Verify the part verifying.
+	Copy     time.Duration
+	Verify   time.Duration
+	Duration time.Duration
 	// Resumed is true when an interrupted move was finished.
 	Resumed bool
 

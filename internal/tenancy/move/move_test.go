@@ -21,6 +21,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 	"github.com/publicdigit/publicdigit/internal/tenancy/move"
 )
@@ -134,6 +135,17 @@ func TestMoveAcrossPlacementsAndClusters(t *testing.T) {
 	assert.Equal(t, tenancy.StatusActive, res.Tenant.Status)
 	assert.EqualValues(t, 900, res.Rows, "members + cards + activities")
 	assert.Equal(t, before, e.snapshot(t, slug), "same data on the new placement")
+
+	// The target's indexes and keys were rebuilt after the copy exactly as
+	// the schema wants them: Atlas plans nothing for it.
+	tdb, err := e.tenants.OpenAdmin(ctx, "b", slug.DatabaseName())
+	require.NoError(t, err)
+	target, err := schemaapply.TenantTarget(schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: "pd_app"})
+	require.NoError(t, err)
+	stmts, _, err := schemaapply.Plan(ctx, tdb, target)
+	tdb.Close()
+	require.NoError(t, err)
+	assert.Empty(t, stmts, "moved schema converged")
 
 	res2, err := e.mover.Move(ctx, move.Request{Slug: slug, To: tenancy.PlacementSchema, Cluster: "main"})
 	require.NoError(t, err)
