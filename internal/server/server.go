@@ -25,6 +25,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/registry"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenancy/move"
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
 
@@ -118,6 +119,10 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 		Log:     logging.Component(base, "tenant-api"),
 	})
 
+	mover, err := move.New(move.Options{Tenants: tenants, Log: logging.Component(base, "move")})
+	if err != nil {
+		return err
+	}
 	app := httpapi.New(httpapi.Deps{
 		Log:       logging.Component(base, "http"),
 		BodyLimit: cfg.HTTP.BodyLimit,
@@ -131,6 +136,7 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 		Geography:   geo,
 		Tokens:      access.New(landlord, access.Options{CacheTTL: AuthCacheTTL}),
 		Metrics:     metrics,
+		Mover:       mover,
 		Extensions:  []httpapi.Extension{tenantAPI},
 	})
 
