@@ -57,6 +57,10 @@ bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, 
 bench-fleet: db-up ## 1,000 tenant schemas: fleet no-op check, additive rollout to all, naive inspect loop (~3 min)
 	$(GO) run ./cmd/pdbench fleet
 
+.PHONY: bench-api
+bench-api: db-up ## tenant API at c=32: GET card, POST issue card; whole stack vs bare Fiber handler (~1 min)
+	$(GO) run ./cmd/pdbench api
+
 .PHONY: bench-provision
 bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs warm pool, p50/p95 (~1 min)
 	$(GO) run ./cmd/pdbench provision

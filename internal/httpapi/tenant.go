@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
@@ -51,6 +53,9 @@ func TenantAPI(o TenantOptions) Extension {
 type tenantAPI struct {
 	o   TenantOptions
 	log zerolog.Logger
+
+	slugs     sync.Map // raw slug → tenancy.Slug, valid ones only
+	slugCount atomic.Int64
 }
 
 // tenantRoute is one route, served under /{tenant}/api/v1 (and /api/v1 with X-Tenant).
@@ -87,7 +92,7 @@ func (t *tenantAPI) routes(app *fiber.App, auth Auth) {
 
 const (
 	localTenant     = "tenant"
-	localTenantBase = "tenant_base"
+	localTenantPath = "tenant_path" // true when the tenant came from the path
 )
 
 // errNoSuchTenant answers an invalid slug, an unknown or deleted tenant, and
@@ -96,8 +101,7 @@ var errNoSuchTenant = fmt.Errorf("%w: no such tenant", pgroute.ErrTenantNotFound
 
 // fromPath resolves the tenant named by the path: /{tenant}/api/v1/….
 func (t *tenantAPI) fromPath(c *fiber.Ctx) error {
-	raw := c.Params("tenant")
-	return t.resolve(c, raw, func(s tenancy.Slug) string { return "/" + s.String() + "/api/v1" })
+	return t.resolve(c, c.Params("tenant"), true)
 }
 
 // fromHeader resolves the tenant named by the X-Tenant header.
@@ -106,21 +110,19 @@ func (t *tenantAPI) fromHeader(c *fiber.Ctx) error {
 	if raw == "" {
 		return BadRequest("the X-Tenant header must name the tenant (or use /{tenant}/api/v1/…)")
 	}
-	return t.resolve(c, raw, func(tenancy.Slug) string { return "/api/v1" })
+	return t.resolve(c, raw, false)
 }
 
 // resolve checks that the principal may act on the tenant and that the
 // tenant may be served (router.Placement: cached, refuses unknown, deleted,
 // suspended and provisioning tenants). A token that may not act on the
 // tenant gets exactly the answer of an unknown tenant, before any lookup.
-func (t *tenantAPI) resolve(c *fiber.Ctx, raw string, base func(tenancy.Slug) string) error {
+func (t *tenantAPI) resolve(c *fiber.Ctx, raw string, fromPath bool) error {
 	p, ok := PrincipalOf(c)
 	if !ok {
 		return unauthorized("missing bearer token (Authorization: Bearer <token>)")
 	}
-	// Fiber reuses the buffers behind raw: the slug outlives the request
-	// (placement cache keys), so it is copied.
-	slug, err := tenancy.ParseSlug(strings.Clone(raw))
+	slug, err := t.parseSlug(raw)
 	if err != nil || !p.CanActOn(slug) {
 		return errNoSuchTenant
 	}
@@ -128,8 +130,29 @@ func (t *tenantAPI) resolve(c *fiber.Ctx, raw string, base func(tenancy.Slug) st
 		return err
 	}
 	c.Locals(localTenant, slug)
-	c.Locals(localTenantBase, base(slug))
+	c.Locals(localTenantPath, fromPath)
 	return c.Next()
+}
+
+// maxSlugCache bounds the cache of parsed slugs.
+const maxSlugCache = 10_000
+
+// parseSlug is tenancy.ParseSlug with a bounded cache of valid slugs: the
+// hot path skips the pattern match and the copy. raw may be borrowed from
+// Fiber's buffers: it is only compared, and copied before it is stored (the
+// slug outlives the request as a placement cache key).
+func (t *tenantAPI) parseSlug(raw string) (tenancy.Slug, error) {
+	if s, ok := t.slugs.Load(raw); ok {
+		return s.(tenancy.Slug), nil
+	}
+	slug, err := tenancy.ParseSlug(strings.Clone(raw))
+	if err != nil {
+		return tenancy.Slug{}, err
+	}
+	if t.slugCount.Add(1) <= maxSlugCache {
+		t.slugs.Store(slug.String(), slug)
+	}
+	return slug, nil
 }
 
 // tenantOf returns the resolved tenant of the request.
@@ -140,8 +163,10 @@ func tenantOf(c *fiber.Ctx) tenancy.Slug {
 
 // location is the URL path of a tenant resource, in the form the request used.
 func location(c *fiber.Ctx, rest string) string {
-	base, _ := c.Locals(localTenantBase).(string)
-	return base + rest
+	if fromPath, _ := c.Locals(localTenantPath).(bool); fromPath {
+		return "/" + tenantOf(c).String() + "/api/v1" + rest
+	}
+	return "/api/v1" + rest
 }
 
 // actor names who acted, for the card activity log: the token's kind and id.

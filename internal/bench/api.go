@@ -1,0 +1,396 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/cards"
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/server"
+	"github.com/publicdigit/publicdigit/internal/tenancy"
+)
+
+func init() {
+	Register("api", "tenant API overhead at c=32: GET card and POST issue card, whole stack vs bare Fiber handler", runAPI)
+}
+
+// apiCase is one way of serving one of the two requests.
+type apiCase struct {
+	name string // get-stack, get-bare, issue-stack, issue-bare
+	run  func(ctx context.Context, id uuid.UUID) error
+}
+
+// runAPI serves the tenant API with server.Run (HTTP → Fiber → request id,
+// metrics, access log → bearer auth → tenant resolution → scoped router →
+// PgBouncer → PostgreSQL) and, in the same process, a bare Fiber app that
+// runs the same statements schema-qualified on a plain pool with the same
+// settings, both on a scratch database; an in-process keep-alive client
+// drives each at the same concurrency, alternating the order per round.
+func runAPI(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	dur := fs.Duration("duration", 2*time.Second, "length of one measurement")
+	rounds := fs.Int("rounds", 5, "measurements per case (the median is reported)")
+	conc := fs.Int("conc", 32, "concurrent clients")
+	nMembers := fs.Int("members", 1000, "members (and pre-issued cards) in the bench tenant")
+	bareMode := fs.String("bare-mode", "simple", "exec mode of the bare pool: simple (as the tenant pools) or exec (extended protocol)")
+	only := fs.String("only", "", "run only this case (get-stack, get-bare, issue-stack, issue-bare), for profiling")
+	profile := fs.String("cpuprofile", "", "with -only: write a CPU profile of that case to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mode := pgx.QueryExecModeSimpleProtocol
+	switch *bareMode {
+	case "simple":
+	case "exec":
+		mode = pgx.QueryExecModeExec
+	default:
+		return fmt.Errorf("-bare-mode must be simple or exec")
+	}
+	cfg, err := config.Load(nil)
+	if err != nil {
+		return err
+	}
+	sb, err := NewScratch(ctx, cfg, "publicdigit_bench_api")
+	if err != nil {
+		return err
+	}
+	defer sb.Drop(context.WithoutCancel(ctx))
+
+	slug := tenancy.MustSlug("bench_api")
+	tenantID, err := sb.Tenant(ctx, slug)
+	if err != nil {
+		return err
+	}
+	members, err := sb.Members(ctx, slug, tenantID, *nMembers)
+	if err != nil {
+		return err
+	}
+	cardIDs, err := preIssue(ctx, sb, slug, tenantID)
+	if err != nil {
+		return err
+	}
+
+	// The whole stack, as the server binary runs it, on the scratch database.
+	scfg := cfg
+	scfg.Landlord.URL = sb.AppURL
+	scfg.Landlord.ListenURL = sb.DirectAppURL
+	scfg.Admin.URL = sb.AdminURL
+	scfg.Clusters = map[string]config.Cluster{"main": {URL: sb.AppURL, AdminURL: sb.AdminURL, PgBouncer: cfg.Clusters[cfg.DefaultCluster].PgBouncer}}
+	scfg.DefaultCluster = "main"
+	scfg.HTTP.Addr = "127.0.0.1:0"
+	scfg.Tenant.WarmPool = 0
+	scfg.HTTP.CursorSecret = strings.Repeat("bench-api-cursor-secret!", 2)
+	// Log lines are formatted as in production, then discarded.
+	logger := zerolog.New(io.Discard).Level(zerolog.InfoLevel)
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	addrCh, done := make(chan string, 1), make(chan error, 1)
+	go func() { done <- server.Run(srvCtx, scfg, logger, func(a string) { addrCh <- a }) }()
+	var stackAddr string
+	select {
+	case stackAddr = <-addrCh:
+	case err := <-done:
+		stopSrv()
+		return fmt.Errorf("whole-stack server: %w", err)
+	}
+	defer func() {
+		stopSrv()
+		<-done
+	}()
+
+	landlord, err := pgxpool.New(ctx, sb.AppURL)
+	if err != nil {
+		return err
+	}
+	defer landlord.Close()
+	token, _, err := access.New(landlord, access.Options{}).Create(ctx, access.CreateRequest{
+		Name: "bench-api", Kind: access.KindTenant, Tenant: slug})
+	if err != nil {
+		return err
+	}
+
+	// The bare handler: same statements, schema-qualified, no binding.
+	pool, err := barePool(ctx, sb.AppURL, cfg.Pool, mode)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	bareAddr, stopBare, err := serveBare(pool, slug, tenantID, cfg.HTTP.BodyLimit)
+	if err != nil {
+		return err
+	}
+	defer stopBare()
+
+	stackClient := newAPIClient(stackAddr, *conc, "Bearer "+token)
+	bareClient := newAPIClient(bareAddr, *conc, "")
+	prefix := "/" + slug.String() + "/api/v1"
+	cases := []apiCase{
+		{"get-stack", stackClient.get(prefix + "/cards/")},
+		{"get-bare", bareClient.get("/bare/cards/")},
+		{"issue-stack", stackClient.issue(prefix + "/cards")},
+		{"issue-bare", bareClient.issue("/bare/cards")},
+	}
+	idsOf := func(name string) []uuid.UUID {
+		if strings.HasPrefix(name, "get") {
+			return cardIDs
+		}
+		return members
+	}
+	// Warm both paths (connections, placement cache, token cache).
+	for _, c := range cases {
+		if _, _, _, err := measureAll(ctx, c.run, idsOf(c.name), *conc, 300*time.Millisecond, ""); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+	}
+	if *only != "" {
+		return profileAPICase(ctx, cases, *only, *profile, idsOf(*only), *conc, *dur, out)
+	}
+
+	fmt.Fprintf(out, "# api benchmark: c=%d, %s × %d rounds per case (median); bare pool mode %s; %d members, %d cards at start; client, servers, PgBouncer and PostgreSQL share the machine\n",
+		*conc, *dur, *rounds, *bareMode, len(members), len(cardIDs))
+	qps, cpu, srv := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	for round := 0; round < *rounds; round++ {
+		for pair := 0; pair < 2; pair++ {
+			order := cases[2*pair : 2*pair+2]
+			if round%2 == 1 { // alternate the order against drift
+				order = []apiCase{order[1], order[0]}
+			}
+			for _, c := range order {
+				n, client, server, err := measureAll(ctx, c.run, idsOf(c.name), *conc, *dur, sb.Name)
+				if err != nil {
+					return fmt.Errorf("%s: %w", c.name, err)
+				}
+				qps[c.name] = append(qps[c.name], n)
+				cpu[c.name] = append(cpu[c.name], float64(client.Nanoseconds())/1e3)
+				srv[c.name] = append(srv[c.name], float64(server.Nanoseconds())/1e3)
+			}
+		}
+	}
+	med := func(m map[string][]float64, k string) float64 { return median(m[k]) }
+	for _, op := range []string{"get", "issue"} {
+		fmt.Fprintf(out, "api_overhead %s %.3f\n", op, med(qps, op+"-bare")/med(qps, op+"-stack"))
+	}
+	for _, op := range []string{"get", "issue"} {
+		s, b := op+"-stack", op+"-bare"
+		fmt.Fprintf(out, "api_cpu_overhead %s %.3f\n", op, (med(cpu, s)+med(srv, s))/(med(cpu, b)+med(srv, b)))
+	}
+	fmt.Fprintln(out, "\n# requests/s (median of rounds, min–max); CPU µs per request: this process (client + HTTP servers + pgx) + database (PostgreSQL backends + PgBouncer)")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "case\treq/s\trange\tprocess µs\tdatabase µs\ttotal µs")
+	for _, c := range cases {
+		lo, hi := minMax(qps[c.name])
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%.0f\t%.0f\t%.0f\n", c.name, med(qps, c.name), lo, hi,
+			med(cpu, c.name), med(srv, c.name), med(cpu, c.name)+med(srv, c.name))
+	}
+	return tw.Flush()
+}
+
+func minMax(xs []float64) (float64, float64) {
+	lo, hi := xs[0], xs[0]
+	for _, x := range xs {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi
+}
+
+// preIssue inserts one issued card per member and returns the card ids.
+func preIssue(ctx context.Context, sb *Scratch, slug tenancy.Slug, tenantID uuid.UUID) ([]uuid.UUID, error) {
+	schema := pgx.Identifier{slug.SchemaName()}.Sanitize()
+	rows, err := sb.Admin.QueryContext(ctx, `INSERT INTO `+schema+`.digital_cards (tenant_id, member_id, qr_code, status, expires_at)
+		SELECT $1, id, 'PD1-PRE' || md5(id::text), 'issued', now() + interval '1 year' FROM `+schema+`.members RETURNING id`, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	_, err = sb.Admin.ExecContext(ctx, `ANALYZE `+schema+`.digital_cards`)
+	return ids, err
+}
+
+// barePool opens a plain pool with the settings of the tenant pools (size,
+// lifetimes, no statement cache, application_name) in the given exec mode.
+func barePool(ctx context.Context, url string, p config.Pool, mode pgx.QueryExecMode) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	pc.MaxConns, pc.MinConns = p.MaxConns, p.MinConns
+	pc.MaxConnLifetime, pc.MaxConnIdleTime, pc.HealthCheckPeriod = p.MaxConnLifetime, p.MaxConnIdleTime, p.HealthCheckPeriod
+	pc.ShouldPing = func(_ context.Context, sp pgxpool.ShouldPingParams) bool { return sp.IdleDuration > time.Minute }
+	pc.ConnConfig.DefaultQueryExecMode = mode
+	pc.ConnConfig.StatementCacheCapacity = 0
+	pc.ConnConfig.DescriptionCacheCapacity = 0
+	pc.ConnConfig.RuntimeParams["application_name"] = p.ApplicationName + "-bare"
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+const cardColumns = `id, tenant_id, member_id, qr_code, status, issued_at, activated_at, revoked_at, expires_at, created_at, updated_at`
+
+// serveBare serves GET /bare/cards/:id and POST /bare/cards with the
+// statements of cards.Service.Get and cards.Service.Issue, schema-qualified,
+// on pool: no auth, no tenant resolution, no binding, no middleware.
+func serveBare(pool *pgxpool.Pool, slug tenancy.Slug, tenantID uuid.UUID, bodyLimit int) (string, func(), error) {
+	cardsTable := pgx.Identifier{slug.SchemaName(), "digital_cards"}.Sanitize()
+	membersTable := pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()
+	actsTable := pgx.Identifier{slug.SchemaName(), "card_activities"}.Sanitize()
+	getSQL := `SELECT ` + cardColumns + ` FROM ` + cardsTable + ` WHERE tenant_id = $1 AND id = $2`
+	issueSQL := `WITH m AS (
+			SELECT id, status FROM ` + membersTable + ` WHERE tenant_id = $1 AND id = $2
+		), card AS (
+			INSERT INTO ` + cardsTable + ` (id, tenant_id, member_id, qr_code, status, expires_at)
+			SELECT $3, $1, m.id, $4, 'issued', $5 FROM m WHERE m.status = 'active'
+			RETURNING ` + cardColumns + `
+		), act AS (
+			INSERT INTO ` + actsTable + ` (id, tenant_id, card_id, action, actor)
+			SELECT $6, $1, card.id, 'issued', $7 FROM card
+		)
+		SELECT m.status, card.* FROM m LEFT JOIN card ON true`
+
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: bodyLimit})
+	app.Get("/bare/cards/:id", func(c *fiber.Ctx) error {
+		id, err := uuid.Parse(c.Params("id"))
+		if err != nil {
+			return c.SendStatus(fiber.StatusBadRequest)
+		}
+		var card cards.Card
+		if err := scanCard(pool.QueryRow(c.UserContext(), getSQL, tenantID, id), &card); err != nil {
+			return err
+		}
+		return c.JSON(card)
+	})
+	app.Post("/bare/cards", func(c *fiber.Ctx) error {
+		var body struct {
+			MemberID uuid.UUID `json:"member_id"`
+		}
+		if err := json.Unmarshal(c.Body(), &body); err != nil {
+			return c.SendStatus(fiber.StatusBadRequest)
+		}
+		qr, err := cards.NewQRCode()
+		if err != nil {
+			return err
+		}
+		cardID, actID := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+		var card cards.Card
+		var memberStatus string
+		err = pool.QueryRow(c.UserContext(), issueSQL, tenantID, body.MemberID, cardID, qr,
+			time.Now().Add(cards.DefaultValidity), actID, "bench").Scan(&memberStatus, &card.ID, &card.TenantID,
+			&card.MemberID, &card.QRCode, &card.Status, &card.IssuedAt, &card.ActivatedAt, &card.RevokedAt,
+			&card.ExpiresAt, &card.CreatedAt, &card.UpdatedAt) // every bench member is active: a card comes back
+		if err != nil {
+			return err
+		}
+		return c.Status(fiber.StatusCreated).JSON(card)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() { _ = app.Listener(ln) }()
+	return ln.Addr().String(), func() { _ = app.ShutdownWithTimeout(5 * time.Second) }, nil
+}
+
+func scanCard(row pgx.Row, c *cards.Card) error {
+	return row.Scan(&c.ID, &c.TenantID, &c.MemberID, &c.QRCode, &c.Status, &c.IssuedAt,
+		&c.ActivatedAt, &c.RevokedAt, &c.ExpiresAt, &c.CreatedAt, &c.UpdatedAt)
+}
+
+// apiClient is a keep-alive HTTP client with a connection per worker.
+type apiClient struct {
+	hc   *fasthttp.HostClient
+	auth string
+}
+
+func newAPIClient(addr string, conc int, auth string) *apiClient {
+	return &apiClient{hc: &fasthttp.HostClient{Addr: addr, MaxConns: 2 * conc, MaxIdleConnDuration: time.Minute,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}, auth: auth}
+}
+
+var errStatus = errors.New("unexpected status")
+
+func (ac *apiClient) do(method, uri string, body []byte, want int) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI(uri)
+	req.Header.SetHost(ac.hc.Addr)
+	if ac.auth != "" {
+		req.Header.Set(fasthttp.HeaderAuthorization, ac.auth)
+	}
+	if body != nil {
+		req.Header.SetContentType("application/json")
+		req.SetBodyRaw(body)
+	}
+	if err := ac.hc.Do(req, resp); err != nil {
+		return err
+	}
+	if resp.StatusCode() != want {
+		return fmt.Errorf("%w %s %s: %d %s", errStatus, method, uri, resp.StatusCode(), resp.Body())
+	}
+	return nil
+}
+
+// get requests prefix + id, expecting 200.
+func (ac *apiClient) get(prefix string) func(context.Context, uuid.UUID) error {
+	return func(_ context.Context, id uuid.UUID) error {
+		return ac.do(fasthttp.MethodGet, prefix+id.String(), nil, fasthttp.StatusOK)
+	}
+}
+
+// issue posts {"member_id": id} to path, expecting 201.
+func (ac *apiClient) issue(path string) func(context.Context, uuid.UUID) error {
+	return func(_ context.Context, id uuid.UUID) error {
+		return ac.do(fasthttp.MethodPost, path, []byte(`{"member_id":"`+id.String()+`"}`), fasthttp.StatusCreated)
+	}
+}
+
+// profileAPICase runs one case, optionally under the CPU profiler.
+func profileAPICase(ctx context.Context, cases []apiCase, name, profile string, ids []uuid.UUID, conc int, d time.Duration, out io.Writer) error {
+	for _, c := range cases {
+		if c.name != name {
+			continue
+		}
+		if profile != "" {
+			f, err := os.Create(profile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		qps, cpu, err := measureCPU(ctx, c.run, ids, conc, d)
+		fmt.Fprintf(out, "%s c=%d: %.0f/s, process CPU %s per request\n", name, conc, qps, cpu)
+		return err
+	}
+	return fmt.Errorf("no case %q", name)
+}
