@@ -258,6 +258,11 @@ func (t *tenantAPI) guard(c *fiber.Ctx) error {
 	if errors.As(err, &p) {
 		return err
 	}
+	// A refused transition says why, without the router's "tenant x:" prefix.
+	var te *cards.TransitionError
+	if errors.As(err, &te) {
+		return te
+	}
 	for _, r := range routerErrors {
 		if !errors.Is(err, r.sentinel) {
 			continue

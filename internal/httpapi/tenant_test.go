@@ -58,7 +58,7 @@ func TestTenantAPICardLifecycle(t *testing.T) {
 	assert.NotNil(t, got["revoked_at"])
 	for _, action := range []string{"activate", "revoke", "expire"} {
 		p := ta.call(t, "POST", a.pathf("/cards/%s/%s", cardID, action), a.token, nil).problem(t, 409, "illegal_transition")
-		assert.Contains(t, p["detail"], "revoked")
+		assert.Equal(t, "cannot "+action+" a card that is revoked", p["detail"])
 	}
 	res := validate(qr)
 	assert.Equal(t, "revoked", res["result"])
