@@ -2,13 +2,17 @@ package httpapi_test
 
 import (
 	"encoding/base64"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/publicdigit/publicdigit/internal/httpapi"
 )
 
 // Bad input of every kind is a 4xx problem+json that names the problem,
@@ -141,4 +145,27 @@ func TestTenantAPIBadInput(t *testing.T) {
 	ta.call(t, "GET", b.path("/members?after="+bMembers), ta.platform, nil).ok(t, 200)
 	assert.Equal(t, before, counts(t, a), "no bad request changed anything")
 	assert.Equal(t, "Valid", ta.call(t, "GET", a.pathf("/members/%s", memberID), a.token, nil).ok(t, 200)["full_name"])
+}
+
+// The response check covers the tenant routes: answers that differ from the
+// document fail it.
+func TestTenantOpenAPICheckCatchesMismatches(t *testing.T) {
+	t.Parallel()
+	router, err := gorillamux.NewRouter(httpapi.OpenAPI())
+	require.NoError(t, err)
+	req, err := http.NewRequest("GET", "http://x/acme/api/v1/members/0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f", nil)
+	require.NoError(t, err)
+	h := http.Header{"Content-Type": {"application/json"}}
+	good := `{"id":"0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f","tenant_id":"7d4c1a80-61a5-4c4b-9a63-8b0f4f1e2a10",
+		"full_name":"A","email":null,"phone":null,"status":"active","geo_unit_id":null,"joined_at":"2026-01-01T00:00:00Z",
+		"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}`
+	assert.NoError(t, validateResponse(router, req, resp{status: 200, header: h, body: []byte(good)}))
+	for name, r := range map[string]resp{
+		"missing field": {status: 200, header: h, body: []byte(`{"id":"0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f"}`)},
+		"extra field":   {status: 200, header: h, body: []byte(strings.Replace(good, `"email"`, `"secret":"x","email"`, 1))},
+		"bad enum":      {status: 200, header: h, body: []byte(strings.Replace(good, `"active"`, `"vip"`, 1))},
+		"undocumented":  {status: 418, header: h, body: []byte(`{}`)},
+	} {
+		assert.Error(t, validateResponse(router, req, r), name)
+	}
 }
