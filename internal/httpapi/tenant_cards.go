@@ -51,13 +51,14 @@ func (t *tenantAPI) listCards(c *fiber.Ctx) error {
 		return err
 	}
 	q := cards.ListQuery{Limit: limit, Status: c.Query("status")}
-	member := c.Query("member_id")
-	if member != "" {
-		id, err := parseUUID("member_id", member)
+	member := ""
+	if raw := c.Query("member_id"); raw != "" {
+		id, err := parseUUID("member_id", raw)
 		if err != nil {
 			return err
 		}
 		q.MemberID = &id
+		member = id.String()
 	}
 	slug := tenantOf(c)
 	scope := cursorScope("cards", slug.String(), "status="+q.Status, "member_id="+member)

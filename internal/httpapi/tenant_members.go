@@ -40,16 +40,17 @@ func (t *tenantAPI) listMembers(c *fiber.Ctx) error {
 		return err
 	}
 	q := membership.ListQuery{Limit: limit, Status: c.Query("status")}
-	geo := c.Query("geo_unit_id")
-	if geo != "" {
-		id, err := strconv.ParseInt(geo, 10, 64)
+	geo := ""
+	if raw := c.Query("geo_unit_id"); raw != "" {
+		id, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || id < 1 {
 			return BadRequest("query parameter geo_unit_id must be a geography unit id (a positive integer)")
 		}
 		q.GeoUnitID = &id
+		geo = strconv.FormatInt(id, 10)
 	}
 	slug := tenantOf(c)
-	// The cursor is bound to the tenant and to the filters as given.
+	// The cursor is bound to the tenant and to the filters (in canonical form).
 	scope := cursorScope("members", slug.String(), "status="+q.Status, "geo_unit_id="+geo)
 	if q.After, err = t.after(c, scope); err != nil {
 		return err
