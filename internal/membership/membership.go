@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -107,6 +108,48 @@ func (n Nullable[T]) ptr() *T {
 // GeoUnits checks landlord geography ids (geography.Store implements it).
 type GeoUnits interface {
 	Exists(ctx context.Context, id int64) (bool, error)
+}
+
+// CachedGeo wraps a GeoUnits check with a bounded cache of the units found
+// to exist, remembered for ttl: a member write or listing that names a
+// known unit then costs no catalog round trip, only its tenant's one.
+// Unknown units are not remembered (an import may add them at any time); a
+// unit deleted from the catalog is still accepted until its entry expires,
+// which a reference without a foreign key tolerates.
+func CachedGeo(inner GeoUnits, ttl time.Duration, maxEntries int) GeoUnits {
+	return &geoCache{inner: inner, ttl: ttl, max: maxEntries, seen: map[int64]time.Time{}, now: time.Now}
+}
+
+type geoCache struct {
+	inner GeoUnits
+	ttl   time.Duration
+	max   int
+	now   func() time.Time
+
+	mu   sync.Mutex
+	seen map[int64]time.Time // unit id → until when it is known to exist
+}
+
+// Exists implements GeoUnits.
+func (g *geoCache) Exists(ctx context.Context, id int64) (bool, error) {
+	now := g.now()
+	g.mu.Lock()
+	until, ok := g.seen[id]
+	g.mu.Unlock()
+	if ok && now.Before(until) {
+		return true, nil
+	}
+	exists, err := g.inner.Exists(ctx, id)
+	if err != nil || !exists {
+		return exists, err
+	}
+	g.mu.Lock()
+	if len(g.seen) >= g.max {
+		g.seen = map[int64]time.Time{}
+	}
+	g.seen[id] = now.Add(g.ttl)
+	g.mu.Unlock()
+	return true, nil
 }
 
 // Service serves members of every tenant through the router.

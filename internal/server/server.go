@@ -111,8 +111,10 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	}
 	geo := geography.New(landlord)
 	tenantAPI := httpapi.TenantAPI(httpapi.TenantOptions{
-		Router:  router,
-		Members: membership.NewService(router, geo),
+		Router: router,
+		// Known geography units are remembered for a minute: a member write
+		// naming one is then a single round trip to its tenant.
+		Members: membership.NewService(router, membership.CachedGeo(geo, time.Minute, 10_000)),
 		Cards:   cards.NewService(router),
 		Cursors: cursors,
 		Header:  cfg.HTTP.TenantHeader,
