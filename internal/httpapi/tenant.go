@@ -41,8 +41,12 @@ type TenantOptions struct {
 // their activity log under /{tenant}/api/v1/…. Every route needs a token
 // that may act on the tenant: a tenant token acts on its own tenant only
 // (any other tenant, existing or not, is the same 404), a platform token on
-// any. Each handler is one unit of work through the router.
+// any. Each handler is one unit of work through the router. Its paths are
+// part of openapi.yaml, so the document and its response checks cover them.
 func TenantAPI(o TenantOptions) Extension {
+	if o.Router == nil || o.Members == nil || o.Cards == nil || o.Cursors == nil {
+		panic("httpapi: TenantAPI needs Router, Members, Cards and Cursors") // a wiring bug
+	}
 	t := &tenantAPI{o: o, log: o.Log}
 	return Extension{
 		Routes: t.routes,
