@@ -413,7 +413,7 @@ func TestTenantAPIMovingTenantWritesAnswer503(t *testing.T) {
 		r.problem(t, 503, "retry")
 		assert.Equal(t, "1", r.header.Get("Retry-After"))
 		assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "the write waited for the locks")
-		assert.Less(t, time.Since(start), 3*time.Second, "… a bounded time")
+		assert.Less(t, time.Since(start), 10*time.Second, "… a bounded time (PgBouncer queueing aside, about http.write_wait)")
 	}
 	require.NoError(t, tx.Rollback())
 	assert.Equal(t, before, counts(t, a), "no refused write landed")
