@@ -42,7 +42,7 @@ func (h *handlers) platformRoutes(r fiber.Router) {
 	r.Delete("/tokens/:id", h.revokeToken)
 }
 
-// slugParam validates the :slug path parameter (copied: Fiber reuses its buffers).
+// slugParam validates the :slug path parameter (ParseSlug copies it: Fiber reuses its buffers).
 func slugParam(c *fiber.Ctx) (tenancy.Slug, error) {
 	return tenancy.ParseSlug(c.Params("slug"))
 }

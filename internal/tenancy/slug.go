@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Slug is a validated tenant slug: ^[a-z][a-z0-9_]*$, short enough that
@@ -48,7 +49,9 @@ func ParseSlug(s string) (Slug, error) {
 	case reserved[s]:
 		return Slug{}, fmt.Errorf("%w: %q is reserved", ErrInvalidSlug, s)
 	}
-	return Slug{s: s}, nil
+	// A copy: callers may pass strings backed by reused buffers (Fiber's
+	// path parameters), and a Slug outlives the request (cache keys).
+	return Slug{s: strings.Clone(s)}, nil
 }
 
 // MustSlug is ParseSlug for constants and tests; it panics on an invalid slug.
