@@ -21,7 +21,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/server"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 )
 
@@ -45,25 +44,7 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrCh := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
-	var base string
-	select {
-	case a := <-addrCh:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("server did not start: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
+	base, _ := start(t, cfg)
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections) // before the server stops: no keep-alive to wait for
 	call := func(method, path string, body any) (int, http.Header, []byte) {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/server"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
@@ -44,26 +43,7 @@ func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrCh := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
-	var base string
-	select {
-	case a := <-addrCh:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("server did not start: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
+	base, _ := start(t, cfg)
 
 	create := func(slug string) (int, string) {
 		t.Helper()

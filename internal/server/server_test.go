@@ -3,8 +3,10 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,9 +14,41 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/server"
 )
+
+// start runs server.Run with cfg (on a free port) and returns its base URL
+// and a stop function that shuts it down and returns Run's result; the test's
+// cleanup stops it too, checking that the shutdown was clean.
+func start(t *testing.T, cfg config.Config) (string, func() error) {
+	t.Helper()
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
+	var base string
+	select {
+	case a := <-addrCh:
+		base = "http://" + a
+	case err := <-done:
+		cancel()
+		t.Fatalf("server did not start: %v", err)
+	}
+	stop := sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			return errors.New("server did not stop")
+		}
+	})
+	t.Cleanup(func() { assert.NoError(t, stop(), "graceful shutdown") })
+	return base, stop
+}
 
 func get(t *testing.T, url string) (int, map[string]any) {
 	t.Helper()
@@ -36,17 +70,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Tenant.WarmPool = 0 // no spares built in the background
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrCh := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
-	var base string
-	select {
-	case a := <-addrCh:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("server did not start: %v", err)
-	}
+	base, stop := start(t, cfg)
 
 	code, body := get(t, base+"/healthz")
 	assert.Equal(t, 200, code)
@@ -69,13 +93,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 		return code == 200
 	}, 10*time.Second, 100*time.Millisecond)
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "graceful shutdown")
-	case <-time.After(15 * time.Second):
-		t.Fatal("server did not shut down")
-	}
+	require.NoError(t, stop(), "graceful shutdown")
 }
 
 func TestListenErrorIsReported(t *testing.T) {

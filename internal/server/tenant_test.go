@@ -9,13 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/server"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 )
 
@@ -38,26 +36,8 @@ func TestServerServesTheTenantAPI(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrCh := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
-	var base string
-	select {
-	case a := <-addrCh:
-		base = "http://" + a + "/" + tt.Slug + "/api/v1"
-	case err := <-done:
-		t.Fatalf("server did not start: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(20 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
+	base, _ := start(t, cfg)
+	base += "/" + tt.Slug + "/api/v1"
 
 	call := func(method, path string, body any) (int, map[string]any) {
 		t.Helper()
