@@ -21,12 +21,15 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"ariga.io/atlas/sql/migrate"
 	"ariga.io/atlas/sql/postgres"
 	"ariga.io/atlas/sql/schema"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/jackc/pgx/v5"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -188,19 +191,27 @@ func Apply(ctx context.Context, db *sql.DB, t Target, o Options) (Result, error)
 	return apply(ctx, db, t, o, applyHooks{})
 }
 
-// applyHooks let the fleet runner reuse one tenant's inspection for its twins.
+// applyHooks let the fleet runner reuse one tenant's inspection for its
+// twins, and Twins reuse the plan of a schema built from nothing.
 type applyHooks struct {
 	// fingerprintRole, when set, makes apply compute the schema's catalog
 	// fingerprint (with this role) in the transaction: before planning, and
-	// after the After steps (Result.Fingerprint).
+	// after the After steps (Result.Fingerprint). A schema whose fingerprint
+	// before is "" does not exist: it is planned from an empty realm, without
+	// inspection.
 	fingerprintRole string
 	// base, when set and its before-fingerprint equals the schema's, replaces
-	// inspection: the realm of a twin schema, renamed. The after-fingerprint
-	// must then equal base.after too, or the apply fails with errTwinMismatch.
+	// inspection: the realm of a twin schema, renamed (or, for a twin built
+	// from nothing that carries its plan, parsing and planning too). The
+	// after-fingerprint must then equal base.after too, or the apply fails
+	// with errTwinMismatch.
 	base *twin
 	// inspected receives the realm that inspection returned, with the
 	// before- and after-fingerprints, once the apply succeeded.
 	inspected func(tw *twin)
+	// freshPlan, when set, makes a successful apply of a schema that did not
+	// exist give inspected a twin that carries its plan (see twinPlan).
+	freshPlan bool
 	// usedTwin, when set, tells whether base replaced inspection.
 	usedTwin *bool
 }
@@ -209,18 +220,131 @@ type applyHooks struct {
 type twin struct {
 	realm         *schema.Realm
 	before, after string
+	// plan, for a twin built from nothing (before ""), is the plan's
+	// statements for the schema twinSchema; nil when it is not known or
+	// cannot be renamed safely.
+	plan []string
+	// ranBefore tells which Before steps the twin's apply ran (runSteps).
+	ranBefore string
+	// verified is set once an apply from plan computed the fingerprint after
+	// and found the twin's: later applies from plan that ran the same Before
+	// steps record it without computing it.
+	verified atomic.Bool
 }
 
 // errTwinMismatch means a twin's plan did not produce the twin's result; the
 // transaction was rolled back and the caller inspects for real.
 var errTwinMismatch = errors.New("schema differs from its twin after apply")
 
+// twinSchema names the schema a twin's plan is made for: a name that no HCL
+// uses otherwise, replaced (as a quoted identifier) by the schema applied.
+const twinSchema = "pd_twin_schema_5f0c2a9e"
+
+// twinPlan plans t from an empty realm for the schema twinSchema. It
+// returns nil unless every occurrence of that name in the statements is the
+// quoted schema identifier (e.g. the HCL also used var.tenant in a string),
+// or a statement takes arguments.
+func twinPlan(ctx context.Context, drv migrate.Driver, t Target) []string {
+	tt := t
+	tt.Schema = twinSchema
+	tt.Vars = make(map[string]string, len(t.Vars))
+	for k, v := range t.Vars {
+		if v == t.Schema {
+			v = twinSchema
+		}
+		tt.Vars[k] = v
+	}
+	desired, err := tt.Desired()
+	if err != nil {
+		return nil
+	}
+	plan, changes, err := planFrom(ctx, drv, twinSchema, schema.NewRealm(), desired)
+	if err != nil || len(Destructive(changes)) > 0 {
+		return nil
+	}
+	quoted := pgx.Identifier{twinSchema}.Sanitize()
+	stmts := make([]string, 0, len(plan.Changes))
+	for _, c := range plan.Changes {
+		if len(c.Args) > 0 || strings.Count(c.Cmd, twinSchema) != strings.Count(c.Cmd, quoted) {
+			return nil
+		}
+		stmts = append(stmts, c.Cmd)
+	}
+	return stmts
+}
+
+// renamePlan is a twin's plan for the schema name (a validated identifier).
+func renamePlan(stmts []string, name string) []string {
+	quoted, to := pgx.Identifier{twinSchema}.Sanitize(), pgx.Identifier{name}.Sanitize()
+	out := make([]string, len(stmts))
+	for i, s := range stmts {
+		out[i] = strings.ReplaceAll(s, quoted, to)
+	}
+	return out
+}
+
+// Twins remembers, for one database, how a tenant schema was built from
+// nothing, so that the next schema built from nothing with the same desired
+// state (Target.Hash) is neither inspected nor parsed nor planned: it runs
+// the twin's statements with its own schema name, and its catalog
+// fingerprint after the apply must be the twin's, or that apply is rolled
+// back and done again with Atlas (which then becomes the twin). Schemas that
+// exist are applied as ApplyTenant does. Keep one Twins per server (plans
+// and fingerprints may depend on its version); safe for concurrent use.
+type Twins struct {
+	mu sync.Mutex
+	m  map[string]*twin // desired hash → twin built from nothing, with its plan
+}
+
+// NewTwins returns an empty Twins.
+func NewTwins() *Twins { return &Twins{m: map[string]*twin{}} }
+
+// ApplyTenant is the package's ApplyTenant, planning from a twin when it can.
+// A nil *Twins applies without one.
+func (c *Twins) ApplyTenant(ctx context.Context, db *sql.DB, spec TenantSpec, o Options) (Result, error) {
+	t, err := TenantTarget(spec)
+	if err != nil {
+		return Result{}, err
+	}
+	h := applyHooks{fingerprintRole: spec.Role}
+	if c == nil {
+		return apply(ctx, db, t, o, h)
+	}
+	hash := t.Hash()
+	c.mu.Lock()
+	h.base = c.m[hash]
+	c.mu.Unlock()
+	h.freshPlan = true
+	h.inspected = func(tw *twin) {
+		if tw.before == "" && tw.after != "" && tw.plan != nil {
+			c.mu.Lock()
+			c.m[hash] = tw
+			c.mu.Unlock()
+		}
+	}
+	res, err := apply(ctx, db, t, o, h)
+	if errors.Is(err, errTwinMismatch) {
+		c.mu.Lock()
+		if c.m[hash] == h.base {
+			delete(c.m, hash)
+		}
+		c.mu.Unlock()
+		h.base = nil
+		res, err = apply(ctx, db, t, o, h)
+	}
+	return res, err
+}
+
 func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (Result, error) {
 	start := time.Now()
 	res := Result{Hash: t.Hash()}
-	desired, err := t.Desired()
-	if err != nil {
-		return res, err
+	// A twin built from nothing carries its plan: no HCL to parse if it serves.
+	var desired *schema.Realm
+	if h.base == nil || h.base.plan == nil {
+		var err error
+		if desired, err = t.Desired(); err != nil {
+			return res, err
+		}
 	}
 
 	tx, err := db.BeginTx(ctx, nil)
@@ -239,56 +363,90 @@ func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (
 		return res, fmt.Errorf("lock schema %s: %w", t.Schema, err)
 	}
 
-	ran, err := runSteps(ctx, tx, t.Before, o.DryRun)
+	ran, ranBefore, err := runSteps(ctx, tx, t.Before, o.DryRun, false)
 	if err != nil {
 		return res, err
 	}
 	res.Statements = append(res.Statements, ran...)
 
+	// A schema that does not exist has the fingerprint "" and is planned from
+	// an empty realm, without inspection. (Only tenant applies, which compute
+	// fingerprints, ask: Apply of the landlord catalog always inspects.)
 	var before string
+	missing := false
 	if h.fingerprintRole != "" {
-		if before, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
-			return res, err
+		if err := tx.QueryRowContext(ctx, "SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+			t.Schema).Scan(&missing); err != nil {
+			return res, fmt.Errorf("schema %s: %w", t.Schema, err)
+		}
+		if !missing {
+			if before, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
+				return res, err
+			}
 		}
 	}
-	drv, err := postgres.Open(tx)
-	if err != nil {
-		return res, fmt.Errorf("atlas driver: %w", err)
-	}
-	var current *schema.Realm
 	reused := h.base != nil && h.base.before == before && len(h.base.realm.Schemas) <= 1
 	if h.usedTwin != nil {
 		*h.usedTwin = reused
 	}
-	if reused {
-		current = h.base.realm
-		if len(current.Schemas) == 1 {
-			current.Schemas[0].Name = t.Schema
+	var (
+		drv      migrate.Driver
+		current  *schema.Realm
+		stmts    []string
+		args     [][]any
+		comments []string
+	)
+	fromPlan := reused && missing && h.base.plan != nil
+	switch {
+	case fromPlan:
+		stmts = renamePlan(h.base.plan, t.Schema)
+		args = make([][]any, len(stmts))
+	default:
+		if desired == nil { // the twin does not serve: parse after all
+			if desired, err = t.Desired(); err != nil {
+				return res, err
+			}
 		}
-	} else {
-		if current, err = drv.InspectRealm(ctx, &schema.InspectRealmOption{Schemas: []string{t.Schema}}); err != nil {
-			return res, fmt.Errorf("inspect %s: %w", t.Schema, err)
+		if drv, err = postgres.Open(tx); err != nil {
+			return res, fmt.Errorf("atlas driver: %w", err)
+		}
+		switch {
+		case reused:
+			current = h.base.realm
+			if len(current.Schemas) == 1 {
+				current.Schemas[0].Name = t.Schema
+			}
+		case missing:
+			current = schema.NewRealm()
+		default:
+			if current, err = drv.InspectRealm(ctx, &schema.InspectRealmOption{Schemas: []string{t.Schema}}); err != nil {
+				return res, fmt.Errorf("inspect %s: %w", t.Schema, err)
+			}
+		}
+		plan, changes, err := planFrom(ctx, drv, t.Schema, current, desired)
+		if err != nil {
+			return res, err
+		}
+		res.Destructive = Destructive(changes)
+		if !o.AllowDestructive && len(res.Destructive) > 0 {
+			return res, &DestructiveError{Schema: t.Schema, Changes: res.Destructive}
+		}
+		for _, c := range plan.Changes {
+			stmts = append(stmts, c.Cmd)
+			args = append(args, c.Args)
+			comments = append(comments, c.Comment)
 		}
 	}
-	plan, changes, err := planFrom(ctx, drv, t.Schema, current, desired)
-	if err != nil {
-		return res, err
-	}
-	res.Destructive = Destructive(changes)
-	if !o.AllowDestructive && len(res.Destructive) > 0 {
-		return res, &DestructiveError{Schema: t.Schema, Changes: res.Destructive}
-	}
-	for _, c := range plan.Changes {
-		res.Statements = append(res.Statements, c.Cmd)
-		if o.DryRun {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, c.Cmd, c.Args...); err != nil {
-			return res, fmt.Errorf("schema %s: %s: %w", t.Schema, c.Comment, err)
+	res.Statements = append(res.Statements, stmts...)
+	if !o.DryRun {
+		if err := execAll(ctx, tx, stmts, args, comments); err != nil {
+			return res, fmt.Errorf("schema %s: %w", t.Schema, err)
 		}
 	}
 
-	ran, err = runSteps(ctx, tx, t.After, o.DryRun)
+	// A schema created here cannot satisfy an After step already: the steps
+	// (idempotent) run without their checks.
+	ran, _, err = runSteps(ctx, tx, t.After, o.DryRun, missing)
 	if err != nil {
 		return res, err
 	}
@@ -301,7 +459,18 @@ func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (
 		res.Duration = time.Since(start)
 		return res, nil // deferred rollback
 	}
-	if h.fingerprintRole != "" {
+	switch {
+	case h.fingerprintRole == "":
+	case fromPlan && ranBefore == h.base.ranBefore && h.base.verified.Load():
+		// From the same start as the twin (no schema, the same Before steps
+		// run: e.g. the tenant role created here), the twin's statements,
+		// renamed, as an earlier use of this twin whose fingerprint was
+		// computed and matched: the fingerprint is the twin's. Should the live
+		// one differ all the same (a change outside the plan, such as new
+		// default privileges), the fleet runner finds the recorded fingerprint
+		// stale and inspects the tenant: it never skips on a wrong one.
+		res.Fingerprint = h.base.after
+	default:
 		if res.Fingerprint, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
 			return res, err
 		}
@@ -317,11 +486,66 @@ func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("commit schema %s: %w", t.Schema, err)
 	}
+	if fromPlan {
+		h.base.verified.Store(true)
+	}
 	if !reused && h.inspected != nil {
-		h.inspected(&twin{realm: current, before: before, after: res.Fingerprint})
+		tw := &twin{realm: current, before: before, after: res.Fingerprint, ranBefore: ranBefore}
+		if missing && h.freshPlan {
+			// Planned once more, for the name twins are made for (outside the
+			// transaction: its locks are gone). PlanChanges reads nothing.
+			tw.plan = twinPlan(ctx, drv, t)
+		}
+		h.inspected(tw)
 	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// execAll runs a plan's statements in order on tx (comments name them in
+// errors). Statements without arguments go together, as one simple-protocol
+// Query message: one round trip; inside the transaction, the first error
+// stops the rest and aborts it.
+func execAll(ctx context.Context, tx *sql.Tx, stmts []string, args [][]any, comments []string) error {
+	for i := 0; i < len(stmts); {
+		j := i + 1
+		if len(args[i]) == 0 {
+			for j < len(stmts) && len(args[j]) == 0 {
+				j++
+			}
+		}
+		var err error
+		if j == i+1 {
+			_, err = tx.ExecContext(ctx, stmts[i], args[i]...)
+		} else {
+			err = execBatch(ctx, tx, stmts[i:j])
+		}
+		if err != nil {
+			what := fmt.Sprintf("statements %d to %d of %d", i+1, j, len(stmts))
+			if j == i+1 {
+				what = fmt.Sprintf("statement %d of %d", i+1, len(stmts))
+				if i < len(comments) && comments[i] != "" {
+					what = comments[i]
+				}
+			}
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+// execBatch runs statements without arguments in one round trip.
+func execBatch(ctx context.Context, tx *sql.Tx, stmts []string) error {
+	var err error
+	switch len(stmts) {
+	case 0:
+	case 1:
+		_, err = tx.ExecContext(ctx, stmts[0])
+	default:
+		_, err = tx.ExecContext(ctx, strings.Join(stmts, ";\n"), pgx.QueryExecModeSimpleProtocol)
+	}
+	return err
 }
 
 // Plan returns the statements that Apply would run, without the lock or the steps.
@@ -365,29 +589,32 @@ func planFrom(ctx context.Context, drv migrate.Driver, name string, current, des
 	return plan, changes, nil
 }
 
-func runSteps(ctx context.Context, tx *sql.Tx, steps []Step, dryRun bool) ([]string, error) {
+// runSteps runs the steps whose check fails (all of them when unchecked).
+// which has one byte per step: '1' ran, '0' skipped.
+func runSteps(ctx context.Context, tx *sql.Tx, steps []Step, dryRun, unchecked bool) ([]string, string, error) {
 	var ran []string
+	w := make([]byte, 0, len(steps))
 	for _, s := range steps {
-		if s.Check != "" {
+		if s.Check != "" && !unchecked {
 			var done bool
 			if err := tx.QueryRowContext(ctx, s.Check, s.Args...).Scan(&done); err != nil {
-				return ran, fmt.Errorf("step %s: check: %w", s.Name, err)
+				return ran, "", fmt.Errorf("step %s: check: %w", s.Name, err)
 			}
 			if done {
+				w = append(w, '0')
 				continue
 			}
 		}
-		for _, stmt := range s.SQL {
-			ran = append(ran, stmt)
-			if dryRun {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return ran, fmt.Errorf("step %s: %w", s.Name, err)
-			}
+		w = append(w, '1')
+		ran = append(ran, s.SQL...)
+		if dryRun {
+			continue
+		}
+		if err := execBatch(ctx, tx, s.SQL); err != nil {
+			return ran, "", fmt.Errorf("step %s: %w", s.Name, err)
 		}
 	}
-	return ran, nil
+	return ran, string(w), nil
 }
 
 // Destructive describes the changes that lose data: dropped schemas, tables,

@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -58,6 +59,9 @@ type Provisioner struct {
 	admin  *sql.DB
 	log    zerolog.Logger
 	refill chan struct{}
+
+	mu    sync.Mutex
+	twins map[string]*schemaapply.Twins // cluster → how its last new schema was built
 }
 
 // New returns a Provisioner.
@@ -74,7 +78,23 @@ func New(o Options) (*Provisioner, error) {
 	if o.WarmPool < 0 {
 		return nil, fmt.Errorf("provision: warm pool size %d is negative", o.WarmPool)
 	}
-	return &Provisioner{o: o, t: o.Tenants, admin: o.Tenants.Admin(), log: o.Log.Hook(requestid.Hook), refill: make(chan struct{}, 1)}, nil
+	return &Provisioner{o: o, t: o.Tenants, admin: o.Tenants.Admin(), log: o.Log.Hook(requestid.Hook),
+		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}, nil
+}
+
+// applyTenant is schemaapply.ApplyTenant on a cluster: a schema that does
+// not exist yet is built like the cluster's previous one (schemaapply.Twins),
+// without inspection, parsing or planning, when its desired state is the same.
+func (p *Provisioner) applyTenant(ctx context.Context, cluster string, db *sql.DB, spec schemaapply.TenantSpec,
+	o schemaapply.Options) (schemaapply.Result, error) {
+	p.mu.Lock()
+	tw := p.twins[cluster]
+	if tw == nil {
+		tw = schemaapply.NewTwins()
+		p.twins[cluster] = tw
+	}
+	p.mu.Unlock()
+	return tw.ApplyTenant(ctx, db, spec, o)
 }
 
 func validSparePrefix(p string) error {
@@ -235,7 +255,7 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenanc
 			return activate(ctx, tx, res)
 		}
 	}
-	res, err := schemaapply.ApplyTenant(ctx, db, p.Spec(t, nil), o)
+	res, err := p.applyTenant(ctx, t.Cluster, db, p.Spec(t, nil), o)
 	if err != nil {
 		if !errors.Is(err, tenancy.ErrWrongStatus) {
 			_ = schemaapply.RecordFailed(context.WithoutCancel(ctx), p.admin, t.ID, err)
@@ -276,7 +296,7 @@ func (p *Provisioner) ApplySchema(ctx context.Context, t tenancy.Tenant, moduleF
 	if sameDB && !o.DryRun {
 		o.BeforeCommit = record
 	}
-	res, err := schemaapply.ApplyTenant(ctx, db, p.Spec(t, moduleFiles), o)
+	res, err := p.applyTenant(ctx, t.Cluster, db, p.Spec(t, moduleFiles), o)
 	if err != nil {
 		return res, fmt.Errorf("tenant %s: %w", t.Slug, err)
 	}

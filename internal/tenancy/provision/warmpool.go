@@ -219,7 +219,7 @@ func (p *Provisioner) buildOneSpare(ctx context.Context) (bool, error) {
 	}
 	p.hook(tenancy.StepSpareInserted)
 
-	_, err = schemaapply.ApplyTenant(ctx, p.admin, schemaapply.TenantSpec{
+	_, err = p.applyTenant(ctx, cluster, p.admin, schemaapply.TenantSpec{
 		Schema: name, Role: name, AppRole: p.t.Config().Tenant.AppRole,
 	}, schemaapply.Options{BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
 		p.hook(tenancy.StepSpareBuilt)

@@ -1,0 +1,10 @@
+package schemaapply
+
+// TwinState tells whether c holds a twin, with its plan, for a desired hash,
+// and whether an apply from that plan has checked its fingerprint.
+func TwinState(c *Twins, hash string) (held, verified bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tw := c.m[hash]
+	return tw != nil && tw.plan != nil, tw != nil && tw.verified.Load()
+}
