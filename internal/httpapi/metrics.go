@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -23,6 +24,44 @@ type Metrics struct {
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	provision *prometheus.HistogramVec
+
+	// byRoute holds each route's and status's request counter and latency
+	// observer (routeKey → *routeMetrics): a request then costs no label
+	// lookup. Bounded by routes × status codes.
+	byRoute sync.Map
+}
+
+type routeKey struct {
+	route  *fiber.Route // nil: unmatched
+	status int
+}
+
+type routeMetrics struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+// forRoute returns the metrics of a route (nil or a USE middleware: unmatched) and status.
+func (m *Metrics) forRoute(r *fiber.Route, status int) *routeMetrics {
+	if r != nil && r.Method == "USE" {
+		r = nil
+	}
+	k := routeKey{route: r, status: status}
+	if rm, ok := m.byRoute.Load(k); ok {
+		return rm.(*routeMetrics)
+	}
+	// Label values are kept by the registry: never pass Fiber's reused
+	// buffers (c.Method() is one); route patterns are the app's own strings.
+	route, method := "unmatched", "other"
+	if r != nil {
+		route, method = r.Path, r.Method
+	}
+	code := strconv.Itoa(status)
+	rm, _ := m.byRoute.LoadOrStore(k, &routeMetrics{
+		requests: m.requests.WithLabelValues(method, route, code),
+		latency:  m.latency.WithLabelValues(method, route, code),
+	})
+	return rm.(*routeMetrics)
 }
 
 // NewMetrics returns a fresh registry with the HTTP, provisioning and Go collectors.
@@ -72,15 +111,9 @@ func (m *Metrics) middleware() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
 		err := c.Next() // the access log below has already answered any error
-		// Label values are kept by the registry: never pass Fiber's reused
-		// buffers (c.Method() is one); route patterns are the app's own strings.
-		route, method := "unmatched", "other"
-		if r := c.Route(); r != nil && r.Method != "USE" {
-			route, method = r.Path, r.Method
-		}
-		status := strconv.Itoa(c.Response().StatusCode())
-		m.requests.WithLabelValues(method, route, status).Inc()
-		m.latency.WithLabelValues(method, route, status).Observe(time.Since(start).Seconds())
+		rm := m.forRoute(c.Route(), c.Response().StatusCode())
+		rm.requests.Inc()
+		rm.latency.Observe(time.Since(start).Seconds())
 		return err
 	}
 }

@@ -172,9 +172,12 @@ func (r *Router) queueBind(b *pgx.Batch, p Placement) {
 	}
 }
 
+// bindKey identifies a binding: the role, when tenant.roles is on, is the
+// slug's RoleName (built only when the statements are).
 type bindKey struct {
-	schema, role string
-	timeout      time.Duration
+	schema  string
+	slug    tenancy.Slug
+	timeout time.Duration
 }
 
 // bindStatements returns the SET LOCAL statements that bind p, cached. Every
@@ -182,7 +185,7 @@ type bindKey struct {
 func (r *Router) bindStatements(p Placement, timeout time.Duration) []string {
 	k := bindKey{schema: p.Schema, timeout: timeout}
 	if r.cfg.Tenant.Roles {
-		k.role = p.Slug.RoleName()
+		k.slug = p.Slug
 	}
 	if s, ok := r.binds.Load(k); ok {
 		return s.([]string)
@@ -191,8 +194,8 @@ func (r *Router) bindStatements(p Placement, timeout time.Duration) []string {
 		"SET LOCAL search_path = " + pgx.Identifier{k.schema}.Sanitize(),
 		"SET LOCAL statement_timeout = " + strconv.FormatInt(timeout.Milliseconds(), 10),
 	}
-	if k.role != "" {
-		stmts = append(stmts, "SET LOCAL ROLE "+pgx.Identifier{k.role}.Sanitize())
+	if !k.slug.IsZero() {
+		stmts = append(stmts, "SET LOCAL ROLE "+pgx.Identifier{k.slug.RoleName()}.Sanitize())
 	}
 	if r.bindCount.Add(1) < maxCachedPlacements {
 		r.binds.Store(k, stmts)
@@ -244,6 +247,7 @@ func (r *Router) do(ctx context.Context, p Placement, fn func(b *Batch) error) e
 		return err
 	}
 	b := &Batch{p: p}
+	b.pb.QueuedQueries = b.qs[:0]
 	r.queueBind(&b.pb, p)
 	if err := fn(b); err != nil {
 		return err

@@ -22,6 +22,9 @@ type Batch struct {
 	pb  pgx.Batch
 	n   int
 	err error
+	// qs backs pb.QueuedQueries: the binding and a few statements need no
+	// allocation of their own.
+	qs [8]*pgx.QueuedQuery
 }
 
 // Tenant is the placement the batch is bound to (TenantID for the golden rule).
