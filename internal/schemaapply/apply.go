@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -363,23 +364,49 @@ func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (
 		return res, fmt.Errorf("lock schema %s: %w", t.Schema, err)
 	}
 
-	ran, ranBefore, err := runSteps(ctx, tx, t.Before, o.DryRun, false)
-	if err != nil {
-		return res, err
-	}
-	res.Statements = append(res.Statements, ran...)
-
-	// A schema that does not exist has the fingerprint "" and is planned from
-	// an empty realm, without inspection. (Only tenant applies, which compute
-	// fingerprints, ask: Apply of the landlord catalog always inspects.)
-	var before string
-	missing := false
-	if h.fingerprintRole != "" {
-		if err := tx.QueryRowContext(ctx, "SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
-			t.Schema).Scan(&missing); err != nil {
-			return res, fmt.Errorf("schema %s: %w", t.Schema, err)
+	// Tenant applies check the schema and every Before step in one round
+	// trip. A schema that does not exist has the fingerprint "" and is planned
+	// from an empty realm, without inspection; its Before statements then go
+	// with the plan. (Apply of the landlord catalog runs its steps one by one
+	// and always inspects.)
+	var (
+		before, ranBefore string
+		missing           bool
+		pending           []string // Before statements that go with the plan
+		pendingNotes      []string
+	)
+	if h.fingerprintRole == "" {
+		var ran []string
+		if ran, ranBefore, err = runSteps(ctx, tx, t.Before, o.DryRun); err != nil {
+			return res, err
 		}
+		res.Statements = append(res.Statements, ran...)
+	} else {
+		var done []bool
+		if missing, done, err = checkSchemaAndSteps(ctx, tx, t.Schema, t.Before); err != nil {
+			return res, err
+		}
+		var w []byte
+		for i, s := range t.Before {
+			if done[i] {
+				w = append(w, '0')
+				continue
+			}
+			w = append(w, '1')
+			res.Statements = append(res.Statements, s.SQL...)
+			pending = append(pending, s.SQL...)
+			for range s.SQL {
+				pendingNotes = append(pendingNotes, "step "+s.Name)
+			}
+		}
+		ranBefore = string(w)
 		if !missing {
+			if !o.DryRun {
+				if err := execAll(ctx, tx, pending, make([][]any, len(pending)), pendingNotes); err != nil {
+					return res, fmt.Errorf("schema %s: %w", t.Schema, err)
+				}
+			}
+			pending, pendingNotes = nil, nil
 			if before, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
 				return res, err
 			}
@@ -438,19 +465,41 @@ func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (
 		}
 	}
 	res.Statements = append(res.Statements, stmts...)
-	if !o.DryRun {
-		if err := execAll(ctx, tx, stmts, args, comments); err != nil {
-			return res, fmt.Errorf("schema %s: %w", t.Schema, err)
+	if missing {
+		// A schema created here cannot satisfy an After step already: the
+		// steps (idempotent) run without their checks, and everything — Before
+		// statements, plan, After statements — goes in one round trip.
+		if comments == nil {
+			comments = make([]string, len(stmts))
 		}
+		batch := append(pending, stmts...)
+		notes := append(pendingNotes, comments...)
+		for _, s := range t.After {
+			res.Statements = append(res.Statements, s.SQL...)
+			batch = append(batch, s.SQL...)
+			for range s.SQL {
+				notes = append(notes, "step "+s.Name)
+			}
+		}
+		if !o.DryRun {
+			bargs := make([][]any, len(pending), len(batch))
+			bargs = append(append(bargs, args...), make([][]any, len(batch)-len(pending)-len(args))...)
+			if err := execAll(ctx, tx, batch, bargs, notes); err != nil {
+				return res, fmt.Errorf("schema %s: %w", t.Schema, err)
+			}
+		}
+	} else {
+		if !o.DryRun {
+			if err := execAll(ctx, tx, stmts, args, comments); err != nil {
+				return res, fmt.Errorf("schema %s: %w", t.Schema, err)
+			}
+		}
+		ran, _, err := runSteps(ctx, tx, t.After, o.DryRun)
+		if err != nil {
+			return res, err
+		}
+		res.Statements = append(res.Statements, ran...)
 	}
-
-	// A schema created here cannot satisfy an After step already: the steps
-	// (idempotent) run without their checks.
-	ran, _, err = runSteps(ctx, tx, t.After, o.DryRun, missing)
-	if err != nil {
-		return res, err
-	}
-	res.Statements = append(res.Statements, ran...)
 
 	if o.DryRun {
 		if !reused && h.inspected != nil {
@@ -589,13 +638,126 @@ func planFrom(ctx context.Context, drv migrate.Driver, name string, current, des
 	return plan, changes, nil
 }
 
-// runSteps runs the steps whose check fails (all of them when unchecked).
-// which has one byte per step: '1' ran, '0' skipped.
-func runSteps(ctx context.Context, tx *sql.Tx, steps []Step, dryRun, unchecked bool) ([]string, string, error) {
+// checkSchemaAndSteps tells, in one query, whether the schema is missing
+// and which steps' checks are satisfied (a step without a check is not).
+// The checks are evaluated together, before any step runs: a step whose
+// check an earlier step would satisfy runs too (steps are idempotent).
+func checkSchemaAndSteps(ctx context.Context, tx *sql.Tx, schemaName string, steps []Step) (bool, []bool, error) {
+	var q strings.Builder
+	q.WriteString("SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+	args := []any{schemaName}
+	var idx []int // steps with a check, in column order
+	for i, s := range steps {
+		if s.Check == "" {
+			continue
+		}
+		q.WriteString(", (")
+		q.WriteString(shiftParams(s.Check, len(args)))
+		q.WriteString(")")
+		args = append(args, s.Args...)
+		idx = append(idx, i)
+	}
+	var missing bool
+	cols := make([]bool, len(idx))
+	dest := []any{&missing}
+	for i := range cols {
+		dest = append(dest, &cols[i])
+	}
+	if err := tx.QueryRowContext(ctx, q.String(), args...).Scan(dest...); err != nil {
+		return false, nil, fmt.Errorf("schema %s: check schema and steps: %w", schemaName, err)
+	}
+	done := make([]bool, len(steps))
+	for j, i := range idx {
+		done[i] = cols[j]
+	}
+	return missing, done, nil
+}
+
+// shiftParams renumbers the parameters $1, $2, … of a query by adding by,
+// leaving string literals, quoted identifiers, dollar-quoted strings and
+// comments alone (step checks are this package's own SQL).
+func shiftParams(query string, by int) string {
+	var b strings.Builder
+	identChar := func(c byte) bool {
+		return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+	}
+	for i := 0; i < len(query); {
+		c := query[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := i + 1
+			for j < len(query) {
+				if query[j] == c {
+					if j+1 < len(query) && query[j+1] == c { // doubled: escaped
+						j += 2
+						continue
+					}
+					break
+				}
+				j++
+			}
+			end := min(j+1, len(query))
+			b.WriteString(query[i:end])
+			i = end
+		case c == '-' && i+1 < len(query) && query[i+1] == '-':
+			j := strings.IndexByte(query[i:], '\n')
+			if j < 0 {
+				j = len(query) - i
+			}
+			b.WriteString(query[i : i+j])
+			i += j
+		case c == '/' && i+1 < len(query) && query[i+1] == '*':
+			j := strings.Index(query[i+2:], "*/")
+			end := len(query)
+			if j >= 0 {
+				end = i + 2 + j + 2
+			}
+			b.WriteString(query[i:end])
+			i = end
+		case c == '$' && (i == 0 || !identChar(query[i-1])):
+			j := i + 1
+			for j < len(query) && query[j] >= '0' && query[j] <= '9' {
+				j++
+			}
+			if j > i+1 { // a parameter
+				n, _ := strconv.Atoi(query[i+1 : j])
+				b.WriteString("$" + strconv.Itoa(n+by))
+				i = j
+				continue
+			}
+			// A dollar quote: $tag$ … $tag$.
+			k := i + 1
+			for k < len(query) && query[k] != '$' && identChar(query[k]) {
+				k++
+			}
+			if k < len(query) && query[k] == '$' {
+				tag := query[i : k+1]
+				end := strings.Index(query[k+1:], tag)
+				stop := len(query)
+				if end >= 0 {
+					stop = k + 1 + end + len(tag)
+				}
+				b.WriteString(query[i:stop])
+				i = stop
+				continue
+			}
+			b.WriteByte(c)
+			i++
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	return b.String()
+}
+
+// runSteps runs, one by one, the steps whose check fails; which has one byte
+// per step: '1' ran, '0' skipped.
+func runSteps(ctx context.Context, tx *sql.Tx, steps []Step, dryRun bool) ([]string, string, error) {
 	var ran []string
 	w := make([]byte, 0, len(steps))
 	for _, s := range steps {
-		if s.Check != "" && !unchecked {
+		if s.Check != "" {
 			var done bool
 			if err := tx.QueryRowContext(ctx, s.Check, s.Args...).Scan(&done); err != nil {
 				return ran, "", fmt.Errorf("step %s: check: %w", s.Name, err)

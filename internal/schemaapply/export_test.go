@@ -8,3 +8,6 @@ func TwinState(c *Twins, hash string) (held, verified bool) {
 	tw := c.m[hash]
 	return tw != nil && tw.plan != nil, tw != nil && tw.verified.Load()
 }
+
+// ShiftParams is shiftParams, for tests.
+var ShiftParams = shiftParams

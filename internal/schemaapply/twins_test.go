@@ -136,3 +136,17 @@ func TestFailingStatementRollsBackTheApply(t *testing.T) {
 	assert.Zero(t, n, "no role")
 	assert.False(t, errors.Is(err, schemaapply.ErrDestructive))
 }
+
+func TestShiftParams(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`SELECT $1, $2`: `SELECT $4, $5`,
+		`SELECT pg_has_role($2, r.oid, 'MEMBER')`:   `SELECT pg_has_role($5, r.oid, 'MEMBER')`,
+		`SELECT '$1', "a$1", $1::text[]`:            `SELECT '$1', "a$1", $4::text[]`,
+		`SELECT 'it''s $1', $10 -- $2` + "\n$2":     `SELECT 'it''s $1', $13 -- $2` + "\n$5",
+		`SELECT /* $1 */ $$ $1 $$, $q$ $2 $q$, a$1`: `SELECT /* $1 */ $$ $1 $$, $q$ $2 $q$, a$1`,
+		`SELECT ANY($1)`:                            `SELECT ANY($4)`,
+	} {
+		assert.Equal(t, want, schemaapply.ShiftParams(in, 3), in)
+	}
+}

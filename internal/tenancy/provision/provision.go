@@ -240,10 +240,9 @@ func (p *Provisioner) Spec(t tenancy.Tenant, moduleFiles []string) schemaapply.T
 func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenancy.Tenant) (tenancy.Tenant, error) {
 	var active tenancy.Tenant
 	activate := func(ctx context.Context, tx tenancy.DBTX, res schemaapply.Result) error {
-		if err := schemaapply.RecordApplied(ctx, tx, t.ID, res); err != nil {
-			return err
-		}
-		a, err := tenancy.Activate(ctx, tx, t)
+		// The record of the apply (schemaapply.RecordApplied) and the
+		// activation in one statement.
+		a, err := tenancy.ActivateApplied(ctx, tx, t, res.Hash, res.Fingerprint)
 		active = a
 		return err
 	}
