@@ -1,13 +1,14 @@
 // Package schemaapply applies Atlas HCL schemas in-process with the embedded
 // ariga.io/atlas library: parse with variables → transaction → advisory lock
-// for the schema → inspect → diff → refuse destructive changes unless forced
-// → plan → apply → commit. It serves the landlord catalog and every tenant
-// schema; what open-source Atlas cannot express (extensions, grants) runs as
-// idempotent SQL steps in the same transaction, only when needed.
+// for the schema → inspect (not for a tenant schema that does not exist yet:
+// its plan starts from nothing) → diff → refuse destructive changes unless
+// forced → plan → apply → commit. It serves the landlord catalog and every
+// tenant schema; what open-source Atlas cannot express (extensions, grants)
+// runs as idempotent SQL steps in the same transaction, only when needed.
 //
 // Tenants: TenantTarget and ApplyTenant (schema, role, grants, core and
-// module HCL); Fingerprints (catalog fingerprints of many schemas in one
-// query); Fleet (every tenant of the landlord catalog: converged tenants
+// module HCL); Twins (new schemas built from an earlier one's plan);
+// Fingerprints (catalog fingerprints of many schemas in one query); Fleet (every tenant of the landlord catalog: converged tenants
 // skipped without inspection, the rest applied in parallel, canaries first,
 // failures isolated and recorded; Drift reports without changing anything).
 package schemaapply
@@ -44,7 +45,11 @@ type Target struct {
 	Files []string
 	// Vars are the HCL input variables, e.g. "tenant" → the schema name.
 	Vars map[string]string
-	// Before runs ahead of inspection, in the same transaction (e.g. extensions).
+	// Before runs ahead of inspection, in the same transaction (e.g.
+	// extensions). A tenant apply (ApplyTenant, Twins, Fleet) evaluates the
+	// checks of all Before steps in one query, before any of them runs; for a
+	// schema that does not exist yet, their statements then travel with the
+	// plan's.
 	Before []Step
 	// After runs once the plan is applied, in the same transaction (e.g. grants).
 	After []Step
@@ -290,8 +295,9 @@ func renamePlan(stmts []string, name string) []string {
 // the twin's statements with its own schema name, and its catalog
 // fingerprint after the apply must be the twin's, or that apply is rolled
 // back and done again with Atlas (which then becomes the twin). Schemas that
-// exist are applied as ApplyTenant does. Keep one Twins per server (plans
-// and fingerprints may depend on its version); safe for concurrent use.
+// exist are applied as ApplyTenant does. Keep one Twins per database (plans
+// and fingerprints may depend on the server, default privileges on the
+// database); safe for concurrent use.
 type Twins struct {
 	mu sync.Mutex
 	m  map[string]*twin // desired hash → twin built from nothing, with its plan

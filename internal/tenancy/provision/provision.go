@@ -61,7 +61,7 @@ type Provisioner struct {
 	refill chan struct{}
 
 	mu    sync.Mutex
-	twins map[string]*schemaapply.Twins // cluster → how its last new schema was built
+	twins map[string]*schemaapply.Twins // cluster → how a new schema of its shared database was built
 }
 
 // New returns a Provisioner.
@@ -82,11 +82,17 @@ func New(o Options) (*Provisioner, error) {
 		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}, nil
 }
 
-// applyTenant is schemaapply.ApplyTenant on a cluster: a schema that does
-// not exist yet is built like the cluster's previous one (schemaapply.Twins),
-// without inspection, parsing or planning, when its desired state is the same.
+// applyTenant is schemaapply.ApplyTenant on db. In a cluster's shared
+// database (cluster set: schema placement, spares), a schema that does not
+// exist yet is built like the previous new one there (schemaapply.Twins),
+// without inspection, parsing or planning, when its desired state is the
+// same. A tenant's own database (cluster ""), where twins would seldom
+// meet, applies without.
 func (p *Provisioner) applyTenant(ctx context.Context, cluster string, db *sql.DB, spec schemaapply.TenantSpec,
 	o schemaapply.Options) (schemaapply.Result, error) {
+	if cluster == "" {
+		return schemaapply.ApplyTenant(ctx, db, spec, o)
+	}
 	p.mu.Lock()
 	tw := p.twins[cluster]
 	if tw == nil {
@@ -95,6 +101,14 @@ func (p *Provisioner) applyTenant(ctx context.Context, cluster string, db *sql.D
 	}
 	p.mu.Unlock()
 	return tw.ApplyTenant(ctx, db, spec, o)
+}
+
+// twinsKey is the applyTenant cluster of t: its cluster for schema placement, else "".
+func twinsKey(t tenancy.Tenant) string {
+	if t.Kind == tenancy.PlacementSchema {
+		return t.Cluster
+	}
+	return ""
 }
 
 func validSparePrefix(p string) error {
@@ -254,7 +268,7 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenanc
 			return activate(ctx, tx, res)
 		}
 	}
-	res, err := p.applyTenant(ctx, t.Cluster, db, p.Spec(t, nil), o)
+	res, err := p.applyTenant(ctx, twinsKey(t), db, p.Spec(t, nil), o)
 	if err != nil {
 		if !errors.Is(err, tenancy.ErrWrongStatus) {
 			_ = schemaapply.RecordFailed(context.WithoutCancel(ctx), p.admin, t.ID, err)
@@ -295,7 +309,7 @@ func (p *Provisioner) ApplySchema(ctx context.Context, t tenancy.Tenant, moduleF
 	if sameDB && !o.DryRun {
 		o.BeforeCommit = record
 	}
-	res, err := p.applyTenant(ctx, t.Cluster, db, p.Spec(t, moduleFiles), o)
+	res, err := p.applyTenant(ctx, twinsKey(t), db, p.Spec(t, moduleFiles), o)
 	if err != nil {
 		return res, fmt.Errorf("tenant %s: %w", t.Slug, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenancy"
 	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
 )
@@ -248,4 +250,45 @@ func TestProvisionDatabasePlacement(t *testing.T) {
 	assert.Zero(t, n, "purge dropped the database")
 	require.NoError(t, b.admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, s.RoleName()).Scan(&n))
 	assert.Zero(t, n, "and the role")
+}
+
+// Tenants provisioned cold one after another (the second on, from the
+// first one's plan) and warm record what the fleet runner expects: it skips
+// every one of them without inspection.
+func TestProvisionedTenantsAreConvergedForTheFleet(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, setup{warm: 1})
+	ctx := context.Background()
+	prefix := dbtest.Name("pf")
+	var slugs []tenancy.Slug
+	for range 4 {
+		s := b.slug(t, prefix)
+		res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Fleet"})
+		require.NoError(t, err)
+		assert.Equal(t, provision.Cold, res.Path, "no spare built yet")
+		slugs = append(slugs, s)
+	}
+	_, err := b.prov.FillWarmPool(ctx)
+	require.NoError(t, err)
+	s := b.slug(t, prefix)
+	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Fleet"})
+	require.NoError(t, err)
+	assert.Equal(t, provision.Warm, res.Path)
+	slugs = append(slugs, s)
+
+	for _, s := range slugs {
+		ten := assertHealthy(t, b, s)
+		live, err := schemaapply.Fingerprint(ctx, b.admin, ten.Schema, s.RoleName())
+		require.NoError(t, err)
+		var recorded string
+		require.NoError(t, b.admin.QueryRowContext(ctx, `SELECT schema_fingerprint FROM landlord.tenants WHERE slug = $1`,
+			s.String()).Scan(&recorded))
+		assert.Equal(t, live, recorded, "%s: the recorded fingerprint is the live one", s)
+	}
+	f := &schemaapply.Fleet{Catalog: b.admin, AppRole: b.tenants.Config().Tenant.AppRole}
+	fr, err := f.Apply(ctx, schemaapply.FleetOptions{Selection: schemaapply.Selection{SlugPrefix: prefix}})
+	require.NoError(t, err)
+	assert.Equal(t, len(slugs), fr.Total)
+	assert.Equal(t, len(slugs), fr.Converged, "skipped without inspection")
+	assert.Zero(t, fr.Inspected)
 }
