@@ -92,25 +92,38 @@ func insertProvisioning(ctx context.Context, db DBTX, slug Slug, name string, pl
 // transaction that built the schema). A tenant no longer provisioning
 // (deleted meanwhile) is a *StatusError.
 func Activate(ctx context.Context, db DBTX, t Tenant) (Tenant, error) {
-	return activate(ctx, db, t, "", nil)
+	return activate(ctx, db, t, activateSQL)
 }
 
 // ActivateApplied is Activate recording, in the same statement, a schema
 // apply's hash and fingerprint (the columns schemaapply.RecordApplied sets).
 func ActivateApplied(ctx context.Context, db DBTX, t Tenant, hash, fingerprint string) (Tenant, error) {
-	return activate(ctx, db, t, `, schema_hash = $2, schema_fingerprint = $3, schema_applied_at = now(), schema_error = NULL`,
-		[]any{hash, fingerprint})
+	return activate(ctx, db, t, activateAppliedSQL, hash, fingerprint)
 }
 
-func activate(ctx context.Context, db DBTX, t Tenant, set string, args []any) (Tenant, error) {
-	var a Tenant
-	err := db.QueryRowContext(ctx, `
+// The activation statements: $1 is the tenant id; activateAppliedSQL also
+// records the apply ($2 hash, $3 fingerprint).
+const (
+	activateSQL = `
 		WITH upd AS (
 			UPDATE landlord.tenants t
-			   SET status = 'active', version = t.version + 1, updated_at = now()`+set+`
+			   SET status = 'active', version = t.version + 1, updated_at = now()
 			 WHERE t.id = $1 AND t.status = 'provisioning'
 			RETURNING t.*)
-		SELECT `+tenantCols+`, `+notifyCol+` FROM upd t`, append([]any{t.ID}, args...)...).Scan(append(tenantDest(&a), new(string))...)
+		SELECT ` + tenantCols + `, ` + notifyCol + ` FROM upd t`
+	activateAppliedSQL = `
+		WITH upd AS (
+			UPDATE landlord.tenants t
+			   SET status = 'active', version = t.version + 1, updated_at = now(),
+			       schema_hash = $2, schema_fingerprint = $3, schema_applied_at = now(), schema_error = NULL
+			 WHERE t.id = $1 AND t.status = 'provisioning'
+			RETURNING t.*)
+		SELECT ` + tenantCols + `, ` + notifyCol + ` FROM upd t`
+)
+
+func activate(ctx context.Context, db DBTX, t Tenant, query string, args ...any) (Tenant, error) {
+	var a Tenant
+	err := db.QueryRowContext(ctx, query, append([]any{t.ID}, args...)...).Scan(append(tenantDest(&a), new(string))...)
 	if errors.Is(err, sql.ErrNoRows) {
 		var st string
 		if err := db.QueryRowContext(ctx, `SELECT status FROM landlord.tenants WHERE id = $1`, t.ID).Scan(&st); err != nil {
