@@ -126,6 +126,10 @@ type Log struct {
 	Format string `koanf:"format"`
 }
 
+// DefaultPgBouncer is the PgBouncer version assumed in front of a cluster
+// whose config does not say.
+const DefaultPgBouncer = "1.18"
+
 // The local development defaults match deploy/local (make db-up).
 const (
 	localApp       = "postgres://pd_app:pd_app_dev@127.0.0.1:16432/publicdigit?sslmode=disable"
@@ -241,6 +245,14 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 	var c Config
 	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
 		return Config{}, fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
+	// A cluster added by a file or the environment need not repeat the
+	// PgBouncer version of the local setup.
+	for name, cl := range c.Clusters {
+		if cl.PgBouncer == "" {
+			cl.PgBouncer = DefaultPgBouncer
+			c.Clusters[name] = cl
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err

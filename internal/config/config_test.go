@@ -146,3 +146,18 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 func TestRedact(t *testing.T) {
 	assert.Equal(t, "postgres://u:xxxxx@h:1/d", config.Redact("postgres://u:secret@h:1/d"))
 }
+
+func TestClusterFromEnvironmentGetsDefaults(t *testing.T) {
+	t.Setenv("PD_CLUSTERS__B__URL", "postgres://pd_app:x@127.0.0.1:16433/publicdigit")
+	t.Setenv("PD_CLUSTERS__B__ADMIN_URL", "postgres://pd_admin:x@127.0.0.1:15433/publicdigit")
+	c, err := config.Load(nil)
+	require.NoError(t, err)
+	require.Contains(t, c.Clusters, "b")
+	assert.Equal(t, config.DefaultPgBouncer, c.Clusters["b"].PgBouncer)
+	assert.Contains(t, c.Clusters, "main", "the default cluster stays")
+
+	t.Setenv("PD_CLUSTERS__C__URL", "postgres://pd_app:x@127.0.0.1:1/publicdigit")
+	_, err = config.Load(nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "clusters.c.admin_url: must be set")
+}
