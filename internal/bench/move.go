@@ -90,7 +90,7 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer landlord.Close()
-	router, err := pgroute.New(ctx, mcfg, zerolog.Nop(), pgroute.Options{})
+	router, err := pgroute.New(ctx, mcfg, zerolog.Nop(), pgroute.Options{Resolver: pgroute.CatalogResolver{Pool: landlord}})
 	if err != nil {
 		return err
 	}

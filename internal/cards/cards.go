@@ -313,26 +313,20 @@ func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]C
 			WHERE tenant_id = $1 AND ($2::uuid IS NULL OR member_id = $2) AND ($3::text IS NULL OR status = $3)
 			  AND ($4::uuid IS NULL OR id > $4)
 			ORDER BY id LIMIT $5`, tid, q.MemberID, status, q.After, q.Limit+1).
-			Query(func(rows pgx.Rows) error {
-				out = out[:0]
-				for rows.Next() {
+			Query(func(rows pgx.Rows) (err error) {
+				out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Card, error) {
 					var c Card
-					if err := scan(rows, tid, &c); err != nil {
-						return err
-					}
-					out = append(out, c)
-				}
-				return rows.Err()
+					err := scan(r, tid, &c)
+					return c, err
+				})
+				return err
 			})
 		return nil
 	})
 	if err != nil {
 		return nil, false, mapErr(err)
 	}
-	more := len(out) > q.Limit
-	if more {
-		out = out[:q.Limit]
-	}
+	out, more := pgroute.Page(out, q.Limit)
 	return out, more, nil
 }
 
@@ -400,22 +394,21 @@ func (s *Service) Activities(ctx context.Context, slug tenancy.Slug, cardID uuid
 		b.Queue(`SELECT id, card_id, action, actor, detail, created_at, tenant_id FROM card_activities
 			WHERE tenant_id = $1 AND card_id = $2 AND ($3::uuid IS NULL OR id > $3)
 			ORDER BY id LIMIT $4`, tid, cardID, after, limit+1).
-			Query(func(rows pgx.Rows) error {
-				out = out[:0]
-				for rows.Next() {
+			Query(func(rows pgx.Rows) (err error) {
+				out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Activity, error) {
 					var a Activity
 					var owner uuid.UUID
 					var detail []byte
-					if err := rows.Scan(&a.ID, &a.CardID, &a.Action, &a.Actor, &detail, &a.CreatedAt, &owner); err != nil {
-						return err
+					if err := r.Scan(&a.ID, &a.CardID, &a.Action, &a.Actor, &detail, &a.CreatedAt, &owner); err != nil {
+						return a, err
 					}
 					if owner != tid {
-						return fmt.Errorf("%w (activity of another tenant refused)", ErrNotFound)
+						return a, fmt.Errorf("%w (activity of another tenant refused)", ErrNotFound)
 					}
 					a.Detail = json.RawMessage(detail)
-					out = append(out, a)
-				}
-				return rows.Err()
+					return a, nil
+				})
+				return err
 			})
 		return nil
 	})
@@ -425,10 +418,7 @@ func (s *Service) Activities(ctx context.Context, slug tenancy.Slug, cardID uuid
 	if !exists {
 		return nil, false, ErrNotFound
 	}
-	more := len(out) > limit
-	if more {
-		out = out[:limit]
-	}
+	out, more := pgroute.Page(out, limit)
 	return out, more, nil
 }
 

@@ -48,7 +48,7 @@ func (e *env) platform(ctx context.Context) (*platform, error) {
 		admin.Close()
 		return nil, fmt.Errorf("admin connection %s: %w", config.Redact(e.cfg.Admin.URL), rootCause(err))
 	}
-	landlord, err := pgroute.NewPool(ctx, e.cfg.Landlord.URL, e.cfg.Pool, nil)
+	landlord, err := pgroute.NewLandlordPool(ctx, e.cfg, nil)
 	if err != nil {
 		admin.Close()
 		return nil, err

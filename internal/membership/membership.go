@@ -252,26 +252,20 @@ func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]M
 			WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR geo_unit_id = $3)
 			  AND ($4::uuid IS NULL OR id > $4)
 			ORDER BY id LIMIT $5`, tid, status, q.GeoUnitID, q.After, q.Limit+1).
-			Query(func(rows pgx.Rows) error {
-				out = out[:0]
-				for rows.Next() {
+			Query(func(rows pgx.Rows) (err error) {
+				out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Member, error) {
 					var m Member
-					if err := scan(rows, tid, &m); err != nil {
-						return err
-					}
-					out = append(out, m)
-				}
-				return rows.Err()
+					err := scan(r, tid, &m)
+					return m, err
+				})
+				return err
 			})
 		return nil
 	})
 	if err != nil {
 		return nil, false, mapErr(err)
 	}
-	more := len(out) > q.Limit
-	if more {
-		out = out[:q.Limit]
-	}
+	out, more := pgroute.Page(out, q.Limit)
 	return out, more, nil
 }
 

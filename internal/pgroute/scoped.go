@@ -47,6 +47,15 @@ func (b *Batch) Queue(sql string, args ...any) *pgx.QueuedQuery {
 // Len is the number of statements queued by tenant code.
 func (b *Batch) Len() int { return b.n }
 
+// Page trims the rows of a keyset page, read with LIMIT limit+1, to limit
+// and reports whether more follow.
+func Page[T any](rows []T, limit int) ([]T, bool) {
+	if len(rows) > limit {
+		return rows[:limit], true
+	}
+	return rows, false
+}
+
 // checkArgs refuses values that PostgreSQL cannot store and that the simple
 // protocol could not carry: a NUL byte ends a Query message early.
 func checkArgs(args []any) error {

@@ -45,7 +45,7 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 
 	// The landlord pool goes through PgBouncer like everything else; it does
 	// not need to reach the database at start, /readyz reports that.
-	landlord, err := pgroute.NewPool(ctx, cfg.Landlord.URL, cfg.Pool, nil)
+	landlord, err := pgroute.NewLandlordPool(ctx, cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -63,8 +63,10 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	metrics.AddPool("landlord", landlord)
 
 	// The tenant router: one shared pool per cluster (through PgBouncer),
-	// placements cached from the catalog, the tenant bound per transaction.
-	router, err := pgroute.New(ctx, cfg, logging.Component(base, "pgroute"), pgroute.Options{})
+	// placements cached from the catalog (read on the landlord pool above), the
+	// tenant bound per transaction.
+	router, err := pgroute.New(ctx, cfg, logging.Component(base, "pgroute"),
+		pgroute.Options{Resolver: pgroute.CatalogResolver{Pool: landlord}})
 	if err != nil {
 		return err
 	}

@@ -13,15 +13,11 @@ import (
 // transaction; when the tenant's database holds the catalog, the row goes
 // in it too, else right after (a crash in between is finished by a rerun).
 func (s *Service) Purge(ctx context.Context, slug Slug) error {
-	unlock, err := s.Lock(ctx, slug)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	t, err := s.Get(ctx, slug)
-	if err != nil {
-		return err
-	}
+	return s.WithTenantLock(ctx, slug, s.purge)
+}
+
+func (s *Service) purge(ctx context.Context, t Tenant) error {
+	slug := t.Slug
 	if t.Status != StatusDeleted {
 		return &StatusError{Slug: slug, Status: t.Status, Op: "purge (delete it first)"}
 	}

@@ -143,17 +143,17 @@ func (r record) gid() string { return "pd_move_" + r.ID }
 
 // Move moves a tenant, or finishes its interrupted move to the same target.
 func (m *Mover) Move(ctx context.Context, req Request) (Result, error) {
-	start := time.Now()
-	unlock, err := m.t.Lock(ctx, req.Slug)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
+	var res Result
+	err := m.t.WithTenantLock(ctx, req.Slug, func(ctx context.Context, t tenancy.Tenant) (err error) {
+		res, err = m.move(ctx, req, t)
+		return err
+	})
+	return res, err
+}
 
-	t, err := m.t.Get(ctx, req.Slug)
-	if err != nil {
-		return Result{}, err
-	}
+// move runs Move with the tenant's operation lock held.
+func (m *Mover) move(ctx context.Context, req Request, t tenancy.Tenant) (Result, error) {
+	start := time.Now()
 	cluster := req.Cluster
 	if cluster == "" {
 		cluster = t.Cluster
