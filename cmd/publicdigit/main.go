@@ -40,7 +40,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := server.Run(ctx, cfg, log, nil); err != nil {
+	if err := server.Run(ctx, cfg, log, server.Options{}); err != nil {
 		log.Error().Err(err).Msg("server failed")
 		os.Exit(1)
 	}

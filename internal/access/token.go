@@ -18,10 +18,14 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Kind says what a token may act on.
@@ -50,25 +54,25 @@ var displayPrefixLen = len(SecretPrefix) + 8
 var (
 	// ErrUnauthenticated is returned for a missing, malformed, unknown,
 	// revoked or expired token; callers must not tell these apart to clients.
-	ErrUnauthenticated = errors.New("invalid or revoked token")
+	ErrUnauthenticated = apperr.New("unauthorized", "invalid or revoked token")
 	// ErrTokenNotFound is returned for an unknown token id.
-	ErrTokenNotFound = errors.New("token not found")
+	ErrTokenNotFound = apperr.New("token_not_found", "token not found")
 	// ErrInvalidToken is wrapped by every validation error of a token request.
-	ErrInvalidToken = errors.New("invalid token request")
+	ErrInvalidToken = apperr.New("invalid_token", "invalid token request")
 )
 
 // Token is what the catalog knows about a token (never its secret).
 type Token struct {
-	ID         string       `json:"id"`
-	Name       string       `json:"name"`
-	Kind       Kind         `json:"kind"`
-	TenantID   string       `json:"tenant_id,omitempty"`
-	Tenant     tenancy.Slug `json:"tenant,omitzero"`
-	Prefix     string       `json:"prefix"`
-	CreatedAt  time.Time    `json:"created_at"`
-	ExpiresAt  *time.Time   `json:"expires_at"`
-	RevokedAt  *time.Time   `json:"revoked_at"`
-	LastUsedAt *time.Time   `json:"last_used_at"`
+	ID         string      `json:"id"`
+	Name       string      `json:"name"`
+	Kind       Kind        `json:"kind"`
+	TenantID   string      `json:"tenant_id,omitempty"`
+	Tenant     tenant.Slug `json:"tenant,omitzero"`
+	Prefix     string      `json:"prefix"`
+	CreatedAt  time.Time   `json:"created_at"`
+	ExpiresAt  *time.Time  `json:"expires_at"`
+	RevokedAt  *time.Time  `json:"revoked_at"`
+	LastUsedAt *time.Time  `json:"last_used_at"`
 }
 
 // Principal is who a request acts as, once its token is authenticated.
@@ -78,7 +82,7 @@ type Principal struct {
 	Kind    Kind
 	// TenantID and Tenant are set for tenant tokens only.
 	TenantID string
-	Tenant   tenancy.Slug
+	Tenant   tenant.Slug
 }
 
 // IsPlatform reports whether the principal is a platform administrator.
@@ -86,7 +90,7 @@ func (p Principal) IsPlatform() bool { return p.Kind == KindPlatform }
 
 // CanActOn reports whether the principal may act on the tenant: a platform
 // token on any, a tenant token on its own only.
-func (p Principal) CanActOn(slug tenancy.Slug) bool {
+func (p Principal) CanActOn(slug tenant.Slug) bool {
 	if p.Kind == KindPlatform {
 		return true
 	}
@@ -98,7 +102,7 @@ type CreateRequest struct {
 	Name string
 	Kind Kind
 	// Tenant is required for KindTenant and must be zero for KindPlatform.
-	Tenant tenancy.Slug
+	Tenant tenant.Slug
 	// ExpiresAt, when set, must be in the future.
 	ExpiresAt *time.Time
 }
@@ -115,11 +119,18 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Tenants is what tokens need of the tenant catalog (catalog.Catalog).
+type Tenants interface {
+	Get(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error)
+	Slugs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]tenant.Slug, error)
+}
+
 // Service creates, authenticates, lists and revokes tokens in the landlord
 // catalog (landlord.api_tokens), through the landlord pool.
 type Service struct {
-	db   *pgxpool.Pool
-	opts Options
+	db      *pgxpool.Pool
+	tenants Tenants
+	opts    Options
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cached
@@ -132,14 +143,14 @@ type cached struct {
 }
 
 // New returns a Service on the landlord pool.
-func New(db *pgxpool.Pool, o Options) *Service {
+func New(db *pgxpool.Pool, tenants Tenants, o Options) *Service {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 10_000
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{db: db, opts: o, cache: map[[sha256.Size]byte]cached{}}
+	return &Service{db: db, tenants: tenants, opts: o, cache: map[[sha256.Size]byte]cached{}}
 }
 
 // Hash is the SHA-256 digest that the catalog stores for a secret.
@@ -181,25 +192,50 @@ func validName(name string) error {
 	return nil
 }
 
-const tokenCols = `t.id::text, t.name, t.kind, coalesce(t.tenant_id::text, ''), coalesce(ten.slug, ''),
+const tokenCols = `t.id::text, t.name, t.kind, coalesce(t.tenant_id::text, ''),
 	t.prefix, t.created_at, t.expires_at, t.revoked_at, t.last_used_at`
 
 func scanToken(row pgx.Row) (Token, error) {
 	var t Token
-	var kind, slug string
-	if err := row.Scan(&t.ID, &t.Name, &kind, &t.TenantID, &slug, &t.Prefix, &t.CreatedAt,
+	var kind string
+	if err := row.Scan(&t.ID, &t.Name, &kind, &t.TenantID, &t.Prefix, &t.CreatedAt,
 		&t.ExpiresAt, &t.RevokedAt, &t.LastUsedAt); err != nil {
 		return Token{}, err
 	}
 	t.Kind = Kind(kind)
-	if slug != "" {
-		s, err := tenancy.ParseSlug(slug)
-		if err != nil {
-			return Token{}, fmt.Errorf("token %s: catalog slug: %w", t.ID, err)
-		}
-		t.Tenant = s
-	}
 	return t, nil
+}
+
+// withSlugs fills the tenant slug of tenant tokens from the catalog.
+func (s *Service) withSlugs(ctx context.Context, ts []Token) ([]Token, error) {
+	var ids []uuid.UUID
+	for _, t := range ts {
+		if id, err := uuid.Parse(t.TenantID); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return ts, nil
+	}
+	slugs, err := s.tenants.Slugs(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i, t := range ts {
+		if id, err := uuid.Parse(t.TenantID); err == nil {
+			ts[i].Tenant = slugs[id]
+		}
+	}
+	return ts, nil
+}
+
+// withSlug is withSlugs for one token.
+func (s *Service) withSlug(ctx context.Context, t Token) (Token, error) {
+	ts, err := s.withSlugs(ctx, []Token{t})
+	if err != nil {
+		return Token{}, err
+	}
+	return ts[0], nil
 }
 
 // Create makes a token and returns its secret, which is shown only this once.
@@ -227,25 +263,31 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, e
 		return "", Token{}, err
 	}
 	h := Hash(secret)
-	// The tenant is looked up in the same statement; a deleted tenant gets no new token.
-	row := s.db.QueryRow(ctx, `
-		WITH ten AS (
-			SELECT id, slug FROM landlord.tenants
-			 WHERE slug = $4 AND status NOT IN ('deleted', 'provisioning')),
-		ins AS (
-			INSERT INTO landlord.api_tokens (name, kind, tenant_id, token_hash, prefix, expires_at)
-			SELECT $1, $2, ten.id, $3, $5, $6 FROM (SELECT 1) one LEFT JOIN ten ON true
-			 WHERE $2 = 'platform' OR ten.id IS NOT NULL
-			RETURNING *)
-		SELECT `+tokenCols+` FROM ins t LEFT JOIN ten ON ten.id = t.tenant_id`,
-		r.Name, string(r.Kind), h[:], r.Tenant.String(), secret[:displayPrefixLen], r.ExpiresAt)
-	t, err := scanToken(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenancy.ErrTenantNotFound)
+	var tenantID *uuid.UUID
+	if r.Kind == KindTenant {
+		// A deleted (or not yet provisioned) tenant gets no new token; one
+		// purged meanwhile fails the foreign key.
+		ten, err := s.tenants.Get(ctx, r.Tenant)
+		if err != nil {
+			return "", Token{}, err
+		}
+		if ten.Status == tenant.StatusDeleted || ten.Status == tenant.StatusProvisioning {
+			return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenant.ErrNotFound)
+		}
+		tenantID = &ten.ID
+	}
+	t, err := scanToken(s.db.QueryRow(ctx, `
+		INSERT INTO landlord.api_tokens AS t (name, kind, tenant_id, token_hash, prefix, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		RETURNING `+tokenCols, r.Name, string(r.Kind), tenantID, h[:], secret[:displayPrefixLen], r.ExpiresAt))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" {
+		return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenant.ErrNotFound)
 	}
 	if err != nil {
 		return "", Token{}, fmt.Errorf("create token: %w", err)
 	}
+	t.Tenant = r.Tenant
 	return secret, t, nil
 }
 
@@ -263,7 +305,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 	}
 	var (
 		p                Principal
-		kind, slug       string
+		kind             string
 		stored           []byte
 		revoked, expired bool
 		expiresAt        *time.Time
@@ -277,11 +319,11 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 			 WHERE a.id = hit.id AND hit.revoked_at IS NULL
 			   AND (hit.expires_at IS NULL OR hit.expires_at > now())
 			   AND (hit.last_used_at IS NULL OR hit.last_used_at < now() - interval '1 minute'))
-		SELECT hit.id::text, hit.name, hit.kind, coalesce(hit.tenant_id::text, ''), coalesce(ten.slug, ''),
+		SELECT hit.id::text, hit.name, hit.kind, coalesce(hit.tenant_id::text, ''),
 		       hit.token_hash, hit.revoked_at IS NOT NULL, hit.expires_at IS NOT NULL AND hit.expires_at <= now(),
 		       hit.expires_at
-		  FROM hit LEFT JOIN landlord.tenants ten ON ten.id = hit.tenant_id`, h[:]).
-		Scan(&p.TokenID, &p.Name, &kind, &p.TenantID, &slug, &stored, &revoked, &expired, &expiresAt)
+		  FROM hit`, h[:]).
+		Scan(&p.TokenID, &p.Name, &kind, &p.TenantID, &stored, &revoked, &expired, &expiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrUnauthenticated
 	}
@@ -295,8 +337,16 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 	switch p.Kind {
 	case KindPlatform:
 	case KindTenant:
-		sl, err := tenancy.ParseSlug(slug)
+		id, err := uuid.Parse(p.TenantID)
 		if err != nil {
+			return Principal{}, ErrUnauthenticated
+		}
+		slugs, err := s.tenants.Slugs(ctx, []uuid.UUID{id})
+		if err != nil {
+			return Principal{}, fmt.Errorf("authenticate: %w", err)
+		}
+		sl, ok := slugs[id]
+		if !ok {
 			return Principal{}, ErrUnauthenticated
 		}
 		p.Tenant = sl
@@ -349,19 +399,30 @@ func (s *Service) forget(tokenID string) {
 // ListFilter narrows List.
 type ListFilter struct {
 	// Tenant, when set, lists that tenant's tokens only.
-	Tenant tenancy.Slug
+	Tenant tenant.Slug
 	// IncludeRevoked lists revoked tokens too.
 	IncludeRevoked bool
 }
 
 // List returns tokens, newest first (at most 1,000).
 func (s *Service) List(ctx context.Context, f ListFilter) ([]Token, error) {
+	var tenantID *uuid.UUID
+	if !f.Tenant.IsZero() {
+		ten, err := s.tenants.Get(ctx, f.Tenant)
+		if errors.Is(err, tenant.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		tenantID = &ten.ID
+	}
 	rows, err := s.db.Query(ctx, `
 		SELECT `+tokenCols+`
-		  FROM landlord.api_tokens t LEFT JOIN landlord.tenants ten ON ten.id = t.tenant_id
-		 WHERE ($1 = '' OR ten.slug = $1) AND ($2 OR t.revoked_at IS NULL)
+		  FROM landlord.api_tokens t
+		 WHERE ($1::uuid IS NULL OR t.tenant_id = $1) AND ($2 OR t.revoked_at IS NULL)
 		 ORDER BY t.created_at DESC, t.id
-		 LIMIT 1000`, f.Tenant.String(), f.IncludeRevoked)
+		 LIMIT 1000`, tenantID, f.IncludeRevoked)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -369,7 +430,7 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
-	return out, nil
+	return s.withSlugs(ctx, out)
 }
 
 // Get returns one token by id.
@@ -379,15 +440,14 @@ func (s *Service) Get(ctx context.Context, id string) (Token, error) {
 	}
 	t, err := scanToken(s.db.QueryRow(ctx, `
 		SELECT `+tokenCols+`
-		  FROM landlord.api_tokens t LEFT JOIN landlord.tenants ten ON ten.id = t.tenant_id
-		 WHERE t.id = $1::text::uuid`, id))
+		  FROM landlord.api_tokens t WHERE t.id = $1::text::uuid`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Token{}, fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("get token: %w", err)
 	}
-	return t, nil
+	return s.withSlug(ctx, t)
 }
 
 // Revoke revokes a token by id; revoking a revoked token is a no-op that
@@ -400,7 +460,7 @@ func (s *Service) Revoke(ctx context.Context, id string) (Token, error) {
 		WITH upd AS (
 			UPDATE landlord.api_tokens SET revoked_at = coalesce(revoked_at, now())
 			 WHERE id = $1::text::uuid RETURNING *)
-		SELECT `+tokenCols+` FROM upd t LEFT JOIN landlord.tenants ten ON ten.id = t.tenant_id`, id))
+		SELECT `+tokenCols+` FROM upd t`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Token{}, fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
 	}
@@ -408,7 +468,7 @@ func (s *Service) Revoke(ctx context.Context, id string) (Token, error) {
 		return Token{}, fmt.Errorf("revoke token: %w", err)
 	}
 	s.forget(t.ID)
-	return t, nil
+	return s.withSlug(ctx, t)
 }
 
 // Delete removes a token from the catalog for good (tests and cleanup).

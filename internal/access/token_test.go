@@ -11,13 +11,13 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func newService(t *testing.T, o access.Options) *access.Service {
 	t.Helper()
 	dbtest.Landlord(t)
-	return access.New(dbtest.AppPool(t, dbtest.Bouncer, 4), o)
+	return access.New(dbtest.AppPool(t, dbtest.Bouncer, 4), dbtest.Catalog(t), o)
 }
 
 func create(t *testing.T, s *access.Service, r access.CreateRequest) (string, access.Token) {
@@ -43,7 +43,7 @@ func TestPlatformToken(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, p.IsPlatform())
 	assert.Equal(t, tok.ID, p.TokenID)
-	assert.True(t, p.CanActOn(tenancy.MustSlug("anyone")))
+	assert.True(t, p.CanActOn(tenant.MustSlug("anyone")))
 
 	got, err := s.Get(ctx, tok.ID)
 	require.NoError(t, err)
@@ -83,17 +83,17 @@ func TestTenantTokenAndRevocation(t *testing.T) {
 	s := newService(t, access.Options{CacheTTL: time.Minute})
 	ctx := context.Background()
 	tt := dbtest.TenantRow(t, "tok")
-	slug := tenancy.MustSlug(tt.Slug)
+	slug := tenant.MustSlug(tt.Slug)
 
 	secret, tok := create(t, s, access.CreateRequest{Name: "app", Kind: access.KindTenant, Tenant: slug})
 	assert.Equal(t, slug, tok.Tenant)
-	assert.Equal(t, tt.ID, tok.TenantID)
+	assert.Equal(t, tt.ID.String(), tok.TenantID)
 	p, err := s.Authenticate(ctx, secret)
 	require.NoError(t, err)
 	assert.False(t, p.IsPlatform())
 	assert.Equal(t, slug, p.Tenant)
 	assert.True(t, p.CanActOn(slug))
-	assert.False(t, p.CanActOn(tenancy.MustSlug("someone_else")))
+	assert.False(t, p.CanActOn(tenant.MustSlug("someone_else")))
 
 	list, err := s.List(ctx, access.ListFilter{Tenant: slug})
 	require.NoError(t, err)
@@ -138,15 +138,15 @@ func TestCreateRefusesBadRequests(t *testing.T) {
 		"no name":         {Kind: access.KindPlatform},
 		"control":         {Name: "a\tb", Kind: access.KindPlatform},
 		"no kind":         {Name: "x"},
-		"platform+tenant": {Name: "x", Kind: access.KindPlatform, Tenant: tenancy.MustSlug("acme")},
+		"platform+tenant": {Name: "x", Kind: access.KindPlatform, Tenant: tenant.MustSlug("acme")},
 		"tenant alone":    {Name: "x", Kind: access.KindTenant},
 		"expired":         {Name: "x", Kind: access.KindPlatform, ExpiresAt: &past},
 	} {
 		_, _, err := s.Create(ctx, r)
 		assert.ErrorIs(t, err, access.ErrInvalidToken, name)
 	}
-	_, _, err := s.Create(ctx, access.CreateRequest{Name: "x", Kind: access.KindTenant, Tenant: tenancy.MustSlug(dbtest.Name("nobody"))})
-	assert.ErrorIs(t, err, tenancy.ErrTenantNotFound)
+	_, _, err := s.Create(ctx, access.CreateRequest{Name: "x", Kind: access.KindTenant, Tenant: tenant.MustSlug(dbtest.Name("nobody"))})
+	assert.ErrorIs(t, err, tenant.ErrNotFound)
 
 	_, err = s.Revoke(ctx, "not-a-uuid")
 	assert.ErrorIs(t, err, access.ErrTokenNotFound)

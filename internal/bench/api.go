@@ -22,10 +22,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/cards"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/server"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func init() {
@@ -74,7 +76,7 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer sb.Drop(context.WithoutCancel(ctx))
 
-	slug := tenancy.MustSlug("bench_api")
+	slug := tenant.MustSlug("bench_api")
 	tenantID, err := sb.Tenant(ctx, slug)
 	if err != nil {
 		return err
@@ -102,7 +104,9 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	logger := zerolog.New(io.Discard).Level(zerolog.InfoLevel)
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	addrCh, done := make(chan string, 1), make(chan error, 1)
-	go func() { done <- server.Run(srvCtx, scfg, logger, func(a string) { addrCh <- a }) }()
+	go func() {
+		done <- server.Run(srvCtx, scfg, logger, server.Options{OnListen: func(a string) { addrCh <- a }})
+	}()
 	var stackAddr string
 	select {
 	case stackAddr = <-addrCh:
@@ -115,19 +119,19 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		<-done
 	}()
 
-	landlord, err := pgxpool.New(ctx, sb.AppURL)
+	ta, err := app.Open(ctx, scfg, zerolog.Nop(), app.Options{})
 	if err != nil {
 		return err
 	}
-	defer landlord.Close()
-	token, _, err := access.New(landlord, access.Options{}).Create(ctx, access.CreateRequest{
+	defer ta.Close()
+	token, _, err := ta.Tokens.Create(ctx, access.CreateRequest{
 		Name: "bench-api", Kind: access.KindTenant, Tenant: slug})
 	if err != nil {
 		return err
 	}
 
 	// The bare handler: same statements, schema-qualified, no binding.
-	pool, err := barePool(ctx, sb.AppURL, cfg.Pool, mode)
+	pool, err := barePool(ctx, sb.AppURL, app.PoolConfig(cfg.Pool), mode)
 	if err != nil {
 		return err
 	}
@@ -211,7 +215,7 @@ func minMax(xs []float64) (float64, float64) {
 }
 
 // preIssue inserts one issued card per member and returns the card ids.
-func preIssue(ctx context.Context, sb *Scratch, slug tenancy.Slug, tenantID uuid.UUID) ([]uuid.UUID, error) {
+func preIssue(ctx context.Context, sb *Scratch, slug tenant.Slug, tenantID uuid.UUID) ([]uuid.UUID, error) {
 	schema := pgx.Identifier{slug.SchemaName()}.Sanitize()
 	rows, err := sb.Admin.QueryContext(ctx, `INSERT INTO `+schema+`.digital_cards (tenant_id, member_id, qr_code, status, expires_at)
 		SELECT $1, id, 'PD1-PRE' || md5(id::text), 'issued', now() + interval '1 year' FROM `+schema+`.members RETURNING id`, tenantID)
@@ -236,7 +240,7 @@ func preIssue(ctx context.Context, sb *Scratch, slug tenancy.Slug, tenantID uuid
 
 // barePool opens a plain pool with the settings of the tenant pools (size,
 // lifetimes, no statement cache, application_name) in the given exec mode.
-func barePool(ctx context.Context, url string, p config.Pool, mode pgx.QueryExecMode) (*pgxpool.Pool, error) {
+func barePool(ctx context.Context, url string, p pgroute.PoolConfig, mode pgx.QueryExecMode) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
@@ -256,7 +260,7 @@ const cardColumns = `id, tenant_id, member_id, qr_code, status, issued_at, activ
 // serveBare serves GET /bare/cards/:id and POST /bare/cards with the
 // statements of cards.Service.Get and cards.Service.Issue, schema-qualified,
 // on pool: no auth, no tenant resolution, no binding, no middleware.
-func serveBare(pool *pgxpool.Pool, slug tenancy.Slug, tenantID uuid.UUID, bodyLimit int) (string, func(), error) {
+func serveBare(pool *pgxpool.Pool, slug tenant.Slug, tenantID uuid.UUID, bodyLimit int) (string, func(), error) {
 	cardsTable := pgx.Identifier{slug.SchemaName(), "digital_cards"}.Sanitize()
 	membersTable := pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()
 	actsTable := pgx.Identifier{slug.SchemaName(), "card_activities"}.Sanitize()

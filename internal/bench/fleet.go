@@ -15,9 +15,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func init() {
@@ -108,14 +112,33 @@ func runFleet(ctx context.Context, args []string, out io.Writer) error {
 	if _, err := schemaapply.Apply(ctx, db, schemaapply.Landlord(cfg.Tenant.AppRole), schemaapply.Options{}); err != nil {
 		return fmt.Errorf("landlord: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO landlord.tenants (slug, name, status, placement, cluster, database_name, schema_name)
-		SELECT $1 || lpad(g::text, 5, '0'), 'Bench tenant ' || g, 'active', 'schema', $2, current_database(),
-		       'tenant_' || $1 || lpad(g::text, 5, '0')
-		FROM generate_series(1, $3) g`, fleetSlugPrefix, cfg.DefaultCluster, *n); err != nil {
-		return fmt.Errorf("insert tenants: %w", err)
+	for g := 1; g <= *n; g++ {
+		slug, err := tenant.ParseSlug(fmt.Sprintf("%s%05d", fleetSlugPrefix, g))
+		if err != nil {
+			return err
+		}
+		if _, err := registerTenant(ctx, db, slug, cfg.DefaultCluster, *dbName); err != nil {
+			return fmt.Errorf("insert tenants: %w", err)
+		}
 	}
 
-	fl := &schemaapply.Fleet{Catalog: db, Cluster: cfg.DefaultCluster, AppRole: cfg.Tenant.AppRole}
+	// The fleet runner as the App wires it, on the bench database.
+	fcfg := cfg
+	fcl := mustCluster(cfg)
+	if fcl.AdminURL, err = withDatabase(fcl.AdminURL, *dbName, ""); err != nil {
+		return err
+	}
+	if fcl.URL, err = withDatabase(fcl.URL, *dbName, ""); err != nil {
+		return err
+	}
+	fcfg.Clusters = map[string]config.Cluster{cfg.DefaultCluster: fcl}
+	fcfg.Admin.URL, fcfg.Landlord.URL, fcfg.Landlord.ListenURL = fcl.AdminURL, fcl.URL, ""
+	fa, err := app.Open(ctx, fcfg, zerolog.Nop(), app.Options{})
+	if err != nil {
+		return err
+	}
+	defer fa.Close()
+	fl := fa.Fleet()
 	opts := schemaapply.FleetOptions{Parallel: *parallel, Options: schemaapply.Options{LockTimeout: 5 * time.Second}}
 	timed := func(what string, want func(schemaapply.FleetResult) bool) (time.Duration, error) {
 		start := time.Now()
@@ -165,21 +188,14 @@ func runFleet(ctx context.Context, args []string, out io.Writer) error {
 	if sample == 0 || sample > *n {
 		sample = *n
 	}
-	rows, err := db.QueryContext(ctx, `SELECT schema_name, 'tenant_' || slug FROM landlord.tenants ORDER BY slug LIMIT $1`, sample)
+	listed, err := catalog.Select(ctx, db, catalog.Selection{Prefix: fleetSlugPrefix})
 	if err != nil {
 		return err
 	}
 	var specs []schemaapply.TenantSpec
-	for rows.Next() {
-		var s schemaapply.TenantSpec
-		if err := rows.Scan(&s.Schema, &s.Role); err != nil {
-			rows.Close()
-			return err
-		}
-		s.AppRole = cfg.Tenant.AppRole
-		specs = append(specs, s)
+	for _, t := range listed[:min(sample, len(listed))] {
+		specs = append(specs, schemaapply.TenantSpec{Schema: t.Schema, Role: t.Slug.RoleName(), AppRole: cfg.Tenant.AppRole})
 	}
-	rows.Close()
 	start := time.Now()
 	for _, s := range specs {
 		t, err := fleetAdditive(s)

@@ -14,10 +14,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/move"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/move"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func init() {
@@ -39,7 +40,7 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	slug := tenancy.MustSlug("bench_move")
+	slug := tenant.MustSlug("bench_move")
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
 		server, err := openDB(mustCluster(cfg).AdminURL)
@@ -85,28 +86,15 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 	mcfg.Landlord.URL = sb.AppURL
 	mcfg.Landlord.ListenURL = ""
 	mcfg.Admin.URL = sb.AdminURL
-	landlord, err := pgroute.NewPool(ctx, sb.AppURL, mcfg.Pool, nil)
+	ma, err := app.Open(ctx, mcfg, zerolog.Nop(), app.Options{})
 	if err != nil {
 		return err
 	}
-	defer landlord.Close()
-	router, err := pgroute.New(ctx, mcfg, zerolog.Nop(), pgroute.Options{Resolver: pgroute.CatalogResolver{Pool: landlord}})
-	if err != nil {
-		return err
-	}
-	defer router.Close()
-	tenants, err := tenancy.New(tenancy.Options{Config: mcfg, Landlord: landlord, Admin: sb.Admin, Log: zerolog.Nop(), OnChange: router.Invalidate})
-	if err != nil {
-		return err
-	}
-	defer tenants.Close()
-	mover, err := move.New(move.Options{Tenants: tenants, Log: zerolog.Nop(), LockTimeout: 10 * time.Second})
-	if err != nil {
-		return err
-	}
+	defer ma.Close()
+	router, mover := ma.Router, ma.Mover
 
 	var pauses, rates []float64
-	for _, to := range []tenancy.PlacementKind{tenancy.PlacementDatabase, tenancy.PlacementSchema} {
+	for _, to := range []tenant.PlacementKind{tenant.PlacementDatabase, tenant.PlacementSchema} {
 		w := startWriters(ctx, router, slug, *writers)
 		time.Sleep(300 * time.Millisecond)
 		res, err := mover.Move(ctx, move.Request{Slug: slug, To: to})
@@ -151,7 +139,7 @@ type writerGroup struct {
 }
 
 // startWriters inserts members at full speed until stopped.
-func startWriters(ctx context.Context, r *pgroute.Router, slug tenancy.Slug, n int) *writerGroup {
+func startWriters(ctx context.Context, r *pgroute.Router, slug tenant.Slug, n int) *writerGroup {
 	g := &writerGroup{stopCh: make(chan struct{})}
 	var seq atomic.Int64
 	for i := 0; i < n; i++ {
@@ -167,7 +155,7 @@ func startWriters(ctx context.Context, r *pgroute.Router, slug tenancy.Slug, n i
 				name := fmt.Sprintf("writer-%d", seq.Add(1))
 				t0 := time.Now()
 				err := r.Do(ctx, slug, func(b *pgroute.Batch) error {
-					b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().TenantID, name)
+					b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, name)
 					return nil
 				})
 				took := time.Since(t0)

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -17,13 +16,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
-	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
-	"github.com/publicdigit/publicdigit/internal/pgroute"
-	modreg "github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func init() {
@@ -54,41 +51,31 @@ func runProvision(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	landlord, err := pgroute.NewPool(ctx, cfg.Landlord.URL, cfg.Pool, nil)
+	// Two apps on the platform database: one without a warm pool (cold),
+	// one whose warm pool holds -n spares of its own (warm).
+	log := zerolog.Nop()
+	coldCfg, warmCfg := cfg, cfg
+	coldCfg.Tenant.WarmPool, warmCfg.Tenant.WarmPool = 0, *n
+	coldApp, err := app.Open(ctx, coldCfg, log, app.Options{TokenCacheTTL: 5 * time.Second})
 	if err != nil {
 		return err
 	}
-	defer landlord.Close()
-	admin, err := tenancy.OpenAdmin(cfg.Admin.URL, cfg.Pool)
+	defer coldApp.Close()
+	warmApp, err := app.Open(ctx, warmCfg, log, app.Options{TokenCacheTTL: 5 * time.Second, SparePrefix: benchSparePrefix})
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
-	if err := admin.PingContext(ctx); err != nil {
+	defer warmApp.Close()
+	if err := coldApp.Admin.PingContext(ctx); err != nil {
 		return fmt.Errorf("admin connection (run make db-init): %w", err)
 	}
-
-	log := zerolog.Nop()
-	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: admin, Log: log})
-	if err != nil {
-		return err
-	}
-	defer tenants.Close()
-	cold, err := provision.New(provision.Options{Tenants: tenants, Log: log, WarmPool: 0})
-	if err != nil {
-		return err
-	}
-	warm, err := provision.New(provision.Options{Tenants: tenants, Log: log, WarmPool: *n, SparePrefix: benchSparePrefix})
-	if err != nil {
-		return err
-	}
-	tokens := access.New(landlord, access.Options{CacheTTL: 5 * time.Second})
+	admin, tokens, warm := coldApp.Admin, coldApp.Tokens, warmApp.Provisioner
 
 	// Leftovers of an interrupted run go first; everything goes at the end.
 	cleanup := func() error {
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 		defer cancel()
-		if err := purgeBenchTenants(c, admin, tenants); err != nil {
+		if err := purgeBenchTenants(c, coldApp); err != nil {
 			return err
 		}
 		if _, err := warm.DrainWarmPool(c); err != nil {
@@ -119,24 +106,19 @@ func runProvision(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "# %d tenants per path through POST /api/v1/platform/tenants, one at a time; %d schemas in the database at start\n", *n, schemas)
 
-	serve := func(p *provision.Provisioner) (string, func(), error) {
-		app := httpapi.New(httpapi.Deps{
-			Log: log, BodyLimit: cfg.HTTP.BodyLimit,
-			Tenants: tenants, Provisioner: p, Tokens: tokens,
-			Registry:  modreg.New(landlord, tenants, p, log),
-			Geography: geography.New(landlord),
-		})
+	serve := func(a *app.App) (string, func(), error) {
+		api := httpapi.New(httpapi.Deps{Log: log, App: a, BodyLimit: cfg.HTTP.BodyLimit})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return "", nil, err
 		}
-		go func() { _ = app.Listener(ln) }()
-		return "http://" + ln.Addr().String(), func() { _ = app.ShutdownWithTimeout(5 * time.Second) }, nil
+		go func() { _ = api.Listener(ln) }()
+		return "http://" + ln.Addr().String(), func() { _ = api.ShutdownWithTimeout(5 * time.Second) }, nil
 	}
 	client := &http.Client{Timeout: time.Minute}
 
-	phase := func(name string, p *provision.Provisioner, offset int) error {
-		base, stop, err := serve(p)
+	phase := func(name string, a *app.App, offset int) error {
+		base, stop, err := serve(a)
 		if err != nil {
 			return err
 		}
@@ -158,7 +140,7 @@ func runProvision(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	}
 
-	if err := phase("cold", cold, 0); err != nil {
+	if err := phase("cold", coldApp, 0); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -168,7 +150,7 @@ func runProvision(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "# warm pool: %d spares built beforehand in %s (%.1f ms each), not counted below\n",
 		built, time.Since(start).Round(time.Millisecond), provMS(time.Since(start))/float64(max(built, 1)))
-	return phase("warm", warm, *n)
+	return phase("warm", warmApp, *n)
 }
 
 func postTenant(ctx context.Context, client *http.Client, base, token, slug string) (time.Duration, string, error) {
@@ -194,32 +176,27 @@ func postTenant(ctx context.Context, client *http.Client, base, token, slug stri
 }
 
 // purgeBenchTenants deletes and purges every tenant whose slug has the bench prefix.
-func purgeBenchTenants(ctx context.Context, admin *sql.DB, tenants *tenancy.Service) error {
-	rows, err := admin.QueryContext(ctx, `SELECT slug FROM landlord.tenants WHERE starts_with(slug, $1) ORDER BY slug`, benchSlugPrefix)
-	if err != nil {
-		return err
-	}
-	var slugs []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			rows.Close()
-			return err
-		}
-		slugs = append(slugs, s)
-	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	for _, s := range slugs {
-		slug, err := tenancy.ParseSlug(s)
+func purgeBenchTenants(ctx context.Context, a *app.App) error {
+	var slugs []tenant.Slug
+	o := catalog.ListOptions{Prefix: benchSlugPrefix, Limit: catalog.MaxPage}
+	for {
+		page, err := a.Catalog.List(ctx, o)
 		if err != nil {
 			return err
 		}
-		if _, err := tenants.Delete(ctx, slug); err != nil {
+		for _, t := range page.Tenants {
+			slugs = append(slugs, t.Slug)
+		}
+		if page.Next.IsZero() {
+			break
+		}
+		o.After = page.Next
+	}
+	for _, slug := range slugs {
+		if _, err := a.Catalog.Delete(ctx, slug); err != nil {
 			return err
 		}
-		if err := tenants.Purge(ctx, slug); err != nil {
+		if err := a.Provisioner.Purge(ctx, slug); err != nil {
 			return err
 		}
 	}

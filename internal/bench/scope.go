@@ -19,9 +19,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func init() {
@@ -54,7 +56,7 @@ func runScope(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer sb.Drop(context.WithoutCancel(ctx))
 
-	slug := tenancy.MustSlug("bench_scope")
+	slug := tenant.MustSlug("bench_scope")
 	tenantID, err := sb.Tenant(ctx, slug)
 	if err != nil {
 		return err
@@ -136,30 +138,37 @@ func runScope(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // scopeCases builds the cases for one path and concurrency, each on its own pool.
-func scopeCases(ctx context.Context, cfg config.Config, sb *Scratch, path string, conc int, slug tenancy.Slug, tenantID uuid.UUID) ([]scopeCase, func(), error) {
+func scopeCases(ctx context.Context, cfg config.Config, sb *Scratch, path string, conc int, slug tenant.Slug, tenantID uuid.UUID) ([]scopeCase, func(), error) {
 	url := sb.AppURL
 	if path == "direct" {
 		url = sb.DirectAppURL
 	}
-	pc := cfg.Pool
+	pc := app.PoolConfig(cfg.Pool)
 	pc.MaxConns = int32(conc)
 	pc.MinConns = int32(conc)
-	plainPool, err := pgroute.NewPool(ctx, url, pc, nil)
+	plainPool, err := pgroute.NewPool(ctx, url, pc, pgx.QueryExecModeExec, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	var closers []func()
+	closers = append(closers, plainPool.Close)
+	landlord, err := pgroute.NewPool(ctx, sb.AppURL, app.PoolConfig(cfg.Pool), pgx.QueryExecModeExec, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, landlord.Close)
+	cat, err := catalog.New(catalog.Options{Pool: landlord, Admin: sb.Admin})
 	if err != nil {
 		return nil, nil, err
 	}
 	rcfg := cfg
-	rcfg.Landlord.URL = sb.AppURL
-	rcfg.Pool = pc
 	rcfg.Tenant.SlowStatement = 0
 	rcfg.Clusters = map[string]config.Cluster{"main": {URL: url, AdminURL: sb.AdminURL, PgBouncer: "1.18"}}
-	rcfg.DefaultCluster = "main"
-	var closers []func()
-	closers = append(closers, plainPool.Close)
 	router := func(roles bool, mode pgx.QueryExecMode) (*pgroute.Router, error) {
-		c := rcfg
-		c.Tenant.Roles = roles
-		r, err := pgroute.New(ctx, c, zerolog.Nop(), pgroute.Options{ExecMode: mode})
+		ro := app.RouterOptions(rcfg, cat, zerolog.Nop())
+		ro.Pool = pc
+		ro.Roles, ro.ExecMode = roles, mode
+		r, err := pgroute.New(ctx, ro)
 		if err == nil {
 			closers = append(closers, r.Close)
 		}
@@ -189,7 +198,7 @@ func scopeCases(ctx context.Context, cfg config.Config, sb *Scratch, path string
 		return func(ctx context.Context, id uuid.UUID) error {
 			var name, status string
 			return r.Do(ctx, slug, func(b *pgroute.Batch) error {
-				b.Queue(scopedSQL, b.Tenant().TenantID, id).QueryRow(func(row pgx.Row) error { return row.Scan(&name, &status) })
+				b.Queue(scopedSQL, b.Tenant().ID, id).QueryRow(func(row pgx.Row) error { return row.Scan(&name, &status) })
 				return nil
 			})
 		}
@@ -313,7 +322,7 @@ func reversed(cs []scopeCase) []scopeCase {
 
 // profileCase runs one case at concurrency 8 on the direct path, optionally
 // under the CPU profiler.
-func profileCase(ctx context.Context, cfg config.Config, sb *Scratch, name, profile string, slug tenancy.Slug, tenantID uuid.UUID, ids []uuid.UUID, d time.Duration, out io.Writer) error {
+func profileCase(ctx context.Context, cfg config.Config, sb *Scratch, name, profile string, slug tenant.Slug, tenantID uuid.UUID, ids []uuid.UUID, d time.Duration, out io.Writer) error {
 	cases, closeAll, err := scopeCases(ctx, cfg, sb, "direct", 8, slug, tenantID)
 	if err != nil {
 		return err

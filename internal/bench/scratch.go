@@ -10,9 +10,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // DirectPGPort is the local PostgreSQL port (deploy/local/env.sh); the
@@ -72,12 +73,12 @@ func NewScratch(ctx context.Context, cfg config.Config, name string) (*Scratch, 
 }
 
 // Tenant creates a schema-placed tenant with the core schema and its role.
-func (sb *Scratch) Tenant(ctx context.Context, slug tenancy.Slug) (uuid.UUID, error) {
-	id := uuid.New()
-	if _, err := sb.Admin.ExecContext(ctx, `INSERT INTO landlord.tenants (id, slug, name, status, placement, cluster, database_name, schema_name)
-		VALUES ($1, $2, $2, 'active', 'schema', 'main', current_database(), $3)`, id, slug.String(), slug.SchemaName()); err != nil {
-		return id, err
+func (sb *Scratch) Tenant(ctx context.Context, slug tenant.Slug) (uuid.UUID, error) {
+	t, err := registerTenant(ctx, sb.Admin, slug, "main", sb.Name)
+	if err != nil {
+		return uuid.Nil, err
 	}
+	id := t.ID
 	spec := schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: sb.appRole}
 	if _, err := schemaapply.ApplyTenant(ctx, sb.Admin, spec, schemaapply.Options{}); err != nil {
 		return id, err
@@ -87,7 +88,7 @@ func (sb *Scratch) Tenant(ctx context.Context, slug tenancy.Slug) (uuid.UUID, er
 }
 
 // Members inserts n members into a tenant and returns their ids.
-func (sb *Scratch) Members(ctx context.Context, slug tenancy.Slug, tenantID uuid.UUID, n int) ([]uuid.UUID, error) {
+func (sb *Scratch) Members(ctx context.Context, slug tenant.Slug, tenantID uuid.UUID, n int) ([]uuid.UUID, error) {
 	rows, err := sb.Admin.QueryContext(ctx, `INSERT INTO `+pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()+
 		` (tenant_id, full_name, email) SELECT $1, 'Member ' || g, 'm' || g || '@example.test' FROM generate_series(1, $2) g RETURNING id`, tenantID, n)
 	if err != nil {
@@ -139,4 +140,15 @@ func withDatabase(raw, db, port string) (string, error) {
 		u.Host = u.Hostname() + ":" + port
 	}
 	return u.String(), nil
+}
+
+// registerTenant adds an active, schema-placed tenant to the catalog on db
+// (its schema is not built).
+func registerTenant(ctx context.Context, db *sql.DB, slug tenant.Slug, cluster, database string) (tenant.Tenant, error) {
+	row, _, err := catalog.InsertProvisioning(ctx, db, slug, "Bench tenant "+slug.String(), tenant.Placement{
+		Kind: tenant.PlacementSchema, Cluster: cluster, Database: database, Schema: slug.SchemaName()})
+	if err != nil {
+		return tenant.Tenant{}, err
+	}
+	return catalog.Activate(ctx, db, row)
 }

@@ -6,6 +6,8 @@
 package cards
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -19,16 +21,16 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Errors of this context; the HTTP layer maps them to statuses.
 var (
-	ErrNotFound          = errors.New("card not found")
-	ErrMemberNotFound    = errors.New("member not found")
-	ErrMemberNotActive   = errors.New("member is not active")
-	ErrIllegalTransition = errors.New("illegal card transition")
-	ErrInvalidData       = errors.New("invalid card data")
+	ErrNotFound          = apperr.New("card_not_found", "card not found")
+	ErrMemberNotFound    = apperr.New("member_not_found", "member not found")
+	ErrMemberNotActive   = apperr.New("member_not_active", "member is not active")
+	ErrIllegalTransition = apperr.New("illegal_transition", "illegal card transition")
+	ErrInvalidData       = apperr.New("invalid_card", "invalid card data")
 )
 
 // Card statuses.
@@ -174,7 +176,7 @@ func NewQRCode() (string, error) {
 
 // Issue creates a card for an active member of the same tenant, with its
 // "issued" activity, in one statement (one round trip, atomic).
-func (s *Service) Issue(ctx context.Context, slug tenancy.Slug, in Issue, actor string) (Card, error) {
+func (s *Service) Issue(ctx context.Context, slug tenant.Slug, in Issue, actor string) (Card, error) {
 	now := s.now()
 	expires := now.Add(DefaultValidity)
 	if in.ExpiresAt != nil {
@@ -198,7 +200,7 @@ func (s *Service) Issue(ctx context.Context, slug tenancy.Slug, in Issue, actor 
 	}
 }
 
-func (s *Service) issueOnce(ctx context.Context, slug tenancy.Slug, memberID uuid.UUID, expires time.Time, actor string) (Card, error) {
+func (s *Service) issueOnce(ctx context.Context, slug tenant.Slug, memberID uuid.UUID, expires time.Time, actor string) (Card, error) {
 	qr, err := NewQRCode()
 	if err != nil {
 		return Card{}, err
@@ -215,7 +217,7 @@ func (s *Service) issueOnce(ctx context.Context, slug tenancy.Slug, memberID uui
 	var memberStatus *string
 	found := false
 	err = s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		found = false
 		b.Queue(`WITH m AS (
 				SELECT id, status FROM members WHERE tenant_id = $1 AND id = $2
@@ -272,10 +274,10 @@ func actorOrNil(a string) *string {
 }
 
 // Get returns one card.
-func (s *Service) Get(ctx context.Context, slug tenancy.Slug, id uuid.UUID) (Card, error) {
+func (s *Service) Get(ctx context.Context, slug tenant.Slug, id uuid.UUID) (Card, error) {
 	var c Card
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`SELECT `+columns+` FROM digital_cards WHERE tenant_id = $1 AND id = $2`, tid, id).
 			QueryRow(func(row pgx.Row) error { return scan(row, tid, &c) })
 		return nil
@@ -295,7 +297,7 @@ type ListQuery struct {
 const MaxLimit = 100
 
 // List returns up to q.Limit cards after q.After, ordered by id, and whether more follow.
-func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]Card, bool, error) {
+func (s *Service) List(ctx context.Context, slug tenant.Slug, q ListQuery) ([]Card, bool, error) {
 	if q.Limit <= 0 || q.Limit > MaxLimit {
 		return nil, false, fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalidData, MaxLimit)
 	}
@@ -308,7 +310,7 @@ func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]C
 	}
 	var out []Card
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`SELECT `+columns+` FROM digital_cards
 			WHERE tenant_id = $1 AND ($2::uuid IS NULL OR member_id = $2) AND ($3::text IS NULL OR status = $3)
 			  AND ($4::uuid IS NULL OR id > $4)
@@ -333,13 +335,13 @@ func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]C
 // Transition applies an action in one transaction: the card is read and
 // locked (round trip 1), the state machine decides, and the update and its
 // activity row travel with the COMMIT (round trip 2).
-func (s *Service) Transition(ctx context.Context, slug tenancy.Slug, id uuid.UUID, action Action, actor string) (Card, error) {
+func (s *Service) Transition(ctx context.Context, slug tenant.Slug, id uuid.UUID, action Action, actor string) (Card, error) {
 	if _, ok := activityOf[action]; !ok {
 		return Card{}, fmt.Errorf("%w: unknown action %q", ErrInvalidData, action)
 	}
 	var c Card
 	err := s.router.Tx(ctx, slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
-		tid := tx.Tenant().TenantID
+		tid := tx.Tenant().ID
 		var cur Card
 		tx.Queue(`SELECT `+columns+`, now() FROM digital_cards WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, tid, id).
 			QueryRow(func(row pgx.Row) error {
@@ -381,14 +383,14 @@ func (s *Service) Transition(ctx context.Context, slug tenancy.Slug, id uuid.UUI
 
 // Activities returns a card's log, oldest first (up to limit entries after
 // the entry with id after, if set).
-func (s *Service) Activities(ctx context.Context, slug tenancy.Slug, cardID uuid.UUID, after *uuid.UUID, limit int) ([]Activity, bool, error) {
+func (s *Service) Activities(ctx context.Context, slug tenant.Slug, cardID uuid.UUID, after *uuid.UUID, limit int) ([]Activity, bool, error) {
 	if limit <= 0 || limit > MaxLimit {
 		return nil, false, fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalidData, MaxLimit)
 	}
 	exists := false
 	var out []Activity
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`SELECT EXISTS (SELECT FROM digital_cards WHERE tenant_id = $1 AND id = $2)`, tid, cardID).
 			QueryRow(func(row pgx.Row) error { return row.Scan(&exists) })
 		b.Queue(`SELECT id, card_id, action, actor, detail, created_at, tenant_id FROM card_activities
@@ -441,7 +443,7 @@ type ValidationResult struct {
 
 // Validate answers a QR scan and logs it as a "validated" activity of the
 // card, in one statement (one round trip).
-func (s *Service) Validate(ctx context.Context, slug tenancy.Slug, qr, actor string) (ValidationResult, error) {
+func (s *Service) Validate(ctx context.Context, slug tenant.Slug, qr, actor string) (ValidationResult, error) {
 	if len(qr) == 0 || len(qr) > 128 || strings.IndexByte(qr, 0) >= 0 {
 		return ValidationResult{}, fmt.Errorf("%w: qr_code must be 1 to 128 characters, without NUL", ErrInvalidData)
 	}
@@ -451,7 +453,7 @@ func (s *Service) Validate(ctx context.Context, slug tenancy.Slug, qr, actor str
 	}
 	res := ValidationResult{Result: Unknown}
 	err = s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		res = ValidationResult{Result: Unknown}
 		b.Queue(`WITH c AS (
 				SELECT id, tenant_id, member_id, status, expires_at,

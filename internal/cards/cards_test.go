@@ -6,16 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/apptest"
+
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/cards"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/membership"
-	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func TestStateMachine(t *testing.T) {
@@ -52,18 +52,16 @@ func TestStateMachine(t *testing.T) {
 type fixture struct {
 	cards   *cards.Service
 	members *membership.Service
-	a, b    tenancy.Slug
+	a, b    tenant.Slug
 }
 
 func setup(t *testing.T) fixture {
 	t.Helper()
 	a := dbtest.Tenant(t, "carda")
 	b := dbtest.Tenant(t, "cardb")
-	r, err := pgroute.New(context.Background(), dbtest.Config(t), zerolog.Nop(), pgroute.Options{})
-	require.NoError(t, err)
-	t.Cleanup(r.Close)
+	r := apptest.Router(t, dbtest.Config(t), nil)
 	return fixture{cards: cards.NewService(r), members: membership.NewService(r, nil),
-		a: tenancy.MustSlug(a.Slug), b: tenancy.MustSlug(b.Slug)}
+		a: tenant.MustSlug(a.Slug), b: tenant.MustSlug(b.Slug)}
 }
 
 func TestCardLifecycle(t *testing.T) {

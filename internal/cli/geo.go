@@ -13,10 +13,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/geography"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newGeoCmd)
-}
-
 func newGeoCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "geo", Short: "Load the geography catalog (administrative units)"}
 	c.AddCommand(newGeoImportCmd(e))

@@ -8,14 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/publicdigit/publicdigit/internal/logging"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/move"
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/move"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
-
-func init() {
-	tenantSubcommands = append(tenantSubcommands, newTenantMoveCmd, newTenantPurgeRetiredCmd)
-}
 
 func newTenantMoveCmd(e *env) *cobra.Command {
 	var to, cluster string
@@ -37,8 +34,8 @@ command again. A failed move leaves the tenant on its source, intact.`,
 			if err != nil {
 				return err
 			}
-			kind := tenancy.PlacementKind(to)
-			if kind != tenancy.PlacementSchema && kind != tenancy.PlacementDatabase {
+			kind := tenant.PlacementKind(to)
+			if kind != tenant.PlacementSchema && kind != tenant.PlacementDatabase {
 				return usagef("--to must be schema or database (got %q)", to)
 			}
 			if cluster != "" {
@@ -46,12 +43,8 @@ command again. A failed move leaves the tenant on its source, intact.`,
 					return usageError{err}
 				}
 			}
-			return e.withPlatform(cmd, 6*time.Hour, func(ctx context.Context, p *platform) error {
-				m, err := move.New(move.Options{Tenants: p.tenants, Log: logging.Component(e.log, "move")})
-				if err != nil {
-					return err
-				}
-				res, err := m.Move(ctx, move.Request{Slug: slug, To: kind, Cluster: cluster})
+			return e.withApp(cmd, 6*time.Hour, func(ctx context.Context, a *app.App) error {
+				res, err := a.Mover.Move(ctx, move.Request{Slug: slug, To: kind, Cluster: cluster})
 				if err != nil {
 					return err
 				}
@@ -84,7 +77,7 @@ command again. A failed move leaves the tenant on its source, intact.`,
 
 func newTenantPurgeRetiredCmd(e *env) *cobra.Command {
 	var grace time.Duration
-	var tenant string
+	var tenantFlag string
 	var dryRun, asJSON bool
 	c := &cobra.Command{
 		Use:   "purge-retired [--older-than 24h] [--tenant <slug>] [--dry-run]",
@@ -93,18 +86,18 @@ func newTenantPurgeRetiredCmd(e *env) *cobra.Command {
 			if grace < 0 {
 				return usagef("--older-than must not be negative")
 			}
-			var slug tenancy.Slug
-			if tenant != "" {
+			var slug tenant.Slug
+			if tenantFlag != "" {
 				var err error
-				if slug, err = slugArg(tenant); err != nil {
+				if slug, err = slugArg(tenantFlag); err != nil {
 					return err
 				}
 			}
-			return e.withPlatform(cmd, time.Hour, func(ctx context.Context, p *platform) error {
-				var copies []tenancy.RetiredCopy
+			return e.withApp(cmd, time.Hour, func(ctx context.Context, a *app.App) error {
+				var copies []catalog.RetiredCopy
 				var err error
 				if dryRun {
-					all, err := p.tenants.RetiredCopies(ctx, slug)
+					all, err := a.Catalog.RetiredCopies(ctx, slug)
 					if err != nil {
 						return err
 					}
@@ -113,11 +106,11 @@ func newTenantPurgeRetiredCmd(e *env) *cobra.Command {
 							copies = append(copies, c)
 						}
 					}
-				} else if copies, err = p.tenants.PurgeRetired(ctx, grace, slug); err != nil {
+				} else if copies, err = a.Provisioner.PurgeRetired(ctx, grace, slug); err != nil {
 					return err
 				}
 				if asJSON {
-					return printJSON(e, append([]tenancy.RetiredCopy{}, copies...))
+					return printJSON(e, append([]catalog.RetiredCopy{}, copies...))
 				}
 				verb := "dropped"
 				if dryRun {
@@ -137,7 +130,7 @@ func newTenantPurgeRetiredCmd(e *env) *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&grace, "older-than", 24*time.Hour, "grace period: only copies retired longer ago (0: all)")
-	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant's copies")
+	c.Flags().StringVar(&tenantFlag, "tenant", "", "only this tenant's copies")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be dropped")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c

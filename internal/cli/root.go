@@ -92,16 +92,10 @@ func newRoot(e *env) *cobra.Command {
 	config.Flags(root.PersistentFlags())
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDBCmd(e))
-	for _, extra := range extraCommands {
-		root.AddCommand(extra(e))
-	}
+	root.AddCommand(newDBCmd(e), newSchemaCmd(e), newTenantCmd(e), newTokenCmd(e), newGeoCmd(e), newSeedCmd(e))
 	fixGroups(root)
 	return root
 }
-
-// extraCommands lets other files of this package register top-level commands.
-var extraCommands []func(*env) *cobra.Command
 
 // fixGroups makes every command without its own Run answer a missing or
 // unknown subcommand with a usage error, and every leaf refuse stray args.

@@ -16,13 +16,11 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
-
-func init() {
-	extraCommands = append(extraCommands, newSchemaCmd)
-}
 
 func newSchemaCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
@@ -61,7 +59,7 @@ var slugPrefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 // check validates the flags before any connection is made (usage errors).
 func (f *schemaFlags) check() error {
 	if f.tenant != "" {
-		if _, err := tenancy.ParseSlug(f.tenant); err != nil {
+		if _, err := tenant.ParseSlug(f.tenant); err != nil {
 			return usagef("--tenant: %v", err)
 		}
 	}
@@ -83,27 +81,24 @@ func (f *schemaFlags) check() error {
 	return nil
 }
 
-// fleet connects to the catalog and builds the fleet runner; close releases it.
+// fleet opens the App and returns its fleet runner; closeFn releases it.
 func (e *env) fleet(ctx context.Context, f *schemaFlags) (fl *schemaapply.Fleet, closeFn func(), err error) {
-	db, err := e.adminDB(ctx)
+	a, err := app.Open(ctx, e.cfg, e.log, app.Options{})
 	if err != nil {
 		return nil, nil, err
 	}
-	res := schemaapply.NewResolver(e.cfg)
-	fl = &schemaapply.Fleet{
-		Catalog: db,
-		Cluster: e.cfg.DefaultCluster,
-		Resolve: res.DB,
-		AppRole: e.cfg.Tenant.AppRole,
-		Log:     e.log.With().Str("component", "schemaapply").Logger(),
+	if err := a.Admin.PingContext(ctx); err != nil {
+		a.Close()
+		return nil, nil, fmt.Errorf("admin connection %s: %w", config.Redact(e.cfg.Admin.URL), rootCause(err))
 	}
+	fl = a.Fleet()
 	if f.schemaDir != "" {
 		fsys := os.DirFS(f.schemaDir)
 		fl.Target = func(spec schemaapply.TenantSpec) (schemaapply.Target, error) {
 			return schemaapply.TenantTargetFS(fsys, spec)
 		}
 	}
-	return fl, func() { res.Close(); db.Close() }, nil
+	return fl, a.Close, nil
 }
 
 func newSchemaApplyCmd(e *env) *cobra.Command {

@@ -13,18 +13,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/geography"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/modules"
+	"github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newSeedCmd)
-}
-
 // demoModules is the module catalog of the demo (the original platform's modules).
-var demoModules = []registry.Module{
+var demoModules = []modules.Module{
 	{Name: "events", DisplayName: "Events", Version: "1.0.0",
 		Description: "Events a tenant organises and its members' registrations.", SchemaFiles: []string{"modules/events.hcl"}},
 	{Name: "donations", DisplayName: "Donations", Version: "1.0.0",
@@ -78,8 +75,8 @@ and rotary (events, donations) with their modules installed, and a small
 geography tree of Nepal. With --token-file, the file holds a platform token
 named "demo": kept when it still works, else a new one is written (mode 0600).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return e.withPlatform(cmd, 5*time.Minute, func(ctx context.Context, p *platform) error {
-				return seedDemo(ctx, e, p, tokenFile)
+			return e.withApp(cmd, 5*time.Minute, func(ctx context.Context, a *app.App) error {
+				return seedDemo(ctx, e, a, tokenFile)
 			})
 		},
 	}
@@ -87,11 +84,11 @@ named "demo": kept when it still works, else a new one is written (mode 0600).`,
 	return c
 }
 
-func seedDemo(ctx context.Context, e *env, p *platform, tokenFile string) error {
+func seedDemo(ctx context.Context, e *env, a *app.App, tokenFile string) error {
 	for _, m := range demoModules {
-		_, err := p.reg.Create(ctx, m)
+		_, err := a.Modules.Create(ctx, m)
 		switch {
-		case errors.Is(err, registry.ErrModuleExists):
+		case errors.Is(err, modules.ErrModuleExists):
 			fmt.Fprintf(e.out, "module %s: present\n", m.Name)
 		case err != nil:
 			return err
@@ -100,28 +97,28 @@ func seedDemo(ctx context.Context, e *env, p *platform, tokenFile string) error 
 		}
 	}
 	for _, d := range demoTenants {
-		slug := tenancy.MustSlug(d.slug)
-		res, err := p.prov.Provision(ctx, provision.Request{Slug: slug, Name: d.name})
+		slug := tenant.MustSlug(d.slug)
+		res, err := a.Provisioner.Provision(ctx, provision.Request{Slug: slug, Name: d.name})
 		switch {
-		case errors.Is(err, tenancy.ErrTenantExists):
+		case errors.Is(err, tenant.ErrExists):
 			fmt.Fprintf(e.out, "tenant %s: present\n", slug)
 		case err != nil:
 			return err
 		default:
 			fmt.Fprintf(e.out, "tenant %s: provisioned (%s)\n", slug, res.Path)
 		}
-		t, err := p.tenants.Get(ctx, slug)
+		t, err := a.Catalog.Get(ctx, slug)
 		if err != nil {
 			return err
 		}
-		if t.Status != tenancy.StatusActive && t.Status != tenancy.StatusSuspended {
+		if t.Status != tenant.StatusActive && t.Status != tenant.StatusSuspended {
 			fmt.Fprintf(e.out, "tenant %s: %s, modules left as they are\n", slug, t.Status)
 			continue
 		}
 		for _, m := range d.modules {
-			_, err := p.reg.Install(ctx, slug, m)
+			_, err := a.Modules.Install(ctx, slug, m)
 			switch {
-			case errors.Is(err, registry.ErrAlreadyInstalled):
+			case errors.Is(err, modules.ErrAlreadyInstalled):
 			case err != nil:
 				return err
 			default:
@@ -140,22 +137,22 @@ func seedDemo(ctx context.Context, e *env, p *platform, tokenFile string) error 
 	}
 	fmt.Fprintf(e.out, "geography: %d created, %d updated, %d unchanged\n", geo.Created, geo.Updated, geo.Unchanged)
 	if tokenFile != "" {
-		return demoToken(ctx, e, p, tokenFile)
+		return demoToken(ctx, e, a, tokenFile)
 	}
 	return nil
 }
 
 // demoToken keeps a working platform token in path.
-func demoToken(ctx context.Context, e *env, p *platform, path string) error {
+func demoToken(ctx context.Context, e *env, a *app.App, path string) error {
 	if b, err := os.ReadFile(path); err == nil {
-		if pr, err := p.tokens.Authenticate(ctx, strings.TrimSpace(string(b))); err == nil && pr.IsPlatform() {
+		if pr, err := a.Tokens.Authenticate(ctx, strings.TrimSpace(string(b))); err == nil && pr.IsPlatform() {
 			fmt.Fprintf(e.out, "demo token: %s (kept)\n", path)
 			return nil
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("demo token: %w", err)
 	}
-	secret, _, err := p.tokens.Create(ctx, access.CreateRequest{Name: "demo", Kind: access.KindPlatform})
+	secret, _, err := a.Tokens.Create(ctx, access.CreateRequest{Name: "demo", Kind: access.KindPlatform})
 	if err != nil {
 		return err
 	}

@@ -2,103 +2,44 @@ package cli
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
-	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/config"
-	"github.com/publicdigit/publicdigit/internal/logging"
-	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/modules"
+	"github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newTenantCmd)
-}
-
-// tenantSubcommands lets other files add `tenant` subcommands (e.g. move).
-var tenantSubcommands []func(*env) *cobra.Command
-
-// platform is what the tenant, token, geo and seed commands share: the
-// landlord pool (through PgBouncer), the direct admin connection and the
-// services on them. Close releases everything.
-type platform struct {
-	landlord *pgxpool.Pool
-	admin    *sql.DB
-	tenants  *tenancy.Service
-	prov     *provision.Provisioner
-	reg      *registry.Service
-	tokens   *access.Service
-}
-
-func (e *env) platform(ctx context.Context) (*platform, error) {
-	admin, err := tenancy.OpenAdmin(e.cfg.Admin.URL, e.cfg.Pool)
-	if err != nil {
-		return nil, err
-	}
-	if err := admin.PingContext(ctx); err != nil {
-		admin.Close()
-		return nil, fmt.Errorf("admin connection %s: %w", config.Redact(e.cfg.Admin.URL), rootCause(err))
-	}
-	landlord, err := pgroute.NewLandlordPool(ctx, e.cfg, nil)
-	if err != nil {
-		admin.Close()
-		return nil, err
-	}
-	p := &platform{landlord: landlord, admin: admin}
-	p.tenants, err = tenancy.New(tenancy.Options{
-		Config: e.cfg, Landlord: landlord, Admin: admin, Log: logging.Component(e.log, "tenancy"),
-	})
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	// The CLI claims spares that a server built, but never builds any itself.
-	p.prov, err = provision.New(provision.Options{
-		Tenants: p.tenants, Log: logging.Component(e.log, "provision"), WarmPool: e.cfg.Tenant.WarmPool,
-	})
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
-	p.reg = registry.New(landlord, p.tenants, p.prov, logging.Component(e.log, "registry"))
-	p.tokens = access.New(landlord, access.Options{})
-	return p, nil
-}
-
-func (p *platform) Close() {
-	if p.tenants != nil {
-		p.tenants.Close()
-	}
-	p.landlord.Close()
-	_ = p.admin.Close()
-}
-
-// withPlatform runs fn with the platform services and a time limit.
-func (e *env) withPlatform(cmd *cobra.Command, limit time.Duration, fn func(ctx context.Context, p *platform) error) error {
+// withApp runs fn with the App (pools and services; internal/app) and a
+// time limit. The CLI claims spares that a server built, but never builds
+// any itself (it runs no background work).
+func (e *env) withApp(cmd *cobra.Command, limit time.Duration, fn func(ctx context.Context, a *app.App) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), limit)
 	defer cancel()
-	p, err := e.platform(ctx)
+	a, err := app.Open(ctx, e.cfg, e.log, app.Options{})
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-	return fn(ctx, p)
+	defer a.Close()
+	if err := a.Admin.PingContext(ctx); err != nil {
+		return fmt.Errorf("admin connection %s: %w", config.Redact(e.cfg.Admin.URL), rootCause(err))
+	}
+	return fn(ctx, a)
 }
 
 // slugArg validates a slug argument: an invalid one is a usage error.
-func slugArg(s string) (tenancy.Slug, error) {
-	slug, err := tenancy.ParseSlug(s)
+func slugArg(s string) (tenant.Slug, error) {
+	slug, err := tenant.ParseSlug(s)
 	if err != nil {
-		return tenancy.Slug{}, usageError{err}
+		return tenant.Slug{}, usageError{err}
 	}
 	return slug, nil
 }
@@ -117,9 +58,7 @@ func newTenantCmd(e *env) *cobra.Command {
 		newTenantStatusCmd(e, "resume", "Resume a suspended tenant"),
 		newTenantStatusCmd(e, "delete", "Soft-delete a tenant (status deleted, data kept until purge)"),
 		newTenantPurgeCmd(e))
-	for _, sub := range tenantSubcommands {
-		c.AddCommand(sub(e))
-	}
+	c.AddCommand(newTenantMoveCmd(e), newTenantPurgeRetiredCmd(e))
 	return c
 }
 
@@ -149,16 +88,16 @@ already taken fails.`,
 			if name == "" {
 				name = slug.String()
 			}
-			return e.withPlatform(cmd, 2*time.Minute, func(ctx context.Context, p *platform) error {
-				var pl *tenancy.Placement
+			return e.withApp(cmd, 2*time.Minute, func(ctx context.Context, a *app.App) error {
+				var pl *tenant.Placement
 				if placement != "" || cluster != "" {
-					kind := tenancy.PlacementKind(placement)
+					kind := tenant.PlacementKind(placement)
 					if kind == "" {
-						kind = tenancy.PlacementSchema
+						kind = tenant.PlacementSchema
 					}
-					pl = &tenancy.Placement{Kind: kind, Cluster: cluster}
+					pl = &tenant.Placement{Kind: kind, Cluster: cluster}
 				}
-				res, err := p.prov.Provision(ctx, provision.Request{Slug: slug, Name: name, Placement: pl})
+				res, err := a.Provisioner.Provision(ctx, provision.Request{Slug: slug, Name: name, Placement: pl})
 				if err != nil {
 					return err
 				}
@@ -189,18 +128,18 @@ func newTenantListCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List tenants with their status, placement, size and (estimated) rows",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st tenancy.Status
+			var st tenant.Status
 			if status != "" {
 				var err error
-				if st, err = tenancy.ParseStatus(status); err != nil {
+				if st, err = tenant.ParseStatus(status); err != nil {
 					return usageError{err}
 				}
 			}
-			return e.withPlatform(cmd, time.Minute, func(ctx context.Context, p *platform) error {
-				all := []tenancy.Tenant{}
-				o := tenancy.ListOptions{Limit: tenancy.MaxPage, Status: st}
+			return e.withApp(cmd, time.Minute, func(ctx context.Context, a *app.App) error {
+				all := []tenant.Tenant{}
+				o := catalog.ListOptions{Limit: catalog.MaxPage, Status: st}
 				for {
-					page, err := p.tenants.List(ctx, o)
+					page, err := a.Catalog.List(ctx, o)
 					if err != nil {
 						return err
 					}
@@ -210,14 +149,14 @@ func newTenantListCmd(e *env) *cobra.Command {
 					}
 					o.After = page.Next
 				}
-				usage, uerr := p.tenants.Usages(ctx, all)
+				usage, uerr := a.Clusters.Usages(ctx, all)
 				if uerr != nil {
 					e.log.Warn().Err(uerr).Msg("some tenants' sizes are unknown")
 				}
 				if asJSON {
 					type row struct {
-						tenancy.Tenant
-						*tenancy.Usage
+						tenant.Tenant
+						*clusters.Usage
 					}
 					rows := make([]row, len(all))
 					for i, t := range all {
@@ -258,26 +197,26 @@ func newTenantShowCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.withPlatform(cmd, time.Minute, func(ctx context.Context, p *platform) error {
-				t, err := p.tenants.Get(ctx, slug)
+			return e.withApp(cmd, time.Minute, func(ctx context.Context, a *app.App) error {
+				t, err := a.Catalog.Get(ctx, slug)
 				if err != nil {
 					return err
 				}
-				mods, err := p.reg.Installed(ctx, slug)
+				mods, err := a.Modules.Installed(ctx, slug)
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					return printJSON(e, struct {
-						tenancy.Tenant
-						Modules []registry.Install `json:"modules"`
-					}{t, append([]registry.Install{}, mods...)})
+						tenant.Tenant
+						Modules []modules.Install `json:"modules"`
+					}{t, append([]modules.Install{}, mods...)})
 				}
 				tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
 				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 				row("slug", t.Slug.String())
 				row("name", t.Name)
-				row("id", t.ID)
+				row("id", t.ID.String())
 				row("status", string(t.Status))
 				row("placement", string(t.Kind))
 				row("cluster", t.Cluster)
@@ -317,15 +256,15 @@ func newTenantStatusCmd(e *env, op, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return e.withPlatform(cmd, time.Minute, func(ctx context.Context, p *platform) error {
-				var t tenancy.Tenant
+			return e.withApp(cmd, time.Minute, func(ctx context.Context, a *app.App) error {
+				var t tenant.Tenant
 				switch op {
 				case "suspend":
-					t, err = p.tenants.Suspend(ctx, slug)
+					t, err = a.Catalog.Suspend(ctx, slug)
 				case "resume":
-					t, err = p.tenants.Resume(ctx, slug)
+					t, err = a.Catalog.Resume(ctx, slug)
 				case "delete":
-					t, err = p.tenants.Delete(ctx, slug)
+					t, err = a.Catalog.Delete(ctx, slug)
 				}
 				if err != nil {
 					return err
@@ -354,8 +293,8 @@ no undo, so it needs --yes.`,
 			if !yes {
 				return usagef("purge drops tenant %s's schema and all its data for good: pass --yes", slug)
 			}
-			return e.withPlatform(cmd, 2*time.Minute, func(ctx context.Context, p *platform) error {
-				if err := p.tenants.Purge(ctx, slug); err != nil {
+			return e.withApp(cmd, 2*time.Minute, func(ctx context.Context, a *app.App) error {
+				if err := a.Provisioner.Purge(ctx, slug); err != nil {
 					return err
 				}
 				fmt.Fprintf(e.out, "tenant %s: purged\n", slug)

@@ -9,12 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
-
-func init() {
-	extraCommands = append(extraCommands, newTokenCmd)
-}
 
 func newTokenCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens"}
@@ -57,8 +54,8 @@ Only its SHA-256 is stored: it cannot be shown again.`,
 				at := time.Now().Add(expires)
 				r.ExpiresAt = &at
 			}
-			return e.withPlatform(cmd, time.Minute, func(ctx context.Context, p *platform) error {
-				secret, tok, err := p.tokens.Create(ctx, r)
+			return e.withApp(cmd, time.Minute, func(ctx context.Context, a *app.App) error {
+				secret, tok, err := a.Tokens.Create(ctx, r)
 				if err != nil {
 					return err
 				}
@@ -90,8 +87,8 @@ func newTokenListCmd(e *env) *cobra.Command {
 				}
 				f.Tenant = slug
 			}
-			return e.withPlatform(cmd, time.Minute, func(ctx context.Context, p *platform) error {
-				ts, err := p.tokens.List(ctx, f)
+			return e.withApp(cmd, time.Minute, func(ctx context.Context, a *app.App) error {
+				ts, err := a.Tokens.List(ctx, f)
 				if err != nil {
 					return err
 				}
@@ -114,7 +111,7 @@ func newTokenListCmd(e *env) *cobra.Command {
 	return c
 }
 
-func slugText(s tenancy.Slug) string { return s.String() }
+func slugText(s tenant.Slug) string { return s.String() }
 
 func when(t *time.Time) string {
 	if t == nil {
@@ -134,8 +131,8 @@ func newTokenRevokeCmd(e *env) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.withPlatform(cmd, time.Minute, func(ctx context.Context, p *platform) error {
-				t, err := p.tokens.Revoke(ctx, args[0])
+			return e.withApp(cmd, time.Minute, func(ctx context.Context, a *app.App) error {
+				t, err := a.Tokens.Revoke(ctx, args[0])
 				if err != nil {
 					return err
 				}

@@ -3,24 +3,22 @@ package dbtest
 import (
 	"context"
 	"database/sql"
-	"regexp"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
-
-// slugPrefix keeps test slugs valid tenant slugs (tenancy.ParseSlug) that fit
-// PostgreSQL's identifiers once suffixed; dbtest cannot import tenancy (its
-// tests may use dbtest).
-var slugPrefix = regexp.MustCompile(`^[a-z][a-z0-9_]{0,30}$`)
 
 // TestTenant is a tenant made for one test, in the test database's landlord catalog.
 type TestTenant struct {
-	ID     string
+	ID     uuid.UUID
 	Slug   string
 	Schema string
 	Role   string
@@ -63,23 +61,26 @@ func TenantRow(t testing.TB, prefix string, modules ...string) TestTenant {
 	t.Helper()
 	Landlord(t)
 	db := AdminDB(t)
-	if !slugPrefix.MatchString(prefix) {
-		t.Fatalf("dbtest: tenant prefix %q must match %s", prefix, slugPrefix)
+	if len(prefix) > 30 {
+		t.Fatalf("dbtest: tenant prefix %q is longer than 30 bytes", prefix)
 	}
-	slug := Name(prefix)
-	tt := TestTenant{Slug: slug, Schema: schemaapply.TenantPrefix + slug, Role: schemaapply.TenantPrefix + slug}
+	slug, err := tenant.ParseSlug(Name(prefix))
+	if err != nil {
+		t.Fatalf("dbtest: tenant prefix %q: %v", prefix, err)
+	}
 	ctx := context.Background()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := tx.QueryRowContext(ctx, `INSERT INTO landlord.tenants
-		(slug, name, status, placement, cluster, database_name, schema_name)
-		VALUES ($1, $1, 'active', 'schema', 'main', current_database(), $2) RETURNING id`,
-		slug, tt.Schema).Scan(&tt.ID); err != nil {
-		t.Fatalf("dbtest: insert tenant: %v", err)
+	var database string
+	if err := tx.QueryRowContext(ctx, `SELECT current_database()`).Scan(&database); err != nil {
+		t.Fatalf("dbtest: %v", err)
 	}
+	row := catalogtest.Insert(t, tx, slug, tenant.StatusActive, tenant.Placement{
+		Kind: tenant.PlacementSchema, Cluster: "main", Database: database, Schema: slug.SchemaName()})
+	tt := TestTenant{ID: row.ID, Slug: slug.String(), Schema: slug.SchemaName(), Role: slug.RoleName()}
 	for _, m := range modules {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name) VALUES ($1, $2)`,
 			tt.ID, m); err != nil {
@@ -111,7 +112,7 @@ func Tenant(t testing.TB, prefix string, modules ...string) TestTenant {
 	}
 	_, err := schemaapply.ApplyTenant(ctx, db, tt.Spec(Config(t).Tenant.AppRole, files...), schemaapply.Options{
 		BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
-			return schemaapply.RecordApplied(ctx, tx, tt.ID, res)
+			return catalog.RecordApplied(ctx, tx, tt.ID, res.Hash, res.Fingerprint)
 		},
 	})
 	if err != nil {
@@ -125,11 +126,36 @@ func Tenant(t testing.TB, prefix string, modules ...string) TestTenant {
 func DropTenant(t testing.TB, db *sql.DB, tt TestTenant) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := db.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE id = $1`, tt.ID); err != nil {
-		t.Errorf("dbtest: delete tenant %s: %v", tt.Slug, err)
-	}
+	catalogtest.DeleteID(t, db, tt.ID)
 	DropSchema(t, db, tt.Schema)
 	if _, err := db.ExecContext(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{tt.Role}.Sanitize()); err != nil {
 		t.Errorf("dbtest: drop role %s: %v", tt.Role, err)
 	}
+}
+
+// Catalog returns the tenant catalog of the test database (landlord pool
+// through PgBouncer, direct admin connection).
+func Catalog(t testing.TB) *catalog.Catalog {
+	t.Helper()
+	Landlord(t)
+	c, err := catalog.New(catalog.Options{Pool: AppPool(t, Bouncer, 4), Admin: AdminDB(t)})
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	return c
+}
+
+// RemoveAtCleanup removes, at cleanup, whatever a test made of the tenant
+// slug: its catalog row (with its installs and tokens), its schema in the
+// test database and its role.
+func RemoveAtCleanup(t testing.TB, slug tenant.Slug) {
+	t.Helper()
+	t.Cleanup(func() {
+		db := AdminDB(t)
+		catalogtest.Delete(t, db, slug)
+		DropSchema(t, db, slug.SchemaName())
+		if _, err := db.ExecContext(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{slug.RoleName()}.Sanitize()); err != nil {
+			t.Errorf("dbtest: drop role %s: %v", slug.RoleName(), err)
+		}
+	})
 }

@@ -7,6 +7,8 @@
 package geography
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"context"
 	"errors"
 	"fmt"
@@ -39,9 +41,9 @@ type Detail struct {
 
 var (
 	// ErrUnitNotFound: no unit with that id.
-	ErrUnitNotFound = errors.New("geography unit not found")
+	ErrUnitNotFound = apperr.New("unit_not_found", "geography unit not found")
 	// ErrInvalidQuery is wrapped by errors about query parameters.
-	ErrInvalidQuery = errors.New("invalid geography query")
+	ErrInvalidQuery = apperr.New("invalid_query", "invalid geography query")
 )
 
 // Querier is what the store needs from a pool: *pgxpool.Pool (the landlord

@@ -1,6 +1,8 @@
 package geography
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"context"
 	"encoding/csv"
 	"errors"
@@ -14,7 +16,7 @@ import (
 )
 
 // ErrInvalidImport is wrapped by *ImportError.
-var ErrInvalidImport = errors.New("invalid geography import")
+var ErrInvalidImport = apperr.New("invalid_import", "invalid geography import")
 
 // ImportError lists every problem of an import file, each with its line.
 type ImportError struct {

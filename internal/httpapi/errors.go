@@ -1,35 +1,175 @@
 package httpapi
 
 import (
-	"github.com/gofiber/fiber/v2"
+	"errors"
+	"fmt"
 
-	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/geography"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/move"
+	"github.com/gofiber/fiber/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/pgroute"
 )
 
-// platformErrors map the platform's sentinel errors; the first match wins.
-var platformErrors = []ErrorMapping{
-	{tenancy.ErrInvalidSlug, fiber.StatusBadRequest, "invalid tenant slug", "invalid_slug"},
-	{tenancy.ErrInvalidTenant, fiber.StatusBadRequest, "invalid tenant request", "invalid_tenant"},
-	{tenancy.ErrTenantNotFound, fiber.StatusNotFound, "tenant not found", "tenant_not_found"},
-	{move.ErrSamePlacement, fiber.StatusConflict, "tenant already on that placement", "same_placement"},
-	{move.ErrAlreadyMoving, fiber.StatusConflict, "tenant already moving elsewhere", "already_moving"},
-	{move.ErrVerify, fiber.StatusInternalServerError, "move failed verification; the tenant stays on its source", "move_verify_failed"},
-	{tenancy.ErrTenantExists, fiber.StatusConflict, "tenant already exists", "tenant_exists"},
-	{tenancy.ErrWrongStatus, fiber.StatusConflict, "not allowed in the tenant's status", "wrong_tenant_status"},
-	{registry.ErrInvalidModule, fiber.StatusBadRequest, "invalid module", "invalid_module"},
-	{registry.ErrModuleNotFound, fiber.StatusNotFound, "module not found", "module_not_found"},
-	{registry.ErrModuleExists, fiber.StatusConflict, "module already exists", "module_exists"},
-	{registry.ErrAlreadyInstalled, fiber.StatusConflict, "module already installed", "module_installed"},
-	{registry.ErrNotInstalled, fiber.StatusNotFound, "module not installed", "module_not_installed"},
-	{registry.ErrModuleHasData, fiber.StatusConflict, "module tables hold data", "module_has_data"},
-	{geography.ErrUnitNotFound, fiber.StatusNotFound, "geography unit not found", "unit_not_found"},
-	{geography.ErrInvalidQuery, fiber.StatusBadRequest, "invalid geography query", "invalid_query"},
-	{geography.ErrInvalidImport, fiber.StatusBadRequest, "invalid geography import", "invalid_import"},
-	{access.ErrUnauthenticated, fiber.StatusUnauthorized, "unauthorized", "unauthorized"},
-	{access.ErrTokenNotFound, fiber.StatusNotFound, "token not found", "token_not_found"},
-	{access.ErrInvalidToken, fiber.StatusBadRequest, "invalid token request", "invalid_token"},
+// answer is how the API answers one error code.
+type answer struct {
+	status int
+	title  string
+	// detail, when set, replaces the error's own text: the router's errors
+	// carry SQL and server internals. Other kinds' texts are written for
+	// clients.
+	detail string
+	// retry answers with Retry-After: the client should try again shortly.
+	retry bool
+}
+
+// answers is the one table from error codes (internal/apperr kinds) to
+// HTTP answers. An error of no known code is a 500 whose cause is logged,
+// never shown.
+var answers = map[string]answer{
+	// Tenants (internal/tenant).
+	"invalid_slug":        {fiber.StatusBadRequest, "invalid tenant slug", "", false},
+	"invalid_tenant":      {fiber.StatusBadRequest, "invalid tenant request", "", false},
+	"tenant_not_found":    {fiber.StatusNotFound, "tenant not found", "", false},
+	"tenant_exists":       {fiber.StatusConflict, "tenant already exists", "", false},
+	"wrong_tenant_status": {fiber.StatusConflict, "not allowed in the tenant's status", "", false},
+	"tenant_suspended":    {fiber.StatusForbidden, "tenant suspended", "the tenant is suspended", false},
+	"tenant_not_ready": {fiber.StatusServiceUnavailable, "tenant not ready",
+		"the tenant is still being provisioned; retry shortly", true},
+
+	// Moves (internal/move).
+	"same_placement":     {fiber.StatusConflict, "tenant already on that placement", "", false},
+	"already_moving":     {fiber.StatusConflict, "tenant already moving elsewhere", "", false},
+	"move_verify_failed": {fiber.StatusInternalServerError, "move failed verification; the tenant stays on its source", "", false},
+
+	// Modules (internal/modules) and schemas (internal/schemaapply).
+	"invalid_module":       {fiber.StatusBadRequest, "invalid module", "", false},
+	"module_not_found":     {fiber.StatusNotFound, "module not found", "", false},
+	"module_exists":        {fiber.StatusConflict, "module already exists", "", false},
+	"module_installed":     {fiber.StatusConflict, "module already installed", "", false},
+	"module_not_installed": {fiber.StatusNotFound, "module not installed", "", false},
+	"module_has_data":      {fiber.StatusConflict, "module tables hold data", "", false},
+	"destructive_change":   {fiber.StatusConflict, "destructive schema change refused", "", false},
+
+	// Geography, tokens, cursors.
+	"unit_not_found":  {fiber.StatusNotFound, "geography unit not found", "", false},
+	"invalid_query":   {fiber.StatusBadRequest, "invalid geography query", "", false},
+	"invalid_import":  {fiber.StatusBadRequest, "invalid geography import", "", false},
+	"unauthorized":    {fiber.StatusUnauthorized, "unauthorized", "", false},
+	"token_not_found": {fiber.StatusNotFound, "token not found", "", false},
+	"invalid_token":   {fiber.StatusBadRequest, "invalid token request", "", false},
+	"invalid_cursor":  {fiber.StatusBadRequest, "invalid cursor", "", false},
+
+	// Membership and DigitalCard.
+	"member_not_found":   {fiber.StatusNotFound, "member not found", "", false},
+	"member_has_cards":   {fiber.StatusConflict, "member has cards", "", false},
+	"email_taken":        {fiber.StatusConflict, "email already used", "", false},
+	"unknown_geo_unit":   {fiber.StatusBadRequest, "unknown geography unit", "", false},
+	"invalid_member":     {fiber.StatusBadRequest, "invalid member", "", false},
+	"card_not_found":     {fiber.StatusNotFound, "card not found", "", false},
+	"member_not_active":  {fiber.StatusConflict, "member not active", "", false},
+	"illegal_transition": {fiber.StatusConflict, "illegal card transition", "", false},
+	"invalid_card":       {fiber.StatusBadRequest, "invalid card", "", false},
+
+	// The tenant router (internal/pgroute): fixed texts.
+	"tenant_unavailable": {fiber.StatusServiceUnavailable, "tenant unavailable",
+		"the tenant's data is not reachable right now; retry shortly", true},
+	"retry": {fiber.StatusServiceUnavailable, "try again",
+		"the tenant's data is busy (it may be moving); retry shortly", true},
+	"timeout": {fiber.StatusServiceUnavailable, "timeout",
+		"the request ran out of time (the tenant may be moving); retry shortly", true},
+	"unavailable": {fiber.StatusServiceUnavailable, "database unavailable",
+		"the database is not reachable right now; retry shortly", true},
+	"conflict":     {fiber.StatusConflict, "conflict", "the change conflicts with existing data", false},
+	"referenced":   {fiber.StatusConflict, "conflict", "the change would break a reference between records", false},
+	"invalid_data": {fiber.StatusBadRequest, "invalid data", "a value was refused: out of range, or holding a NUL character", false},
+	// pgroute.ErrPermission and ErrSessionStatement are bugs: 500, logged.
+}
+
+// retryAfterSeconds is the Retry-After of every retryable answer: a move's
+// write pause, a provisioning and a pooler's reconnect all last about a second.
+const retryAfterSeconds = "1"
+
+// problemOf turns an error into the problem to answer, and whether its
+// cause must be logged (every 5xx). Unknown errors become a 500 without
+// internal text.
+func problemOf(err error) (*Problem, bool) {
+	var p *Problem
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &p):
+		cp := *p
+		return &cp, cp.Status >= fiber.StatusInternalServerError
+	case errors.As(err, &fe):
+		p = problem(fe.Code, statusTitle(fe.Code), fe.Message)
+		switch fe.Code {
+		case fiber.StatusRequestEntityTooLarge:
+			p.Detail, p.Code = "request body too large", "body_too_large"
+		case fiber.StatusNotFound:
+			p.Detail, p.Code = "no such route", "route_not_found"
+		case fiber.StatusMethodNotAllowed:
+			p.Code = "method_not_allowed"
+		}
+		return p, false
+	}
+	code := apperr.CodeOf(err)
+	a, ok := answers[code]
+	if !ok {
+		p = problem(fiber.StatusInternalServerError, "internal error", "an unexpected error occurred; quote the request id when reporting it")
+		p.Code = "internal"
+		return p, true
+	}
+	p = &Problem{Type: "about:blank", Title: a.title, Status: a.status, Code: code, Detail: a.detail, retry: a.retry}
+	if p.Detail == "" {
+		p.Detail = err.Error()
+	}
+	return p, a.status >= fiber.StatusInternalServerError
+}
+
+// errorHandler is the only place errors become HTTP answers
+// (application/problem+json); see answers.
+func errorHandler(log zerolog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		if requestIDOf(c) == "" {
+			// Errors raised before the middleware ran (e.g. body too large).
+			setRequestID(c, newRequestID())
+		}
+		p, logCause := problemOf(err)
+		if logCause {
+			ev := log.Error()
+			if p.Status == fiber.StatusServiceUnavailable {
+				ev = log.Warn()
+			}
+			if t, ok := pgroute.TenantFromContext(c.UserContext()); ok {
+				ev = ev.Str("tenant", t.Slug.String())
+			}
+			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", c.Path()).Str("code", p.Code).
+				Int("status", p.Status).Msg("request failed")
+		}
+		p.Instance = c.Path()
+		p.RequestID = requestIDOf(c)
+		if p.Status == fiber.StatusUnauthorized {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="publicdigit"`)
+		}
+		if p.retry {
+			c.Set(fiber.HeaderRetryAfter, retryAfterSeconds)
+		}
+		c.Status(p.Status)
+		return c.JSON(p, "application/problem+json")
+	}
+}
+
+// withDetail is an error of a kind with a detail written for clients in
+// place of the kind's own text.
+type withDetail struct {
+	kind   *apperr.Kind
+	detail string
+}
+
+func (e *withDetail) Error() string { return e.detail }
+func (e *withDetail) Unwrap() error { return e.kind }
+
+// detailed returns an error of kind k whose text is detail.
+func detailed(k *apperr.Kind, format string, args ...any) error {
+	return &withDetail{kind: k, detail: fmt.Sprintf(format, args...)}
 }

@@ -2,11 +2,12 @@ package httpapi_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/publicdigit/publicdigit/internal/apptest"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/gofiber/fiber/v2"
@@ -15,26 +16,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 )
 
-var errWidgetGone = errors.New("widget gone")
-
-// An extension (the tenant API) gets the middleware, the auth, its own
-// error mappings and its OpenAPI paths.
+// An extension gets the middleware, the auth, the error handler and its
+// OpenAPI paths.
 func TestExtensions(t *testing.T) {
 	t.Parallel()
-	dbtest.Landlord(t)
-	tokens := access.New(dbtest.AppPool(t, dbtest.Bouncer, 2), access.Options{})
-	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: "ext", Kind: access.KindPlatform})
+	a := apptest.Open(t, apptest.Options{})
+	secret, tok, err := a.Tokens.Create(context.Background(), access.CreateRequest{Name: "ext", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
+	t.Cleanup(func() { _ = a.Tokens.Delete(context.Background(), tok.ID) })
 
 	app := httpapi.New(httpapi.Deps{
 		Log:       zerolog.Nop(),
 		BodyLimit: 4096,
-		Tokens:    tokens,
+		App:       a,
 		Extensions: []httpapi.Extension{{
 			Routes: func(app *fiber.App, auth httpapi.Auth) {
 				g := app.Group("/:tenant/api/v1", auth.Required())
@@ -52,10 +49,9 @@ func TestExtensions(t *testing.T) {
 					if err := httpapi.DecodeJSON(c, &body); err != nil {
 						return err
 					}
-					return errWidgetGone
+					return &httpapi.Problem{Type: "about:blank", Status: 410, Title: "gone", Code: "widget_gone", Detail: "widget gone"}
 				})
 			},
-			Errors: []httpapi.ErrorMapping{{Err: errWidgetGone, Status: 410, Title: "gone", Code: "widget_gone"}},
 			OpenAPI: func(doc *openapi3.T) {
 				doc.Paths.Set("/{tenant}/api/v1/widgets", &openapi3.PathItem{})
 			},
@@ -90,5 +86,9 @@ func TestExtensions(t *testing.T) {
 	assert.Equal(t, 200, code)
 	assert.Contains(t, body, `/{tenant}/api/v1/widgets`)
 	code, _ = do("GET", "/api/v1/platform/tenants", "", true)
-	assert.Equal(t, 404, code, "platform routes are mounted only with their services")
+	assert.Equal(t, 200, code, "platform routes are mounted with the App")
+	bare := httpapi.New(httpapi.Deps{Log: zerolog.Nop()})
+	resp, err := bare.Test(httptest.NewRequest("GET", "/api/v1/platform/tenants", nil), 10_000)
+	require.NoError(t, err)
+	assert.Equal(t, 404, resp.StatusCode, "platform routes are mounted only with the App")
 }

@@ -36,7 +36,7 @@ func (h *handlers) listUnits(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	page, err := h.d.Geography.List(c.UserContext(), o)
+	page, err := h.a.Geography.List(c.UserContext(), o)
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func (h *handlers) getUnit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	d, err := h.d.Geography.Detail(c.UserContext(), id, limit)
+	d, err := h.a.Geography.Detail(c.UserContext(), id, limit)
 	if err != nil {
 		return err
 	}

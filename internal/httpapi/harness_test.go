@@ -11,10 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/apptest"
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/config"
+
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -23,19 +27,19 @@ import (
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // api is a real server on 127.0.0.1:0 over the test database, with the
-// services the production server wires (warm pool off, its own spare prefix).
+// services the production server wires (internal/app; warm pool off unless
+// asked, its own spare prefix).
 type api struct {
 	base     string
-	tenants  *tenancy.Service
+	app      *app.App
+	tenants  *catalog.Catalog
 	prov     *provision.Provisioner
 	tokens   *access.Service
-	reg      *registry.Service
 	geoAdmin *geography.Store
 	platform string // a platform token
 	router   routers.Router
@@ -46,65 +50,66 @@ type apiOptions struct {
 	bodyLimit int
 	warm      int
 	log       io.Writer // service and HTTP logs (default: none)
+	// tenant API
+	tenantAPI bool
+	header    bool
+	writeWait time.Duration
 }
 
 func newAPI(t *testing.T, o apiOptions) *api {
 	t.Helper()
-	dbtest.Landlord(t)
-	cfg := dbtest.Config(t)
 	log := zerolog.Nop()
 	if o.log != nil {
 		log = zerolog.New(o.log)
 	}
-	landlord := dbtest.AppPool(t, dbtest.Bouncer, 4)
-	admin := dbtest.AdminDB(t)
-	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: admin, Log: log})
-	require.NoError(t, err)
-	t.Cleanup(tenants.Close)
 	metrics := httpapi.NewMetrics()
-	metrics.AddPool("landlord", landlord)
-	prov, err := provision.New(provision.Options{Tenants: tenants, Log: log, WarmPool: o.warm,
-		SparePrefix: dbtest.Name("pd_hspare") + "_", OnProvision: func(p provision.Path, d time.Duration, err error) {
+	var cfg config.Config
+	a := apptest.Open(t, apptest.Options{
+		Options: app.Options{OnProvision: func(p provision.Path, d time.Duration, err error) {
 			metrics.ObserveProvision(string(p), d, err)
-		}})
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = prov.DrainWarmPool(context.Background()) })
-	a := &api{
-		tenants:  tenants,
-		prov:     prov,
-		tokens:   access.New(landlord, access.Options{}),
+		}},
+		Configure: func(c *config.Config) {
+			c.Tenant.WarmPool = o.warm
+			if o.writeWait > 0 {
+				c.HTTP.WriteWait = o.writeWait
+			}
+			cfg = *c
+		},
+		Log: &log,
+	})
+	metrics.AddPool("landlord", a.Landlord)
+	x := &api{
+		app:      a,
+		tenants:  a.Catalog,
+		prov:     a.Provisioner,
+		tokens:   a.Tokens,
 		geoAdmin: geography.New(dbtest.AdminPool(t)),
-		client:   &http.Client{Timeout: 30 * time.Second},
+		client:   &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 	}
-	a.reg = registry.New(landlord, tenants, prov, zerolog.Nop())
 	limit := o.bodyLimit
 	if limit == 0 {
 		limit = cfg.HTTP.BodyLimit
 	}
-	app := httpapi.New(httpapi.Deps{
-		Log:         log,
-		BodyLimit:   limit,
-		Ready:       func(ctx context.Context) error { return landlord.Ping(ctx) },
-		Tenants:     tenants,
-		Provisioner: prov,
-		Registry:    a.reg,
-		Geography:   geography.New(landlord),
-		Tokens:      a.tokens,
-		Metrics:     metrics,
-	})
+	d := httpapi.Deps{Log: log, App: a, BodyLimit: limit, Metrics: metrics, TenantHeader: o.header}
+	if o.tenantAPI {
+		cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
+		require.NoError(t, err)
+		d.Cursors = cursors
+	}
+	fa := httpapi.New(d)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go func() { _ = app.Listener(ln) }()
-	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
-	a.base = "http://" + ln.Addr().String()
+	go func() { _ = fa.Listener(ln) }()
+	t.Cleanup(func() { _ = fa.ShutdownWithTimeout(5 * time.Second) })
+	x.base = "http://" + ln.Addr().String()
 
 	doc := httpapi.OpenAPI()
 	require.NoError(t, httpapi.ValidateOpenAPI(context.Background(), doc))
-	a.router, err = gorillamux.NewRouter(doc)
+	x.router, err = gorillamux.NewRouter(doc)
 	require.NoError(t, err)
 
-	a.platform = a.token(t, access.CreateRequest{Name: "test platform", Kind: access.KindPlatform})
-	return a
+	x.platform = x.token(t, access.CreateRequest{Name: "test platform", Kind: access.KindPlatform})
+	return x
 }
 
 // token creates a token deleted at cleanup and returns its secret.
@@ -119,13 +124,8 @@ func (a *api) token(t *testing.T, r access.CreateRequest) string {
 // slug returns a random slug whose tenant (row, schema, role) is removed at cleanup.
 func (a *api) slug(t *testing.T, prefix string) string {
 	t.Helper()
-	s := tenancy.MustSlug(dbtest.Name(prefix))
-	t.Cleanup(func() {
-		db := dbtest.AdminDB(t)
-		_, _ = db.ExecContext(context.Background(), `DELETE FROM landlord.tenants WHERE slug = $1`, s.String())
-		dbtest.DropSchema(t, db, s.SchemaName())
-		_, _ = db.ExecContext(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{s.RoleName()}.Sanitize())
-	})
+	s := tenant.MustSlug(dbtest.Name(prefix))
+	dbtest.RemoveAtCleanup(t, s)
 	return s.String()
 }
 

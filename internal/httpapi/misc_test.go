@@ -17,12 +17,12 @@ import (
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 func provisionReq(slug string) provision.Request {
-	return provision.Request{Slug: tenancy.MustSlug(slug), Name: "Tenant " + slug}
+	return provision.Request{Slug: tenant.MustSlug(slug), Name: "Tenant " + slug}
 }
 
 func TestOpenAPIDocument(t *testing.T) {
@@ -110,7 +110,7 @@ func TestMetrics(t *testing.T) {
 		`publicdigit_http_request_duration_seconds_bucket{method="POST",route="/api/v1/platform/tenants",status="201",le="+Inf"} 1`,
 		`publicdigit_tenant_provision_duration_seconds_count{path="cold",result="ok"} 1`,
 		`publicdigit_pool_connections{pool="landlord",state="idle"}`,
-		`publicdigit_pool_max_connections{pool="landlord"} 4`,
+		`publicdigit_pool_max_connections{pool="landlord"} 16`,
 		`go_goroutines`,
 	} {
 		assert.True(t, strings.Contains(body, want), "/metrics lacks %s", want)
@@ -139,7 +139,7 @@ func TestGeographyEndpoints(t *testing.T) {
 	slug := a.slug(t, "hgeo")
 	_, err = a.prov.Provision(ctx, provisionReq(slug))
 	require.NoError(t, err)
-	tenantTok := a.token(t, access.CreateRequest{Name: "t", Kind: access.KindTenant, Tenant: tenancy.MustSlug(slug)})
+	tenantTok := a.token(t, access.CreateRequest{Name: "t", Kind: access.KindTenant, Tenant: tenant.MustSlug(slug)})
 	units := "/api/v1/geography/units"
 	np := strconv.FormatInt(npID, 10)
 

@@ -9,17 +9,20 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/move"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/clusters"
+	"github.com/publicdigit/publicdigit/internal/modules"
+	"github.com/publicdigit/publicdigit/internal/move"
+	"github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // HeaderProvisionPath tells how a tenant's schema was built: cold or warm.
 const HeaderProvisionPath = "X-Provision-Path"
 
 type handlers struct {
-	d   Deps
+	a   *app.App
 	log zerolog.Logger
 }
 
@@ -43,8 +46,8 @@ func (h *handlers) platformRoutes(r fiber.Router) {
 }
 
 // slugParam validates the :slug path parameter (ParseSlug copies it: Fiber reuses its buffers).
-func slugParam(c *fiber.Ctx) (tenancy.Slug, error) {
-	return tenancy.ParseSlug(c.Params("slug"))
+func slugParam(c *fiber.Ctx) (tenant.Slug, error) {
+	return tenant.ParseSlug(c.Params("slug"))
 }
 
 // items wraps a list as {"items": [...]}.
@@ -66,11 +69,11 @@ func (h *handlers) createTenant(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	slug, err := tenancy.ParseSlug(body.Slug)
+	slug, err := tenant.ParseSlug(body.Slug)
 	if err != nil {
 		return err
 	}
-	res, err := h.d.Provisioner.Provision(c.UserContext(), provision.Request{Slug: slug, Name: body.Name})
+	res, err := h.a.Provisioner.Provision(c.UserContext(), provision.Request{Slug: slug, Name: body.Name})
 	if err != nil {
 		return err
 	}
@@ -80,22 +83,22 @@ func (h *handlers) createTenant(c *fiber.Ctx) error {
 }
 
 func (h *handlers) listTenants(c *fiber.Ctx) error {
-	limit, err := QueryInt(c, "limit", tenancy.DefaultPage, 1, tenancy.MaxPage)
+	limit, err := QueryInt(c, "limit", catalog.DefaultPage, 1, catalog.MaxPage)
 	if err != nil {
 		return err
 	}
-	o := tenancy.ListOptions{Limit: limit}
+	o := catalog.ListOptions{Limit: limit}
 	if a := c.Query("after"); a != "" {
-		if o.After, err = tenancy.ParseSlug(a); err != nil {
+		if o.After, err = tenant.ParseSlug(a); err != nil {
 			return BadRequest("query parameter after must be a tenant slug (the next of the previous page)")
 		}
 	}
 	if st := c.Query("status"); st != "" {
-		if o.Status, err = tenancy.ParseStatus(st); err != nil {
+		if o.Status, err = tenant.ParseStatus(st); err != nil {
 			return err
 		}
 	}
-	page, err := h.d.Tenants.List(c.UserContext(), o)
+	page, err := h.a.Catalog.List(c.UserContext(), o)
 	if err != nil {
 		return err
 	}
@@ -110,12 +113,12 @@ func (h *handlers) listTenants(c *fiber.Ctx) error {
 // tenantView is a tenant with its size, so that a DBA can pick the tenants
 // to move; size and rows are absent when its database could not be reached.
 type tenantView struct {
-	tenancy.Tenant
-	*tenancy.Usage
+	tenant.Tenant
+	*clusters.Usage
 }
 
-func (h *handlers) withUsage(c *fiber.Ctx, ts []tenancy.Tenant) []tenantView {
-	usage, err := h.d.Tenants.Usages(c.UserContext(), ts)
+func (h *handlers) withUsage(c *fiber.Ctx, ts []tenant.Tenant) []tenantView {
+	usage, err := h.a.Clusters.Usages(c.UserContext(), ts)
 	if err != nil {
 		h.log.Warn().Err(err).Str("request_id", RequestID(c)).Msg("tenant sizes unknown")
 	}
@@ -134,11 +137,11 @@ func (h *handlers) getTenant(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	t, err := h.d.Tenants.Get(c.UserContext(), slug)
+	t, err := h.a.Catalog.Get(c.UserContext(), slug)
 	if err != nil {
 		return err
 	}
-	return c.JSON(h.withUsage(c, []tenancy.Tenant{t})[0])
+	return c.JSON(h.withUsage(c, []tenant.Tenant{t})[0])
 }
 
 // HeaderMoveWritePause and HeaderMoveRows report a move done by PATCH.
@@ -167,15 +170,15 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 		}
 		return h.moveTenant(c, slug, body.Placement, body.Cluster)
 	}
-	p := tenancy.Patch{Name: body.Name}
+	p := catalog.Patch{Name: body.Name}
 	if body.Status != nil {
-		st, err := tenancy.ParseStatus(*body.Status)
+		st, err := tenant.ParseStatus(*body.Status)
 		if err != nil {
 			return err
 		}
 		p.Status = &st
 	}
-	t, err := h.d.Tenants.Update(c.UserContext(), slug, p)
+	t, err := h.a.Catalog.Update(c.UserContext(), slug, p)
 	if err != nil {
 		return err
 	}
@@ -184,19 +187,16 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 
 // moveTenant moves a tenant online (PATCH with placement and/or cluster) and
 // answers with the tenant on its new placement once the move is done.
-func (h *handlers) moveTenant(c *fiber.Ctx, slug tenancy.Slug, placement, cluster *string) error {
-	if h.d.Mover == nil {
-		return BadRequest("moves are not enabled on this server")
-	}
+func (h *handlers) moveTenant(c *fiber.Ctx, slug tenant.Slug, placement, cluster *string) error {
 	ctx := c.UserContext()
-	cur, err := h.d.Tenants.Get(ctx, slug)
+	cur, err := h.a.Catalog.Get(ctx, slug)
 	if err != nil {
 		return err
 	}
 	req := move.Request{Slug: slug, To: cur.Kind}
 	if placement != nil {
-		req.To = tenancy.PlacementKind(*placement)
-		if req.To != tenancy.PlacementSchema && req.To != tenancy.PlacementDatabase {
+		req.To = tenant.PlacementKind(*placement)
+		if req.To != tenant.PlacementSchema && req.To != tenant.PlacementDatabase {
 			return BadRequest("placement must be schema or database")
 		}
 	}
@@ -208,13 +208,13 @@ func (h *handlers) moveTenant(c *fiber.Ctx, slug tenancy.Slug, placement, cluste
 	}
 	// The move runs to its end even if the client goes away: it holds locks
 	// and is safe to finish, not to abandon halfway (a rerun would finish it).
-	res, err := h.d.Mover.Move(context.WithoutCancel(ctx), req)
+	res, err := h.a.Mover.Move(context.WithoutCancel(ctx), req)
 	if err != nil {
 		return err
 	}
 	c.Set(HeaderMoveWritePause, strconv.FormatInt(res.WritePause.Milliseconds(), 10))
 	c.Set(HeaderMoveRows, strconv.FormatInt(res.Rows, 10))
-	return c.JSON(h.withUsage(c, []tenancy.Tenant{res.Tenant})[0])
+	return c.JSON(h.withUsage(c, []tenant.Tenant{res.Tenant})[0])
 }
 
 func (h *handlers) deleteTenant(c *fiber.Ctx) error {
@@ -227,12 +227,12 @@ func (h *handlers) deleteTenant(c *fiber.Ctx) error {
 		return err
 	}
 	if purge {
-		if err := h.d.Tenants.Purge(c.UserContext(), slug); err != nil {
+		if err := h.a.Provisioner.Purge(c.UserContext(), slug); err != nil {
 			return err
 		}
 		return c.SendStatus(fiber.StatusNoContent)
 	}
-	t, err := h.d.Tenants.Delete(c.UserContext(), slug)
+	t, err := h.a.Catalog.Delete(c.UserContext(), slug)
 	if err != nil {
 		return err
 	}
@@ -244,14 +244,14 @@ func (h *handlers) listInstalled(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	in, err := h.d.Registry.Installed(c.UserContext(), slug)
+	in, err := h.a.Modules.Installed(c.UserContext(), slug)
 	if err != nil {
 		return err
 	}
 	if in == nil {
-		in = []registry.Install{}
+		in = []modules.Install{}
 	}
-	return c.JSON(items[registry.Install]{Items: in})
+	return c.JSON(items[modules.Install]{Items: in})
 }
 
 func (h *handlers) installModule(c *fiber.Ctx) error {
@@ -265,10 +265,10 @@ func (h *handlers) installModule(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	if err := registry.ValidName(body.Module); err != nil {
+	if err := modules.ValidName(body.Module); err != nil {
 		return err
 	}
-	in, err := h.d.Registry.Install(c.UserContext(), slug, body.Module)
+	in, err := h.a.Modules.Install(c.UserContext(), slug, body.Module)
 	if err != nil {
 		return err
 	}
@@ -282,25 +282,25 @@ func (h *handlers) uninstallModule(c *fiber.Ctx) error {
 		return err
 	}
 	name := c.Params("name")
-	if err := registry.ValidName(name); err != nil {
+	if err := modules.ValidName(name); err != nil {
 		return err
 	}
 	force, err := QueryBool(c, "force")
 	if err != nil {
 		return err
 	}
-	if err := h.d.Registry.Uninstall(c.UserContext(), slug, name, force); err != nil {
+	if err := h.a.Modules.Uninstall(c.UserContext(), slug, name, force); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
 func (h *handlers) listModules(c *fiber.Ctx) error {
-	ms, err := h.d.Registry.List(c.UserContext())
+	ms, err := h.a.Modules.List(c.UserContext())
 	if err != nil {
 		return err
 	}
-	return c.JSON(items[registry.Module]{Items: ms})
+	return c.JSON(items[modules.Module]{Items: ms})
 }
 
 func (h *handlers) createModule(c *fiber.Ctx) error {
@@ -314,7 +314,7 @@ func (h *handlers) createModule(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	m, err := h.d.Registry.Create(c.UserContext(), registry.Module{
+	m, err := h.a.Modules.Create(c.UserContext(), modules.Module{
 		Name: body.Name, DisplayName: body.DisplayName, Version: body.Version,
 		Description: body.Description, SchemaFiles: body.SchemaFiles,
 	})
@@ -326,7 +326,7 @@ func (h *handlers) createModule(c *fiber.Ctx) error {
 }
 
 func (h *handlers) getModule(c *fiber.Ctx) error {
-	m, err := h.d.Registry.Get(c.UserContext(), c.Params("name"))
+	m, err := h.a.Modules.Get(c.UserContext(), c.Params("name"))
 	if err != nil {
 		return err
 	}
@@ -352,13 +352,13 @@ func (h *handlers) createToken(c *fiber.Ctx) error {
 	}
 	r := access.CreateRequest{Name: body.Name, Kind: access.Kind(body.Kind), ExpiresAt: body.ExpiresAt}
 	if body.Tenant != "" {
-		slug, err := tenancy.ParseSlug(body.Tenant)
+		slug, err := tenant.ParseSlug(body.Tenant)
 		if err != nil {
 			return err
 		}
 		r.Tenant = slug
 	}
-	secret, tok, err := h.d.Tokens.Create(c.UserContext(), r)
+	secret, tok, err := h.a.Tokens.Create(c.UserContext(), r)
 	if err != nil {
 		return err
 	}
@@ -369,7 +369,7 @@ func (h *handlers) createToken(c *fiber.Ctx) error {
 func (h *handlers) listTokens(c *fiber.Ctx) error {
 	var f access.ListFilter
 	if t := c.Query("tenant"); t != "" {
-		slug, err := tenancy.ParseSlug(t)
+		slug, err := tenant.ParseSlug(t)
 		if err != nil {
 			return err
 		}
@@ -379,7 +379,7 @@ func (h *handlers) listTokens(c *fiber.Ctx) error {
 	if f.IncludeRevoked, err = QueryBool(c, "include_revoked"); err != nil {
 		return err
 	}
-	ts, err := h.d.Tokens.List(c.UserContext(), f)
+	ts, err := h.a.Tokens.List(c.UserContext(), f)
 	if err != nil {
 		return err
 	}
@@ -390,7 +390,7 @@ func (h *handlers) listTokens(c *fiber.Ctx) error {
 }
 
 func (h *handlers) revokeToken(c *fiber.Ctx) error {
-	tok, err := h.d.Tokens.Revoke(c.UserContext(), c.Params("id"))
+	tok, err := h.a.Tokens.Revoke(c.UserContext(), c.Params("id"))
 	if err != nil {
 		return err
 	}

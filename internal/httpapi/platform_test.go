@@ -11,8 +11,8 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/modules"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 const tenantsPath = "/api/v1/platform/tenants"
@@ -25,7 +25,7 @@ func TestTenantEndpoints(t *testing.T) {
 	tenantTok := func() string {
 		_, err := a.prov.Provision(context.Background(), provisionReq(other))
 		require.NoError(t, err)
-		return a.token(t, access.CreateRequest{Name: "tenant", Kind: access.KindTenant, Tenant: tenancy.MustSlug(other)})
+		return a.token(t, access.CreateRequest{Name: "tenant", Kind: access.KindTenant, Tenant: tenant.MustSlug(other)})
 	}()
 
 	// Create: 201, then 409 for the same slug.
@@ -52,8 +52,8 @@ func TestTenantEndpoints(t *testing.T) {
 	a.call(t, "POST", tenantsPath, a.platform, `{"slug": 7, "name": "x"}`).problem(t, 400, "bad_request")
 	a.call(t, "POST", tenantsPath, a.platform, nil).problem(t, 400, "bad_request")
 	a.callCT(t, "POST", tenantsPath, a.platform, "text/plain", `{"slug":"ok_slug","name":"x"}`).problem(t, 415, "unsupported_media_type")
-	_, err := a.tenants.Get(context.Background(), tenancy.MustSlug("ok_slug"))
-	assert.ErrorIs(t, err, tenancy.ErrTenantNotFound)
+	_, err := a.tenants.Get(context.Background(), tenant.MustSlug("ok_slug"))
+	assert.ErrorIs(t, err, tenant.ErrNotFound)
 
 	// 401 and 403 on every platform route.
 	for _, rt := range []struct{ method, path string }{
@@ -101,7 +101,7 @@ func TestTenantEndpoints(t *testing.T) {
 	require.Equal(t, 200, r.status)
 	a.call(t, "PATCH", tenantsPath+"/"+slug, a.platform, map[string]any{"status": "deleted"}).problem(t, 400, "invalid_tenant")
 	a.call(t, "PATCH", tenantsPath+"/"+slug, a.platform, map[string]any{}).problem(t, 400, "invalid_tenant")
-	a.call(t, "PATCH", tenantsPath+"/"+slug, a.platform, map[string]any{"placement": "database"}).problem(t, 400, "bad_request")
+	a.call(t, "PATCH", tenantsPath+"/"+slug, a.platform, map[string]any{"placement": "nowhere"}).problem(t, 400, "bad_request")
 	a.call(t, "PATCH", tenantsPath+"/"+dbtest.Name("ghost"), a.platform, map[string]any{"name": "x"}).problem(t, 404, "tenant_not_found")
 
 	// Delete (soft), then purge; purge needs a deleted tenant.
@@ -171,7 +171,7 @@ func TestModuleEndpoints(t *testing.T) {
 	assert.Len(t, r.json(t)["items"], 1)
 
 	// Uninstall refuses while the tables hold rows (409), unless forced (204).
-	ten, err := a.tenants.Get(ctx, tenancy.MustSlug(slug))
+	ten, err := a.tenants.Get(ctx, tenant.MustSlug(slug))
 	require.NoError(t, err)
 	_, err = dbtest.AdminDB(t).ExecContext(ctx, `INSERT INTO `+pgx.Identifier{ten.Schema, "events"}.Sanitize()+
 		` (tenant_id, title, starts_at) VALUES ($1, 'Gala', now())`, ten.ID)
@@ -185,10 +185,10 @@ func TestModuleEndpoints(t *testing.T) {
 	a.call(t, "DELETE", inst+"/"+dbtest.Name("nomod"), a.platform, nil).problem(t, 404, "module_not_found")
 
 	// A module can't be installed on a deleted tenant.
-	_, err = a.tenants.Delete(ctx, tenancy.MustSlug(slug))
+	_, err = a.tenants.Delete(ctx, tenant.MustSlug(slug))
 	require.NoError(t, err)
 	a.call(t, "POST", inst, a.platform, map[string]any{"module": name}).problem(t, 409, "wrong_tenant_status")
-	_ = registry.ErrModuleHasData
+	_ = modules.ErrModuleHasData
 }
 
 func TestTokenEndpoints(t *testing.T) {

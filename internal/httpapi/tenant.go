@@ -3,63 +3,32 @@ package httpapi
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/cards"
-	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // HeaderTenant names the tenant of a request to /api/v1/… when
-// TenantOptions.Header (config http.tenant_header) is on.
+// Deps.TenantHeader (config http.tenant_header) is on.
 const HeaderTenant = "X-Tenant"
 
-// TenantOptions configure the tenant API.
-type TenantOptions struct {
-	// Router resolves tenants and runs their work; required.
-	Router *pgroute.Router
-	// Members and Cards are the tenant contexts; required.
-	Members *membership.Service
-	Cards   *cards.Service
-	// Cursors signs the pagination cursors; required (NewCursors).
-	Cursors *Cursors
-	// Header also serves every route as /api/v1/… with the tenant named in
-	// the X-Tenant header.
-	Header bool
-	// Log receives the causes of 5xx answers (the client sees none).
-	Log zerolog.Logger
-}
-
-// TenantAPI is the tenant API as an Extension: members, digital cards and
-// their activity log under /{tenant}/api/v1/…. Every route needs a token
-// that may act on the tenant: a tenant token acts on its own tenant only
-// (any other tenant, existing or not, is the same 404), a platform token on
-// any. Each handler is one unit of work through the router. Its paths are
-// part of openapi.yaml, so the document and its response checks cover them.
-func TenantAPI(o TenantOptions) Extension {
-	if o.Router == nil || o.Members == nil || o.Cards == nil || o.Cursors == nil {
-		panic("httpapi: TenantAPI needs Router, Members, Cards and Cursors") // a wiring bug
-	}
-	t := &tenantAPI{o: o, log: o.Log}
-	return Extension{
-		Routes: t.routes,
-		Errors: tenantErrors(),
-	}
-}
-
+// tenantAPI serves the tenant routes: members, digital cards and their
+// activity log under /{tenant}/api/v1/…. Every route needs a token that may
+// act on the tenant: a tenant token acts on its own tenant only (any other
+// tenant, existing or not, is the same 404), a platform token on any. The
+// middleware resolves the tenant once (the router's cache) and hands it on
+// in the request's context; each handler is one unit of work through the
+// router. Its paths are part of openapi.yaml, so the document and its
+// response checks cover them.
 type tenantAPI struct {
-	o   TenantOptions
-	log zerolog.Logger
-
-	slugs     sync.Map // raw slug → tenancy.Slug, valid ones only
-	slugCount atomic.Int64
+	a       *app.App
+	cursors *Cursors
+	header  bool
 }
 
 // tenantRoute is one route, served under /{tenant}/api/v1 (and /api/v1 with X-Tenant).
@@ -87,25 +56,20 @@ func (t *tenantAPI) routes(app *fiber.App, auth Auth) {
 	// Routes are registered one by one (no group middleware), so the tenant
 	// chain never runs for the platform routes that share /api/v1.
 	for _, r := range routes {
-		app.Add(r.method, "/:tenant/api/v1"+r.path, auth.Required(), t.guard, t.fromPath, r.handler)
-		if t.o.Header {
-			app.Add(r.method, "/api/v1"+r.path, auth.Required(), t.guard, t.fromHeader, r.handler)
+		app.Add(r.method, "/:tenant/api/v1"+r.path, auth.Required(), t.fromPath, r.handler)
+		if t.header {
+			app.Add(r.method, "/api/v1"+r.path, auth.Required(), t.fromHeader, r.handler)
 		}
 	}
 }
 
-const (
-	localTenant     = "tenant"
-	localTenantPath = "tenant_path" // true when the tenant came from the path
-)
-
 // errNoSuchTenant answers an invalid slug, an unknown or deleted tenant, and
-// a tenant the token may not act on, all alike (guard gives them one text).
-var errNoSuchTenant = fmt.Errorf("%w: no such tenant", pgroute.ErrTenantNotFound)
+// a tenant the token may not act on, all alike.
+var errNoSuchTenant = detailed(tenant.ErrNotFound, "no such tenant")
 
 // fromPath resolves the tenant named by the path: /{tenant}/api/v1/….
 func (t *tenantAPI) fromPath(c *fiber.Ctx) error {
-	return t.resolve(c, c.Params("tenant"), true)
+	return t.resolve(c, c.Params("tenant"))
 }
 
 // fromHeader resolves the tenant named by the X-Tenant header.
@@ -114,60 +78,48 @@ func (t *tenantAPI) fromHeader(c *fiber.Ctx) error {
 	if raw == "" {
 		return BadRequest("the X-Tenant header must name the tenant (or use /{tenant}/api/v1/…)")
 	}
-	return t.resolve(c, raw, false)
+	return t.resolve(c, raw)
 }
 
 // resolve checks that the principal may act on the tenant and that the
-// tenant may be served (router.Placement: cached, refuses unknown, deleted,
-// suspended and provisioning tenants). A token that may not act on the
+// tenant may be served (the router's Resolve: cached, refuses unknown,
+// deleted, suspended and provisioning tenants), and hands the resolved
+// tenant on in the request's context. A token that may not act on the
 // tenant gets exactly the answer of an unknown tenant, before any lookup.
-func (t *tenantAPI) resolve(c *fiber.Ctx, raw string, fromPath bool) error {
+func (t *tenantAPI) resolve(c *fiber.Ctx, raw string) error {
 	p, ok := PrincipalOf(c)
 	if !ok {
 		return unauthorized("missing bearer token (Authorization: Bearer <token>)")
 	}
-	slug, err := t.parseSlug(raw)
+	slug, err := tenant.ParseSlug(raw)
 	if err != nil || !p.CanActOn(slug) {
 		return errNoSuchTenant
 	}
-	if _, err := t.o.Router.Placement(c.UserContext(), slug); err != nil {
+	ctx, ten, err := t.a.Router.Resolve(c.UserContext(), slug)
+	if errors.Is(err, tenant.ErrNotFound) {
+		return errNoSuchTenant
+	}
+	if err != nil {
 		return err
 	}
-	c.Locals(localTenant, slug)
-	c.Locals(localTenantPath, fromPath)
+	// A tenant token names its tenant by id: a token of a purged tenant
+	// whose slug was taken again acts on nothing.
+	if !p.IsPlatform() && p.TenantID != ten.ID.String() {
+		return errNoSuchTenant
+	}
+	c.SetUserContext(ctx)
 	return c.Next()
 }
 
-// maxSlugCache bounds the cache of parsed slugs.
-const maxSlugCache = 10_000
-
-// parseSlug is tenancy.ParseSlug with a bounded cache of valid slugs: the
-// hot path skips the pattern match and the copy. raw may be borrowed from
-// Fiber's buffers: it is only compared, and copied before it is stored (the
-// slug outlives the request as a placement cache key).
-func (t *tenantAPI) parseSlug(raw string) (tenancy.Slug, error) {
-	if s, ok := t.slugs.Load(raw); ok {
-		return s.(tenancy.Slug), nil
-	}
-	slug, err := tenancy.ParseSlug(strings.Clone(raw))
-	if err != nil {
-		return tenancy.Slug{}, err
-	}
-	if t.slugCount.Add(1) <= maxSlugCache {
-		t.slugs.Store(slug.String(), slug)
-	}
-	return slug, nil
-}
-
 // tenantOf returns the resolved tenant of the request.
-func tenantOf(c *fiber.Ctx) tenancy.Slug {
-	s, _ := c.Locals(localTenant).(tenancy.Slug)
-	return s
+func tenantOf(c *fiber.Ctx) tenant.Slug {
+	t, _ := pgroute.TenantFromContext(c.UserContext())
+	return t.Slug
 }
 
 // location is the URL path of a tenant resource, in the form the request used.
 func location(c *fiber.Ctx, rest string) string {
-	if fromPath, _ := c.Locals(localTenantPath).(bool); fromPath {
+	if c.Params("tenant") != "" {
 		return "/" + tenantOf(c).String() + "/api/v1" + rest
 	}
 	return "/api/v1" + rest
@@ -177,110 +129,6 @@ func location(c *fiber.Ctx, rest string) string {
 func actor(c *fiber.Ctx) string {
 	p, _ := PrincipalOf(c)
 	return string(p.Kind) + ":" + p.TokenID
-}
-
-// routerError is a router error whose text is safe to show a client.
-type routerError struct {
-	sentinel    error
-	status      int
-	title, code string
-	detail      string
-	retry       bool // answer with Retry-After
-}
-
-// routerErrors are the pgroute sentinels the tenant API answers, with a
-// fixed detail: their own text carries SQL and server internals. The others
-// (ErrPermission, ErrSessionStatement: bugs) stay 500s, logged.
-var routerErrors = []routerError{
-	{pgroute.ErrTenantNotFound, fiber.StatusNotFound, "tenant not found", "tenant_not_found",
-		"no such tenant", false},
-	{pgroute.ErrTenantSuspended, fiber.StatusForbidden, "tenant suspended", "tenant_suspended",
-		"the tenant is suspended", false},
-	{pgroute.ErrTenantNotReady, fiber.StatusServiceUnavailable, "tenant not ready", "tenant_not_ready",
-		"the tenant is still being provisioned; retry shortly", true},
-	{pgroute.ErrTenantNotProvisioned, fiber.StatusServiceUnavailable, "tenant unavailable", "tenant_unavailable",
-		"the tenant's data is not reachable right now; retry shortly", true},
-	{pgroute.ErrRetryable, fiber.StatusServiceUnavailable, "try again", "retry",
-		"the tenant's data is busy (it may be moving); retry shortly", true},
-	{pgroute.ErrTimeout, fiber.StatusServiceUnavailable, "timeout", "timeout",
-		"the request ran out of time (the tenant may be moving); retry shortly", true},
-	{pgroute.ErrUnavailable, fiber.StatusServiceUnavailable, "database unavailable", "unavailable",
-		"the database is not reachable right now; retry shortly", true},
-	{pgroute.ErrConflict, fiber.StatusConflict, "conflict", "conflict",
-		"the change conflicts with existing data", false},
-	{pgroute.ErrReferenced, fiber.StatusConflict, "conflict", "referenced",
-		"the change would break a reference between records", false},
-	{pgroute.ErrInvalidData, fiber.StatusBadRequest, "invalid data", "invalid_data",
-		"a value was refused: out of range, or holding a NUL character", false},
-}
-
-// retryAfterSeconds is the Retry-After of every 503 of the tenant API: a
-// move's write pause and a provisioning both last about a second.
-const retryAfterSeconds = "1"
-
-// safeError carries a router sentinel with a text safe to show a client.
-type safeError struct {
-	sentinel error
-	detail   string
-}
-
-func (e *safeError) Error() string { return e.detail }
-func (e *safeError) Unwrap() error { return e.sentinel }
-
-// tenantErrors maps the tenant API's errors to answers; the error handler
-// checks them before the platform's. Domain errors come first: their texts
-// are written for clients.
-func tenantErrors() []ErrorMapping {
-	m := []ErrorMapping{
-		{ErrInvalidCursor, fiber.StatusBadRequest, "invalid cursor", "invalid_cursor"},
-		{membership.ErrNotFound, fiber.StatusNotFound, "member not found", "member_not_found"},
-		{membership.ErrHasCards, fiber.StatusConflict, "member has cards", "member_has_cards"},
-		{membership.ErrEmailTaken, fiber.StatusConflict, "email already used", "email_taken"},
-		{membership.ErrUnknownGeo, fiber.StatusBadRequest, "unknown geography unit", "unknown_geo_unit"},
-		{membership.ErrInvalidData, fiber.StatusBadRequest, "invalid member", "invalid_member"},
-		{cards.ErrNotFound, fiber.StatusNotFound, "card not found", "card_not_found"},
-		{cards.ErrMemberNotFound, fiber.StatusNotFound, "member not found", "member_not_found"},
-		{cards.ErrMemberNotActive, fiber.StatusConflict, "member not active", "member_not_active"},
-		{cards.ErrIllegalTransition, fiber.StatusConflict, "illegal card transition", "illegal_transition"},
-		{cards.ErrInvalidData, fiber.StatusBadRequest, "invalid card", "invalid_card"},
-	}
-	for _, r := range routerErrors {
-		m = append(m, ErrorMapping{Err: r.sentinel, Status: r.status, Title: r.title, Code: r.code})
-	}
-	return m
-}
-
-// guard replaces the text of router errors by a fixed, safe one (logging the
-// cause of 5xx answers) and adds Retry-After to the retryable ones. Their
-// status is mapped by the error handler like every other error.
-func (t *tenantAPI) guard(c *fiber.Ctx) error {
-	err := c.Next()
-	if err == nil {
-		return nil
-	}
-	var p *Problem
-	if errors.As(err, &p) {
-		return err
-	}
-	// A refused transition says why, without the router's "tenant x:" prefix.
-	var te *cards.TransitionError
-	if errors.As(err, &te) {
-		return te
-	}
-	for _, r := range routerErrors {
-		if !errors.Is(err, r.sentinel) {
-			continue
-		}
-		if r.retry {
-			c.Set(fiber.HeaderRetryAfter, retryAfterSeconds)
-		}
-		if r.status >= fiber.StatusInternalServerError {
-			t.log.Warn().Err(err).Str("request_id", RequestID(c)).Str("tenant", tenantOf(c).String()).
-				Str("code", r.code).Msg("tenant request refused")
-		}
-		return &safeError{sentinel: r.sentinel, detail: r.detail}
-	}
-	return err
 }
 
 // uuidParam parses a canonical UUID (36 characters) from the path.
@@ -322,7 +170,7 @@ func (t *tenantAPI) after(c *fiber.Ctx, scope string) (*uuid.UUID, error) {
 	if raw == "" {
 		return nil, nil
 	}
-	id, err := t.o.Cursors.Open(scope, raw)
+	id, err := t.cursors.Open(scope, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: after must be the next of a previous page of the same listing", err)
 	}

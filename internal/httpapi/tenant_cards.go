@@ -25,7 +25,7 @@ func (t *tenantAPI) issueCard(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	card, err := t.o.Cards.Issue(c.UserContext(), tenantOf(c), cards.Issue{MemberID: memberID, ExpiresAt: body.ExpiresAt}, actor(c))
+	card, err := t.a.Cards.Issue(c.UserContext(), tenantOf(c), cards.Issue{MemberID: memberID, ExpiresAt: body.ExpiresAt}, actor(c))
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func (t *tenantAPI) getCard(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	card, err := t.o.Cards.Get(c.UserContext(), tenantOf(c), id)
+	card, err := t.a.Cards.Get(c.UserContext(), tenantOf(c), id)
 	if err != nil {
 		return err
 	}
@@ -65,11 +65,11 @@ func (t *tenantAPI) listCards(c *fiber.Ctx) error {
 	if q.After, err = t.after(c, scope); err != nil {
 		return err
 	}
-	cs, more, err := t.o.Cards.List(c.UserContext(), slug, q)
+	cs, more, err := t.a.Cards.List(c.UserContext(), slug, q)
 	if err != nil {
 		return err
 	}
-	return c.JSON(newPage(t.o.Cursors, scope, cs, more, func(c cards.Card) uuid.UUID { return c.ID }))
+	return c.JSON(newPage(t.cursors, scope, cs, more, func(c cards.Card) uuid.UUID { return c.ID }))
 }
 
 // transition serves POST …/cards/{id}/activate | revoke | expire: one
@@ -83,7 +83,7 @@ func (t *tenantAPI) transition(action cards.Action) fiber.Handler {
 		if err := emptyBody(c); err != nil {
 			return err
 		}
-		card, err := t.o.Cards.Transition(c.UserContext(), tenantOf(c), id, action, actor(c))
+		card, err := t.a.Cards.Transition(c.UserContext(), tenantOf(c), id, action, actor(c))
 		if err != nil {
 			return err
 		}
@@ -106,11 +106,11 @@ func (t *tenantAPI) listActivities(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	as, more, err := t.o.Cards.Activities(c.UserContext(), slug, id, after, limit)
+	as, more, err := t.a.Cards.Activities(c.UserContext(), slug, id, after, limit)
 	if err != nil {
 		return err
 	}
-	return c.JSON(newPage(t.o.Cursors, scope, as, more, func(a cards.Activity) uuid.UUID { return a.ID }))
+	return c.JSON(newPage(t.cursors, scope, as, more, func(a cards.Activity) uuid.UUID { return a.ID }))
 }
 
 func (t *tenantAPI) validateCard(c *fiber.Ctx) error {
@@ -120,7 +120,7 @@ func (t *tenantAPI) validateCard(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	res, err := t.o.Cards.Validate(c.UserContext(), tenantOf(c), body.QRCode, actor(c))
+	res, err := t.a.Cards.Validate(c.UserContext(), tenantOf(c), body.QRCode, actor(c))
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,13 @@
 package httpapi
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -16,7 +17,7 @@ import (
 // ErrInvalidCursor is returned for a pagination cursor that this server did
 // not issue for the same tenant, listing and filters: forged, tampered with,
 // truncated, or replayed on another tenant or filter.
-var ErrInvalidCursor = errors.New("invalid pagination cursor")
+var ErrInvalidCursor = apperr.New("invalid_cursor", "invalid pagination cursor")
 
 // cursorVersion starts every cursor, so the format can change later.
 const cursorVersion = 1

@@ -6,37 +6,26 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/cards"
-	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/geography"
-	"github.com/publicdigit/publicdigit/internal/httpapi"
-	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // tenantAPI is a real server on 127.0.0.1:0 with the tenant API wired as the
 // production server wires it: the router on the test database through
-// PgBouncer, tenancy changes invalidating its placements.
+// PgBouncer, catalog changes invalidating its cached tenants.
 type tenantAPI struct {
 	*api
 	router *pgroute.Router
-	cfg    config.Config
 }
 
 type tenantAPIOptions struct {
@@ -47,61 +36,8 @@ type tenantAPIOptions struct {
 
 func newTenantAPI(t *testing.T, o tenantAPIOptions) *tenantAPI {
 	t.Helper()
-	dbtest.Landlord(t)
-	cfg := dbtest.Config(t)
-	if o.writeWait > 0 {
-		cfg.HTTP.WriteWait = o.writeWait
-	}
-	log := zerolog.Nop()
-	ctx := context.Background()
-	router, err := pgroute.New(ctx, cfg, log, pgroute.Options{})
-	require.NoError(t, err)
-	t.Cleanup(router.Close)
-	landlord := dbtest.AppPool(t, dbtest.Bouncer, 4)
-	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: dbtest.AdminDB(t), Log: log,
-		OnChange: router.Invalidate})
-	require.NoError(t, err)
-	t.Cleanup(tenants.Close)
-	prov, err := provision.New(provision.Options{Tenants: tenants, Log: log, WarmPool: 0,
-		SparePrefix: dbtest.Name("pd_tspare") + "_"})
-	require.NoError(t, err)
-	geo := geography.New(landlord)
-	cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
-	require.NoError(t, err)
-	a := &api{
-		tenants:  tenants,
-		prov:     prov,
-		tokens:   access.New(landlord, access.Options{}),
-		geoAdmin: geography.New(dbtest.AdminPool(t)),
-		client:   &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
-	}
-	a.reg = registry.New(landlord, tenants, prov, log)
-	limit := o.bodyLimit
-	if limit == 0 {
-		limit = cfg.HTTP.BodyLimit
-	}
-	app := httpapi.New(httpapi.Deps{
-		Log: log, BodyLimit: limit,
-		Ready:   func(ctx context.Context) error { return landlord.Ping(ctx) },
-		Tenants: tenants, Provisioner: prov, Registry: a.reg, Geography: geo, Tokens: a.tokens,
-		Extensions: []httpapi.Extension{httpapi.TenantAPI(httpapi.TenantOptions{
-			Router:  router,
-			Members: membership.NewService(router, geo),
-			Cards:   cards.NewService(router),
-			Cursors: cursors,
-			Header:  o.header,
-			Log:     log,
-		})},
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = app.Listener(ln) }()
-	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
-	a.base = "http://" + ln.Addr().String()
-	a.router, err = gorillamux.NewRouter(httpapi.OpenAPI())
-	require.NoError(t, err)
-	a.platform = a.token(t, access.CreateRequest{Name: "test platform", Kind: access.KindPlatform})
-	return &tenantAPI{api: a, router: router, cfg: cfg}
+	a := newAPI(t, apiOptions{tenantAPI: true, header: o.header, writeWait: o.writeWait, bodyLimit: o.bodyLimit})
+	return &tenantAPI{api: a, router: a.app.Router}
 }
 
 // testTenant is a provisioned test tenant with a token of its own.
@@ -113,7 +49,7 @@ type testTenant struct {
 func (ta *tenantAPI) tenant(t *testing.T, prefix string) testTenant {
 	t.Helper()
 	tt := dbtest.Tenant(t, prefix)
-	tok := ta.token(t, access.CreateRequest{Name: "tenant " + tt.Slug, Kind: access.KindTenant, Tenant: tenancy.MustSlug(tt.Slug)})
+	tok := ta.token(t, access.CreateRequest{Name: "tenant " + tt.Slug, Kind: access.KindTenant, Tenant: tenant.MustSlug(tt.Slug)})
 	return testTenant{TestTenant: tt, token: tok}
 }
 

@@ -14,7 +14,7 @@ func (t *tenantAPI) createMember(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	m, err := t.o.Members.Create(c.UserContext(), tenantOf(c), body)
+	m, err := t.a.Members.Create(c.UserContext(), tenantOf(c), body)
 	if err != nil {
 		return err
 	}
@@ -27,7 +27,7 @@ func (t *tenantAPI) getMember(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	m, err := t.o.Members.Get(c.UserContext(), tenantOf(c), id)
+	m, err := t.a.Members.Get(c.UserContext(), tenantOf(c), id)
 	if err != nil {
 		return err
 	}
@@ -55,11 +55,11 @@ func (t *tenantAPI) listMembers(c *fiber.Ctx) error {
 	if q.After, err = t.after(c, scope); err != nil {
 		return err
 	}
-	ms, more, err := t.o.Members.List(c.UserContext(), slug, q)
+	ms, more, err := t.a.Members.List(c.UserContext(), slug, q)
 	if err != nil {
 		return err
 	}
-	return c.JSON(newPage(t.o.Cursors, scope, ms, more, func(m membership.Member) uuid.UUID { return m.ID }))
+	return c.JSON(newPage(t.cursors, scope, ms, more, func(m membership.Member) uuid.UUID { return m.ID }))
 }
 
 // memberPatch is the body of PATCH …/members/{id}: absent fields stay; null
@@ -95,7 +95,7 @@ func (t *tenantAPI) patchMember(c *fiber.Ctx) error {
 			*f.to = &v
 		}
 	}
-	m, err := t.o.Members.Update(c.UserContext(), tenantOf(c), id, p)
+	m, err := t.a.Members.Update(c.UserContext(), tenantOf(c), id, p)
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func (t *tenantAPI) deleteMember(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := t.o.Members.Delete(c.UserContext(), tenantOf(c), id); err != nil {
+	if err := t.a.Members.Delete(c.UserContext(), tenantOf(c), id); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

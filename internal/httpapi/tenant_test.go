@@ -9,12 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // The whole life of a card over HTTP: issue, validate, activate, revoke,
@@ -29,7 +32,7 @@ func TestTenantAPICardLifecycle(t *testing.T) {
 	memberID := m["id"].(string)
 	assert.Equal(t, a.pathf("/members/%s", memberID), r.header.Get("Location"))
 	assert.Equal(t, "active", m["status"])
-	assert.Equal(t, a.ID, m["tenant_id"])
+	assert.Equal(t, a.ID.String(), m["tenant_id"])
 
 	r = ta.call(t, "POST", a.path("/cards"), a.token, map[string]any{"member_id": memberID})
 	card := r.ok(t, 201)
@@ -174,7 +177,7 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 	bMember := ta.member(t, b, map[string]any{"full_name": "B member", "email": "b@example.org"})
 	bCard := ta.card(t, b, bMember)
 	aMember := ta.member(t, a, map[string]any{"full_name": "A member"})
-	_, err := ta.tenants.Update(context.Background(), tenancy.MustSlug(suspended.Slug), tenancy.Patch{Status: ptr(tenancy.Status("suspended"))})
+	_, err := ta.tenants.Update(context.Background(), tenant.MustSlug(suspended.Slug), catalog.Patch{Status: ptr(tenant.Status("suspended"))})
 	require.NoError(t, err)
 
 	before := counts(t, b)
@@ -224,7 +227,7 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 	ta.call(t, "GET", a.path("/members"), b.token, nil).problem(t, 404, "tenant_not_found")
 
 	// Resumed: served again at once (the tenancy change invalidated the router's cache).
-	_, err = ta.tenants.Update(context.Background(), tenancy.MustSlug(suspended.Slug), tenancy.Patch{Status: ptr(tenancy.Status("active"))})
+	_, err = ta.tenants.Update(context.Background(), tenant.MustSlug(suspended.Slug), catalog.Patch{Status: ptr(tenant.Status("active"))})
 	require.NoError(t, err)
 	ta.call(t, "GET", suspended.path("/members"), suspended.token, nil).ok(t, 200)
 }
@@ -384,12 +387,10 @@ func TestTenantAPIMovingTenantWritesAnswer503(t *testing.T) {
 
 	db := dbtest.AdminDB(t)
 	ctx := context.Background()
-	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants SET status = 'moving' WHERE id = $1`, a.ID)
-	require.NoError(t, err)
-	ta.router.Invalidate(tenancy.MustSlug(a.Slug))
-	t.Cleanup(func() {
-		_, _ = db.ExecContext(ctx, `UPDATE landlord.tenants SET status = 'active' WHERE id = $1`, a.ID)
-	})
+	slug := tenant.MustSlug(a.Slug)
+	catalogtest.SetStatusQuietly(t, db, slug, tenant.StatusMoving)
+	ta.router.Invalidate(slug)
+	t.Cleanup(func() { catalogtest.SetStatusQuietly(t, db, slug, tenant.StatusActive) })
 	// What a mover does: block writes with a lock that lets reads through.
 	tx, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
@@ -418,9 +419,8 @@ func TestTenantAPIMovingTenantWritesAnswer503(t *testing.T) {
 	require.NoError(t, tx.Rollback())
 	assert.Equal(t, before, counts(t, a), "no refused write landed")
 
-	_, err = db.ExecContext(ctx, `UPDATE landlord.tenants SET status = 'active' WHERE id = $1`, a.ID)
-	require.NoError(t, err)
-	ta.router.Invalidate(tenancy.MustSlug(a.Slug))
+	catalogtest.SetStatusQuietly(t, db, slug, tenant.StatusActive)
+	ta.router.Invalidate(slug)
 	ta.call(t, "POST", a.pathf("/cards/%s/activate", cardID), a.token, nil).ok(t, 200)
 }
 

@@ -4,6 +4,8 @@
 package membership
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,16 +22,16 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Errors of this context; the HTTP layer maps them to statuses.
 var (
-	ErrNotFound    = errors.New("member not found")
-	ErrHasCards    = errors.New("member still has digital cards")
-	ErrEmailTaken  = errors.New("email already used by another member")
-	ErrUnknownGeo  = errors.New("unknown geography unit")
-	ErrInvalidData = errors.New("invalid member data")
+	ErrNotFound    = apperr.New("member_not_found", "member not found")
+	ErrHasCards    = apperr.New("member_has_cards", "member still has digital cards")
+	ErrEmailTaken  = apperr.New("email_taken", "email already used by another member")
+	ErrUnknownGeo  = apperr.New("unknown_geo_unit", "unknown geography unit")
+	ErrInvalidData = apperr.New("invalid_member", "invalid member data")
 )
 
 // ValidationError names the field that is wrong.
@@ -179,7 +181,7 @@ func scan(row pgx.Row, tenantID uuid.UUID, m *Member) error {
 }
 
 // Create adds a member.
-func (s *Service) Create(ctx context.Context, slug tenancy.Slug, in New) (Member, error) {
+func (s *Service) Create(ctx context.Context, slug tenant.Slug, in New) (Member, error) {
 	in.FullName = strings.TrimSpace(in.FullName)
 	if in.Status == "" {
 		in.Status = "active"
@@ -196,7 +198,7 @@ func (s *Service) Create(ctx context.Context, slug tenancy.Slug, in New) (Member
 	}
 	var m Member
 	err = s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`INSERT INTO members (id, tenant_id, full_name, email, phone, status, geo_unit_id, joined_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now())) RETURNING `+columns,
 			id, tid, in.FullName, in.Email, in.Phone, in.Status, in.GeoUnitID, in.JoinedAt).
@@ -207,10 +209,10 @@ func (s *Service) Create(ctx context.Context, slug tenancy.Slug, in New) (Member
 }
 
 // Get returns one member.
-func (s *Service) Get(ctx context.Context, slug tenancy.Slug, id uuid.UUID) (Member, error) {
+func (s *Service) Get(ctx context.Context, slug tenant.Slug, id uuid.UUID) (Member, error) {
 	var m Member
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`SELECT `+columns+` FROM members WHERE tenant_id = $1 AND id = $2`, tid, id).
 			QueryRow(func(row pgx.Row) error { return scan(row, tid, &m) })
 		return nil
@@ -231,7 +233,7 @@ const MaxLimit = 100
 
 // List returns up to q.Limit members after q.After, ordered by id, and
 // whether more follow.
-func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]Member, bool, error) {
+func (s *Service) List(ctx context.Context, slug tenant.Slug, q ListQuery) ([]Member, bool, error) {
 	if q.Limit <= 0 || q.Limit > MaxLimit {
 		return nil, false, &ValidationError{"limit", fmt.Sprintf("must be between 1 and %d", MaxLimit)}
 	}
@@ -247,7 +249,7 @@ func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]M
 	}
 	var out []Member
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`SELECT `+columns+` FROM members
 			WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR geo_unit_id = $3)
 			  AND ($4::uuid IS NULL OR id > $4)
@@ -270,7 +272,7 @@ func (s *Service) List(ctx context.Context, slug tenancy.Slug, q ListQuery) ([]M
 }
 
 // Update applies a patch and returns the member as it now is.
-func (s *Service) Update(ctx context.Context, slug tenancy.Slug, id uuid.UUID, p Patch) (Member, error) {
+func (s *Service) Update(ctx context.Context, slug tenant.Slug, id uuid.UUID, p Patch) (Member, error) {
 	if p.FullName != nil {
 		v := strings.TrimSpace(*p.FullName)
 		p.FullName = &v
@@ -285,7 +287,7 @@ func (s *Service) Update(ctx context.Context, slug tenancy.Slug, id uuid.UUID, p
 	}
 	var m Member
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		tid := b.Tenant().TenantID
+		tid := b.Tenant().ID
 		b.Queue(`UPDATE members SET
 				full_name   = coalesce($3, full_name),
 				email       = CASE WHEN $4 THEN $5 ELSE email END,
@@ -303,10 +305,10 @@ func (s *Service) Update(ctx context.Context, slug tenancy.Slug, id uuid.UUID, p
 }
 
 // Delete removes a member without cards.
-func (s *Service) Delete(ctx context.Context, slug tenancy.Slug, id uuid.UUID) error {
+func (s *Service) Delete(ctx context.Context, slug tenant.Slug, id uuid.UUID) error {
 	var n int64
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		b.Queue(`DELETE FROM members WHERE tenant_id = $1 AND id = $2`, b.Tenant().TenantID, id).
+		b.Queue(`DELETE FROM members WHERE tenant_id = $1 AND id = $2`, b.Tenant().ID, id).
 			Exec(func(ct pgconn.CommandTag) error { n = ct.RowsAffected(); return nil })
 		return nil
 	})

@@ -7,31 +7,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/apptest"
+
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/membership"
-	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 type geoStub map[int64]bool
 
 func (g geoStub) Exists(_ context.Context, id int64) (bool, error) { return g[id], nil }
 
-func setup(t *testing.T) (*membership.Service, tenancy.Slug, tenancy.Slug) {
+func setup(t *testing.T) (*membership.Service, tenant.Slug, tenant.Slug) {
 	t.Helper()
 	a := dbtest.Tenant(t, "mema")
 	b := dbtest.Tenant(t, "memb")
 	cfg := dbtest.Config(t)
-	r, err := pgroute.New(context.Background(), cfg, zerolog.Nop(), pgroute.Options{})
-	require.NoError(t, err)
-	t.Cleanup(r.Close)
+	r := apptest.Router(t, cfg, nil)
 	// The unit-level geography check uses a known-ids set; the HTTP tests use the real catalog.
-	return membership.NewService(r, geoStub{7: true}), tenancy.MustSlug(a.Slug), tenancy.MustSlug(b.Slug)
+	return membership.NewService(r, geoStub{7: true}), tenant.MustSlug(a.Slug), tenant.MustSlug(b.Slug)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -5,15 +5,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	provisioning "github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	provisioning "github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Tenants in dedicated databases get pools of their own, opened on first use
@@ -21,22 +20,14 @@ import (
 func TestDedicatedPools(t *testing.T) {
 	dbtest.Landlord(t)
 	cfg := dbtest.Config(t)
-	admin := dbtest.AdminDB(t)
-	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: dbtest.AppPool(t, dbtest.Bouncer, 2), Admin: admin, Log: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(tenants.Close)
-	prov, err := provisioning.New(provisioning.Options{Tenants: tenants, Log: zerolog.Nop()})
-	require.NoError(t, err)
+	a := apptest.Open(t, apptest.Options{})
 	ctx := context.Background()
-	var slugs []tenancy.Slug
+	var slugs []tenant.Slug
 	for i := 0; i < 2; i++ {
-		s := tenancy.MustSlug(dbtest.Name("ded"))
-		t.Cleanup(func() {
-			_ = tenants.DropDatabase(ctx, "main", s.DatabaseName())
-			_, _ = admin.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE slug = $1`, s.String())
-			_, _ = admin.ExecContext(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{s.RoleName()}.Sanitize())
-		})
-		_, err := prov.Provision(ctx, provisioning.Request{Slug: s, Name: "dedicated", Placement: &tenancy.Placement{Kind: tenancy.PlacementDatabase}})
+		s := tenant.MustSlug(dbtest.Name("ded"))
+		dbtest.RemoveAtCleanup(t, s)
+		t.Cleanup(func() { _ = a.Clusters.DropDatabase(ctx, "main", s.DatabaseName()) })
+		_, err := a.Provisioner.Provision(ctx, provisioning.Request{Slug: s, Name: "dedicated", Placement: &tenant.Placement{Kind: tenant.PlacementDatabase}})
 		require.NoError(t, err)
 		slugs = append(slugs, s)
 	}
@@ -53,7 +44,7 @@ func TestDedicatedPools(t *testing.T) {
 		}
 		return out
 	}
-	count := func(s tenancy.Slug) error {
+	count := func(s tenant.Slug) error {
 		return r.Do(ctx, s, func(b *pgroute.Batch) error {
 			b.Queue(`SELECT count(*) FROM members`)
 			return nil
@@ -82,7 +73,7 @@ func TestDedicatedPools(t *testing.T) {
 		})
 	}()
 	<-held
-	err = count(slugs[0])
+	err := count(slugs[0])
 	assert.ErrorIs(t, err, pgroute.ErrUnavailable, "every dedicated pool busy")
 	close(hold)
 

@@ -7,46 +7,47 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/publicdigit/publicdigit/internal/apperr"
 )
 
-// Sentinel errors. Every error the router returns wraps at most one of them,
-// so callers branch with errors.Is and the HTTP layer maps each to a status.
+// The router's error kinds. Every error the router returns wraps at most one
+// of them (or a tenant kind: tenant.ErrNotFound, ErrSuspended, ErrNotReady),
+// so callers branch with errors.Is and the HTTP layer maps each code to a
+// status. Their texts carry SQL and server internals: the HTTP layer shows a
+// fixed text instead.
 var (
-	// ErrTenantNotFound: no such tenant in the catalog (or it is deleted).
-	ErrTenantNotFound = errors.New("tenant not found")
-	// ErrTenantSuspended: the tenant exists but is suspended.
-	ErrTenantSuspended = errors.New("tenant suspended")
-	// ErrTenantNotReady: the tenant is still being provisioned.
-	ErrTenantNotReady = errors.New("tenant not ready")
 	// ErrTenantNotProvisioned: its schema or a table is missing (SQLSTATE 3F000, 42P01).
-	ErrTenantNotProvisioned = errors.New("tenant schema not provisioned")
+	ErrTenantNotProvisioned = apperr.New("tenant_unavailable", "tenant schema not provisioned")
 	// ErrTimeout: the statement ran past the tenant's statement_timeout (57014).
-	ErrTimeout = errors.New("statement timeout")
-	// ErrRetryable: a serialization failure or deadlock (40001, 40P01); the whole unit of work may be retried.
-	ErrRetryable = errors.New("retryable conflict")
+	ErrTimeout = apperr.New("timeout", "statement timeout")
+	// ErrRetryable: a serialization failure, deadlock or lock timeout (40001,
+	// 40P01, 55P03); the whole unit of work may be retried.
+	ErrRetryable = apperr.New("retry", "retryable conflict")
 	// ErrConflict: a unique constraint was violated (23505).
-	ErrConflict = errors.New("conflict")
+	ErrConflict = apperr.New("conflict", "conflict")
 	// ErrReferenced: a foreign key prevented the change (23503).
-	ErrReferenced = errors.New("foreign key violation")
+	ErrReferenced = apperr.New("referenced", "foreign key violation")
 	// ErrInvalidData: a value was refused by a check, not-null or type rule (23514, 23502, 22xxx).
-	ErrInvalidData = errors.New("invalid data")
+	ErrInvalidData = apperr.New("invalid_data", "invalid data")
 	// ErrPermission: the tenant role may not touch the object (42501): a wrong
 	// search_path or a bug reaching another tenant's schema.
-	ErrPermission = errors.New("permission denied")
+	ErrPermission = apperr.New("permission_denied", "permission denied")
 	// ErrSessionStatement: tenant code tried a session-level statement (SET,
 	// PREPARE, LISTEN, …) that would leak to other clients behind PgBouncer.
-	ErrSessionStatement = errors.New("session-level statement refused on the pooled path")
-	// ErrUnavailable: the database could not be reached or the connection broke.
-	ErrUnavailable = errors.New("database unavailable")
+	ErrSessionStatement = apperr.New("session_statement", "session-level statement refused on the pooled path")
+	// ErrUnavailable: the database or its pooler could not be reached, refused
+	// the connection for now, or the connection broke.
+	ErrUnavailable = apperr.New("unavailable", "database unavailable")
 )
 
 // Error is a classified database error. It keeps the original error for
 // logs; its message never reaches HTTP clients.
 type Error struct {
-	Kind       error  // one of the sentinels above
-	SQLState   string // PostgreSQL error code, when there was one
-	Constraint string // the violated constraint, for conflicts
-	Err        error  // the original error
+	Kind       *apperr.Kind // one of the kinds above
+	SQLState   string       // PostgreSQL error code, when there was one
+	Constraint string       // the violated constraint, for conflicts
+	Err        error        // the original error
 }
 
 func (e *Error) Error() string {
@@ -90,7 +91,7 @@ func Classify(err error) error {
 	return err
 }
 
-func kindOf(code string) error {
+func kindOf(code string) *apperr.Kind {
 	switch code {
 	case "3F000", "42P01": // invalid_schema_name, undefined_table
 		return ErrTenantNotProvisioned
@@ -108,7 +109,11 @@ func kindOf(code string) error {
 		return ErrInvalidData
 	case "42501":
 		return ErrPermission
-	case "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004":
+	case "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004",
+		// PgBouncer's refusals while its server is down or just restarted
+		// ("server login has been failing, try again later",
+		// query_wait_timeout, no more connections allowed).
+		"08P01", "53300":
 		return ErrUnavailable
 	}
 	return nil

@@ -9,23 +9,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/apptest"
+	"github.com/publicdigit/publicdigit/internal/catalog"
+
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // testTenant is one provisioned tenant of a test: catalog row, schema with
 // the core tables, its own role, and a marker member row.
 type testTenant struct {
-	slug   tenancy.Slug
+	slug   tenant.Slug
 	id     uuid.UUID
 	marker string
 }
@@ -41,16 +43,16 @@ func newTenants(t *testing.T, n int) []testTenant {
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 4)
 	for i := range out {
-		out[i] = testTenant{slug: tenancy.MustSlug(dbtest.Name("pr")), id: uuid.New()}
+		out[i] = testTenant{slug: tenant.MustSlug(dbtest.Name("pr"))}
 		out[i].marker = "marker-" + out[i].slug.String()
-		t.Cleanup(func() { dropTenant(t, db, out[i].slug) })
+		dbtest.RemoveAtCleanup(t, out[i].slug)
 		wg.Add(1)
-		go func(tt testTenant) {
+		go func(tt *testTenant) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			errs <- provision(db, tt)
-		}(out[i])
+		}(&out[i])
 	}
 	wg.Wait()
 	close(errs)
@@ -60,35 +62,29 @@ func newTenants(t *testing.T, n int) []testTenant {
 	return out
 }
 
-func provision(db *sql.DB, tt testTenant) error {
+func provision(db *sql.DB, tt *testTenant) error {
 	ctx := context.Background()
 	schemaName := tt.slug.SchemaName()
-	if _, err := db.ExecContext(ctx, `INSERT INTO landlord.tenants (id, slug, name, status, placement, cluster, database_name, schema_name)
-		VALUES ($1, $2, $3, 'active', 'schema', 'main', current_database(), $4)`, tt.id, tt.slug.String(), "Test "+tt.slug.String(), schemaName); err != nil {
+	var database string
+	if err := db.QueryRowContext(ctx, `SELECT current_database()`).Scan(&database); err != nil {
 		return err
 	}
+	row, _, err := catalog.InsertProvisioning(ctx, db, tt.slug, "Test "+tt.slug.String(), tenant.Placement{
+		Kind: tenant.PlacementSchema, Cluster: "main", Database: database, Schema: schemaName})
+	if err != nil {
+		return err
+	}
+	if _, err := catalog.Activate(ctx, db, row); err != nil {
+		return err
+	}
+	tt.id = row.ID
 	spec := schemaapply.TenantSpec{Schema: schemaName, Role: tt.slug.RoleName(), AppRole: "pd_app"}
 	if _, err := schemaapply.ApplyTenant(ctx, db, spec, schemaapply.Options{}); err != nil {
 		return err
 	}
 	schema := pgx.Identifier{schemaName}.Sanitize()
-	_, err := db.ExecContext(ctx, `INSERT INTO `+schema+`.members (tenant_id, full_name) VALUES ($1, $2)`, tt.id, tt.marker)
+	_, err = db.ExecContext(ctx, `INSERT INTO `+schema+`.members (tenant_id, full_name) VALUES ($1, $2)`, tt.id, tt.marker)
 	return err
-}
-
-func dropTenant(t *testing.T, db *sql.DB, slug tenancy.Slug) {
-	ctx := context.Background()
-	for _, s := range []string{
-		"DROP SCHEMA IF EXISTS " + pgx.Identifier{slug.SchemaName()}.Sanitize() + " CASCADE",
-		"DROP ROLE IF EXISTS " + pgx.Identifier{slug.RoleName()}.Sanitize(),
-	} {
-		if _, err := db.ExecContext(ctx, s); err != nil {
-			t.Errorf("cleanup %s: %v", slug, err)
-		}
-	}
-	if _, err := db.ExecContext(ctx, `DELETE FROM landlord.tenants WHERE slug = $1`, slug.String()); err != nil {
-		t.Errorf("cleanup %s: %v", slug, err)
-	}
 }
 
 // routerConfig points the tenant pool of the default cluster at the path.
@@ -103,14 +99,20 @@ func routerConfig(t *testing.T, path dbtest.Path) config.Config {
 	return cfg
 }
 
+// newRouter opens a router with cfg's settings; the set fields of opts
+// (Resolver, ExecMode, ConfigurePool) replace the defaults.
 func newRouter(t *testing.T, cfg config.Config, opts pgroute.Options) *pgroute.Router {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := pgroute.New(ctx, cfg, zerolog.Nop(), opts)
-	require.NoError(t, err)
-	t.Cleanup(r.Close)
-	return r
+	return apptest.Router(t, cfg, func(o *pgroute.Options) {
+		if opts.Resolver != nil {
+			o.Resolver = opts.Resolver
+		}
+		if opts.ExecMode != 0 {
+			o.ExecMode = opts.ExecMode
+		}
+		o.ConfigurePool = opts.ConfigurePool
+		o.Log = opts.Log
+	})
 }
 
 // writeCounter counts the writes of every connection of the pools it

@@ -3,8 +3,8 @@ package pgroute
 import (
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // The pooled path runs behind PgBouncer in transaction pooling mode, where
@@ -29,26 +29,27 @@ var sessionFunctions = map[string]bool{
 	"dblink_connect": true, "pg_cancel_backend": true, "pg_terminate_backend": true,
 }
 
-const guardCacheMax = 4096
-
-var (
-	guardCache     sync.Map // sql string → struct{}
-	guardCacheSize atomic.Int64
-)
+// checked remembers statements that passed the check (an LRU: the code's
+// SQL is a few hundred constant strings; anything built at run time ages out).
+var checked = mustLRU[string, struct{}](4096)
 
 func checkStatement(sql string) error {
-	if _, ok := guardCache.Load(sql); ok {
+	if checked.Contains(sql) {
 		return nil
 	}
 	if err := lexCheck(sql); err != nil {
 		return fmt.Errorf("%w: %v", ErrSessionStatement, err)
 	}
-	if guardCacheSize.Load() < guardCacheMax {
-		if _, loaded := guardCache.LoadOrStore(sql, struct{}{}); !loaded {
-			guardCacheSize.Add(1)
-		}
-	}
+	checked.Add(sql, struct{}{})
 	return nil
+}
+
+func mustLRU[K comparable, V any](size int) *lru.Cache[K, V] {
+	c, err := lru.New[K, V](size)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 // lexCheck walks sql outside string literals, quoted identifiers, dollar

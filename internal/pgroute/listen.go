@@ -6,11 +6,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Listen keeps a direct connection (LISTEN is a session feature, so never
-// through PgBouncer) listening on tenancy.NotifyChannel, and drops the cached
+// through PgBouncer) listening on tenant.NotifyChannel, and drops the cached
 // placement of every tenant announced there, until ctx ends. After a lost
 // connection it reconnects with backoff and drops every cached placement,
 // since notices may have been missed meanwhile. ready, if not nil, is closed
@@ -32,7 +32,7 @@ func (r *Router) Listen(ctx context.Context, url string, ready chan<- struct{}) 
 		if ctx.Err() != nil {
 			return
 		}
-		r.log.Warn().Err(err).Dur("retry_in", backoff).Msg("tenant change listener lost its connection")
+		r.o.Log.Warn().Err(err).Dur("retry_in", backoff).Msg("tenant change listener lost its connection")
 		select {
 		case <-ctx.Done():
 			return
@@ -49,13 +49,13 @@ func (r *Router) listenOnce(ctx context.Context, url string, listening func()) e
 	if err != nil {
 		return err
 	}
-	cfg.RuntimeParams["application_name"] = r.cfg.Pool.ApplicationName + "-listen"
+	cfg.RuntimeParams["application_name"] = r.o.Pool.ApplicationName + "-listen"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{tenancy.NotifyChannel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{tenant.NotifyChannel}.Sanitize()); err != nil {
 		return err
 	}
 	listening()
@@ -64,12 +64,12 @@ func (r *Router) listenOnce(ctx context.Context, url string, listening func()) e
 		if err != nil {
 			return err
 		}
-		slug, err := tenancy.ParseSlug(n.Payload)
+		slug, err := tenant.ParseSlug(n.Payload)
 		if err != nil {
 			r.InvalidateAll()
 			continue
 		}
 		r.Invalidate(slug)
-		r.log.Debug().Str("tenant", slug.String()).Msg("tenant changed: placement dropped from cache")
+		r.o.Log.Debug().Str("tenant", slug.String()).Msg("tenant changed: placement dropped from cache")
 	}
 }

@@ -2,24 +2,51 @@ package pgroute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/publicdigit/publicdigit/internal/config"
 )
 
-// NewPool opens a pgx pool on raw (normally through PgBouncer) with the pool
-// settings of p, for statements that do not depend on a tenant binding (the
-// landlord catalog). It uses QueryExecModeExec: one round trip with the
-// unnamed prepared statement and no statement cache, safe behind PgBouncer
-// in transaction mode (DESIGN.md §2 rule 2). tracer may be nil.
-func NewPool(ctx context.Context, raw string, p config.Pool, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
-	cfg, err := poolConfig(raw, p, pgx.QueryExecModeExec)
+// PoolConfig sizes and recycles a pgx pool.
+type PoolConfig struct {
+	MaxConns int32
+	MinConns int32
+	// MaxConnLifetime recycles connections: each backend caches catalog
+	// entries for every tenant schema it touches, and a bounded lifetime
+	// bounds that memory (with PgBouncer's server_lifetime).
+	MaxConnLifetime   time.Duration
+	MaxConnIdleTime   time.Duration
+	HealthCheckPeriod time.Duration
+	ApplicationName   string
+}
+
+// DedicatedConfig bounds the pools of dedicated tenant databases, opened
+// lazily on first use.
+type DedicatedConfig struct {
+	// MaxPools caps how many are open at once (the least recently used idle
+	// one is closed to make room).
+	MaxPools int
+	// MaxConns sizes each.
+	MaxConns int32
+	// IdleClose closes a pool unused for this long.
+	IdleClose time.Duration
+}
+
+// NewPool opens a pgx pool on url (normally through PgBouncer) for
+// statements that do not depend on a tenant binding (the landlord
+// catalog), in mode: QueryExecModeExec behind PgBouncer 1.18 (see
+// LandlordExecMode). tracer may be nil.
+func NewPool(ctx context.Context, url string, pc PoolConfig, mode pgx.QueryExecMode, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
+	cfg, err := poolConfig(url, pc, mode)
 	if err != nil {
 		return nil, err
+	}
+	if mode == pgx.QueryExecModeCacheStatement {
+		cfg.ConnConfig.StatementCacheCapacity = 256
 	}
 	if tracer != nil {
 		cfg.ConnConfig.Tracer = tracer
@@ -28,19 +55,25 @@ func NewPool(ctx context.Context, raw string, p config.Pool, tracer pgx.QueryTra
 }
 
 // poolConfig builds a pgxpool config with publicdigit's settings.
-func poolConfig(raw string, p config.Pool, mode pgx.QueryExecMode) (*pgxpool.Config, error) {
-	cfg, err := pgxpool.ParseConfig(raw)
+func poolConfig(url string, p PoolConfig, mode pgx.QueryExecMode) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("pool config %s: %w", config.Redact(raw), err)
+		return nil, fmt.Errorf("pool config: %w", redactedParseError(err))
 	}
-	cfg.MaxConns = p.MaxConns
+	if p.MaxConns > 0 {
+		cfg.MaxConns = p.MaxConns
+	}
 	cfg.MinConns = p.MinConns
-	// Each backend caches catalog entries for every tenant schema it touches;
-	// a bounded lifetime bounds that memory (with PgBouncer's server_lifetime).
-	cfg.MaxConnLifetime = p.MaxConnLifetime
-	cfg.MaxConnLifetimeJitter = p.MaxConnLifetime / 10
-	cfg.MaxConnIdleTime = p.MaxConnIdleTime
-	cfg.HealthCheckPeriod = p.HealthCheckPeriod
+	if p.MaxConnLifetime > 0 {
+		cfg.MaxConnLifetime = p.MaxConnLifetime
+		cfg.MaxConnLifetimeJitter = p.MaxConnLifetime / 10
+	}
+	if p.MaxConnIdleTime > 0 {
+		cfg.MaxConnIdleTime = p.MaxConnIdleTime
+	}
+	if p.HealthCheckPeriod > 0 {
+		cfg.HealthCheckPeriod = p.HealthCheckPeriod
+	}
 	// pgxpool pings a connection idle for more than a second before handing
 	// it out: an extra round trip on quiet services. Ping only after a long
 	// idle; a statement that fails on a dead connection before anything was
@@ -57,6 +90,19 @@ func poolConfig(raw string, p config.Pool, mode pgx.QueryExecMode) (*pgxpool.Con
 	return cfg, nil
 }
 
+// redactedParseError drops the connection string (it may hold a password
+// that pgx's best-effort redaction misses) from a pgx parse error, keeping
+// its reason.
+func redactedParseError(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		if cause := errors.Unwrap(pe); cause != nil {
+			return fmt.Errorf("cannot parse the connection string: %w", cause)
+		}
+	}
+	return errors.New("cannot parse the connection string")
+}
+
 func openPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -70,9 +116,9 @@ func openPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
 // on a tenant binding (schema-qualified landlord queries). Behind PgBouncer
 // 1.18 no named prepared statement may outlive a transaction, so it is
 // QueryExecModeExec; PgBouncer ≥ 1.21 (with max_prepared_statements) and
-// direct connections may cache prepared statements, saving a parse and plan
-// per query. Tenant pools never cache: a statement prepared before the
-// binding would not find the tenant's tables (DESIGN.md §2 rule 2).
+// direct connections ("none") may cache prepared statements, saving a parse
+// and plan per query. Tenant pools never cache: a statement prepared before
+// the binding would not find the tenant's tables.
 func LandlordExecMode(pgbouncer string) pgx.QueryExecMode {
 	switch pgbouncer {
 	case "1.21", "none":
@@ -80,21 +126,4 @@ func LandlordExecMode(pgbouncer string) pgx.QueryExecMode {
 	default:
 		return pgx.QueryExecModeExec
 	}
-}
-
-// NewLandlordPool opens the landlord pool with the exec mode that suits the
-// PgBouncer in front of the default cluster.
-func NewLandlordPool(ctx context.Context, cfg config.Config, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
-	mode := LandlordExecMode(cfg.Clusters[cfg.DefaultCluster].PgBouncer)
-	pcfg, err := poolConfig(cfg.Landlord.URL, cfg.Pool, mode)
-	if err != nil {
-		return nil, err
-	}
-	if mode == pgx.QueryExecModeCacheStatement {
-		pcfg.ConnConfig.StatementCacheCapacity = 256
-	}
-	if tracer != nil {
-		pcfg.ConnConfig.Tracer = tracer
-	}
-	return openPool(ctx, pcfg)
 }

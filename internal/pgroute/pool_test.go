@@ -26,12 +26,8 @@ func TestLandlordPoolModes(t *testing.T) {
 		bouncer string
 		path    dbtest.Path
 	}{{"1.18", dbtest.Bouncer}, {"none", dbtest.Direct}} {
-		cfg := dbtest.Config(t)
-		cfg.Landlord.URL = dbtest.AppURL(t, tc.path)
-		cl := cfg.Clusters[cfg.DefaultCluster]
-		cl.PgBouncer = tc.bouncer
-		cfg.Clusters[cfg.DefaultCluster] = cl
-		pool, err := pgroute.NewLandlordPool(ctx, cfg, nil)
+		pool, err := pgroute.NewPool(ctx, dbtest.AppURL(t, tc.path), pgroute.PoolConfig{MaxConns: 2},
+			pgroute.LandlordExecMode(tc.bouncer), nil)
 		require.NoError(t, err)
 		for i := 0; i < 3; i++ { // the cached statement is reused
 			var n int
@@ -47,9 +43,7 @@ func TestSlowStatementsAreLoggedWithTenant(t *testing.T) {
 	cfg := routerConfig(t, dbtest.Bouncer)
 	cfg.Tenant.SlowStatement = 50 * time.Millisecond
 	ctx := context.Background()
-	r, err := pgroute.New(ctx, cfg, zerolog.New(&syncWriter{w: &buf}), pgroute.Options{})
-	require.NoError(t, err)
-	defer r.Close()
+	r := newRouter(t, cfg, pgroute.Options{Log: zerolog.New(&syncWriter{w: &buf})})
 	require.NoError(t, r.Do(ctx, tenants[0].slug, func(b *pgroute.Batch) error {
 		b.Queue(`SELECT pg_sleep(0.1)`)
 		return nil

@@ -10,25 +10,22 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/publicdigit/publicdigit/internal/config"
 )
 
 // pools holds one pgx pool per (cluster, database). A cluster's shared pool
-// (its platform database, where schema-placed tenants live) opens with the
+// (its shared database, where schema-placed tenants live) opens with the
 // router and stays; pools of dedicated tenant databases open lazily on first
 // use, are capped in number, and close when idle.
 type pools struct {
-	cfg       config.Config
-	mode      pgx.QueryExecMode
-	tracer    *tracer
-	configure func(*pgxpool.Config)
+	o      Options
+	tracer *tracer
 
-	mu      sync.Mutex
-	entries map[poolKey]*poolEntry
-	closed  bool
-	stop    chan struct{}
-	done    chan struct{}
+	mu       sync.Mutex
+	entries  map[poolKey]*poolEntry
+	sharedDB map[string]string // cluster → its shared database name
+	closed   bool
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 type poolKey struct{ cluster, database string }
@@ -39,23 +36,31 @@ type poolEntry struct {
 	lastUsed  time.Time
 }
 
-func newPools(cfg config.Config, mode pgx.QueryExecMode, tr *tracer, configure func(*pgxpool.Config)) *pools {
+func newPools(o Options, tr *tracer) *pools {
 	ps := &pools{
-		cfg: cfg, mode: mode, tracer: tr, configure: configure,
-		entries: map[poolKey]*poolEntry{},
-		stop:    make(chan struct{}), done: make(chan struct{}),
+		o: o, tracer: tr,
+		entries:  map[poolKey]*poolEntry{},
+		sharedDB: map[string]string{},
+		stop:     make(chan struct{}), done: make(chan struct{}),
 	}
 	go ps.closeIdleLoop()
 	return ps
 }
 
-// clusterDatabase returns the database name of a cluster's shared pool.
-func clusterDatabase(cl config.Cluster) (string, error) {
-	cfg, err := pgx.ParseConfig(cl.URL)
-	if err != nil {
-		return "", fmt.Errorf("cluster url: %w", err)
+// shared opens (or returns) the shared pool of a cluster.
+func (ps *pools) shared(ctx context.Context, cluster string) (*pgxpool.Pool, error) {
+	raw, ok := ps.o.Clusters[cluster]
+	if !ok {
+		return nil, fmt.Errorf("%w: tenant placed on unknown cluster %q", ErrUnavailable, cluster)
 	}
-	return cfg.Database, nil
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s url: %w", cluster, redactedParseError(err))
+	}
+	ps.mu.Lock()
+	ps.sharedDB[cluster] = cfg.Database
+	ps.mu.Unlock()
+	return ps.get(ctx, cluster, cfg.Database)
 }
 
 // get returns the pool for a placement, opening it when needed.
@@ -71,36 +76,32 @@ func (ps *pools) get(ctx context.Context, cluster, database string) (*pgxpool.Po
 		ps.mu.Unlock()
 		return e.pool, nil
 	}
+	shared, known := ps.sharedDB[cluster]
 	ps.mu.Unlock()
 
-	cl, err := ps.cfg.Cluster(cluster)
-	if err != nil {
-		return nil, fmt.Errorf("%w: tenant placed on %v", ErrUnavailable, err)
+	raw, ok := ps.o.Clusters[cluster]
+	if !ok || !known {
+		return nil, fmt.Errorf("%w: tenant placed on unknown cluster %q", ErrUnavailable, cluster)
 	}
-	shared, err := clusterDatabase(cl)
-	if err != nil {
-		return nil, err
-	}
-	raw := cl.URL
-	sizes := ps.cfg.Pool
+	sizes := ps.o.Pool
 	dedicated := database != shared
 	if dedicated {
-		u, err := url.Parse(cl.URL)
+		u, err := url.Parse(raw)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s url: %w", cluster, err)
 		}
 		u.Path = "/" + database
 		raw = u.String()
-		sizes.MaxConns = ps.cfg.Pool.DedicatedMaxConns
+		sizes.MaxConns = ps.o.Dedicated.MaxConns
 		sizes.MinConns = 0
 	}
-	pcfg, err := poolConfig(raw, sizes, ps.mode)
+	pcfg, err := poolConfig(raw, sizes, ps.o.ExecMode)
 	if err != nil {
 		return nil, err
 	}
 	pcfg.ConnConfig.Tracer = ps.tracer
-	if ps.configure != nil {
-		ps.configure(pcfg)
+	if ps.o.ConfigurePool != nil {
+		ps.o.ConfigurePool(pcfg)
 	}
 
 	ps.mu.Lock()
@@ -109,8 +110,8 @@ func (ps *pools) get(ctx context.Context, cluster, database string) (*pgxpool.Po
 		e.lastUsed = time.Now()
 		return e.pool, nil
 	}
-	if dedicated && ps.dedicatedCount() >= ps.cfg.Pool.DedicatedMaxPools && !ps.evictIdleLocked() {
-		return nil, fmt.Errorf("%w: all %d dedicated pools are busy", ErrUnavailable, ps.cfg.Pool.DedicatedMaxPools)
+	if dedicated && ps.dedicatedCount() >= ps.o.Dedicated.MaxPools && !ps.evictIdleLocked() {
+		return nil, fmt.Errorf("%w: all %d dedicated pools are busy", ErrUnavailable, ps.o.Dedicated.MaxPools)
 	}
 	pool, err := openPool(ctx, pcfg)
 	if err != nil {
@@ -153,7 +154,7 @@ func (ps *pools) evictIdleLocked() bool {
 
 func (ps *pools) closeIdleLoop() {
 	defer close(ps.done)
-	every := ps.cfg.Pool.DedicatedIdleClose / 4
+	every := ps.o.Dedicated.IdleClose / 4
 	if every < time.Second {
 		every = time.Second
 	}
@@ -164,7 +165,7 @@ func (ps *pools) closeIdleLoop() {
 		case <-ps.stop:
 			return
 		case <-t.C:
-			ps.closeIdle(time.Now().Add(-ps.cfg.Pool.DedicatedIdleClose))
+			ps.closeIdle(time.Now().Add(-ps.o.Dedicated.IdleClose))
 		}
 	}
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,68 +11,112 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/publicdigit/publicdigit/internal/config"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-// Router runs tenant work on the shared pools. Tenant code never sees a
-// pool: it gets a *Batch (Do) or a *Tx (Tx), already bound to its tenant.
-type Router struct {
-	cfg      config.Config
-	log      zerolog.Logger
-	cache    *placementCache
-	pools    *pools
-	landlord *pgxpool.Pool // owned when the router opened it
-	mode     pgx.QueryExecMode
-
-	binds     sync.Map // bindKey → binding statement text (simple protocol)
-	bindCount atomic.Int64
+// Resolver finds a tenant in the catalog (any status; the router decides
+// what it serves). The catalog package implements it.
+type Resolver interface {
+	Resolve(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error)
 }
 
-// Options adjust a Router; the zero value is the production setting.
+// Options configure a Router. Resolver and Clusters are required; zero
+// values elsewhere take the defaults noted.
 type Options struct {
-	// Resolver finds placements; default: the landlord catalog through a pool
-	// on cfg.Landlord.URL that the router opens and closes.
+	// Resolver looks tenants up on a cache miss.
 	Resolver Resolver
+	// Clusters maps each cluster name to the URL of its shared pool (the
+	// application role through PgBouncer, on the cluster's shared database).
+	// Dedicated tenant databases use the same URL with their database name.
+	Clusters map[string]string
+	// Pool sizes and recycles the shared pools; Dedicated the pools of
+	// dedicated tenant databases.
+	Pool      PoolConfig
+	Dedicated DedicatedConfig
+	// StatementTimeout is the default per-statement limit of tenant work
+	// (a tenant's own StatementTimeout overrides it). Default 5s.
+	StatementTimeout time.Duration
+	// Roles makes every transaction assume the tenant's own role (defense in depth).
+	Roles bool
+	// MovingLockTimeout bounds how long a write of a moving tenant waits for
+	// the mover's locks before it fails with ErrRetryable. Default 1s.
+	MovingLockTimeout time.Duration
+	// CacheTTL bounds how long a resolved tenant is trusted (LISTEN drops
+	// changed ones at once); CacheSize bounds the entries (LRU). Defaults
+	// 30s and 100,000.
+	CacheTTL  time.Duration
+	CacheSize int
+	// SlowStatement logs statements slower than this (0: off).
+	SlowStatement time.Duration
 	// ExecMode is the pgx mode of the tenant pools. Default (0):
-	// QueryExecModeSimpleProtocol, the fastest form measured (see README):
-	// binding and statements travel as one multi-statement Query message,
-	// which PostgreSQL runs as one implicit transaction. QueryExecModeExec
-	// (extended protocol, one Sync) is the alternative; both are one round trip.
+	// QueryExecModeSimpleProtocol, the fastest form measured: binding and
+	// statements travel as one multi-statement Query message, which
+	// PostgreSQL runs as one implicit transaction. QueryExecModeExec
+	// (extended protocol, one Sync) is the alternative; both are one round
+	// trip. The caching modes are refused: a statement prepared before the
+	// binding would not find the tenant's tables.
 	ExecMode pgx.QueryExecMode
 	// ConfigurePool, when set, may adjust each tenant pool's config (tests
 	// use it to count network writes).
 	ConfigurePool func(*pgxpool.Config)
+	// Log receives slow statements and the listener's events.
+	Log zerolog.Logger
 }
 
-// New opens the shared pool of every configured cluster (lazily connecting)
-// and returns a router.
-func New(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Options) (*Router, error) {
-	r := &Router{cfg: cfg, log: log, mode: opts.ExecMode}
-	if r.mode == 0 {
-		r.mode = pgx.QueryExecModeSimpleProtocol
+func (o *Options) setDefaults() error {
+	if o.Resolver == nil || len(o.Clusters) == 0 {
+		return errors.New("pgroute: Resolver and Clusters are required")
 	}
-	if r.mode != pgx.QueryExecModeSimpleProtocol && r.mode != pgx.QueryExecModeExec {
-		return nil, fmt.Errorf("pgroute: exec mode %v is not safe for tenant binding (DESIGN.md §2 rule 2)", r.mode)
+	if o.ExecMode == 0 {
+		o.ExecMode = pgx.QueryExecModeSimpleProtocol
 	}
-	resolver := opts.Resolver
-	if resolver == nil {
-		ll, err := NewLandlordPool(ctx, cfg, nil)
-		if err != nil {
-			return nil, err
-		}
-		r.landlord = ll
-		resolver = CatalogResolver{Pool: ll}
+	if o.ExecMode != pgx.QueryExecModeSimpleProtocol && o.ExecMode != pgx.QueryExecModeExec {
+		return fmt.Errorf("pgroute: exec mode %v is not safe for tenant binding (a statement prepared "+
+			"before the binding does not find the tenant's tables; see docs/ARCHITECTURE.md)", o.ExecMode)
 	}
-	r.cache = newPlacementCache(resolver, cfg.Tenant.CacheTTL)
-	r.pools = newPools(cfg, r.mode, &tracer{log: log, slow: cfg.Tenant.SlowStatement}, opts.ConfigurePool)
-	for name, cl := range cfg.Clusters {
-		db, err := clusterDatabase(cl)
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("cluster %s: %w", name, err)
-		}
-		if _, err := r.pools.get(ctx, name, db); err != nil {
+	if o.StatementTimeout <= 0 {
+		o.StatementTimeout = 5 * time.Second
+	}
+	if o.MovingLockTimeout <= 0 {
+		o.MovingLockTimeout = time.Second
+	}
+	if o.CacheTTL <= 0 {
+		o.CacheTTL = 30 * time.Second
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 100_000
+	}
+	if o.Dedicated.MaxPools <= 0 {
+		o.Dedicated.MaxPools = 32
+	}
+	if o.Dedicated.MaxConns <= 0 {
+		o.Dedicated.MaxConns = 4
+	}
+	if o.Dedicated.IdleClose <= 0 {
+		o.Dedicated.IdleClose = 5 * time.Minute
+	}
+	return nil
+}
+
+// Router runs tenant work on the shared pools. Tenant code never sees a
+// pool: it gets a *Batch (Do) or a *Tx (Tx), already bound to its tenant.
+type Router struct {
+	o     Options
+	cache *cache
+	pools *pools
+}
+
+// New opens the shared pool of every configured cluster (connecting lazily)
+// and returns a router. Close it when done.
+func New(ctx context.Context, o Options) (*Router, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	r := &Router{o: o}
+	r.cache = newCache(o.Resolver, o.CacheSize, o.CacheTTL, r.bindStatements)
+	r.pools = newPools(o, &tracer{log: o.Log, slow: o.SlowStatement})
+	for name := range o.Clusters {
+		if _, err := r.pools.shared(ctx, name); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -84,18 +125,13 @@ func New(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Option
 }
 
 // Close closes every pool the router opened.
-func (r *Router) Close() {
-	r.pools.close()
-	if r.landlord != nil {
-		r.landlord.Close()
-	}
-}
+func (r *Router) Close() { r.pools.close() }
 
-// Invalidate forgets the cached placement of one tenant: the next request
-// re-reads the catalog. Moves and status changes call it.
-func (r *Router) Invalidate(slug tenancy.Slug) { r.cache.invalidate(slug) }
+// Invalidate forgets the cached tenant: the next request re-reads the
+// catalog. Moves and status changes call it.
+func (r *Router) Invalidate(slug tenant.Slug) { r.cache.invalidate(slug) }
 
-// InvalidateAll forgets every cached placement.
+// InvalidateAll forgets every cached tenant.
 func (r *Router) InvalidateAll() { r.cache.invalidateAll() }
 
 // ClosePool closes the pool of a dedicated database (after a tenant left it).
@@ -104,120 +140,59 @@ func (r *Router) ClosePool(cluster, database string) { r.pools.drop(cluster, dat
 // PoolStats describes the open pools (for /metrics).
 func (r *Router) PoolStats() []PoolStat { return r.pools.stats() }
 
-// Placement resolves a tenant (cached) and refuses tenants that may not be
-// served: unknown or deleted (ErrTenantNotFound), provisioning
-// (ErrTenantNotReady), suspended (ErrTenantSuspended). A moving tenant is
-// served: reads go on and writes wait on the database's locks.
-func (r *Router) Placement(ctx context.Context, slug tenancy.Slug) (Placement, error) {
-	if slug.IsZero() {
-		return Placement{}, fmt.Errorf("%w: empty slug", ErrTenantNotFound)
-	}
-	p, err := r.cache.get(ctx, slug)
-	if err != nil {
-		return Placement{}, err
-	}
-	switch p.Status {
-	case "active", "moving":
-		return p, nil
-	case "suspended":
-		return p, fmt.Errorf("%w: %s", ErrTenantSuspended, slug)
-	case "provisioning":
-		return p, fmt.Errorf("%w: %s", ErrTenantNotReady, slug)
-	default:
-		return p, fmt.Errorf("%w: %s", ErrTenantNotFound, slug)
-	}
-}
-
-// The binding of a tenant lasts for the rest of its transaction only: in
-// the simple protocol SET LOCAL statements (see bindStatements), in the
-// extended protocol set_config(…, true) with bound parameters. Either way
-// each setting dies with the transaction, so nothing leaks to the next
-// client of the server connection.
-const (
-	bindSQL       = `SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true), set_config('role', $3, true)`
-	bindSQLNoRole = `SELECT set_config('search_path', $1, true), set_config('statement_timeout', $2, true)`
-	// While a tenant moves, its writes wait on the mover's table locks: bound
-	// that wait so the client gets a quick retryable error instead.
-	bindMovingSQL = `SELECT set_config('lock_timeout', $1, true)`
-)
-
-// queueBind queues the binding statement for p at the head of b.
-func (r *Router) queueBind(b *pgx.Batch, p Placement) {
-	timeout := p.StatementTimeout
-	if timeout <= 0 {
-		timeout = r.cfg.Tenant.StatementTimeout
-	}
-	if r.mode == pgx.QueryExecModeSimpleProtocol {
-		// The simple protocol sends values as literals anyway; the binding of
-		// a placement never changes, so its text is built (and quoted) once.
-		// SET LOCAL is a utility statement: measured cheaper for the server
-		// than one SELECT of three set_config() calls (no plan, no row).
-		for _, stmt := range r.bindStatements(p, timeout) {
-			b.Queue(stmt)
-		}
-		if p.Status == "moving" {
-			b.Queue("SET LOCAL lock_timeout = " + strconv.FormatInt(r.cfg.HTTP.WriteWait.Milliseconds(), 10))
-		}
-		return
-	}
-	path := pgx.Identifier{p.Schema}.Sanitize()
-	ms := strconv.FormatInt(timeout.Milliseconds(), 10)
-	if r.cfg.Tenant.Roles {
-		b.Queue(bindSQL, path, ms, p.Slug.RoleName())
-	} else {
-		b.Queue(bindSQLNoRole, path, ms)
-	}
-	if p.Status == "moving" {
-		b.Queue(bindMovingSQL, strconv.FormatInt(r.cfg.HTTP.WriteWait.Milliseconds(), 10))
-	}
-}
-
-// bindKey identifies a binding: the role, when tenant.roles is on, is the
-// slug's RoleName (built only when the statements are).
-type bindKey struct {
-	schema  string
-	slug    tenancy.Slug
-	timeout time.Duration
-}
-
-// bindStatements returns the SET LOCAL statements that bind p, cached. Every
-// name is quoted as an identifier; the timeout is an integer.
-func (r *Router) bindStatements(p Placement, timeout time.Duration) []string {
-	k := bindKey{schema: p.Schema, timeout: timeout}
-	if r.cfg.Tenant.Roles {
-		k.slug = p.Slug
-	}
-	if s, ok := r.binds.Load(k); ok {
-		return s.([]string)
-	}
-	stmts := []string{
-		"SET LOCAL search_path = " + pgx.Identifier{k.schema}.Sanitize(),
-		"SET LOCAL statement_timeout = " + strconv.FormatInt(timeout.Milliseconds(), 10),
-	}
-	if !k.slug.IsZero() {
-		stmts = append(stmts, "SET LOCAL ROLE "+pgx.Identifier{k.slug.RoleName()}.Sanitize())
-	}
-	if r.bindCount.Add(1) < maxCachedPlacements {
-		r.binds.Store(k, stmts)
-	}
-	return stmts
-}
-
 type ctxKey struct{}
 
-// TenantFromContext returns the tenant whose work is running, for logs.
-func TenantFromContext(ctx context.Context) (tenancy.Slug, bool) {
-	s, ok := ctx.Value(ctxKey{}).(tenancy.Slug)
-	return s, ok
+// Resolve returns the tenant as the router serves it (from the cache, the
+// catalog on a miss) and a context that carries it: Do and Tx on that
+// context bind it without looking it up again. It refuses tenants that may
+// not be served: unknown or deleted (tenant.ErrNotFound), provisioning
+// (tenant.ErrNotReady), suspended (tenant.ErrSuspended). A moving tenant is
+// served: reads go on and writes wait on the database's locks.
+func (r *Router) Resolve(ctx context.Context, slug tenant.Slug) (context.Context, tenant.Tenant, error) {
+	e, err := r.entry(ctx, slug)
+	if err != nil {
+		return ctx, tenant.Tenant{}, err
+	}
+	return context.WithValue(ctx, ctxKey{}, e), e.t, nil
 }
 
-func (r *Router) pool(ctx context.Context, p Placement) (*pgxpool.Pool, error) {
-	pool, err := r.pools.get(ctx, p.Cluster, p.Database)
+// entry returns the servable cache entry of slug: the one ctx carries, or
+// one from the cache.
+func (r *Router) entry(ctx context.Context, slug tenant.Slug) (*entry, error) {
+	if e, ok := ctx.Value(ctxKey{}).(*entry); ok && e.t.Slug == slug {
+		return e, nil
+	}
+	return r.lookup(ctx, slug)
+}
+
+// lookup returns the servable cache entry of slug from the cache.
+func (r *Router) lookup(ctx context.Context, slug tenant.Slug) (*entry, error) {
+	if slug.IsZero() {
+		return nil, fmt.Errorf("%w: empty slug", tenant.ErrNotFound)
+	}
+	e, err := r.cache.get(ctx, slug)
 	if err != nil {
 		return nil, err
 	}
-	return pool, nil
+	if err := e.t.Status.Servable(); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, slug)
+	}
+	return e, nil
 }
+
+// TenantFromContext returns the tenant whose work runs in ctx (set by
+// Resolve, Do and Tx), for logs and handlers.
+func TenantFromContext(ctx context.Context) (tenant.Tenant, bool) {
+	e, ok := ctx.Value(ctxKey{}).(*entry)
+	if !ok {
+		return tenant.Tenant{}, false
+	}
+	return e.t, true
+}
+
+// Errors of Do and Tx are those of fn as it returned them, or the router's
+// own (resolution, pools, the database: classified, see Classify); logs
+// find the tenant in the context (TenantFromContext).
 
 // Do runs single-shot work for a tenant: fn queues statements on b, and the
 // router sends the binding and those statements as one pipeline — one
@@ -228,27 +203,27 @@ func (r *Router) pool(ctx context.Context, p Placement) (*pgxpool.Pool, error) {
 // If the tenant's schema is gone because the tenant moved, Do re-reads the
 // placement and runs fn once more on the new one: fn must only queue
 // statements (and reset what its callbacks fill), so that it can run twice.
-func (r *Router) Do(ctx context.Context, slug tenancy.Slug, fn func(b *Batch) error) error {
-	ctx = context.WithValue(ctx, ctxKey{}, slug)
-	p, err := r.Placement(ctx, slug)
+func (r *Router) Do(ctx context.Context, slug tenant.Slug, fn func(b *Batch) error) error {
+	e, err := r.entry(ctx, slug)
 	if err != nil {
 		return err
 	}
-	err = r.do(ctx, p, fn)
-	if p2, moved := r.movedAway(ctx, p, err); moved {
-		err = r.do(ctx, p2, fn)
+	ctx = context.WithValue(ctx, ctxKey{}, e)
+	err = r.do(ctx, e, fn)
+	if e2, moved := r.movedAway(ctx, e, err); moved {
+		err = r.do(context.WithValue(ctx, ctxKey{}, e2), e2, fn)
 	}
-	return wrapTenant(slug, err)
+	return err
 }
 
-func (r *Router) do(ctx context.Context, p Placement, fn func(b *Batch) error) error {
-	pool, err := r.pool(ctx, p)
+func (r *Router) do(ctx context.Context, e *entry, fn func(b *Batch) error) error {
+	pool, err := r.pools.get(ctx, e.t.Cluster, e.t.Database)
 	if err != nil {
 		return err
 	}
-	b := &Batch{p: p}
+	b := &Batch{t: e.t}
 	b.pb.QueuedQueries = b.qs[:0]
-	r.queueBind(&b.pb, p)
+	r.queueBind(&b.pb, e)
 	if err := fn(b); err != nil {
 		return err
 	}
@@ -266,20 +241,39 @@ func (r *Router) do(ctx context.Context, p Placement, fn func(b *Batch) error) e
 	return Classify(err)
 }
 
-// movedAway reports whether err means that p's schema is gone and the
-// catalog now places the tenant elsewhere; it returns the new placement.
-func (r *Router) movedAway(ctx context.Context, p Placement, err error) (Placement, bool) {
-	if !errors.Is(err, ErrTenantNotProvisioned) || ctx.Err() != nil {
-		return p, false
+// movedAway reports whether err means that e's placement is gone — its
+// schema or table missing, its database dropped or renamed, or the
+// connection ended by the server (a move retires a dedicated database by
+// ending its connections) — and the catalog now places the tenant
+// elsewhere; it returns the new entry.
+func (r *Router) movedAway(ctx context.Context, e *entry, err error) (*entry, bool) {
+	if !placementGone(err) || ctx.Err() != nil {
+		return e, false
 	}
-	r.Invalidate(p.Slug)
-	p2, err := r.Placement(ctx, p.Slug)
-	if err != nil || p2.Version == p.Version && p2.Cluster == p.Cluster && p2.Database == p.Database && p2.Schema == p.Schema {
-		return p, false
+	r.Invalidate(e.t.Slug)
+	e2, err := r.lookup(ctx, e.t.Slug)
+	if err != nil || e2.t.Version == e.t.Version && e2.t.Placement == e.t.Placement {
+		return e, false
 	}
-	r.log.Info().Str("tenant", p.Slug.String()).Str("cluster", p2.Cluster).Str("database", p2.Database).
+	r.o.Log.Info().Str("tenant", e.t.Slug.String()).Str("cluster", e2.t.Cluster).Str("database", e2.t.Database).
 		Msg("tenant moved: retrying on its new placement")
-	return p2, true
+	return e2, true
+}
+
+// placementGone reports whether err may mean that the placement the work
+// ran on no longer exists.
+func placementGone(err error) bool {
+	if errors.Is(err, ErrTenantNotProvisioned) {
+		return true
+	}
+	var pe *Error
+	if errors.As(err, &pe) {
+		switch pe.SQLState {
+		case "57P01", "3D000": // admin_shutdown (terminated), invalid_catalog_name (no such database)
+			return true
+		}
+	}
+	return false
 }
 
 // TxOptions configure an explicit transaction.
@@ -298,29 +292,28 @@ type TxOptions struct {
 // COMMIT: a read-decide-write unit of work costs two round trips. If fn
 // returns an error, the transaction is rolled back. Like Do, Tx runs fn once
 // more on the new placement when the tenant moved away meanwhile.
-func (r *Router) Tx(ctx context.Context, slug tenancy.Slug, opts TxOptions, fn func(ctx context.Context, tx *Tx) error) error {
-	ctx = context.WithValue(ctx, ctxKey{}, slug)
-	p, err := r.Placement(ctx, slug)
+func (r *Router) Tx(ctx context.Context, slug tenant.Slug, opts TxOptions, fn func(ctx context.Context, tx *Tx) error) error {
+	e, err := r.entry(ctx, slug)
 	if err != nil {
 		return err
 	}
 	movedOnce := false
 	for attempt := 0; ; attempt++ {
-		err = r.runTx(ctx, p, opts, fn)
-		if p2, moved := r.movedAway(ctx, p, err); moved && !movedOnce {
-			p, movedOnce = p2, true
-			err = r.runTx(ctx, p, opts, fn)
+		err = r.runTx(context.WithValue(ctx, ctxKey{}, e), e, opts, fn)
+		if e2, moved := r.movedAway(ctx, e, err); moved && !movedOnce {
+			e, movedOnce = e2, true
+			err = r.runTx(context.WithValue(ctx, ctxKey{}, e), e, opts, fn)
 		}
 		if err == nil || attempt >= opts.MaxRetries || !errors.Is(err, ErrRetryable) || ctx.Err() != nil {
-			return wrapTenant(slug, err)
+			return err
 		}
-		r.log.Debug().Str("tenant", slug.String()).Int("attempt", attempt+1).Err(err).Msg("retrying transaction")
+		r.o.Log.Debug().Str("tenant", slug.String()).Int("attempt", attempt+1).Err(err).Msg("retrying transaction")
 		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
 	}
 }
 
-func (r *Router) runTx(ctx context.Context, p Placement, opts TxOptions, fn func(context.Context, *Tx) error) error {
-	pool, err := r.pool(ctx, p)
+func (r *Router) runTx(ctx context.Context, e *entry, opts TxOptions, fn func(context.Context, *Tx) error) error {
+	pool, err := r.pools.get(ctx, e.t.Cluster, e.t.Database)
 	if err != nil {
 		return err
 	}
@@ -330,7 +323,7 @@ func (r *Router) runTx(ctx context.Context, p Placement, opts TxOptions, fn func
 	}
 	// Release destroys the connection if it is still in a transaction.
 	defer conn.Release()
-	tx := &Tx{r: r, conn: conn, p: p, begin: beginSQL(opts)}
+	tx := &Tx{r: r, conn: conn, e: e, begin: beginSQL(opts)}
 	if err := fn(ctx, tx); err != nil {
 		tx.rollback(ctx)
 		return err
@@ -351,12 +344,4 @@ func beginSQL(o TxOptions) string {
 		s += " READ ONLY"
 	}
 	return s
-}
-
-// wrapTenant adds the tenant to an error's message.
-func wrapTenant(slug tenancy.Slug, err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("tenant %s: %w", slug, err)
 }

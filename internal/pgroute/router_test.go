@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,7 +22,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // forEachPath runs the same suite direct to PostgreSQL and through PgBouncer
@@ -89,7 +92,7 @@ func TestNoCrossTenantLeak(t *testing.T) {
 					case op < 7: // acknowledged write
 						name := fmt.Sprintf("w-%s-%d-%d", tt.slug, w, i)
 						err = r.Do(ctx, tt.slug, func(b *pgroute.Batch) error {
-							b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().TenantID, name)
+							b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, name)
 							return nil
 						})
 						if err == nil {
@@ -99,7 +102,7 @@ func TestNoCrossTenantLeak(t *testing.T) {
 					case op < 9: // a write followed by a failing statement: nothing may land
 						name := fmt.Sprintf("fail-%s-%d-%d", tt.slug, w, i)
 						err = r.Do(ctx, tt.slug, func(b *pgroute.Batch) error {
-							b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().TenantID, name)
+							b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, name)
 							b.Queue(`SELECT 1 / (random() * 0)::int`)
 							return nil
 						})
@@ -359,10 +362,10 @@ func toInt(v any) int64 {
 // error, never rows: the resolver below binds tenant A's role with B's schema.
 type wrongSchemaResolver struct {
 	inner pgroute.Resolver
-	other tenancy.Slug
+	other tenant.Slug
 }
 
-func (w wrongSchemaResolver) Resolve(ctx context.Context, slug tenancy.Slug) (pgroute.Placement, error) {
+func (w wrongSchemaResolver) Resolve(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error) {
 	p, err := w.inner.Resolve(ctx, slug)
 	p.Schema = w.other.SchemaName()
 	return p, err
@@ -373,8 +376,7 @@ func TestWrongSearchPathIsAnErrorWithRoles(t *testing.T) {
 		tenants := newTenants(t, 2)
 		a, b := tenants[0], tenants[1]
 		cfg := routerConfig(t, path)
-		landlord := dbtest.AppPool(t, dbtest.Bouncer, 2)
-		r := newRouter(t, cfg, pgroute.Options{Resolver: wrongSchemaResolver{inner: pgroute.CatalogResolver{Pool: landlord}, other: b.slug}})
+		r := newRouter(t, cfg, pgroute.Options{Resolver: wrongSchemaResolver{inner: dbtest.Catalog(t), other: b.slug}})
 		ctx := context.Background()
 
 		rows := 0
@@ -394,7 +396,7 @@ func TestWrongSearchPathIsAnErrorWithRoles(t *testing.T) {
 		assert.Zero(t, rows)
 
 		// Schema-qualified access to the other tenant fails the same way.
-		r2 := newRouter(t, cfg, pgroute.Options{Resolver: pgroute.CatalogResolver{Pool: landlord}})
+		r2 := newRouter(t, cfg, pgroute.Options{})
 		err = r2.Do(ctx, a.slug, func(q *pgroute.Batch) error {
 			q.Queue(`SELECT full_name FROM ` + pgx.Identifier{b.slug.SchemaName(), "members"}.Sanitize()).Query(func(r pgx.Rows) error {
 				for r.Next() {
@@ -424,9 +426,9 @@ func TestRoundTrips(t *testing.T) {
 		before := wc.n.Load()
 		var name string
 		require.NoError(t, r.Do(ctx, tt.slug, func(b *pgroute.Batch) error {
-			b.Queue(`SELECT full_name FROM members WHERE tenant_id = $1 AND full_name = $2`, b.Tenant().TenantID, tt.marker).
+			b.Queue(`SELECT full_name FROM members WHERE tenant_id = $1 AND full_name = $2`, b.Tenant().ID, tt.marker).
 				QueryRow(func(row pgx.Row) error { return row.Scan(&name) })
-			b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().TenantID, "w-"+tt.slug.String()+"-rt")
+			b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, "w-"+tt.slug.String()+"-rt")
 			return nil
 		}))
 		assert.Equal(t, tt.marker, name)
@@ -435,12 +437,12 @@ func TestRoundTrips(t *testing.T) {
 		before = wc.n.Load()
 		require.NoError(t, r.Tx(ctx, tt.slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
 			var n int
-			tx.Queue(`SELECT count(*) FROM members WHERE tenant_id = $1`, tx.Tenant().TenantID).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+			tx.Queue(`SELECT count(*) FROM members WHERE tenant_id = $1`, tx.Tenant().ID).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
 			if err := tx.Flush(ctx); err != nil {
 				return err
 			}
-			tx.Queue(`UPDATE members SET updated_at = now() WHERE tenant_id = $1 AND full_name = $2`, tx.Tenant().TenantID, tt.marker)
-			tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, tx.Tenant().TenantID, fmt.Sprintf("w-%s-n%d", tt.slug, n))
+			tx.Queue(`UPDATE members SET updated_at = now() WHERE tenant_id = $1 AND full_name = $2`, tx.Tenant().ID, tt.marker)
+			tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, tx.Tenant().ID, fmt.Sprintf("w-%s-n%d", tt.slug, n))
 			return nil
 		}))
 		assert.EqualValues(t, 2, wc.n.Load()-before, "read-decide-write transaction is two round trips")
@@ -454,7 +456,7 @@ func TestTxRollsBackOnError(t *testing.T) {
 	ctx := context.Background()
 	boom := errors.New("business rule says no")
 	err := r.Tx(ctx, tt.slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
-		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-rolled-back')`, tx.Tenant().TenantID)
+		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-rolled-back')`, tx.Tenant().ID)
 		if err := tx.Flush(ctx); err != nil {
 			return err
 		}
@@ -464,10 +466,10 @@ func TestTxRollsBackOnError(t *testing.T) {
 
 	// A failed flush poisons the transaction even if fn ignores the error.
 	err = r.Tx(ctx, tt.slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
-		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-rolled-back-2')`, tx.Tenant().TenantID)
+		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-rolled-back-2')`, tx.Tenant().ID)
 		tx.Queue(`SELECT 1/0`)
 		_ = tx.Flush(ctx)
-		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-rolled-back-3')`, tx.Tenant().TenantID)
+		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-rolled-back-3')`, tx.Tenant().ID)
 		return nil
 	})
 	require.Error(t, err)
@@ -486,15 +488,14 @@ func TestErrorClassification(t *testing.T) {
 	tt := tenants[0]
 	admin := dbtest.AdminPool(t)
 	ctx := context.Background()
-	_, err := admin.Exec(ctx, `UPDATE landlord.tenants SET statement_timeout_ms = 200 WHERE slug = $1`, tt.slug.String())
-	require.NoError(t, err)
+	catalogtest.SetStatementTimeout(t, dbtest.AdminDB(t), tt.slug, 200)
 	r := newRouter(t, routerConfig(t, dbtest.Bouncer), pgroute.Options{})
 
 	do := func(sql string, args ...any) error {
 		return r.Do(ctx, tt.slug, func(b *pgroute.Batch) error { b.Queue(sql, args...); return nil })
 	}
 	start := time.Now()
-	err = do(`SELECT pg_sleep(3)`)
+	err := do(`SELECT pg_sleep(3)`)
 	assert.ErrorIs(t, err, pgroute.ErrTimeout, "the tenant's own statement_timeout")
 	assert.Less(t, time.Since(start), 2*time.Second)
 
@@ -522,31 +523,28 @@ func TestErrorClassification(t *testing.T) {
 func TestTenantStatusAndInvalidation(t *testing.T) {
 	tenants := newTenants(t, 1)
 	tt := tenants[0]
-	admin := dbtest.AdminPool(t)
+	admin := dbtest.AdminDB(t)
 	ctx := context.Background()
 	r := newRouter(t, routerConfig(t, dbtest.Bouncer), pgroute.Options{})
 	noop := func(b *pgroute.Batch) error { b.Queue(`SELECT 1`); return nil }
 
 	require.NoError(t, r.Do(ctx, tt.slug, noop))
-	_, err := admin.Exec(ctx, `UPDATE landlord.tenants SET status = 'suspended', version = version + 1 WHERE slug = $1`, tt.slug.String())
-	require.NoError(t, err)
+	catalogtest.SetStatus(t, admin, tt.slug, tenant.StatusSuspended)
 	require.NoError(t, r.Do(ctx, tt.slug, noop), "cached placement until invalidated or expired")
 	r.Invalidate(tt.slug)
-	assert.ErrorIs(t, r.Do(ctx, tt.slug, noop), pgroute.ErrTenantSuspended)
+	assert.ErrorIs(t, r.Do(ctx, tt.slug, noop), tenant.ErrSuspended)
 
-	for status, want := range map[string]error{"provisioning": pgroute.ErrTenantNotReady, "deleted": pgroute.ErrTenantNotFound} {
-		_, err := admin.Exec(ctx, `UPDATE landlord.tenants SET status = $2 WHERE slug = $1`, tt.slug.String(), status)
-		require.NoError(t, err)
+	for status, want := range map[tenant.Status]error{tenant.StatusProvisioning: tenant.ErrNotReady, tenant.StatusDeleted: tenant.ErrNotFound} {
+		catalogtest.SetStatusQuietly(t, admin, tt.slug, status)
 		r.Invalidate(tt.slug)
 		assert.ErrorIs(t, r.Do(ctx, tt.slug, noop), want, status)
 	}
-	_, err = admin.Exec(ctx, `UPDATE landlord.tenants SET status = 'moving' WHERE slug = $1`, tt.slug.String())
-	require.NoError(t, err)
+	catalogtest.SetStatusQuietly(t, admin, tt.slug, tenant.StatusMoving)
 	r.Invalidate(tt.slug)
 	assert.NoError(t, r.Do(ctx, tt.slug, noop), "a moving tenant is still served")
 
-	assert.ErrorIs(t, r.Do(ctx, tenancy.MustSlug(dbtest.Name("nobody")), noop), pgroute.ErrTenantNotFound)
-	assert.ErrorIs(t, r.Do(ctx, tenancy.Slug{}, noop), pgroute.ErrTenantNotFound)
+	assert.ErrorIs(t, r.Do(ctx, tenant.MustSlug(dbtest.Name("nobody")), noop), tenant.ErrNotFound)
+	assert.ErrorIs(t, r.Do(ctx, tenant.Slug{}, noop), tenant.ErrNotFound)
 }
 
 func TestTxRetriesSerializationFailures(t *testing.T) {
@@ -619,15 +617,14 @@ func TestRetryOnceAfterMove(t *testing.T) {
 	_, err = admin.Exec(ctx, `ALTER SCHEMA `+pgx.Identifier{tt.slug.SchemaName()}.Sanitize()+` RENAME TO `+pgx.Identifier{moved}.Sanitize())
 	require.NoError(t, err)
 	t.Cleanup(func() { _, _ = admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{moved}.Sanitize()+` CASCADE`) })
-	_, err = admin.Exec(ctx, `UPDATE landlord.tenants SET schema_name = $2, version = version + 1 WHERE slug = $1`, tt.slug.String(), moved)
-	require.NoError(t, err)
+	catalogtest.SetSchema(t, dbtest.AdminDB(t), tt.slug, moved)
 
 	n, err = count()
 	require.NoError(t, err, "served from the new placement without invalidation")
 	assert.Equal(t, 1, n)
 
 	err = r.Tx(ctx, tt.slug, pgroute.TxOptions{}, func(ctx context.Context, tx *pgroute.Tx) error {
-		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-after-move')`, tx.Tenant().TenantID)
+		tx.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, 'w-after-move')`, tx.Tenant().ID)
 		return nil
 	})
 	require.NoError(t, err)
@@ -657,16 +654,16 @@ func TestListenInvalidates(t *testing.T) {
 	noop := func(b *pgroute.Batch) error { b.Queue(`SELECT 1`); return nil }
 	require.NoError(t, r.Do(ctx, tt.slug, noop))
 
-	admin := dbtest.AdminPool(t)
-	tx, err := admin.Begin(ctx)
+	// A change made elsewhere (this test's own catalog, not the router's):
+	// the status and its notice commit together.
+	cur, err := dbtest.Catalog(t).Get(ctx, tt.slug)
 	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `UPDATE landlord.tenants SET status = 'suspended', version = version + 1 WHERE slug = $1`, tt.slug.String())
+	tx, err := dbtest.AdminDB(t).BeginTx(ctx, nil)
 	require.NoError(t, err)
-	_, err = tx.Exec(ctx, tenancy.NotifySQL, tt.slug.String())
-	require.NoError(t, err)
-	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, catalog.SetStatus(ctx, tx, cur, tenant.StatusActive, tenant.StatusSuspended, "suspend"))
+	require.NoError(t, tx.Commit())
 
 	require.Eventually(t, func() bool {
-		return errors.Is(r.Do(ctx, tt.slug, noop), pgroute.ErrTenantSuspended)
+		return errors.Is(r.Do(ctx, tt.slug, noop), tenant.ErrSuspended)
 	}, 5*time.Second, 20*time.Millisecond)
 }

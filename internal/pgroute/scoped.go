@@ -10,15 +10,17 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Batch collects the statements of one single-shot unit of work (Router.Do).
 // Attach result handling to each queued statement:
 //
-//	b.Queue(`SELECT full_name FROM members WHERE tenant_id = $1 AND id = $2`, b.Tenant().TenantID, id).
+//	b.Queue(`SELECT full_name FROM members WHERE tenant_id = $1 AND id = $2`, b.Tenant().ID, id).
 //		QueryRow(func(row pgx.Row) error { return row.Scan(&name) })
 type Batch struct {
-	p   Placement
+	t   tenant.Tenant
 	pb  pgx.Batch
 	n   int
 	err error
@@ -27,8 +29,8 @@ type Batch struct {
 	qs [8]*pgx.QueuedQuery
 }
 
-// Tenant is the placement the batch is bound to (TenantID for the golden rule).
-func (b *Batch) Tenant() Placement { return b.p }
+// Tenant is the tenant the batch is bound to (its ID for the golden rule).
+func (b *Batch) Tenant() tenant.Tenant { return b.t }
 
 // Queue adds one statement. Session-level statements (SET, PREPARE, LISTEN,
 // set_config, …) and multi-statement strings are refused: Do then fails
@@ -87,7 +89,7 @@ func checkArgs(args []any) error {
 type Tx struct {
 	r       *Router
 	conn    *pgxpool.Conn
-	p       Placement
+	e       *entry
 	begin   string
 	begun   bool
 	pending pgx.Batch
@@ -95,8 +97,8 @@ type Tx struct {
 	failed  error
 }
 
-// Tenant is the placement the transaction is bound to.
-func (t *Tx) Tenant() Placement { return t.p }
+// Tenant is the tenant the transaction is bound to.
+func (t *Tx) Tenant() tenant.Tenant { return t.e.t }
 
 // Queue adds a statement to the next flush (or the commit), with the same
 // rules as Batch.Queue.
@@ -145,7 +147,7 @@ func (t *Tx) take() *pgx.Batch {
 func (t *Tx) withBegin(b *pgx.Batch) *pgx.Batch {
 	head := &pgx.Batch{}
 	head.Queue(t.begin)
-	t.r.queueBind(head, t.p)
+	t.r.queueBind(head, t.e)
 	head.QueuedQueries = append(head.QueuedQueries, b.QueuedQueries...)
 	return head
 }
@@ -163,7 +165,7 @@ func (t *Tx) commit(ctx context.Context) error {
 			return nil
 		}
 		b := &pgx.Batch{}
-		t.r.queueBind(b, t.p)
+		t.r.queueBind(b, t.e)
 		b.QueuedQueries = append(b.QueuedQueries, t.take().QueuedQueries...)
 		return Classify(t.conn.SendBatch(ctx, b).Close())
 	}

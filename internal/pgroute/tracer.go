@@ -66,8 +66,8 @@ func (t *tracer) end(ctx context.Context, err error) {
 		return
 	}
 	ev := t.log.Warn().Str("component", "pgroute").Dur("duration", took).Int("statements", s.n).Str("sql", clip(s.sql, 200))
-	if slug, ok := TenantFromContext(ctx); ok {
-		ev = ev.Str("tenant", slug.String())
+	if t, ok := TenantFromContext(ctx); ok {
+		ev = ev.Str("tenant", t.Slug.String())
 	}
 	if err != nil {
 		ev = ev.AnErr("error", err)

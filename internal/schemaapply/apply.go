@@ -14,6 +14,8 @@
 package schemaapply
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -102,7 +104,7 @@ func (r Result) Changed() bool { return len(r.Statements) > 0 }
 
 // ErrDestructive is returned, wrapped in *DestructiveError, when the plan
 // would drop or retype something and Options.AllowDestructive is false.
-var ErrDestructive = errors.New("destructive change refused")
+var ErrDestructive = apperr.New("destructive_change", "destructive change refused")
 
 // DestructiveError lists the destructive changes that were refused.
 type DestructiveError struct {

@@ -53,7 +53,7 @@ func TestRealLandlordConverges(t *testing.T) {
 	assert.Empty(t, res.Statements, "the shared landlord catalog is converged, grants included")
 
 	var canRead bool
-	require.NoError(t, db.QueryRow(`SELECT has_table_privilege('pd_app', 'landlord.tenants', 'SELECT, INSERT')`).Scan(&canRead))
+	require.NoError(t, db.QueryRow(`SELECT has_table_privilege('pd_app', 'landlord.modules', 'SELECT, INSERT')`).Scan(&canRead))
 	assert.True(t, canRead, "the application role can use the catalog")
 }
 

@@ -135,7 +135,7 @@ func evalAtlasHCL(t *testing.T, schemas []string, vars map[string]cty.Value) map
 	var p atlasProject
 	require.NoError(t, state.EvalFiles([]string{atlasHCL}, &p, vars))
 	require.Len(t, queries, 1)
-	assert.Contains(t, queries[0], "landlord.tenants")
+	assert.Contains(t, queries[0], "SELECT schema_name AS s FROM", "the tenants env lists the catalog's tenant schemas")
 	envs := map[string][]*atlasEnv{}
 	for _, e := range p.Envs {
 		envs[e.Name] = append(envs[e.Name], e)

@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // Fleet applies the tenant schemas listed in the landlord catalog.
@@ -34,15 +35,15 @@ import (
 // a fleet-wide change linear in the tenant count: Atlas's inspection scans
 // the whole database catalog, so inspecting every tenant is quadratic.
 type Fleet struct {
-	// Catalog is a direct admin connection to the database of the landlord
-	// catalog. Tenants in that database (on cluster Cluster) use it too, and
-	// their apply and its record commit together.
-	Catalog *sql.DB
-	// Cluster names the cluster Catalog is on ("main" when empty).
-	Cluster string
-	// Resolve returns the admin connection for tenants in other databases
-	// or clusters (see Resolver); nil means only Catalog's database is reachable.
-	Resolve ResolveFunc
+	// Catalog lists the tenants and records each apply (see FleetCatalog).
+	Catalog FleetCatalog
+	// Landlord is the direct admin connection to the landlord database:
+	// tenants whose TenantDB is this connection are applied in a transaction
+	// that also records the apply, so both commit together.
+	Landlord *sql.DB
+	// TenantDB returns a direct admin connection to the database holding a
+	// placement, and a func that releases it (clusters.Clusters.TenantDB).
+	TenantDB func(ctx context.Context, pl tenant.Placement) (*sql.DB, func(), error)
 	// AppRole is granted every tenant role (config tenant.app_role).
 	AppRole string
 	// Target builds a tenant's desired state; nil means TenantTarget.
@@ -51,11 +52,30 @@ type Fleet struct {
 	Log zerolog.Logger
 }
 
+// FleetCatalog is the landlord catalog as the fleet runner reads and
+// records it (internal/app joins the catalog and the module registry).
+type FleetCatalog interface {
+	// FleetTenants lists the selected live tenants in slug order, each with
+	// the schema files of the modules it installed.
+	FleetTenants(ctx context.Context, sel Selection) ([]FleetTenant, error)
+	// RecordApplied records an apply's hash and fingerprint: in tx when it
+	// is not nil (the apply's own transaction on the landlord database).
+	RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error
+	// RecordFailed records the error of a failed apply.
+	RecordFailed(ctx context.Context, id uuid.UUID, cause error) error
+}
+
+// FleetTenant is one tenant as the fleet runner sees it.
+type FleetTenant struct {
+	Tenant  tenant.Tenant
+	Modules []string // module schema files, relative to schema/tenant/
+}
+
 // Selection picks tenants from the catalog: every non-deleted tenant, or
 // only the listed slugs, or only those whose slug starts with a prefix.
 type Selection struct {
 	// Slugs, when set, selects exactly these tenants; a slug missing from
-	// the catalog (or deleted) is an ErrTenantNotFound.
+	// the catalog (or deleted) is a tenant.ErrNotFound.
 	Slugs []string
 	// SlugPrefix, when set, selects the tenants whose slug starts with it.
 	SlugPrefix string
@@ -149,12 +169,10 @@ func (r FleetResult) Err() error {
 	return errors.New(msg)
 }
 
-// ErrTenantNotFound is returned when a selected slug is not in the catalog.
-var ErrTenantNotFound = errors.New("tenant not found in the landlord catalog")
-
 // fleetTenant is one selected tenant while a run goes.
 type fleetTenant struct {
 	res        TenantResult
+	id         uuid.UUID
 	role       string
 	modules    []string
 	storedHash string
@@ -167,27 +185,6 @@ type fleetTenant struct {
 	sameDB     bool
 }
 
-const listSQL = `
-SELECT t.id::text, t.slug, t.cluster, t.database_name, t.schema_name,
-       coalesce(t.schema_hash, ''), coalesce(t.schema_fingerprint, ''),
-       coalesce((SELECT array_agg(DISTINCT f ORDER BY f)
-                   FROM landlord.tenant_modules tm
-                   JOIN landlord.modules m ON m.name = tm.module_name
-                   CROSS JOIN LATERAL unnest(m.schema_files) f
-                  WHERE tm.tenant_id = t.id), '{}')
-FROM landlord.tenants t
-WHERE t.deleted_at IS NULL AND t.status <> 'deleted'
-  AND ($1::text = '' OR left(t.slug, length($1::text)) = $1::text)
-  AND (cardinality($2::text[]) = 0 OR t.slug = ANY($2::text[]))
-ORDER BY t.slug`
-
-func (f *Fleet) cluster() string {
-	if f.Cluster == "" {
-		return "main"
-	}
-	return f.Cluster
-}
-
 func (f *Fleet) target(spec TenantSpec) (Target, error) {
 	if f.Target != nil {
 		return f.Target(spec)
@@ -197,42 +194,24 @@ func (f *Fleet) target(spec TenantSpec) (Target, error) {
 
 // list reads the selected tenants from the catalog.
 func (f *Fleet) list(ctx context.Context, sel Selection) ([]*fleetTenant, error) {
-	slugs := sel.Slugs
-	if slugs == nil {
-		slugs = []string{}
-	}
-	rows, err := f.Catalog.QueryContext(ctx, listSQL, sel.SlugPrefix, slugs)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42703" || pgErr.Code == "42P01") { // undefined column or table
-		return nil, fmt.Errorf("list tenants: %w (is the landlord catalog older than this program? run 'tenantctl db init')", err)
-	}
+	rows, err := f.Catalog.FleetTenants(ctx, sel)
 	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	m := pgtype.NewMap()
-	var out []*fleetTenant
-	for rows.Next() {
-		ft := &fleetTenant{}
-		r := &ft.res
-		if err := rows.Scan(&r.ID, &r.Slug, &r.Cluster, &r.Database, &r.Schema,
-			&ft.storedHash, &ft.storedFP, m.SQLScanner(&ft.modules)); err != nil {
-			return nil, fmt.Errorf("list tenants: %w", err)
-		}
-		out = append(out, ft)
+	out := make([]*fleetTenant, 0, len(rows))
+	found := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		t := r.Tenant
+		found[t.Slug.String()] = true
+		out = append(out, &fleetTenant{
+			res: TenantResult{ID: t.ID.String(), Slug: t.Slug.String(), Schema: t.Schema, Cluster: t.Cluster, Database: t.Database},
+			id:  t.ID, role: t.Slug.RoleName(), modules: r.Modules,
+			storedHash: t.SchemaHash, storedFP: t.SchemaFingerprint,
+		})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
-	}
-	if len(sel.Slugs) > 0 {
-		found := make(map[string]bool, len(out))
-		for _, ft := range out {
-			found[ft.res.Slug] = true
-		}
-		for _, s := range sel.Slugs {
-			if !found[s] {
-				return nil, fmt.Errorf("%w: %q", ErrTenantNotFound, s)
-			}
+	for _, s := range sel.Slugs {
+		if !found[s] {
+			return nil, fmt.Errorf("%w in the landlord catalog: %q", tenant.ErrNotFound, s)
 		}
 	}
 	return out, nil
@@ -240,18 +219,16 @@ func (f *Fleet) list(ctx context.Context, sel Selection) ([]*fleetTenant, error)
 
 // prepare builds targets, resolves connections and fingerprints every
 // schema (one query per database); tenants that cannot be prepared fail.
-func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) error {
-	var catalogDB string
-	if err := f.Catalog.QueryRowContext(ctx, "SELECT current_database()").Scan(&catalogDB); err != nil {
-		return fmt.Errorf("catalog database: %w", err)
+func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) (release func(), err error) {
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
+		}
 	}
+	dbs := map[string]*sql.DB{}
 	groups := map[string][]*fleetTenant{}
 	for _, ft := range tenants {
-		// The tenant role is tenant_<slug> (tenancy.Slug.RoleName; tenancy
-		// imports this package, so the convention is repeated here). The
-		// spec validation refuses anything that is not a plain identifier.
-		ft.role = TenantPrefix + ft.res.Slug
-		var err error
 		ft.target, err = f.target(TenantSpec{Schema: ft.res.Schema, Role: ft.role, AppRole: f.AppRole, Modules: ft.modules})
 		if err != nil {
 			ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
@@ -259,18 +236,16 @@ func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) error {
 		}
 		ft.hash = ft.target.Hash()
 		ft.dbKey = ft.res.Cluster + "/" + ft.res.Database
-		switch {
-		case ft.res.Cluster == f.cluster() && ft.res.Database == catalogDB:
-			ft.db, ft.sameDB = f.Catalog, true
-		case f.Resolve == nil:
-			ft.fail(fmt.Errorf("tenant %s: no connection to database %s on cluster %s", ft.res.Slug, ft.res.Database, ft.res.Cluster))
-			continue
-		default:
-			if ft.db, err = f.Resolve(ft.res.Cluster, ft.res.Database); err != nil {
+		if ft.db = dbs[ft.dbKey]; ft.db == nil {
+			db, done, err := f.TenantDB(ctx, tenant.Placement{Cluster: ft.res.Cluster, Database: ft.res.Database, Schema: ft.res.Schema})
+			if err != nil {
 				ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
 				continue
 			}
+			releases = append(releases, done)
+			dbs[ft.dbKey], ft.db = db, db
 		}
+		ft.sameDB = ft.db == f.Landlord
 		groups[ft.dbKey] = append(groups[ft.dbKey], ft)
 	}
 	for _, group := range groups {
@@ -289,7 +264,7 @@ func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) error {
 			ft.liveFP = fps[ft.res.Schema]
 		}
 	}
-	return nil
+	return release, nil
 }
 
 func (ft *fleetTenant) fail(err error) {
@@ -328,9 +303,11 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 	if err != nil {
 		return res, err
 	}
-	if err := f.prepare(ctx, tenants); err != nil {
+	release, err := f.prepare(ctx, tenants)
+	if err != nil {
 		return res, err
 	}
+	defer release()
 	res.Total = len(tenants)
 
 	var work, done []*fleetTenant
@@ -475,7 +452,7 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 					return err
 				}
 			}
-			return RecordApplied(ctx, tx, ft.res.ID, r)
+			return f.Catalog.RecordApplied(ctx, tx, ft.id, r.Hash, r.Fingerprint)
 		}
 	}
 	hooks := applyHooks{fingerprintRole: ft.role}
@@ -499,7 +476,7 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 		w.inspected++
 	}
 	if err == nil && !o.DryRun && !ft.sameDB {
-		if rerr := RecordApplied(ctx, f.Catalog, ft.res.ID, res); rerr != nil {
+		if rerr := f.Catalog.RecordApplied(ctx, nil, ft.id, res.Hash, res.Fingerprint); rerr != nil {
 			err = fmt.Errorf("applied, but not recorded (the next run will inspect it again): %w", rerr)
 		}
 	}
@@ -511,7 +488,7 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 		ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
 		f.Log.Debug().Str("tenant", ft.res.Slug).Err(err).Msg("tenant schema apply failed")
 		if !o.DryRun && ctx.Err() == nil {
-			if rerr := RecordFailed(ctx, f.Catalog, ft.res.ID, err); rerr != nil {
+			if rerr := f.Catalog.RecordFailed(ctx, ft.id, err); rerr != nil {
 				f.Log.Warn().Str("tenant", ft.res.Slug).Err(rerr).Msg("could not record the failure")
 			}
 		}

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/apptest"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+	"github.com/publicdigit/publicdigit/internal/tenant"
+
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,8 +28,14 @@ import (
 // the catalog.
 func fleetFor(t *testing.T, prefix string) (*schemaapply.Fleet, schemaapply.FleetOptions) {
 	t.Helper()
-	f := &schemaapply.Fleet{Catalog: dbtest.AdminDB(t), AppRole: dbtest.Config(t).Tenant.AppRole}
+	f := apptest.Open(t, apptest.Options{}).Fleet()
 	return f, schemaapply.FleetOptions{Selection: schemaapply.Selection{SlugPrefix: prefix}, Parallel: 4}
+}
+
+// recorded counts the tenants of schemas whose catalog record satisfies ok.
+func recorded(t *testing.T, db *sql.DB, schemas []string, ok func(catalogtest.Record) bool) int {
+	t.Helper()
+	return catalogtest.Count(catalogtest.Records(t, db, schemas), ok)
 }
 
 // withMembersNickname adds a column and an index to members, in memory: the
@@ -102,8 +112,9 @@ func TestFleetRollsAdditiveChangeTo50Tenants(t *testing.T) {
 	assert.Equal(t, 50, res.Applied)
 	assert.LessOrEqual(t, res.Inspected, 2*o.Parallel, "twins: at most one inspection per worker and desired schema")
 	assert.Equal(t, 10, countWhere(t, db, `SELECT count(*) FROM information_schema.tables WHERE table_schema = ANY($1) AND table_name = 'events'`, schemas))
-	assert.Equal(t, 50, countWhere(t, db, `SELECT count(*) FROM landlord.tenants WHERE schema_name = ANY($1)
-		AND schema_hash IS NOT NULL AND schema_fingerprint IS NOT NULL AND schema_error IS NULL`, schemas))
+	assert.Equal(t, 50, recorded(t, db, schemas, func(r catalogtest.Record) bool {
+		return r.Hash != "" && r.Fingerprint != "" && r.Error == ""
+	}))
 
 	// Second run: everything converged, no tenant inspected, no statement.
 	res, err = f.Apply(ctx, o)
@@ -158,10 +169,12 @@ func TestFleetDestructiveRefusedAndDryRun(t *testing.T) {
 			AND table_name = 'members' AND column_name = 'phone'`, schemas)
 	}
 	hashes := func() string {
-		var s string
-		require.NoError(t, db.QueryRow(`SELECT string_agg(schema_hash || schema_fingerprint, ',' ORDER BY slug)
-			FROM landlord.tenants WHERE schema_name = ANY($1)`, schemas).Scan(&s))
-		return s
+		rs := catalogtest.Records(t, db, schemas)
+		var s []string
+		for _, sc := range schemas {
+			s = append(s, rs[sc].Hash+rs[sc].Fingerprint)
+		}
+		return strings.Join(s, ",")
 	}
 	before := hashes()
 
@@ -178,8 +191,9 @@ func TestFleetDestructiveRefusedAndDryRun(t *testing.T) {
 	}
 	assert.Equal(t, 3, phone(), "refused apply changed nothing")
 	assert.Equal(t, before, hashes(), "refused apply recorded nothing")
-	assert.Equal(t, 3, countWhere(t, db, `SELECT count(*) FROM landlord.tenants WHERE schema_name = ANY($1)
-		AND schema_error LIKE '%destructive change refused%'`, schemas), "the failure is recorded")
+	assert.Equal(t, 3, recorded(t, db, schemas, func(r catalogtest.Record) bool {
+		return strings.Contains(r.Error, "destructive change refused")
+	}), "the failure is recorded")
 
 	// A dry run of an additive change changes nothing and records nothing.
 	f.Target = withMembersNickname
@@ -202,7 +216,7 @@ func TestFleetDestructiveRefusedAndDryRun(t *testing.T) {
 	require.NoError(t, res.Err(), res.Tenants)
 	assert.Equal(t, 3, res.Applied)
 	assert.Zero(t, phone())
-	assert.Zero(t, countWhere(t, db, `SELECT count(*) FROM landlord.tenants WHERE schema_name = ANY($1) AND schema_error IS NOT NULL`, schemas))
+	assert.Zero(t, recorded(t, db, schemas, func(r catalogtest.Record) bool { return r.Error != "" }))
 }
 
 func TestDriftReportedAndRepaired(t *testing.T) {
@@ -309,7 +323,9 @@ func TestFailingTenantDoesNotStopTheFleet(t *testing.T) {
 	// All or nothing: the failed tenant has no role and no table, and no hash.
 	assert.Zero(t, countWhere(t, db, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, bad.Role))
 	assert.Zero(t, countWhere(t, db, `SELECT count(*) FROM pg_tables WHERE schemaname = $1`, bad.Schema))
-	assert.Equal(t, 1, countWhere(t, db, `SELECT count(*) FROM landlord.tenants WHERE id = $1 AND schema_hash IS NULL AND schema_error LIKE '%already exists%'`, bad.ID))
+	rec := catalogtest.Recorded(t, db, bad.ID)
+	assert.Empty(t, rec.Hash)
+	assert.Contains(t, rec.Error, "already exists")
 
 	// Resumable: a rerun tries only the failed tenant.
 	res, err = f.Apply(ctx, o)
@@ -419,7 +435,7 @@ func TestUnknownTenantAndModuleFile(t *testing.T) {
 	f, o := fleetFor(t, "")
 	o.Slugs = []string{"no_such_tenant_" + strings.ToLower(dbtest.Name("x"))}
 	_, err := f.Apply(ctx, o)
-	assert.ErrorIs(t, err, schemaapply.ErrTenantNotFound)
+	assert.ErrorIs(t, err, tenant.ErrNotFound)
 
 	// A tenant whose module lists a file that does not exist fails alone.
 	mod := dbtest.Module(t, "bad", "modules/no_such_module.hcl")
@@ -513,26 +529,28 @@ func TestFleetTenantInAnotherDatabase(t *testing.T) {
 	ctx := context.Background()
 	prefix := dbtest.Name("fo")
 	tt := dbtest.TenantRow(t, prefix+"_")
-	// Placed on another cluster: the runner asks the resolver for its
-	// connection and records the result on the catalog after the commit.
-	_, err := db.Exec(`UPDATE landlord.tenants SET cluster = 'other' WHERE id = $1`, tt.ID)
-	require.NoError(t, err)
-	f, o := fleetFor(t, prefix)
+	// Placed on another cluster: the runner asks for its connection and
+	// records the result on the catalog after the commit.
+	catalogtest.SetCluster(t, db, tt.ID, "other")
+	a := apptest.Open(t, apptest.Options{})
+	f := a.Fleet()
+	o := schemaapply.FleetOptions{Selection: schemaapply.Selection{SlugPrefix: prefix}, Parallel: 4}
 
 	res, err := f.Apply(ctx, o)
 	require.NoError(t, err)
 	require.Len(t, res.Tenants, 1)
-	assert.Contains(t, res.Tenants[0].Error, "no connection to database")
+	assert.Contains(t, res.Tenants[0].Error, `unknown cluster "other"`)
 
 	var asked []string
-	resolver := schemaapply.NewResolver(dbtest.Config(t))
-	t.Cleanup(func() { resolver.Close() })
-	f.Resolve = func(cluster, database string) (*sql.DB, error) {
-		asked = append(asked, cluster+"/"+database)
-		if cluster == "other" {
-			return resolver.DB("main", database)
+	f.TenantDB = func(ctx context.Context, pl tenant.Placement) (*sql.DB, func(), error) {
+		asked = append(asked, pl.Cluster+"/"+pl.Database)
+		if pl.Cluster == "other" {
+			pl.Cluster = "main"
+			// Another cluster: a connection of its own, not the landlord's.
+			conn, err := a.Clusters.Open(ctx, pl.Cluster, pl.Database)
+			return conn, func() { conn.Close() }, err
 		}
-		return resolver.DB(cluster, database)
+		return a.Clusters.TenantDB(ctx, pl)
 	}
 	res, err = f.Apply(ctx, o)
 	require.NoError(t, err)
@@ -545,6 +563,6 @@ func TestFleetTenantInAnotherDatabase(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Converged, "recorded after the commit")
 
-	_, err = resolver.DB("nope", "x")
-	assert.ErrorIs(t, err, schemaapply.ErrUnknownCluster)
+	_, _, err = a.Clusters.TenantDB(ctx, tenant.Placement{Cluster: "nope", Database: "x"})
+	assert.ErrorIs(t, err, tenant.ErrInvalid)
 }

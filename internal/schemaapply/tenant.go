@@ -1,9 +1,10 @@
 package schemaapply
 
 import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
@@ -29,14 +30,14 @@ type TenantSpec struct {
 	Modules []string
 }
 
-// TenantPrefix prefixes tenant schemas and roles (tenancy.SchemaPrefix).
+// TenantPrefix prefixes tenant schemas and roles (tenant.SchemaPrefix).
 const TenantPrefix = "tenant_"
 
 // ErrInvalidSpec is wrapped by every TenantTarget validation error.
-var ErrInvalidSpec = errors.New("invalid tenant spec")
+var ErrInvalidSpec = apperr.New("invalid_schema_spec", "invalid tenant spec")
 
 // identPattern accepts the names this package quotes into DDL: lower-case
-// identifiers as made by tenancy.Slug (and the application role).
+// identifiers as made by tenant.Slug (and the application role).
 var identPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 func (s TenantSpec) validate() error {
@@ -176,33 +177,4 @@ func ApplyTenant(ctx context.Context, db *sql.DB, spec TenantSpec, o Options) (R
 		return Result{}, err
 	}
 	return apply(ctx, db, t, o, applyHooks{fingerprintRole: spec.Role})
-}
-
-// Execer runs a statement: *sql.DB, *sql.Tx and *sql.Conn all do.
-type Execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-// RecordApplied stores a successful apply's hash and fingerprint in
-// landlord.tenants (and clears the last error), on the catalog's database.
-// Pass the apply's transaction (Options.BeforeCommit) when the catalog is in
-// the same database, so the change and its record commit together.
-func RecordApplied(ctx context.Context, db Execer, tenantID string, res Result) error {
-	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants
-		SET schema_hash = $2, schema_fingerprint = $3, schema_applied_at = now(), schema_error = NULL
-		WHERE id = $1`, tenantID, res.Hash, res.Fingerprint)
-	if err != nil {
-		return fmt.Errorf("record applied schema of tenant %s: %w", tenantID, err)
-	}
-	return nil
-}
-
-// RecordFailed stores the error of a failed apply in landlord.tenants.
-func RecordFailed(ctx context.Context, db Execer, tenantID string, cause error) error {
-	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants SET schema_error = $2 WHERE id = $1`,
-		tenantID, cause.Error())
-	if err != nil {
-		return fmt.Errorf("record failed apply of tenant %s: %w", tenantID, err)
-	}
-	return nil
 }

@@ -12,13 +12,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 )
 
 func recordIn(tt dbtest.TestTenant) schemaapply.Options {
 	return schemaapply.Options{BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
-		return schemaapply.RecordApplied(ctx, tx, tt.ID, res)
+		return catalog.RecordApplied(ctx, tx, tt.ID, res.Hash, res.Fingerprint)
 	}}
 }
 

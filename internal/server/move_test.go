@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
@@ -21,7 +24,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // The whole story of issue #7 over HTTP, with two PostgreSQL servers: a
@@ -39,12 +42,11 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 	cfg.HTTP.WriteWait = 300 * time.Millisecond
 	cfg.HTTP.CursorSecret = "a server test secret of 32+ bytes!"
 
-	tokens := access.New(dbtest.AppPool(t, dbtest.Bouncer, 2), access.Options{})
-	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: "move test", Kind: access.KindPlatform})
+	srv := start(t, cfg)
+	base := srv.base
+	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "move test", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
-
-	base, _ := start(t, cfg)
+	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections) // before the server stops: no keep-alive to wait for
 	call := func(method, path string, body any) (int, http.Header, []byte) {
@@ -70,7 +72,7 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 		return resp.StatusCode, resp.Header, b
 	}
 
-	slug := tenancy.MustSlug(dbtest.Name("mvhttp"))
+	slug := tenant.MustSlug(dbtest.Name("mvhttp"))
 	t.Cleanup(func() { cleanupMovedTenant(t, cfg, slug) })
 	code, _, body := call("POST", "/api/v1/platform/tenants", map[string]any{"slug": slug.String(), "name": "Moving Co"})
 	require.Equal(t, 201, code, "%s", body)
@@ -201,23 +203,24 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 }
 
 // cleanupMovedTenant removes a tenant that may have lived on both clusters.
-func cleanupMovedTenant(t *testing.T, cfg config.Config, slug tenancy.Slug) {
+func cleanupMovedTenant(t *testing.T, cfg config.Config, slug tenant.Slug) {
 	t.Helper()
 	ctx := context.Background()
-	admin := dbtest.AdminDB(t)
-	_, _ = admin.ExecContext(ctx, `UPDATE landlord.tenants SET status = 'deleted' WHERE slug = $1`, slug.String())
-	svc, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: dbtest.AppPool(t, dbtest.Bouncer, 2), Admin: admin, Log: zerolog.Nop()})
+	a, err := app.Open(ctx, cfg, zerolog.Nop(), app.Options{})
 	if err != nil {
 		t.Errorf("cleanup %s: %v", slug, err)
 		return
 	}
-	defer svc.Close()
-	if err := svc.Purge(ctx, slug); err != nil {
+	defer a.Close()
+	if catalogtest.Exists(t, a.Admin, slug) {
+		catalogtest.SetStatusQuietly(t, a.Admin, slug, tenant.StatusDeleted)
+	}
+	if err := a.Provisioner.Purge(ctx, slug); err != nil {
 		t.Logf("cleanup %s: %v", slug, err)
 	}
 	for _, cl := range []string{"main", "b"} {
-		_ = svc.DropDatabase(ctx, cl, slug.DatabaseName())
-		if db, err := svc.ClusterAdmin(cl); err == nil {
+		_ = a.Clusters.DropDatabase(ctx, cl, slug.DatabaseName())
+		if db, err := a.Clusters.Admin(cl); err == nil {
 			_, _ = db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{slug.SchemaName()}.Sanitize()+" CASCADE")
 			_, _ = db.ExecContext(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{slug.RoleName()}.Sanitize())
 		}

@@ -10,15 +10,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/apptest"
+	"github.com/publicdigit/publicdigit/internal/config"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/provision"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // The wired server fills its warm pool in the background, provisions through
@@ -28,31 +30,19 @@ func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 	cfg := dbtest.Config(t)
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Tenant.WarmPool = 1
-	admin := dbtest.AdminDB(t)
-	landlord := dbtest.AppPool(t, dbtest.Bouncer, 2)
-	tenants, err := tenancy.New(tenancy.Options{Config: cfg, Landlord: landlord, Admin: admin, Log: zerolog.Nop()})
-	require.NoError(t, err)
-	pool, err := provision.New(provision.Options{Tenants: tenants, WarmPool: 1}) // the server's default prefix
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, err := pool.DrainWarmPool(context.Background())
-		assert.NoError(t, err)
-	})
-	tokens := access.New(landlord, access.Options{})
-	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: "server test", Kind: access.KindPlatform})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
+	// Drains the spares of the server's default prefix after the server stopped.
+	apptest.Open(t, apptest.Options{Options: app.Options{SparePrefix: provision.DefaultSparePrefix},
+		Configure: func(c *config.Config) { c.Tenant.WarmPool = 1 }})
 
-	base, _ := start(t, cfg)
+	srv := start(t, cfg)
+	base := srv.base
+	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "server test", Kind: access.KindPlatform})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
 
 	create := func(slug string) (int, string) {
 		t.Helper()
-		s := tenancy.MustSlug(slug)
-		t.Cleanup(func() {
-			_, _ = admin.ExecContext(context.Background(), `DELETE FROM landlord.tenants WHERE slug = $1`, slug)
-			dbtest.DropSchema(t, admin, s.SchemaName())
-			_, _ = admin.ExecContext(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{s.RoleName()}.Sanitize())
-		})
+		dbtest.RemoveAtCleanup(t, tenant.MustSlug(slug))
 		body, _ := json.Marshal(map[string]string{"slug": slug, "name": "Server " + slug})
 		req, _ := http.NewRequest("POST", base+"/api/v1/platform/tenants", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -65,7 +55,7 @@ func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 
 	// Wait for the background refill, then provision from the pool.
 	require.Eventually(t, func() bool {
-		st, err := pool.WarmPoolStats(context.Background())
+		st, err := srv.app.Provisioner.WarmPoolStats(context.Background())
 		return err == nil && st.Ready >= 1
 	}, 30*time.Second, 50*time.Millisecond, "the server fills its warm pool")
 	code, path := create(dbtest.Name("srvw"))

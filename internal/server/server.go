@@ -1,7 +1,7 @@
-// Package server wires the HTTP server: pools, the tenant router (with
-// placement invalidation over LISTEN/NOTIFY), the platform services, the
-// platform and tenant APIs, and graceful shutdown. cmd/publicdigit only parses flags, builds the
-// logger and calls Run.
+// Package server runs the HTTP server: it opens the App (internal/app), builds
+// the API on it (internal/httpapi), serves until its context ends and shuts
+// down gracefully. cmd/publicdigit only parses flags, builds the logger and
+// calls Run.
 package server
 
 import (
@@ -15,18 +15,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/cards"
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/config"
-	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/logging"
-	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/registry"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
-	"github.com/publicdigit/publicdigit/internal/tenancy/move"
-	"github.com/publicdigit/publicdigit/internal/tenancy/provision"
+	"github.com/publicdigit/publicdigit/internal/provision"
 )
 
 // AuthCacheTTL is how long the server trusts a successful token lookup. A
@@ -38,58 +32,24 @@ const AuthCacheTTL = 5 * time.Second
 // besides the refill that follows every claim.
 const warmPoolInterval = time.Minute
 
+// Options adjust Run; the zero value is the production setting.
+type Options struct {
+	// OnListen receives the bound address (useful with port 0).
+	OnListen func(addr string)
+	// OnOpen receives the App once it is open (end-to-end tests reach its
+	// services through it).
+	OnOpen func(*app.App)
+}
+
 // Run serves the API until ctx is cancelled, then shuts down gracefully.
-// onListen, when set, receives the bound address (useful with port 0).
-func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen func(addr string)) error {
+func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options) error {
 	log := logging.Component(base, "server")
-
-	// The landlord pool goes through PgBouncer like everything else; it does
-	// not need to reach the database at start, /readyz reports that.
-	landlord, err := pgroute.NewLandlordPool(ctx, cfg, nil)
-	if err != nil {
-		return err
-	}
-	defer landlord.Close()
-
-	// The direct admin connection (never PgBouncer): provisioning, module
-	// installs, purge and the warm pool. database/sql connects lazily.
-	admin, err := tenancy.OpenAdmin(cfg.Admin.URL, cfg.Pool)
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-
 	metrics := httpapi.NewMetrics()
-	metrics.AddPool("landlord", landlord)
-
-	// The tenant router: one shared pool per cluster (through PgBouncer),
-	// placements cached from the catalog (read on the landlord pool above), the
-	// tenant bound per transaction.
-	router, err := pgroute.New(ctx, cfg, logging.Component(base, "pgroute"),
-		pgroute.Options{Resolver: pgroute.CatalogResolver{Pool: landlord}})
-	if err != nil {
-		return err
-	}
-	defer router.Close()
-	addRouterPools(metrics, router)
-
-	tenants, err := tenancy.New(tenancy.Options{
-		Config:   cfg,
-		Landlord: landlord,
-		Admin:    admin,
-		Log:      logging.Component(base, "tenancy"),
-		// Changes made through this process reach its router at once; other
-		// processes hear them on landlord.listen_url (router.Listen below).
-		OnChange: router.Invalidate,
-	})
-	if err != nil {
-		return err
-	}
-	defer tenants.Close()
-	prov, err := provision.New(provision.Options{
-		Tenants:  tenants,
-		Log:      logging.Component(base, "provision"),
-		WarmPool: cfg.Tenant.WarmPool,
+	a, err := app.Open(ctx, cfg, base, app.Options{
+		TokenCacheTTL: AuthCacheTTL,
+		// Known geography units are remembered for a minute: a member write
+		// naming one is then a single round trip to its tenant.
+		GeoCacheTTL: time.Minute,
 		OnProvision: func(path provision.Path, d time.Duration, err error) {
 			metrics.ObserveProvision(string(path), d, err)
 		},
@@ -97,51 +57,18 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	if err != nil {
 		return err
 	}
-	metrics.AddGauge("publicdigit_warm_pool_ready_spares", "Spare tenant schemas ready in the warm pool.", func() float64 {
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := prov.WarmPoolStats(c)
-		if err != nil {
-			return -1
-		}
-		return float64(st.Ready)
-	})
-
+	defer a.Close()
+	addMetrics(metrics, a)
+	if o.OnOpen != nil {
+		o.OnOpen(a)
+	}
 	cursors, err := newCursors(cfg, log)
 	if err != nil {
 		return err
 	}
-	geo := geography.New(landlord)
-	tenantAPI := httpapi.TenantAPI(httpapi.TenantOptions{
-		Router: router,
-		// Known geography units are remembered for a minute: a member write
-		// naming one is then a single round trip to its tenant.
-		Members: membership.NewService(router, membership.CachedGeo(geo, time.Minute, 10_000)),
-		Cards:   cards.NewService(router),
-		Cursors: cursors,
-		Header:  cfg.HTTP.TenantHeader,
-		Log:     logging.Component(base, "tenant-api"),
-	})
-
-	mover, err := move.New(move.Options{Tenants: tenants, Log: logging.Component(base, "move")})
-	if err != nil {
-		return err
-	}
-	app := httpapi.New(httpapi.Deps{
-		Log:       logging.Component(base, "http"),
-		BodyLimit: cfg.HTTP.BodyLimit,
-		Ready: func(ctx context.Context) error {
-			var one int
-			return landlord.QueryRow(ctx, "SELECT 1").Scan(&one)
-		},
-		Tenants:     tenants,
-		Provisioner: prov,
-		Registry:    registry.New(landlord, tenants, prov, logging.Component(base, "registry")),
-		Geography:   geo,
-		Tokens:      access.New(landlord, access.Options{CacheTTL: AuthCacheTTL}),
-		Metrics:     metrics,
-		Mover:       mover,
-		Extensions:  []httpapi.Extension{tenantAPI},
+	api := httpapi.New(httpapi.Deps{
+		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
+		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -150,8 +77,8 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	}
 	addr := ln.Addr().String()
 	log.Info().Str("addr", addr).Msgf("listening on http://%s", addr)
-	if onListen != nil {
-		onListen(addr)
+	if o.OnListen != nil {
+		o.OnListen(addr)
 	}
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -159,32 +86,22 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, onListen f
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		prov.RunWarmPool(bg, warmPoolInterval)
+		a.RunBackground(bg, warmPoolInterval)
 	}()
-	if cfg.Landlord.ListenURL != "" {
-		// Tenant changes made by other processes (tenantctl, other servers,
-		// moves) drop this router's cached placements at once.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			router.Listen(bg, cfg.Landlord.ListenURL, nil)
-		}()
-	}
 	defer func() {
 		stopBG()
 		wg.Wait()
 	}()
 
 	served := make(chan error, 1)
-	go func() { served <- app.Listener(ln) }()
-
+	go func() { served <- api.Listener(ln) }()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info().Msg("shutting down")
-	if err := app.ShutdownWithTimeout(cfg.HTTP.ShutdownTimeout); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := api.ShutdownWithTimeout(cfg.HTTP.ShutdownTimeout); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	select {
@@ -204,6 +121,21 @@ func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error)
 			"and break on restart or across server processes; set it (32+ bytes) in production")
 	}
 	return httpapi.NewCursors([]byte(cfg.HTTP.CursorSecret))
+}
+
+// addMetrics exports the pools and the warm pool of a.
+func addMetrics(m *httpapi.Metrics, a *app.App) {
+	m.AddPool("landlord", a.Landlord)
+	addRouterPools(m, a.Router)
+	m.AddGauge("publicdigit_warm_pool_ready_spares", "Spare tenant schemas ready in the warm pool.", func() float64 {
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := a.Provisioner.WarmPoolStats(c)
+		if err != nil {
+			return -1
+		}
+		return float64(st.Ready)
+	})
 }
 
 // addRouterPools exports the tenant pools' statistics, summed over the

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/app"
+
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,16 +21,31 @@ import (
 	"github.com/publicdigit/publicdigit/internal/server"
 )
 
-// start runs server.Run with cfg (on a free port) and returns its base URL
-// and a stop function that shuts it down and returns Run's result; the test's
-// cleanup stops it too, checking that the shutdown was clean.
-func start(t *testing.T, cfg config.Config) (string, func() error) {
+// running is a server started by start.
+type running struct {
+	base string   // http://127.0.0.1:<port>
+	app  *app.App // its services
+	// stop shuts it down and returns Run's result.
+	stop func() error
+}
+
+// start runs server.Run with cfg on a free port; the test's cleanup stops
+// it, checking that the shutdown was clean.
+func start(t *testing.T, cfg config.Config) running {
 	t.Helper()
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	addrCh := make(chan string, 1)
+	appCh := make(chan *app.App, 1)
 	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
+	go func() {
+		// Warnings and errors (the causes of 5xx answers) go to the test log.
+		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+		done <- server.Run(ctx, cfg, log, server.Options{
+			OnListen: func(a string) { addrCh <- a },
+			OnOpen:   func(a *app.App) { appCh <- a },
+		})
+	}()
 	var base string
 	select {
 	case a := <-addrCh:
@@ -47,7 +64,7 @@ func start(t *testing.T, cfg config.Config) (string, func() error) {
 		}
 	})
 	t.Cleanup(func() { assert.NoError(t, stop(), "graceful shutdown") })
-	return base, stop
+	return running{base: base, app: <-appCh, stop: stop}
 }
 
 func get(t *testing.T, url string) (int, map[string]any) {
@@ -70,7 +87,8 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Tenant.WarmPool = 0 // no spares built in the background
 
-	base, stop := start(t, cfg)
+	srv := start(t, cfg)
+	base, stop := srv.base, srv.stop
 
 	code, body := get(t, base+"/healthz")
 	assert.Equal(t, 200, code)
@@ -105,7 +123,7 @@ func TestListenErrorIsReported(t *testing.T) {
 	cfg.Tenant.WarmPool = 0
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = server.Run(ctx, cfg, zerolog.Nop(), nil)
+	err = server.Run(ctx, cfg, zerolog.Nop(), server.Options{})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "listen on "+cfg.HTTP.Addr)
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // The wired server serves the tenant API through its router, and drops a
@@ -30,14 +30,12 @@ func TestServerServesTheTenantAPI(t *testing.T) {
 	cfg.HTTP.CursorSecret = "a server test secret of 32+ bytes!"
 	require.NotEmpty(t, cfg.Landlord.ListenURL)
 	tt := dbtest.Tenant(t, "srvt")
-	tokens := access.New(dbtest.AppPool(t, dbtest.Bouncer, 2), access.Options{})
-	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: "server tenant test",
-		Kind: access.KindTenant, Tenant: tenancy.MustSlug(tt.Slug)})
+	srv := start(t, cfg)
+	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "server tenant test",
+		Kind: access.KindTenant, Tenant: tenant.MustSlug(tt.Slug)})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = tokens.Delete(context.Background(), tok.ID) })
-
-	base, _ := start(t, cfg)
-	base += "/" + tt.Slug + "/api/v1"
+	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
+	base := srv.base + "/" + tt.Slug + "/api/v1"
 
 	call := func(method, path string, body any) (int, map[string]any) {
 		t.Helper()
@@ -72,14 +70,17 @@ func TestServerServesTheTenantAPI(t *testing.T) {
 	require.Equal(t, 200, code)
 	assert.Len(t, page["items"], 1)
 
-	// Another process suspends the tenant and announces it.
-	admin := dbtest.AdminDB(t)
+	// Another process suspends the tenant and announces it: this test's own
+	// catalog, whose changes reach the server only by the notice.
+	other := dbtest.Catalog(t)
 	setStatus := func(status string) {
 		t.Helper()
-		_, err := admin.ExecContext(context.Background(),
-			`UPDATE landlord.tenants SET status = $2, version = version + 1 WHERE id = $1`, tt.ID, status)
-		require.NoError(t, err)
-		_, err = admin.ExecContext(context.Background(), `SELECT pg_notify($1, $2)`, tenancy.NotifyChannel, tt.Slug)
+		var err error
+		if status == "suspended" {
+			_, err = other.Suspend(context.Background(), tenant.MustSlug(tt.Slug))
+		} else {
+			_, err = other.Resume(context.Background(), tenant.MustSlug(tt.Slug))
+		}
 		require.NoError(t, err)
 	}
 	setStatus("suspended")

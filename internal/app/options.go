@@ -1,0 +1,97 @@
+package app
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/logging"
+	"github.com/publicdigit/publicdigit/internal/modules"
+	"github.com/publicdigit/publicdigit/internal/pgroute"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+)
+
+// PoolConfig is the pgroute pool setting of the configuration.
+func PoolConfig(p config.Pool) pgroute.PoolConfig {
+	return pgroute.PoolConfig{
+		MaxConns: p.MaxConns, MinConns: p.MinConns,
+		MaxConnLifetime: p.MaxConnLifetime, MaxConnIdleTime: p.MaxConnIdleTime,
+		HealthCheckPeriod: p.HealthCheckPeriod, ApplicationName: p.ApplicationName,
+	}
+}
+
+// RouterOptions are the router's options from the configuration, resolving
+// tenants through r (the catalog).
+func RouterOptions(cfg config.Config, r pgroute.Resolver, log zerolog.Logger) pgroute.Options {
+	urls := make(map[string]string, len(cfg.Clusters))
+	for name, cl := range cfg.Clusters {
+		urls[name] = cl.URL
+	}
+	return pgroute.Options{
+		Resolver: r,
+		Clusters: urls,
+		Pool:     PoolConfig(cfg.Pool),
+		Dedicated: pgroute.DedicatedConfig{
+			MaxPools: cfg.Pool.DedicatedMaxPools, MaxConns: cfg.Pool.DedicatedMaxConns, IdleClose: cfg.Pool.DedicatedIdleClose,
+		},
+		StatementTimeout:  cfg.Tenant.StatementTimeout,
+		Roles:             cfg.Tenant.Roles,
+		MovingLockTimeout: cfg.HTTP.WriteWait,
+		CacheTTL:          cfg.Tenant.CacheTTL,
+		SlowStatement:     cfg.Tenant.SlowStatement,
+		Log:               log,
+	}
+}
+
+// Fleet is the fleet runner over this App's catalog and clusters.
+func (a *App) Fleet() *schemaapply.Fleet {
+	return &schemaapply.Fleet{
+		Catalog:  fleetCatalog{admin: a.Admin, modules: a.Modules},
+		Landlord: a.Admin,
+		TenantDB: a.Clusters.TenantDB,
+		AppRole:  a.Config.Tenant.AppRole,
+		Log:      logging.Component(a.Log, "fleet"),
+	}
+}
+
+// fleetCatalog joins the tenant catalog and the module registry for the
+// fleet runner.
+type fleetCatalog struct {
+	admin   *sql.DB
+	modules *modules.Service
+}
+
+func (f fleetCatalog) FleetTenants(ctx context.Context, sel schemaapply.Selection) ([]schemaapply.FleetTenant, error) {
+	ts, err := catalog.Select(ctx, f.admin, catalog.Selection{Slugs: sel.Slugs, Prefix: sel.SlugPrefix})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]uuid.UUID, len(ts))
+	for i, t := range ts {
+		ids[i] = t.ID
+	}
+	files, err := f.modules.FilesOfMany(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]schemaapply.FleetTenant, len(ts))
+	for i, t := range ts {
+		out[i] = schemaapply.FleetTenant{Tenant: t, Modules: files[t.ID]}
+	}
+	return out, nil
+}
+
+func (f fleetCatalog) RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error {
+	if tx != nil {
+		return catalog.RecordApplied(ctx, tx, id, hash, fingerprint)
+	}
+	return catalog.RecordApplied(ctx, f.admin, id, hash, fingerprint)
+}
+
+func (f fleetCatalog) RecordFailed(ctx context.Context, id uuid.UUID, cause error) error {
+	return catalog.RecordFailed(ctx, f.admin, id, cause)
+}

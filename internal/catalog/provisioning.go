@@ -1,0 +1,177 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/publicdigit/publicdigit/internal/tenant"
+)
+
+// Lock takes the tenant's operation lock on the landlord database and
+// holds it until the returned function is called. Every operation that
+// creates or drops a tenant's schema or role (provision, module install and
+// uninstall, purge, moves) holds it, so that none of them can recreate what
+// another just dropped. A crashed holder's lock dies with its connection.
+func (c *Catalog) Lock(ctx context.Context, slug tenant.Slug) (func(), error) {
+	tx, err := c.admin.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("lock tenant %s: %w", slug, err)
+	}
+	if err := LockTx(ctx, tx, slug); err != nil {
+		_ = tx.Rollback()
+		return nil, err
+	}
+	return func() { _ = tx.Rollback() }, nil
+}
+
+// WithTenantLock runs fn while holding the tenant's operation lock, with the
+// tenant as the catalog has it once the lock is held.
+func (c *Catalog) WithTenantLock(ctx context.Context, slug tenant.Slug, fn func(ctx context.Context, t tenant.Tenant) error) error {
+	unlock, err := c.Lock(ctx, slug)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	t, err := c.Get(ctx, slug)
+	if err != nil {
+		return err
+	}
+	return fn(ctx, t)
+}
+
+// lockSQL takes the tenant's operation lock ($1: the slug) for the rest of
+// the transaction.
+const lockSQL = `SELECT pg_advisory_xact_lock(hashtext('tenant-op:' || $1))`
+
+// LockTx takes the tenant's operation lock in the transaction tx (on the
+// landlord database); see Catalog.Lock.
+func LockTx(ctx context.Context, tx DBTX, slug tenant.Slug) error {
+	if _, err := tx.ExecContext(ctx, lockSQL, slug.String()); err != nil {
+		return fmt.Errorf("lock tenant %s: %w", slug, err)
+	}
+	return nil
+}
+
+// InsertProvisioning inserts a tenant's catalog row in status provisioning
+// on db (the landlord database), or returns the existing row of that slug
+// (inserted false).
+func InsertProvisioning(ctx context.Context, db DBTX, slug tenant.Slug, name string, pl tenant.Placement) (tenant.Tenant, bool, error) {
+	return insertProvisioning(ctx, db, slug, name, pl, `SELECT 1`)
+}
+
+// LockAndInsertProvisioning is LockTx and InsertProvisioning in one
+// statement (one round trip), for a transaction tx that does both.
+func LockAndInsertProvisioning(ctx context.Context, tx DBTX, slug tenant.Slug, name string, pl tenant.Placement) (tenant.Tenant, bool, error) {
+	return insertProvisioning(ctx, tx, slug, name, pl, lockSQL)
+}
+
+// insertProvisioning inserts the row once source (one row, may use $1, the
+// slug) has been evaluated: the INSERT reads its row from it, so a lock
+// taken there is held before the insert is tried.
+func insertProvisioning(ctx context.Context, db DBTX, slug tenant.Slug, name string, pl tenant.Placement, source string) (tenant.Tenant, bool, error) {
+	if err := tenant.ValidateName(name); err != nil {
+		return tenant.Tenant{}, false, err
+	}
+	t, err := scanRow(db.QueryRowContext(ctx, `
+		WITH src AS (`+source+`)
+		INSERT INTO landlord.tenants AS t (slug, name, status, placement, cluster, database_name, schema_name)
+		SELECT $1::text, $2, 'provisioning', $3, $4, $5, $6 FROM src
+		ON CONFLICT (slug) DO NOTHING
+		RETURNING `+columns, slug.String(), name, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema))
+	inserted := err == nil
+	if isNoRows(err) {
+		t, err = scanRow(db.QueryRowContext(ctx, `SELECT `+columns+` FROM landlord.tenants t WHERE t.slug = $1`, slug.String()))
+		if isNoRows(err) { // purged between the two statements
+			return tenant.Tenant{}, false, fmt.Errorf("tenant %s: %w", slug, tenant.ErrNotFound)
+		}
+	}
+	if err != nil {
+		return tenant.Tenant{}, false, fmt.Errorf("insert tenant %s: %w", slug, err)
+	}
+	return t, inserted, nil
+}
+
+// Activate flips a provisioning tenant to active, bumps its version and
+// announces it, on db (the landlord database, often inside the transaction
+// that built the schema). A tenant no longer provisioning (deleted
+// meanwhile) is a *tenant.StatusError.
+func Activate(ctx context.Context, db DBTX, t tenant.Tenant) (tenant.Tenant, error) {
+	return activate(ctx, db, t, activateSQL)
+}
+
+// ActivateApplied is Activate recording, in the same statement, a schema
+// apply's hash and fingerprint (as RecordApplied does).
+func ActivateApplied(ctx context.Context, db DBTX, t tenant.Tenant, hash, fingerprint string) (tenant.Tenant, error) {
+	return activate(ctx, db, t, activateAppliedSQL, hash, fingerprint)
+}
+
+// The activation statements: $1 is the tenant id; activateAppliedSQL also
+// records the apply ($2 hash, $3 fingerprint, none when empty).
+const (
+	activateSQL = `
+		WITH upd AS (
+			UPDATE landlord.tenants t
+			   SET status = 'active', version = t.version + 1, updated_at = now()
+			 WHERE t.id = $1 AND t.status = 'provisioning'
+			RETURNING t.*)
+		SELECT ` + columns + `, ` + notifyColumn + ` FROM upd t`
+	activateAppliedSQL = `
+		WITH upd AS (
+			UPDATE landlord.tenants t
+			   SET status = 'active', version = t.version + 1, updated_at = now(),
+			       schema_hash = $2, schema_fingerprint = nullif($3, ''), schema_applied_at = now(), schema_error = NULL
+			 WHERE t.id = $1 AND t.status = 'provisioning'
+			RETURNING t.*)
+		SELECT ` + columns + `, ` + notifyColumn + ` FROM upd t`
+)
+
+func activate(ctx context.Context, db DBTX, t tenant.Tenant, query string, args ...any) (tenant.Tenant, error) {
+	a, err := scanRow(db.QueryRowContext(ctx, query, append([]any{t.ID}, args...)...), new(string))
+	if isNoRows(err) {
+		var st string
+		if err := db.QueryRowContext(ctx, `SELECT status FROM landlord.tenants WHERE id = $1`, t.ID).Scan(&st); err != nil {
+			return tenant.Tenant{}, fmt.Errorf("tenant %s: %w", t.Slug, tenant.ErrNotFound)
+		}
+		return tenant.Tenant{}, &tenant.StatusError{Slug: t.Slug, Status: tenant.Status(st), Op: "activate"}
+	}
+	if err != nil {
+		return tenant.Tenant{}, fmt.Errorf("activate tenant %s: %w", t.Slug, err)
+	}
+	return a, nil
+}
+
+// RecordApplied stores a successful schema apply's hash and fingerprint
+// (and clears the last error), on db: the apply's own transaction when the
+// catalog is in the tenant's database, so that the change and its record
+// commit together.
+func RecordApplied(ctx context.Context, db DBTX, id uuid.UUID, hash, fingerprint string) error {
+	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants
+		SET schema_hash = $2, schema_fingerprint = $3, schema_applied_at = now(), schema_error = NULL
+		WHERE id = $1`, id, hash, fingerprint)
+	if err != nil {
+		return fmt.Errorf("record applied schema of tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+// RecordFailed stores the error of a failed schema apply.
+func RecordFailed(ctx context.Context, db DBTX, id uuid.UUID, cause error) error {
+	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants SET schema_error = $2 WHERE id = $1`, id, cause.Error())
+	if err != nil {
+		return fmt.Errorf("record failed apply of tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeletePurged deletes the catalog row of a deleted tenant whose data is
+// gone (with its module installs and tokens), announcing it.
+func DeletePurged(ctx context.Context, db DBTX, t tenant.Tenant) error {
+	if _, err := db.ExecContext(ctx, `
+		WITH d AS (DELETE FROM landlord.tenants t WHERE t.id = $1 AND t.status = 'deleted' RETURNING t.slug)
+		SELECT `+notifyColumn+` FROM d t`, t.ID); err != nil {
+		return fmt.Errorf("purge %s: delete catalog row: %w", t.Slug, err)
+	}
+	return nil
+}

@@ -1,0 +1,386 @@
+// Package move moves a tenant between placements online: schema ⇄ dedicated
+// database, and from one cluster (PostgreSQL server) to another.
+//
+// A move, with the tenant's operation lock held throughout:
+//
+//  1. records the move (landlord.tenant_moves) and marks the tenant moving;
+//  2. builds the target (database from template0 when needed, extensions,
+//     role, schema apply with the tenant's modules);
+//  3. on the source, in one transaction, takes EXCLUSIVE locks on every
+//     table of the tenant: reads go on, writes wait (the database enforces
+//     it, for every server process, whatever its cache says);
+//  4. streams every table with binary COPY into the target (one
+//     transaction), verifies row counts and checksums, commits the target;
+//  5. renames the source schema to a retired name, closes it to the tenant's
+//     role, and PREPAREs the source transaction: its locks now survive a
+//     crash of the mover, so no write can reach a copy being retired;
+//  6. flips the catalog (placement, status active, version, NOTIFY) and
+//     records the retired copy;
+//  7. COMMITs the prepared transaction: blocked writes wake up, find their
+//     tables gone and are retried once by the router on the new placement.
+//
+// A move killed at any point leaves the tenant served from one complete
+// placement (the source before step 6, the target after), and running the
+// same move again finishes it. A failed move leaves the tenant on its
+// source, intact, and removes what it built.
+package move
+
+import (
+	"github.com/publicdigit/publicdigit/internal/apperr"
+
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/clusters"
+	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenant"
+)
+
+// Step names a point of a move where tests kill the process.
+type Step string
+
+// The points.
+const (
+	StepStarted  Step = "started"  // tenant marked moving, target not built
+	StepLocked   Step = "locked"   // source tables locked, nothing copied
+	StepMidCopy  Step = "mid-copy" // first table copied, target not committed
+	StepCopied   Step = "copied"   // target committed and verified
+	StepPrepared Step = "prepared" // source retired and prepared, catalog not flipped
+	StepFlipped  Step = "flipped"  // catalog flipped, source transaction still prepared
+	StepDone     Step = "done"     // move finished
+)
+
+// Errors of a move request.
+var (
+	// ErrSamePlacement: the tenant already is where it is asked to go.
+	ErrSamePlacement = apperr.New("same_placement", "tenant is already on that placement")
+	// ErrAlreadyMoving: another move of the tenant is unfinished.
+	ErrAlreadyMoving = apperr.New("already_moving", "tenant is already moving")
+	// ErrVerify: the copy does not match the source (nothing was flipped).
+	ErrVerify = apperr.New("move_verify_failed", "copy verification failed")
+)
+
+// ModuleFiles lists the schema files of a tenant's installed modules (the
+// module registry, internal/modules, implements it).
+type ModuleFiles interface {
+	FilesOf(ctx context.Context, tenantID uuid.UUID) ([]string, error)
+}
+
+// Options configure a Mover.
+type Options struct {
+	// Catalog, Clusters and Modules are required.
+	Catalog  *catalog.Catalog
+	Clusters *clusters.Clusters
+	Modules  ModuleFiles
+	// AppRole (config tenant.app_role) is granted the tenant's role on the target.
+	AppRole string
+	Log     zerolog.Logger
+	// LockTimeout bounds the wait for the source's table locks (in-flight
+	// writes must finish first). Default 5s.
+	LockTimeout time.Duration
+	// Hook, when set, is called at each Step (fault injection in tests).
+	Hook func(Step)
+}
+
+// Mover runs moves. Safe for concurrent use (moves of one tenant serialize
+// on its operation lock).
+type Mover struct {
+	o   Options
+	cat *catalog.Catalog
+	cl  *clusters.Clusters
+}
+
+// New returns a Mover.
+func New(o Options) (*Mover, error) {
+	if o.Catalog == nil || o.Clusters == nil || o.Modules == nil {
+		return nil, errors.New("move: Catalog, Clusters and Modules are required")
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 5 * time.Second
+	}
+	return &Mover{o: o, cat: o.Catalog, cl: o.Clusters}, nil
+}
+
+func (m *Mover) hook(s Step) {
+	if m.o.Hook != nil {
+		m.o.Hook(s)
+	}
+}
+
+// Request asks to move a tenant.
+type Request struct {
+	Slug tenant.Slug
+	// To is the target placement kind.
+	To tenant.PlacementKind
+	// Cluster is the target cluster; empty keeps the tenant's cluster.
+	Cluster string
+}
+
+// Result describes a finished move.
+type Result struct {
+	Tenant tenant.Tenant
+	From   tenant.Placement
+	// Retired is the name the source schema (and dedicated database) got.
+	Retired string
+	// Rows copied, and how long writes waited (source tables locked).
+	Rows       int64
+	WritePause time.Duration
+	// Copy is the time spent copying and verifying; Verify the part verifying.
+	Copy     time.Duration
+	Verify   time.Duration
+	Duration time.Duration
+	// Resumed is true when an interrupted move was finished.
+	Resumed bool
+
+	lockedAt time.Time // when the source's tables were locked (this run)
+}
+
+// record is a landlord.tenant_moves row.
+type record struct {
+	ID      string
+	From    tenant.Placement
+	To      tenant.Placement
+	State   string
+	Retired string
+	Rows    int64
+}
+
+// gid names the prepared source transaction of a move.
+func (r record) gid() string { return "pd_move_" + r.ID }
+
+// Move moves a tenant, or finishes its interrupted move to the same target.
+func (m *Mover) Move(ctx context.Context, req Request) (Result, error) {
+	var res Result
+	err := m.cat.WithTenantLock(ctx, req.Slug, func(ctx context.Context, t tenant.Tenant) (err error) {
+		res, err = m.move(ctx, req, t)
+		return err
+	})
+	return res, err
+}
+
+// move runs Move with the tenant's operation lock held.
+func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result, error) {
+	start := time.Now()
+	cluster := req.Cluster
+	if cluster == "" {
+		cluster = t.Cluster
+	}
+	target, err := m.cl.PlacementFor(req.Slug, req.To, cluster)
+	if err != nil {
+		return Result{}, err
+	}
+	rec, found, err := m.openMove(ctx, t.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Resumed: found}
+	if found {
+		if rec.To != target {
+			return Result{}, fmt.Errorf("%w: to %s on cluster %s (run that move again to finish it)",
+				ErrAlreadyMoving, rec.To.Kind, rec.To.Cluster)
+		}
+		m.o.Log.Warn().Str("tenant", t.Slug.String()).Str("state", rec.State).Msg("finishing an interrupted move")
+	} else {
+		if t.Placement == target {
+			return Result{}, fmt.Errorf("%w: %s on cluster %s", ErrSamePlacement, target.Kind, target.Cluster)
+		}
+		if t.Status != tenant.StatusActive {
+			return Result{}, &tenant.StatusError{Slug: t.Slug, Status: t.Status, Op: "move"}
+		}
+		if rec, err = m.startMove(ctx, t, target); err != nil {
+			return Result{}, err
+		}
+	}
+	res.From = rec.From
+	res.Retired = rec.Retired
+	m.hook(StepStarted)
+
+	if err := m.run(ctx, t, &rec, &res); err != nil {
+		return res, err
+	}
+	res.Duration = time.Since(start)
+	if res.Tenant, err = m.cat.Get(ctx, req.Slug); err != nil {
+		return res, err
+	}
+	m.o.Log.Info().Str("tenant", t.Slug.String()).Str("to", string(target.Kind)).Str("cluster", target.Cluster).
+		Int64("rows", res.Rows).Dur("write_pause", res.WritePause).Dur("duration", res.Duration).Msg("tenant moved")
+	return res, nil
+}
+
+// run drives a move from whatever state it is in to done.
+func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, res *Result) error {
+	prepared, err := m.isPrepared(ctx, *rec)
+	if err != nil {
+		return err
+	}
+	switch {
+	case rec.State == "flipped":
+		// Catalog flipped; finish the source.
+	case prepared:
+		// The source is retired and locked by the prepared transaction, the
+		// target committed and verified before it: flip.
+		if err := m.flip(ctx, t, rec); err != nil {
+			return err
+		}
+	default:
+		// Nothing durable on the source yet: (re)build and copy.
+		if err := m.copyAndPrepare(ctx, t, rec, res); err != nil {
+			m.fail(context.WithoutCancel(ctx), t, rec, err)
+			return err
+		}
+		if err := m.flip(ctx, t, rec); err != nil {
+			return err
+		}
+	}
+	if err := m.finish(ctx, t, rec, res); err != nil {
+		return err
+	}
+	res.Rows = rec.Rows
+	return nil
+}
+
+// openMove returns the tenant's unfinished move, if any.
+func (m *Mover) openMove(ctx context.Context, tenantID uuid.UUID) (record, bool, error) {
+	var r record
+	err := m.cat.Admin().QueryRowContext(ctx, `SELECT id::text, from_placement, from_cluster, from_database, from_schema,
+			to_placement, to_cluster, to_database, to_schema, state, retired_name, rows_copied
+		  FROM landlord.tenant_moves WHERE tenant_id = $1 AND state NOT IN ('done', 'failed')`, tenantID).Scan(
+		&r.ID, &r.From.Kind, &r.From.Cluster, &r.From.Database, &r.From.Schema,
+		&r.To.Kind, &r.To.Cluster, &r.To.Database, &r.To.Schema, &r.State, &r.Retired, &r.Rows)
+	if errors.Is(err, sql.ErrNoRows) {
+		return record{}, false, nil
+	}
+	if err != nil {
+		return record{}, false, fmt.Errorf("move: read state: %w", err)
+	}
+	return r, true, nil
+}
+
+// startMove records the move and marks the tenant moving, in one transaction.
+func (m *Mover) startMove(ctx context.Context, t tenant.Tenant, to tenant.Placement) (record, error) {
+	var suffix [6]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return record{}, err
+	}
+	rec := record{From: t.Placement, To: to, State: "started", Retired: "pd_retired_" + hex.EncodeToString(suffix[:])}
+	tx, err := m.cat.Admin().BeginTx(ctx, nil)
+	if err != nil {
+		return record{}, err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := tx.QueryRowContext(ctx, `INSERT INTO landlord.tenant_moves
+			(tenant_id, from_placement, from_cluster, from_database, from_schema, to_placement, to_cluster, to_database, to_schema, retired_name)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id::text`,
+		t.ID, t.Kind, t.Cluster, t.Database, t.Schema, to.Kind, to.Cluster, to.Database, to.Schema, rec.Retired).Scan(&rec.ID); err != nil {
+		return record{}, fmt.Errorf("move: record: %w", err)
+	}
+	if err := setStatus(ctx, tx, t, tenant.StatusActive, tenant.StatusMoving); err != nil {
+		return record{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return record{}, fmt.Errorf("move: start: %w", err)
+	}
+	m.cat.Notify(t.Slug)
+	return rec, nil
+}
+
+// setStatus changes the tenant's status from → to (version bumped, announced).
+func setStatus(ctx context.Context, tx *sql.Tx, t tenant.Tenant, from, to tenant.Status) error {
+	return catalog.SetStatus(ctx, tx, t, from, to, "move")
+}
+
+func (m *Mover) setState(ctx context.Context, rec *record, state string, extra string, args ...any) error {
+	q := `UPDATE landlord.tenant_moves SET state = $2, updated_at = now()` + extra + ` WHERE id = $1`
+	if _, err := m.cat.Admin().ExecContext(ctx, q, append([]any{rec.ID, state}, args...)...); err != nil {
+		return fmt.Errorf("move: record state %s: %w", state, err)
+	}
+	rec.State = state
+	return nil
+}
+
+// fail ends an unsuccessful move before the flip: the tenant is active on
+// its source again, and the target's leftovers are removed.
+func (m *Mover) fail(ctx context.Context, t tenant.Tenant, rec *record, cause error) {
+	log := m.o.Log.Error().Str("tenant", t.Slug.String()).Err(cause)
+	if prepared, err := m.isPrepared(ctx, *rec); err != nil || prepared {
+		// Never undo a source that is already retired: a rerun finishes it.
+		log.Msg("move failed after the source was retired; run it again to finish")
+		return
+	}
+	tx, err := m.cat.Admin().BeginTx(ctx, nil)
+	if err == nil {
+		defer tx.Rollback() //nolint:errcheck // no-op after commit
+		_, err = tx.ExecContext(ctx, `UPDATE landlord.tenant_moves SET state = 'failed', error = $2, updated_at = now(),
+			finished_at = now() WHERE id = $1`, rec.ID, clip(cause.Error(), 500))
+		if err == nil {
+			err = setStatus(ctx, tx, t, tenant.StatusMoving, tenant.StatusActive)
+		}
+		if err == nil {
+			err = tx.Commit()
+		}
+	}
+	if err != nil {
+		log.AnErr("record_error", err).Msg("move failed; could not record it")
+		return
+	}
+	m.cat.Notify(t.Slug)
+	if err := m.dropTarget(ctx, *rec); err != nil {
+		m.o.Log.Warn().Err(err).Str("tenant", t.Slug.String()).Msg("move failed; target leftovers remain")
+	}
+	log.Msg("move failed; the tenant stays on its source")
+}
+
+// dropTarget removes a target that never went live.
+func (m *Mover) dropTarget(ctx context.Context, rec record) error {
+	if rec.To.Kind == tenant.PlacementDatabase {
+		return m.cl.DropDatabase(ctx, rec.To.Cluster, rec.To.Database)
+	}
+	db, err := m.cl.Open(ctx, rec.To.Cluster, rec.To.Database)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{rec.To.Schema}.Sanitize()+" CASCADE")
+	return err
+}
+
+// buildTarget creates the target database (when dedicated) and applies the
+// tenant's schema there: role, schema, tables, grants.
+func (m *Mover) buildTarget(ctx context.Context, t tenant.Tenant, rec record) error {
+	if rec.To.Kind == tenant.PlacementDatabase {
+		if err := m.cl.EnsureDatabase(ctx, rec.To.Cluster, rec.To.Database); err != nil {
+			return err
+		}
+	}
+	files, err := m.o.Modules.FilesOf(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	db, err := m.cl.Open(ctx, rec.To.Cluster, rec.To.Database)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	spec := schemaapply.TenantSpec{Schema: rec.To.Schema, Role: t.Slug.RoleName(), AppRole: m.o.AppRole, Modules: files}
+	if _, err := schemaapply.ApplyTenant(ctx, db, spec, schemaapply.Options{}); err != nil {
+		return fmt.Errorf("move: build target: %w", err)
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
