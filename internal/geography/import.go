@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // ErrInvalidImport is wrapped by *ImportError.
@@ -77,7 +79,39 @@ func (s *Store) Import(ctx context.Context, r io.Reader) (ImportResult, error) {
 	if _, err := tx.Exec(ctx, `LOCK TABLE landlord.geo_administrative_units IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return ImportResult{}, fmt.Errorf("import: lock: %w", err)
 	}
+	have, err := unitsNamed(ctx, tx, rows)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	p := newImportPlan(rows, have)
+	p.resolveParents(rows)
+	p.orderByDepth()
+	if len(p.problems) > 0 {
+		return ImportResult{}, &ImportError{Problems: p.problems}
+	}
+	res, err := p.write(ctx, tx)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return ImportResult{}, fmt.Errorf("import: commit: %w", err)
+	}
+	return res, nil
+}
 
+// existingUnit is a unit of the catalog, with its parent's code ("" for a root).
+type existingUnit struct {
+	id       int64
+	name     string
+	level    string
+	path     string
+	parentID *int64
+	pcode    string
+}
+
+// unitsNamed returns, by code, the units of the catalog that the file names
+// as a code or a parent_code.
+func unitsNamed(ctx context.Context, tx pgx.Tx, rows []importRow) (map[string]existingUnit, error) {
 	codes := make([]string, 0, 2*len(rows))
 	for _, r := range rows {
 		codes = append(codes, r.code)
@@ -85,161 +119,190 @@ func (s *Store) Import(ctx context.Context, r io.Reader) (ImportResult, error) {
 			codes = append(codes, r.pcode)
 		}
 	}
-	type existing struct {
-		id       int64
-		name     string
-		level    string
-		path     string
-		parentID *int64
-		pcode    string
-	}
-	have := map[string]existing{}
+	have := map[string]existingUnit{}
 	q, err := tx.Query(ctx, `SELECT u.code, u.id, u.name, u.level, u.path::text, u.parent_id, coalesce(p.code, '')
 		FROM landlord.geo_administrative_units u LEFT JOIN landlord.geo_administrative_units p ON p.id = u.parent_id
 		WHERE u.code = ANY($1)`, codes)
 	if err != nil {
-		return ImportResult{}, fmt.Errorf("import: %w", err)
+		return nil, fmt.Errorf("import: %w", err)
 	}
+	defer q.Close()
 	for q.Next() {
 		var c string
-		var e existing
+		var e existingUnit
 		if err := q.Scan(&c, &e.id, &e.name, &e.level, &e.path, &e.parentID, &e.pcode); err != nil {
-			q.Close()
-			return ImportResult{}, fmt.Errorf("import: %w", err)
+			return nil, fmt.Errorf("import: %w", err)
 		}
 		have[c] = e
 	}
-	q.Close()
 	if err := q.Err(); err != nil {
-		return ImportResult{}, fmt.Errorf("import: %w", err)
+		return nil, fmt.Errorf("import: %w", err)
 	}
+	return have, nil
+}
 
-	// Check parents and order the new units parents first.
-	var problems []string
-	inFile := map[string]importRow{}
+// importPlan is what an import will write, worked out from the file and the
+// units of the catalog it names, with every problem found on the way.
+type importPlan struct {
+	have      map[string]existingUnit
+	inFile    map[string]importRow
+	paths     map[string]string // code → path, of the units in the catalog and (once written) the new ones
+	fresh     []importRow       // new units, in file order
+	ordered   []importRow       // the same, parents first
+	updIDs    []int64           // units whose name or level changes
+	updNames  []string
+	updLevels []string
+	unchanged int
+	problems  []string
+}
+
+func newImportPlan(rows []importRow, have map[string]existingUnit) *importPlan {
+	p := &importPlan{have: have, inFile: map[string]importRow{}}
 	for _, r := range rows {
-		inFile[r.code] = r
+		p.inFile[r.code] = r
 	}
-	var res ImportResult
-	var updIDs []int64
-	var updNames, updLevels []string
-	var fresh []importRow
+	return p
+}
+
+// resolveParents checks that each row's parent is in the file or in the
+// catalog, and sorts the rows into new units, updates and unchanged units;
+// a unit of the catalog keeps its parent.
+func (p *importPlan) resolveParents(rows []importRow) {
 	for _, r := range rows {
 		if r.pcode != "" {
-			_, inDB := have[r.pcode]
-			if _, ok := inFile[r.pcode]; !ok && !inDB {
-				problems = append(problems, fmt.Sprintf("line %d: parent_code %q is neither in the file nor in the catalog", r.line, r.pcode))
+			_, inDB := p.have[r.pcode]
+			if _, ok := p.inFile[r.pcode]; !ok && !inDB {
+				p.problems = append(p.problems, fmt.Sprintf("line %d: parent_code %q is neither in the file nor in the catalog", r.line, r.pcode))
 				continue
 			}
 		}
-		e, ok := have[r.code]
+		e, ok := p.have[r.code]
 		if !ok {
-			fresh = append(fresh, r)
+			p.fresh = append(p.fresh, r)
 			continue
 		}
 		if e.pcode != r.pcode {
-			problems = append(problems, fmt.Sprintf("line %d: %s is already under %q; moving a unit is not supported",
+			p.problems = append(p.problems, fmt.Sprintf("line %d: %s is already under %q; moving a unit is not supported",
 				r.line, r.code, e.pcode))
 			continue
 		}
 		if e.name == r.name && e.level == r.level {
-			res.Unchanged++
+			p.unchanged++
 			continue
 		}
-		updIDs, updNames, updLevels = append(updIDs, e.id), append(updNames, r.name), append(updLevels, r.level)
+		p.updIDs, p.updNames, p.updLevels = append(p.updIDs, e.id), append(p.updNames, r.name), append(p.updLevels, r.level)
 	}
-	// Topological order: a new unit after its new parent; a cycle never resolves.
-	paths := map[string]string{}
-	for c, e := range have {
-		paths[c] = e.path
+}
+
+// orderByDepth orders the new units parents first. Topological order: a new
+// unit after its new parent; a cycle never resolves.
+func (p *importPlan) orderByDepth() {
+	p.paths = map[string]string{}
+	for c, e := range p.have {
+		p.paths[c] = e.path
 	}
-	var ordered []importRow
-	pending := fresh
+	pending := p.fresh
 	for len(pending) > 0 {
 		var next []importRow
 		for _, r := range pending {
-			if _, ok := paths[r.pcode]; r.pcode == "" || ok {
-				ordered = append(ordered, r)
-				paths[r.code] = "?" // placeholder: known once its id is reserved
+			if _, ok := p.paths[r.pcode]; r.pcode == "" || ok {
+				p.ordered = append(p.ordered, r)
+				p.paths[r.code] = "?" // placeholder: known once its id is reserved
 			} else {
 				next = append(next, r)
 			}
 		}
 		if len(next) == len(pending) {
 			for _, r := range next {
-				if _, bad := inFile[r.pcode]; bad {
-					problems = append(problems, fmt.Sprintf("line %d: %s is part of a parent cycle", r.line, r.code))
+				if _, bad := p.inFile[r.pcode]; bad {
+					p.problems = append(p.problems, fmt.Sprintf("line %d: %s is part of a parent cycle", r.line, r.code))
 				}
 			}
 			break
 		}
 		pending = next
 	}
-	if len(problems) > 0 {
-		return ImportResult{}, &ImportError{Problems: problems}
-	}
+}
 
-	if len(ordered) > 0 {
-		ids := make([]int64, 0, len(ordered))
-		q, err := tx.Query(ctx, `SELECT nextval(pg_get_serial_sequence('landlord.geo_administrative_units', 'id'))
-			FROM generate_series(1, $1)`, len(ordered))
-		if err != nil {
-			return ImportResult{}, fmt.Errorf("import: reserve ids: %w", err)
+// write inserts the new units and updates the changed ones in tx, and
+// counts what it did.
+func (p *importPlan) write(ctx context.Context, tx pgx.Tx) (ImportResult, error) {
+	res := ImportResult{Unchanged: p.unchanged}
+	var err error
+	if len(p.ordered) > 0 {
+		if res.Created, err = p.insert(ctx, tx); err != nil {
+			return ImportResult{}, err
 		}
-		for q.Next() {
-			var id int64
-			if err := q.Scan(&id); err != nil {
-				q.Close()
-				return ImportResult{}, fmt.Errorf("import: reserve ids: %w", err)
-			}
-			ids = append(ids, id)
-		}
-		q.Close()
-		if err := q.Err(); err != nil {
-			return ImportResult{}, fmt.Errorf("import: reserve ids: %w", err)
-		}
-		idOf := map[string]int64{}
-		for c, e := range have {
-			idOf[c] = e.id
-		}
-		n := len(ordered)
-		colID, colCode, colName, colLevel, colPath := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		colParent := make([]*int64, n)
-		for i, r := range ordered {
-			id := ids[i]
-			idOf[r.code] = id
-			path := strconv.FormatInt(id, 10)
-			if r.pcode != "" {
-				pid := idOf[r.pcode]
-				colParent[i] = &pid
-				path = paths[r.pcode] + "." + path
-			}
-			paths[r.code] = path
-			colID[i], colCode[i], colName[i], colLevel[i], colPath[i] = id, r.code, r.name, r.level, path
-		}
-		tag, err := tx.Exec(ctx, `INSERT INTO landlord.geo_administrative_units (id, parent_id, code, name, level, path)
-			SELECT u.id, u.parent_id, u.code, u.name, u.level, u.path::public.ltree
-			  FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
-			       AS u(id, parent_id, code, name, level, path)`,
-			colID, colParent, colCode, colName, colLevel, colPath)
-		if err != nil {
-			return ImportResult{}, fmt.Errorf("import: insert: %w", err)
-		}
-		res.Created = int(tag.RowsAffected())
 	}
-	if len(updIDs) > 0 {
+	if len(p.updIDs) > 0 {
 		tag, err := tx.Exec(ctx, `UPDATE landlord.geo_administrative_units g SET name = u.name, level = u.level
 			FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, name, level) WHERE g.id = u.id`,
-			updIDs, updNames, updLevels)
+			p.updIDs, p.updNames, p.updLevels)
 		if err != nil {
 			return ImportResult{}, fmt.Errorf("import: update: %w", err)
 		}
 		res.Updated = int(tag.RowsAffected())
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return ImportResult{}, fmt.Errorf("import: commit: %w", err)
-	}
 	return res, nil
+}
+
+// insert gives the new units their ids and paths, parents first, and
+// inserts them in one statement; it returns how many it inserted.
+func (p *importPlan) insert(ctx context.Context, tx pgx.Tx) (int, error) {
+	ids, err := reserveIDs(ctx, tx, len(p.ordered))
+	if err != nil {
+		return 0, err
+	}
+	idOf := map[string]int64{}
+	for c, e := range p.have {
+		idOf[c] = e.id
+	}
+	n := len(p.ordered)
+	colID, colCode, colName, colLevel, colPath := make([]int64, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	colParent := make([]*int64, n)
+	for i, r := range p.ordered {
+		id := ids[i]
+		idOf[r.code] = id
+		path := strconv.FormatInt(id, 10)
+		if r.pcode != "" {
+			pid := idOf[r.pcode]
+			colParent[i] = &pid
+			path = p.paths[r.pcode] + "." + path
+		}
+		p.paths[r.code] = path
+		colID[i], colCode[i], colName[i], colLevel[i], colPath[i] = id, r.code, r.name, r.level, path
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO landlord.geo_administrative_units (id, parent_id, code, name, level, path)
+		SELECT u.id, u.parent_id, u.code, u.name, u.level, u.path::public.ltree
+		  FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
+		       AS u(id, parent_id, code, name, level, path)`,
+		colID, colParent, colCode, colName, colLevel, colPath)
+	if err != nil {
+		return 0, fmt.Errorf("import: insert: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// reserveIDs takes n ids from the table's identity sequence.
+func reserveIDs(ctx context.Context, tx pgx.Tx, n int) ([]int64, error) {
+	ids := make([]int64, 0, n)
+	q, err := tx.Query(ctx, `SELECT nextval(pg_get_serial_sequence('landlord.geo_administrative_units', 'id'))
+		FROM generate_series(1, $1)`, n)
+	if err != nil {
+		return nil, fmt.Errorf("import: reserve ids: %w", err)
+	}
+	defer q.Close()
+	for q.Next() {
+		var id int64
+		if err := q.Scan(&id); err != nil {
+			return nil, fmt.Errorf("import: reserve ids: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := q.Err(); err != nil {
+		return nil, fmt.Errorf("import: reserve ids: %w", err)
+	}
+	return ids, nil
 }
 
 // readCSV parses and checks the file, reporting every problem with its line.
