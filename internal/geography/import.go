@@ -309,6 +309,59 @@ func reserveIDs(ctx context.Context, tx pgx.Tx, n int) ([]int64, error) {
 func readCSV(r io.Reader) ([]importRow, error) {
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = false
+	col, err := readHeader(cr)
+	if err != nil {
+		return nil, err
+	}
+	var rows []importRow
+	var problems []string
+	seen := map[string]int{}
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			problems = append(problems, err.Error())
+			if len(problems) > 100 {
+				break
+			}
+			continue
+		}
+		if len(rows) >= MaxImportRows {
+			problems = append(problems, fmt.Sprintf("more than %d rows", MaxImportRows))
+			break
+		}
+		r := rowOf(rec, col, line)
+		problems = append(problems, checkRow(r, seen)...)
+		rows = append(rows, r)
+	}
+	if len(problems) > 0 {
+		return nil, &ImportError{Problems: problems}
+	}
+	if len(rows) == 0 {
+		return nil, &ImportError{Problems: []string{"no units after the header"}}
+	}
+	return rows, nil
+}
+
+// rowOf is the record rec, found on line, as a row; a column the header
+// does not name (parent_code) is empty.
+func rowOf(rec []string, col map[string]int, line int) importRow {
+	field := func(name string) string {
+		i, ok := col[name]
+		if !ok {
+			return ""
+		}
+		return strings.TrimSpace(rec[i])
+	}
+	return importRow{line: line, code: field("code"), name: field("name"),
+		level: field("level"), pcode: field("parent_code")}
+}
+
+// readHeader reads the header line and returns the column of each name.
+func readHeader(cr *csv.Reader) (map[string]int, error) {
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
 		return nil, &ImportError{Problems: []string{"the file is empty (want a header: code,name,level,parent_code)"}}
@@ -338,56 +391,28 @@ func readCSV(r io.Reader) ([]importRow, error) {
 	if len(problems) > 0 {
 		return nil, &ImportError{Problems: problems}
 	}
-	field := func(rec []string, name string) string {
-		i, ok := col[name]
-		if !ok {
-			return ""
-		}
-		return strings.TrimSpace(rec[i])
+	return col, nil
+}
+
+// checkRow returns the problems of one row. seen maps the codes of the rows
+// before it to their lines; checkRow adds the row's own.
+func checkRow(r importRow, seen map[string]int) []string {
+	var problems []string
+	line := r.line
+	if !codePattern.MatchString(r.code) {
+		problems = append(problems, fmt.Sprintf("line %d: code %q must be 1 to 64 of A-Z, a-z, 0-9, _ . - (starting with a letter or digit)", line, r.code))
+	} else if prev, dup := seen[r.code]; dup {
+		problems = append(problems, fmt.Sprintf("line %d: code %s already on line %d", line, r.code, prev))
 	}
-	var rows []importRow
-	seen := map[string]int{}
-	for {
-		rec, err := cr.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		line, _ := cr.FieldPos(0)
-		if err != nil {
-			problems = append(problems, err.Error())
-			if len(problems) > 100 {
-				break
-			}
-			continue
-		}
-		if len(rows) >= MaxImportRows {
-			problems = append(problems, fmt.Sprintf("more than %d rows", MaxImportRows))
-			break
-		}
-		r := importRow{line: line, code: field(rec, "code"), name: field(rec, "name"),
-			level: field(rec, "level"), pcode: field(rec, "parent_code")}
-		if !codePattern.MatchString(r.code) {
-			problems = append(problems, fmt.Sprintf("line %d: code %q must be 1 to 64 of A-Z, a-z, 0-9, _ . - (starting with a letter or digit)", line, r.code))
-		} else if prev, dup := seen[r.code]; dup {
-			problems = append(problems, fmt.Sprintf("line %d: code %s already on line %d", line, r.code, prev))
-		}
-		seen[r.code] = line
-		if n := utf8.RuneCountInString(r.name); n < 1 || n > 200 || strings.IndexFunc(r.name, unicode.IsControl) >= 0 {
-			problems = append(problems, fmt.Sprintf("line %d: name must be 1 to 200 characters without control characters", line))
-		}
-		if !levelPattern.MatchString(r.level) {
-			problems = append(problems, fmt.Sprintf("line %d: level %q must match ^[a-z][a-z0-9_]{0,49}$", line, r.level))
-		}
-		if r.pcode == r.code && r.code != "" {
-			problems = append(problems, fmt.Sprintf("line %d: %s cannot be its own parent", line, r.code))
-		}
-		rows = append(rows, r)
+	seen[r.code] = line
+	if n := utf8.RuneCountInString(r.name); n < 1 || n > 200 || strings.IndexFunc(r.name, unicode.IsControl) >= 0 {
+		problems = append(problems, fmt.Sprintf("line %d: name must be 1 to 200 characters without control characters", line))
 	}
-	if len(problems) > 0 {
-		return nil, &ImportError{Problems: problems}
+	if !levelPattern.MatchString(r.level) {
+		problems = append(problems, fmt.Sprintf("line %d: level %q must match ^[a-z][a-z0-9_]{0,49}$", line, r.level))
 	}
-	if len(rows) == 0 {
-		return nil, &ImportError{Problems: []string{"no units after the header"}}
+	if r.pcode == r.code && r.code != "" {
+		problems = append(problems, fmt.Sprintf("line %d: %s cannot be its own parent", line, r.code))
 	}
-	return rows, nil
+	return problems
 }
