@@ -320,205 +320,321 @@ func (c *Twins) ApplyTenant(ctx context.Context, db *sql.DB, spec TenantSpec, o 
 		return apply(ctx, db, t, o, h)
 	}
 	hash := t.Hash()
-	c.mu.Lock()
-	h.base = c.m[hash]
-	c.mu.Unlock()
-	h.freshPlan = true
-	h.inspected = func(tw *twin) {
-		if tw.before == "" && tw.after != "" && tw.plan != nil {
-			c.mu.Lock()
-			c.m[hash] = tw
-			c.mu.Unlock()
-		}
-	}
+	h.base, h.freshPlan = c.get(hash), true
+	h.inspected = func(tw *twin) { c.keep(hash, tw) }
 	res, err := apply(ctx, db, t, o, h)
 	if errors.Is(err, errTwinMismatch) {
-		c.mu.Lock()
-		if c.m[hash] == h.base {
-			delete(c.m, hash)
-		}
-		c.mu.Unlock()
+		c.forget(hash, h.base)
 		h.base = nil
 		res, err = apply(ctx, db, t, o, h)
 	}
 	return res, err
 }
 
-func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (Result, error) {
-	start := time.Now()
-	res := Result{Hash: t.Hash()}
-	// A twin built from nothing carries its plan: no HCL to parse if it serves.
-	var desired *schema.Realm
-	if h.base == nil || h.base.plan == nil {
-		var err error
-		if desired, err = t.Desired(); err != nil {
-			return res, err
-		}
-	}
+// get returns the twin for a desired hash, or nil.
+func (c *Twins) get(hash string) *twin {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[hash]
+}
 
+// keep makes tw the twin for a desired hash if it was built from nothing
+// and both its plan and its fingerprint after are known.
+func (c *Twins) keep(hash string, tw *twin) {
+	if tw.before != "" || tw.after == "" || tw.plan == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[hash] = tw
+}
+
+// forget drops the twin tw for a desired hash, unless another replaced it.
+func (c *Twins) forget(hash string, tw *twin) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[hash] == tw {
+		delete(c.m, hash)
+	}
+}
+
+// apply brings t's schema to its desired state in one transaction, step by
+// step (see applier): lock, checkBefore, plan, execute, then — not in a dry
+// run — fingerprint and commit.
+func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (Result, error) {
+	a := &applier{t: t, o: o, h: h, start: time.Now(), res: Result{Hash: t.Hash()}}
+	if err := a.parse(); err != nil {
+		return a.res, err
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return res, fmt.Errorf("begin: %w", err)
+		return a.res, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	a.tx = tx
+	if err := a.run(ctx); err != nil {
+		return a.res, err
+	}
+	a.res.Duration = time.Since(a.start)
+	return a.res, nil
+}
 
-	if o.LockTimeout > 0 {
-		if _, err := tx.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)",
-			fmt.Sprintf("%dms", o.LockTimeout.Milliseconds())); err != nil {
-			return res, fmt.Errorf("set lock_timeout: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", t.Schema); err != nil {
-		return res, fmt.Errorf("lock schema %s: %w", t.Schema, err)
-	}
+// applier is one apply: its transaction, target, options and hooks, and what
+// each step learns for the next. On error, res holds what was done so far.
+type applier struct {
+	t     Target
+	o     Options
+	h     applyHooks
+	tx    *sql.Tx
+	start time.Time
+	res   Result
 
-	// Tenant applies check the schema and every Before step in one round
-	// trip. A schema that does not exist has the fingerprint "" and is planned
-	// from an empty realm, without inspection; its Before statements then go
-	// with the plan. (Apply of the landlord catalog runs its steps one by one
-	// and always inspects.)
-	var (
-		before, ranBefore string
-		missing           bool
-		pending           []string // Before statements that go with the plan
-		pendingNotes      []string
-	)
-	if h.fingerprintRole == "" {
-		var ran []string
-		if ran, ranBefore, err = runSteps(ctx, tx, t.Before, o.DryRun); err != nil {
-			return res, err
+	desired *schema.Realm // nil while a twin's plan may serve
+	// missing: the tenant schema does not exist yet (its fingerprint before is "").
+	missing           bool
+	before, ranBefore string   // fingerprint before; which Before steps ran (runSteps)
+	pending           []string // Before statements that go with the plan
+	pendingNotes      []string
+	// reused: the twin's realm replaces inspection; fromPlan: its plan,
+	// renamed, replaces parsing and planning too.
+	reused, fromPlan bool
+	drv              migrate.Driver // nil when planned from the twin's plan
+	current          *schema.Realm
+	stmts            []string // the plan's statements, with their arguments and comments
+	args             [][]any
+	comments         []string
+}
+
+// parse reads the desired realm from the HCL. A twin built from nothing
+// carries its plan: no HCL to parse if it serves (plan parses otherwise).
+func (a *applier) parse() error {
+	if a.h.base != nil && a.h.base.plan != nil {
+		return nil
+	}
+	var err error
+	a.desired, err = a.t.Desired()
+	return err
+}
+
+// run takes the open transaction through the steps; a dry run ends after
+// execute, rolled back by apply.
+func (a *applier) run(ctx context.Context) error {
+	if err := a.lock(ctx); err != nil {
+		return err
+	}
+	if err := a.checkBefore(ctx); err != nil {
+		return err
+	}
+	if err := a.plan(ctx); err != nil {
+		return err
+	}
+	if err := a.execute(ctx); err != nil {
+		return err
+	}
+	if a.o.DryRun {
+		if !a.reused && a.h.inspected != nil {
+			a.h.inspected(&twin{realm: a.current, before: a.before})
 		}
-		res.Statements = append(res.Statements, ran...)
-	} else {
-		var done []bool
-		if missing, done, err = checkSchemaAndSteps(ctx, tx, t.Schema, t.Before); err != nil {
-			return res, err
-		}
-		var w []byte
-		for i, s := range t.Before {
-			if done[i] {
-				w = append(w, '0')
-				continue
-			}
-			w = append(w, '1')
-			res.Statements = append(res.Statements, s.SQL...)
-			pending = append(pending, s.SQL...)
-			for range s.SQL {
-				pendingNotes = append(pendingNotes, "step "+s.Name)
-			}
-		}
-		ranBefore = string(w)
-		if !missing {
-			if !o.DryRun {
-				if err := execAll(ctx, tx, pending, make([][]any, len(pending)), pendingNotes); err != nil {
-					return res, fmt.Errorf("schema %s: %w", t.Schema, err)
-				}
-			}
-			pending, pendingNotes = nil, nil
-			if before, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
-				return res, err
-			}
+		return nil // deferred rollback
+	}
+	if err := a.fingerprint(ctx); err != nil {
+		return err
+	}
+	return a.commit(ctx)
+}
+
+// lock bounds the waits for locks, then takes the schema's advisory lock,
+// which serializes concurrent applies to the same schema.
+func (a *applier) lock(ctx context.Context) error {
+	if a.o.LockTimeout > 0 {
+		if _, err := a.tx.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)",
+			fmt.Sprintf("%dms", a.o.LockTimeout.Milliseconds())); err != nil {
+			return fmt.Errorf("set lock_timeout: %w", err)
 		}
 	}
-	reused := h.base != nil && h.base.before == before && len(h.base.realm.Schemas) <= 1
-	if h.usedTwin != nil {
-		*h.usedTwin = reused
+	if _, err := a.tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", a.t.Schema); err != nil {
+		return fmt.Errorf("lock schema %s: %w", a.t.Schema, err)
 	}
-	var (
-		drv      migrate.Driver
-		current  *schema.Realm
-		stmts    []string
-		args     [][]any
-		comments []string
-	)
-	fromPlan := reused && missing && h.base.plan != nil
-	switch {
-	case fromPlan:
-		stmts = renamePlan(h.base.plan, t.Schema)
-		args = make([][]any, len(stmts))
-	default:
-		if desired == nil { // the twin does not serve: parse after all
-			if desired, err = t.Desired(); err != nil {
-				return res, err
-			}
-		}
-		if drv, err = postgres.Open(tx); err != nil {
-			return res, fmt.Errorf("atlas driver: %w", err)
-		}
-		switch {
-		case reused:
-			current = h.base.realm
-			if len(current.Schemas) == 1 {
-				current.Schemas[0].Name = t.Schema
-			}
-		case missing:
-			current = schema.NewRealm()
-		default:
-			if current, err = drv.InspectRealm(ctx, &schema.InspectRealmOption{Schemas: []string{t.Schema}}); err != nil {
-				return res, fmt.Errorf("inspect %s: %w", t.Schema, err)
-			}
-		}
-		plan, changes, err := planFrom(ctx, drv, t.Schema, current, desired)
+	return nil
+}
+
+// checkBefore runs the Before steps whose checks fail. Tenant applies check
+// the schema and every Before step in one round trip. A schema that does not
+// exist has the fingerprint "" and is planned from an empty realm, without
+// inspection; its Before statements then go with the plan. (Apply of the
+// landlord catalog runs its steps one by one and always inspects.)
+func (a *applier) checkBefore(ctx context.Context) error {
+	if a.h.fingerprintRole == "" {
+		ran, ranBefore, err := runSteps(ctx, a.tx, a.t.Before, a.o.DryRun)
 		if err != nil {
-			return res, err
+			return err
 		}
-		res.Destructive = Destructive(changes)
-		if !o.AllowDestructive && len(res.Destructive) > 0 {
-			return res, &DestructiveError{Schema: t.Schema, Changes: res.Destructive}
-		}
-		for _, c := range plan.Changes {
-			stmts = append(stmts, c.Cmd)
-			args = append(args, c.Args)
-			comments = append(comments, c.Comment)
+		a.ranBefore = ranBefore
+		a.res.Statements = append(a.res.Statements, ran...)
+		return nil
+	}
+	missing, done, err := checkSchemaAndSteps(ctx, a.tx, a.t.Schema, a.t.Before)
+	if err != nil {
+		return err
+	}
+	a.missing = missing
+	a.pendBefore(done)
+	if a.missing {
+		return nil
+	}
+	if !a.o.DryRun {
+		if err := execAll(ctx, a.tx, a.pending, make([][]any, len(a.pending)), a.pendingNotes); err != nil {
+			return fmt.Errorf("schema %s: %w", a.t.Schema, err)
 		}
 	}
-	res.Statements = append(res.Statements, stmts...)
-	if missing {
-		// A schema created here cannot satisfy an After step already: the
-		// steps (idempotent) run without their checks, and everything — Before
-		// statements, plan, After statements — goes in one round trip.
-		if comments == nil {
-			comments = make([]string, len(stmts))
-		}
-		batch := append(pending, stmts...)
-		notes := append(pendingNotes, comments...)
-		for _, s := range t.After {
-			res.Statements = append(res.Statements, s.SQL...)
-			batch = append(batch, s.SQL...)
-			for range s.SQL {
-				notes = append(notes, "step "+s.Name)
-			}
-		}
-		if !o.DryRun {
-			bargs := make([][]any, len(pending), len(batch))
-			bargs = append(append(bargs, args...), make([][]any, len(batch)-len(pending)-len(args))...)
-			if err := execAll(ctx, tx, batch, bargs, notes); err != nil {
-				return res, fmt.Errorf("schema %s: %w", t.Schema, err)
-			}
-		}
-	} else {
-		if !o.DryRun {
-			if err := execAll(ctx, tx, stmts, args, comments); err != nil {
-				return res, fmt.Errorf("schema %s: %w", t.Schema, err)
-			}
-		}
-		ran, _, err := runSteps(ctx, tx, t.After, o.DryRun)
-		if err != nil {
-			return res, err
-		}
-		res.Statements = append(res.Statements, ran...)
-	}
+	a.pending, a.pendingNotes = nil, nil
+	a.before, err = Fingerprint(ctx, a.tx, a.t.Schema, a.h.fingerprintRole)
+	return err
+}
 
-	if o.DryRun {
-		if !reused && h.inspected != nil {
-			h.inspected(&twin{realm: current, before: before})
+// pendBefore queues the statements of the Before steps not done (each named
+// for errors) and records which ran, one byte per step as runSteps does.
+func (a *applier) pendBefore(done []bool) {
+	var w []byte
+	for i, s := range a.t.Before {
+		if done[i] {
+			w = append(w, '0')
+			continue
 		}
-		res.Duration = time.Since(start)
-		return res, nil // deferred rollback
+		w = append(w, '1')
+		a.res.Statements = append(a.res.Statements, s.SQL...)
+		a.pending = append(a.pending, s.SQL...)
+		for range s.SQL {
+			a.pendingNotes = append(a.pendingNotes, "step "+s.Name)
+		}
 	}
+	a.ranBefore = string(w)
+}
+
+// plan decides whether the twin serves (its before-fingerprint is the
+// schema's) and sets the statements to run: the twin's plan renamed, for a
+// schema built from nothing, or else Atlas' plan (planAtlas).
+func (a *applier) plan(ctx context.Context) error {
+	a.reused = a.h.base != nil && a.h.base.before == a.before && len(a.h.base.realm.Schemas) <= 1
+	if a.h.usedTwin != nil {
+		*a.h.usedTwin = a.reused
+	}
+	a.fromPlan = a.reused && a.missing && a.h.base.plan != nil
+	if !a.fromPlan {
+		return a.planAtlas(ctx)
+	}
+	a.stmts = renamePlan(a.h.base.plan, a.t.Schema)
+	a.args = make([][]any, len(a.stmts))
+	return nil
+}
+
+// planAtlas diffs the current realm (currentRealm) with the desired one and
+// plans the changes, refusing destructive ones unless allowed.
+func (a *applier) planAtlas(ctx context.Context) error {
+	var err error
+	if a.desired == nil { // the twin does not serve: parse after all
+		if a.desired, err = a.t.Desired(); err != nil {
+			return err
+		}
+	}
+	if a.drv, err = postgres.Open(a.tx); err != nil {
+		return fmt.Errorf("atlas driver: %w", err)
+	}
+	if a.current, err = a.currentRealm(ctx); err != nil {
+		return err
+	}
+	plan, changes, err := planFrom(ctx, a.drv, a.t.Schema, a.current, a.desired)
+	if err != nil {
+		return err
+	}
+	a.res.Destructive = Destructive(changes)
+	if !a.o.AllowDestructive && len(a.res.Destructive) > 0 {
+		return &DestructiveError{Schema: a.t.Schema, Changes: a.res.Destructive}
+	}
+	for _, c := range plan.Changes {
+		a.stmts = append(a.stmts, c.Cmd)
+		a.args = append(a.args, c.Args)
+		a.comments = append(a.comments, c.Comment)
+	}
+	return nil
+}
+
+// currentRealm is where the plan starts: the twin's realm, renamed to the
+// schema; an empty realm for a schema that does not exist; or the schema as
+// inspected.
+func (a *applier) currentRealm(ctx context.Context) (*schema.Realm, error) {
 	switch {
-	case h.fingerprintRole == "":
-	case fromPlan && ranBefore == h.base.ranBefore && h.base.verified.Load():
+	case a.reused:
+		current := a.h.base.realm
+		if len(current.Schemas) == 1 {
+			current.Schemas[0].Name = a.t.Schema
+		}
+		return current, nil
+	case a.missing:
+		return schema.NewRealm(), nil
+	}
+	current, err := a.drv.InspectRealm(ctx, &schema.InspectRealmOption{Schemas: []string{a.t.Schema}})
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", a.t.Schema, err)
+	}
+	return current, nil
+}
+
+// execute runs the plan, then the After steps whose checks fail (in a dry
+// run, only lists them). A new schema goes in one round trip (executeNew).
+func (a *applier) execute(ctx context.Context) error {
+	a.res.Statements = append(a.res.Statements, a.stmts...)
+	if a.missing {
+		return a.executeNew(ctx)
+	}
+	if !a.o.DryRun {
+		if err := execAll(ctx, a.tx, a.stmts, a.args, a.comments); err != nil {
+			return fmt.Errorf("schema %s: %w", a.t.Schema, err)
+		}
+	}
+	ran, _, err := runSteps(ctx, a.tx, a.t.After, a.o.DryRun)
+	if err != nil {
+		return err
+	}
+	a.res.Statements = append(a.res.Statements, ran...)
+	return nil
+}
+
+// executeNew runs the plan of a schema created here. It cannot satisfy an
+// After step already: the steps (idempotent) run without their checks, and
+// everything — Before statements, plan, After statements — goes in one
+// round trip.
+func (a *applier) executeNew(ctx context.Context) error {
+	comments := a.comments
+	if comments == nil {
+		comments = make([]string, len(a.stmts))
+	}
+	batch := append(a.pending, a.stmts...)
+	notes := append(a.pendingNotes, comments...)
+	for _, s := range a.t.After {
+		a.res.Statements = append(a.res.Statements, s.SQL...)
+		batch = append(batch, s.SQL...)
+		for range s.SQL {
+			notes = append(notes, "step "+s.Name)
+		}
+	}
+	if a.o.DryRun {
+		return nil
+	}
+	bargs := make([][]any, len(a.pending), len(batch))
+	bargs = append(append(bargs, a.args...), make([][]any, len(batch)-len(a.pending)-len(a.args))...)
+	if err := execAll(ctx, a.tx, batch, bargs, notes); err != nil {
+		return fmt.Errorf("schema %s: %w", a.t.Schema, err)
+	}
+	return nil
+}
+
+// fingerprint sets Result.Fingerprint for a tenant apply: the catalog
+// fingerprint after the apply, which must be the twin's if the twin served.
+func (a *applier) fingerprint(ctx context.Context) error {
+	switch {
+	case a.h.fingerprintRole == "":
+	case a.fromPlan && a.ranBefore == a.h.base.ranBefore && a.h.base.verified.Load():
 		// From the same start as the twin (no schema, the same Before steps
 		// run: e.g. the tenant role created here), the twin's statements,
 		// renamed, as an earlier use of this twin whose fingerprint was
@@ -526,37 +642,44 @@ func apply(ctx context.Context, db *sql.DB, t Target, o Options, h applyHooks) (
 		// one differ all the same (a change outside the plan, such as new
 		// default privileges), the fleet runner finds the recorded fingerprint
 		// stale and inspects the tenant: it never skips on a wrong one.
-		res.Fingerprint = h.base.after
+		a.res.Fingerprint = a.h.base.after
 	default:
-		if res.Fingerprint, err = Fingerprint(ctx, tx, t.Schema, h.fingerprintRole); err != nil {
-			return res, err
+		var err error
+		if a.res.Fingerprint, err = Fingerprint(ctx, a.tx, a.t.Schema, a.h.fingerprintRole); err != nil {
+			return err
 		}
-		if reused && res.Fingerprint != h.base.after {
-			return res, errTwinMismatch
-		}
-	}
-	if o.BeforeCommit != nil {
-		if err := o.BeforeCommit(ctx, tx, res); err != nil {
-			return res, fmt.Errorf("schema %s: before commit: %w", t.Schema, err)
+		if a.reused && a.res.Fingerprint != a.h.base.after {
+			return errTwinMismatch
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return res, fmt.Errorf("commit schema %s: %w", t.Schema, err)
+	return nil
+}
+
+// commit runs the BeforeCommit hook and commits, then keeps the books of
+// twins: a twin's plan that served is verified; a schema planned without a
+// twin is handed to the inspected hook (with its plan, if built from nothing).
+func (a *applier) commit(ctx context.Context) error {
+	if a.o.BeforeCommit != nil {
+		if err := a.o.BeforeCommit(ctx, a.tx, a.res); err != nil {
+			return fmt.Errorf("schema %s: before commit: %w", a.t.Schema, err)
+		}
 	}
-	if fromPlan {
-		h.base.verified.Store(true)
+	if err := a.tx.Commit(); err != nil {
+		return fmt.Errorf("commit schema %s: %w", a.t.Schema, err)
 	}
-	if !reused && h.inspected != nil {
-		tw := &twin{realm: current, before: before, after: res.Fingerprint, ranBefore: ranBefore}
-		if missing && h.freshPlan {
+	if a.fromPlan {
+		a.h.base.verified.Store(true)
+	}
+	if !a.reused && a.h.inspected != nil {
+		tw := &twin{realm: a.current, before: a.before, after: a.res.Fingerprint, ranBefore: a.ranBefore}
+		if a.missing && a.h.freshPlan {
 			// Planned once more, for the name twins are made for (outside the
 			// transaction: its locks are gone). PlanChanges reads nothing.
-			tw.plan = twinPlan(ctx, drv, t)
+			tw.plan = twinPlan(ctx, a.drv, a.t)
 		}
-		h.inspected(tw)
+		a.h.inspected(tw)
 	}
-	res.Duration = time.Since(start)
-	return res, nil
+	return nil
 }
 
 // execAll runs a plan's statements in order on tx (comments name them in
