@@ -44,9 +44,12 @@ run: db-init ## start the databases, prepare the catalog, seed the demo, serve t
 vet: ## go vet
 	$(GO) vet ./...
 
+.PHONY: lint
+lint: ## gofmt, go mod tidy, go vet, and only internal/catalog names landlord.tenants (make test runs it)
+	@GO=$(GO) ./scripts/lint.sh
+
 .PHONY: test
-test: db-up db-up-b ## run every test (race detector) against the real PostgreSQL and PgBouncer
-	$(GO) vet ./...
+test: lint db-up db-up-b ## run every test (race detector) against the real PostgreSQL and PgBouncer
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: bench-scope

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+	"github.com/publicdigit/publicdigit/internal/tenant"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -18,12 +20,7 @@ import (
 
 // dropTenantAfter removes a tenant's row, schema and role at cleanup.
 func dropTenantAfter(t *testing.T, slug string) {
-	t.Cleanup(func() {
-		db := dbtest.AdminDB(t)
-		_, _ = db.ExecContext(context.Background(), `DELETE FROM landlord.tenants WHERE slug = $1`, slug)
-		dbtest.DropSchema(t, db, "tenant_"+slug)
-		_, _ = db.ExecContext(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{"tenant_" + slug}.Sanitize())
-	})
+	dbtest.RemoveAtCleanup(t, tenant.MustSlug(slug))
 }
 
 func TestTenantCommands(t *testing.T) {
@@ -206,10 +203,9 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 	dbtest.Landlord(t)
 	db := dbtest.AdminDB(t)
 	ctx := context.Background()
-	var pre int
-	require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM landlord.tenants WHERE slug IN ('nrna', 'rotary')`).Scan(&pre))
-	if pre > 0 {
-		t.Skip("the demo tenants already exist in the test database")
+	for _, s := range []string{"nrna", "rotary"} {
+		require.False(t, catalogtest.Exists(t, db, tenant.MustSlug(s)),
+			"the demo tenant %s is left in the test database by an interrupted run; run make db-reset", s)
 	}
 	t.Cleanup(func() {
 		_, _ = db.ExecContext(ctx, `DELETE FROM landlord.geo_administrative_units WHERE code = 'NP' OR starts_with(code, 'NP-')`)

@@ -51,7 +51,7 @@ func Module(t testing.TB, prefix string, files ...string) string {
 	return name
 }
 
-// TenantRow inserts a landlord.tenants row for a new tenant — slug prefix +
+// TenantRow inserts a catalog row for a new tenant — slug prefix +
 // random suffix, status active, placement schema, cluster main, this test
 // database, schema tenant_<slug> — with the named modules installed, without
 // creating its schema. Cleanup deletes the row and drops the schema and the

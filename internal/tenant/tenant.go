@@ -21,7 +21,7 @@ import (
 // Status is a tenant's lifecycle state in the landlord catalog.
 type Status string
 
-// The tenant statuses (landlord.tenants.status).
+// The tenant statuses, as the catalog stores them.
 const (
 	// StatusProvisioning: the catalog row exists, the schema may not be complete yet.
 	StatusProvisioning Status = "provisioning"
