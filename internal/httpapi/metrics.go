@@ -107,6 +107,11 @@ func (m *Metrics) AddGauge(name, help string, read func() float64) {
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, read))
 }
 
+// AddCounter exports a counter read at each scrape (e.g. the router's tenant lookups).
+func (m *Metrics) AddCounter(name, help string, read func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, read))
+}
+
 func (m *Metrics) middleware() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()

@@ -456,3 +456,55 @@ func TestTenantAPIHeaderMode(t *testing.T) {
 	do("GET", "/api/v1/platform/tenants", ta.platform, "", nil).ok(t, 200)
 	do("GET", "/api/v1/platform/tenants", a.token, a.Slug, nil).problem(t, 403, "forbidden")
 }
+
+// One tenant request looks its tenant up once (the middleware; handlers and
+// services reuse it from the request's context), reads the catalog only on
+// a cache miss, and a token that may not act on the tenant costs no lookup.
+func TestTenantAPIResolvesOncePerRequest(t *testing.T) {
+	t.Parallel()
+	ta := newTenantAPI(t, tenantAPIOptions{})
+	a := ta.tenant(t, "tres")
+	b := ta.tenant(t, "tresb")
+	stats := ta.router.CacheStats
+
+	before := stats()
+	memberID := ta.member(t, a, map[string]any{"full_name": "Once"})
+	after := stats()
+	assert.Equal(t, int64(1), after.Lookups-before.Lookups, "the first request: one lookup")
+	assert.Equal(t, int64(1), after.Misses-before.Misses, "… that reads the catalog")
+
+	requests := []func(){
+		func() { ta.call(t, "GET", a.pathf("/members/%s", memberID), a.token, nil).ok(t, 200) },
+		func() { ta.call(t, "GET", a.path("/members?limit=5"), a.token, nil).ok(t, 200) },
+		func() {
+			card := ta.card(t, a, memberID)
+			ta.call(t, "POST", a.pathf("/cards/%s/activate", card["id"]), a.token, nil).ok(t, 200) // a transaction
+		},
+		func() { ta.call(t, "GET", a.path("/cards?limit=5"), a.token, nil).ok(t, 200) },
+		func() {
+			ta.call(t, "POST", a.path("/cards/validate"), a.token, map[string]any{"qr_code": "PD1-NOPE"}).ok(t, 200)
+		},
+	}
+	perRequest := []int64{1, 1, 2, 1, 1} // issue + activate are two requests
+	for i, req := range requests {
+		before := stats()
+		req()
+		after := stats()
+		assert.Equal(t, perRequest[i], after.Lookups-before.Lookups, "request %d: one lookup per request", i)
+		assert.Zero(t, after.Misses-before.Misses, "request %d: served from the cache", i)
+	}
+
+	before = stats()
+	ta.call(t, "GET", a.path("/members"), b.token, nil).problem(t, 404, "tenant_not_found")
+	ta.call(t, "GET", "/"+dbtest.Name("ghost")+"/api/v1/members", a.token, nil).problem(t, 404, "tenant_not_found")
+	assert.Equal(t, before, stats(), "another tenant's token and an unknown slug cost no lookup")
+
+	ta.router.Invalidate(tenant.MustSlug(a.Slug))
+	before = stats()
+	ta.call(t, "GET", a.path("/members"), a.token, nil).ok(t, 200)
+	after = stats()
+	assert.Equal(t, CacheDelta{1, 1}, CacheDelta{after.Lookups - before.Lookups, after.Misses - before.Misses}, "after an invalidation: one miss")
+}
+
+// CacheDelta is a change of the router's lookup counters.
+type CacheDelta struct{ Lookups, Misses int64 }

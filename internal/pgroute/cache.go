@@ -2,6 +2,7 @@ package pgroute
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -25,6 +26,14 @@ type cache struct {
 	lru    *lru.Cache[tenant.Slug, *entry]
 	bind   func(tenant.Tenant) []string
 	now    func() time.Time
+
+	lookups, misses atomic.Int64
+}
+
+// CacheStats counts the router's tenant lookups since it opened: every
+// lookup, and those that missed the cache and asked the Resolver.
+type CacheStats struct {
+	Lookups, Misses int64
 }
 
 func newCache(source Resolver, size int, ttl time.Duration, bind func(tenant.Tenant) []string) *cache {
@@ -37,9 +46,11 @@ func newCache(source Resolver, size int, ttl time.Duration, bind func(tenant.Ten
 
 // get returns the entry of slug, resolving it on a miss or after its ttl.
 func (c *cache) get(ctx context.Context, slug tenant.Slug) (*entry, error) {
+	c.lookups.Add(1)
 	if e, ok := c.lru.Get(slug); ok && c.now().Before(e.expires) {
 		return e, nil
 	}
+	c.misses.Add(1)
 	t, err := c.source.Resolve(ctx, slug)
 	if err != nil {
 		return nil, Classify(err)

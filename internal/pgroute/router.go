@@ -137,6 +137,11 @@ func (r *Router) InvalidateAll() { r.cache.invalidateAll() }
 // ClosePool closes the pool of a dedicated database (after a tenant left it).
 func (r *Router) ClosePool(cluster, database string) { r.pools.drop(cluster, database) }
 
+// CacheStats counts the tenant lookups so far (for /metrics and tests).
+func (r *Router) CacheStats() CacheStats {
+	return CacheStats{Lookups: r.cache.lookups.Load(), Misses: r.cache.misses.Load()}
+}
+
 // PoolStats describes the open pools (for /metrics).
 func (r *Router) PoolStats() []PoolStat { return r.pools.stats() }
 

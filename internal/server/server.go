@@ -150,6 +150,10 @@ func addRouterPools(m *httpapi.Metrics, r *pgroute.Router) {
 			return n
 		}
 	}
+	m.AddCounter("publicdigit_tenant_cache_lookups_total", "Tenant lookups by the router (one per tenant request).",
+		func() float64 { return float64(r.CacheStats().Lookups) })
+	m.AddCounter("publicdigit_tenant_cache_misses_total", "Tenant lookups that read the catalog (cache misses).",
+		func() float64 { return float64(r.CacheStats().Misses) })
 	m.AddGauge("publicdigit_tenant_pools_open", "Open tenant pools (shared per cluster, plus dedicated databases).",
 		func() float64 { return float64(len(r.PoolStats())) })
 	m.AddGauge("publicdigit_tenant_pool_acquired_connections", "Connections in use across the tenant pools.",
