@@ -4,6 +4,7 @@
 package membership
 
 import (
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/publicdigit/publicdigit/internal/apperr"
 
 	"context"
@@ -12,7 +13,6 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -119,38 +119,31 @@ type GeoUnits interface {
 // unit deleted from the catalog is still accepted until its entry expires,
 // which a reference without a foreign key tolerates.
 func CachedGeo(inner GeoUnits, ttl time.Duration, maxEntries int) GeoUnits {
-	return &geoCache{inner: inner, ttl: ttl, max: maxEntries, seen: map[int64]time.Time{}, now: time.Now}
+	seen, err := lru.New[int64, time.Time](max(maxEntries, 1))
+	if err != nil {
+		panic(err) // the size is positive
+	}
+	return &geoCache{inner: inner, ttl: ttl, seen: seen, now: time.Now}
 }
 
 type geoCache struct {
 	inner GeoUnits
 	ttl   time.Duration
-	max   int
 	now   func() time.Time
-
-	mu   sync.Mutex
-	seen map[int64]time.Time // unit id → until when it is known to exist
+	seen  *lru.Cache[int64, time.Time] // unit id → until when it is known to exist
 }
 
 // Exists implements GeoUnits.
 func (g *geoCache) Exists(ctx context.Context, id int64) (bool, error) {
 	now := g.now()
-	g.mu.Lock()
-	until, ok := g.seen[id]
-	g.mu.Unlock()
-	if ok && now.Before(until) {
+	if until, ok := g.seen.Get(id); ok && now.Before(until) {
 		return true, nil
 	}
 	exists, err := g.inner.Exists(ctx, id)
 	if err != nil || !exists {
 		return exists, err
 	}
-	g.mu.Lock()
-	if len(g.seen) >= g.max {
-		g.seen = map[int64]time.Time{}
-	}
-	g.seen[id] = now.Add(g.ttl)
-	g.mu.Unlock()
+	g.seen.Add(id, now.Add(g.ttl))
 	return true, nil
 }
 
