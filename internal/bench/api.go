@@ -30,10 +30,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	Register("api", "tenant API overhead at c=32: GET card and POST issue card, whole stack vs bare Fiber handler", runAPI)
-}
-
 // apiCase is one way of serving one of the two requests.
 type apiCase struct {
 	name string // get-stack, get-bare, issue-stack, issue-bare

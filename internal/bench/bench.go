@@ -1,65 +1,61 @@
 // Package bench holds the project's named benchmarks (make bench-*), run by
 // cmd/pdbench. Each benchmark measures a case against a baseline in the same
-// process and prints ratios as "name value" lines that the README quotes.
+// process and prints ratios as "name value" lines that the docs quote.
 package bench
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
-	"sync"
 )
 
 // Func runs one benchmark with its own arguments, writing results to out.
 type Func func(ctx context.Context, args []string, out io.Writer) error
 
-type entry struct {
-	summary string
-	run     Func
+// benchmark is one named benchmark.
+type benchmark struct {
+	name, summary string
+	run           Func
 }
 
-var (
-	mu       sync.Mutex
-	registry = map[string]entry{}
-)
+// benchmarks lists them all, by name.
+var benchmarks = []benchmark{
+	{name: "api", summary: "tenant API overhead at c=32: GET card and POST issue card, whole stack vs bare Fiber handler", run: runAPI},
+	{name: "fleet", summary: "1,000 tenant schemas: fleet no-op check, additive rollout, naive inspect-every-tenant loop", run: runFleet},
+	{name: "move", summary: "online move of a tenant holding 100k cards: write pause and copy speed", run: runMove},
+	{name: "provision", summary: "tenant provisioning through the API: cold (schema apply) vs warm pool, p50/p95", run: runProvision},
+	{name: "scope", summary: "tenant binding overhead: plain vs scoped vs naive, c=1 and 8, direct and PgBouncer", run: runScope},
+}
 
-// Register adds a named benchmark; files of this package call it from init.
-func Register(name, summary string, run Func) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic("bench: duplicate " + name)
+func find(name string) (benchmark, bool) {
+	for _, b := range benchmarks {
+		if b.name == name {
+			return b, true
+		}
 	}
-	registry[name] = entry{summary: summary, run: run}
+	return benchmark{}, false
 }
 
 // Run runs the named benchmark.
 func Run(ctx context.Context, name string, args []string, out io.Writer) error {
-	mu.Lock()
-	e, ok := registry[name]
-	mu.Unlock()
+	b, ok := find(name)
 	if !ok {
 		return fmt.Errorf("unknown benchmark %q (have: %v)", name, Names())
 	}
-	return e.run(ctx, args, out)
+	return b.run(ctx, args, out)
 }
 
-// Names lists the registered benchmarks.
+// Names lists the benchmarks.
 func Names() []string {
-	mu.Lock()
-	defer mu.Unlock()
-	names := make([]string, 0, len(registry))
-	for n := range registry {
-		names = append(names, n)
+	names := make([]string, len(benchmarks))
+	for i, b := range benchmarks {
+		names[i] = b.name
 	}
-	sort.Strings(names)
 	return names
 }
 
 // Summary describes a benchmark.
 func Summary(name string) string {
-	mu.Lock()
-	defer mu.Unlock()
-	return registry[name].summary
+	b, _ := find(name)
+	return b.summary
 }

@@ -24,10 +24,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	Register("fleet", "1,000 tenant schemas: fleet no-op check, additive rollout, naive inspect-every-tenant loop", runFleet)
-}
-
 // fleetSlugPrefix prefixes the bench tenants: their roles (tenant_<slug>)
 // are cluster-wide, so the prefix keeps them apart from every real tenant.
 const fleetSlugPrefix = "pdbench_fleet_"

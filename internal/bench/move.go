@@ -21,10 +21,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	Register("move", "online move of a tenant holding 100k cards: write pause and copy speed", runMove)
-}
-
 func runMove(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("move", flag.ContinueOnError)
 	cards := fs.Int("cards", 100_000, "cards in the tenant (one activity each, 10 cards per member)")

@@ -23,10 +23,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	Register("provision", "tenant provisioning through the API: cold (schema apply) vs warm pool, p50/p95", runProvision)
-}
-
 const (
 	benchSlugPrefix  = "bprov_"
 	benchSparePrefix = "pd_bspare_"

@@ -26,10 +26,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-func init() {
-	Register("scope", "tenant binding overhead: plain vs scoped vs naive, c=1 and 8, direct and PgBouncer", runScope)
-}
-
 // scopeCase is one way of running the same primary-key lookup.
 type scopeCase struct {
 	name string
