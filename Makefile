@@ -49,8 +49,39 @@ lint: ## gofmt, go mod tidy, go vet, and only internal/catalog names landlord.te
 	@GO=$(GO) ./scripts/lint.sh
 
 .PHONY: test
-test: lint db-up db-up-b ## run every test (race detector) against the real PostgreSQL and PgBouncer
+test: lint db-up db-up-b openapi-lint openapi-client deploy-tools ## run every test (race detector) against the real PostgreSQL and PgBouncer
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Redocly CLI, pinned by tools/redocly/package-lock.json; npm ci installs it
+# (needs the npm registry) the first time or after the lock file changes.
+REDOCLY := tools/redocly/node_modules/.bin/redocly
+$(REDOCLY): tools/redocly/package.json tools/redocly/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is missing: install Node.js 20.19+ and npm (.ci/run checks)" >&2; exit 1; }
+	cd tools/redocly && npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: openapi-lint
+openapi-lint: $(REDOCLY) ## lint internal/httpapi/openapi.yaml with Redocly's recommended rules (warnings fail too)
+	@REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint \
+		--config tools/redocly/redocly.yaml --format stylish internal/httpapi/openapi.yaml 2>&1 | grep -v '[║╔╚]'; \
+		exit $${PIPESTATUS[0]}
+
+# The generated API client; oapi-codegen is pinned by tools/oapi-codegen/go.mod.
+APICLIENT := internal/apiclient/client.gen.go
+
+.PHONY: openapi-client
+openapi-client: ## regenerate internal/apiclient from openapi.yaml; fails if the checked-in copy was out of date
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	(cd tools/oapi-codegen && $(GO) tool oapi-codegen -config ../../internal/apiclient/oapi-codegen.yaml \
+		-o "$$tmp/client.gen.go" ../../internal/httpapi/openapi.yaml) && \
+	if cmp -s "$$tmp/client.gen.go" $(APICLIENT); then echo "$(APICLIENT) is up to date"; \
+	else cp "$$tmp/client.gen.go" $(APICLIENT); \
+		echo "make: $(APICLIENT) was out of date with openapi.yaml: regenerated it, review and commit" >&2; exit 1; fi
+
+# docker-compose (Debian package, no engine needed) for `docker-compose config` in the deploy tests.
+.PHONY: deploy-tools
+deploy-tools: ## install docker-compose (apt-get) for the deploy checks when it is missing
+	@command -v docker-compose >/dev/null 2>&1 || ./deploy/local/install-packages.sh docker-compose
 
 .PHONY: bench-scope
 bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, direct/PgBouncer (~2 min)

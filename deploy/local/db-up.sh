@@ -132,7 +132,14 @@ GRANT ALL ON DATABASE :"db" TO :"admin";
 ALTER SCHEMA public OWNER TO :"admin";
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 SQL
+    # PgBouncer's auth_query (pgbouncer/pgbouncer-production.ini): the role
+    # and function of production, so that a PgBouncer can log clients in
+    # without a list of their passwords (internal/deploycheck does).
+    pd_psql -d "$d" -f "$PD_ROOT/pgbouncer/auth_query.sql"
   done
+  pd_psql -d postgres -v auth="$PD_AUTH_USER" -v auth_pw="$PD_AUTH_PASSWORD" <<'SQL'
+ALTER ROLE :"auth" LOGIN PASSWORD :'auth_pw';
+SQL
 }
 
 bouncer_pid() { head -1 "$PD_BOUNCER_DIR/pgbouncer.pid" 2>/dev/null || true; }

@@ -34,6 +34,9 @@ PD_ADMIN_USER="${PD_ADMIN_USER:-pd_admin}"
 PD_ADMIN_PASSWORD="${PD_ADMIN_PASSWORD:-pd_admin_dev}"
 PD_APP_USER="${PD_APP_USER:-pd_app}"
 PD_APP_PASSWORD="${PD_APP_PASSWORD:-pd_app_dev}"
+# PgBouncer's auth_query role (pgbouncer/auth_query.sql); the name is fixed there.
+PD_AUTH_USER=pgbouncer_auth
+PD_AUTH_PASSWORD="${PD_AUTH_PASSWORD:-pgbouncer_auth_dev}"
 # PgBouncer server pool per database; the test database gets a tiny one so that
 # tests really share server connections between tenants.
 PD_BOUNCER_POOL_SIZE="${PD_BOUNCER_POOL_SIZE:-20}"

@@ -1,0 +1,87 @@
+// Package servertest starts the real publicdigit server for end-to-end tests
+// of other packages (the generated API client, the deploy checks): the same
+// server.Run the binary calls, on a free port, against the test database
+// through PgBouncer. It is the one place those tests depend on how the
+// server is wired.
+package servertest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/server"
+)
+
+// Config is the test database's configuration (dbtest.Config) with the
+// landlord catalog in place and no warm pool, so that nothing is built in
+// the background and every provisioning takes the cold path.
+func Config(t testing.TB) config.Config {
+	t.Helper()
+	dbtest.Landlord(t)
+	cfg := dbtest.Config(t)
+	cfg.Tenant.WarmPool = 0
+	return cfg
+}
+
+// Start runs server.Run with cfg on 127.0.0.1:0 and returns its base URL
+// (http://127.0.0.1:port). At cleanup it cancels the server and fails the
+// test unless Run returns nil within 20 s (a clean, graceful shutdown).
+func Start(t testing.TB, cfg config.Config) string {
+	t.Helper()
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
+	var base string
+	select {
+	case a := <-addrCh:
+		base = "http://" + a
+	case err := <-done:
+		cancel()
+		t.Fatalf("servertest: server did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("servertest: server did not listen within 30 s")
+	}
+	stop := sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			return errors.New("server did not stop within 20 s")
+		}
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("servertest: graceful shutdown: %v", err)
+		}
+	})
+	return base
+}
+
+// PlatformToken creates a platform API token in the test catalog and
+// returns its secret; the token is deleted at cleanup.
+func PlatformToken(t testing.TB) string {
+	t.Helper()
+	tokens := access.New(dbtest.AppPool(t, dbtest.Bouncer, 2), access.Options{})
+	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: t.Name(), Kind: access.KindPlatform})
+	if err != nil {
+		t.Fatalf("servertest: platform token: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tokens.Delete(context.Background(), tok.ID); err != nil {
+			t.Errorf("servertest: delete platform token: %v", err)
+		}
+	})
+	return secret
+}
