@@ -78,10 +78,17 @@ openapi-client: ## regenerate internal/apiclient from openapi.yaml; fails if the
 	else cp "$$tmp/client.gen.go" $(APICLIENT); \
 		echo "make: $(APICLIENT) was out of date with openapi.yaml: regenerated it, review and commit" >&2; exit 1; fi
 
-# docker-compose (Debian package, no engine needed) for `docker-compose config` in the deploy tests.
+# What internal/deploycheck runs besides PostgreSQL and PgBouncer: docker-compose
+# (Debian's package; `config` needs no Docker engine) and systemd-analyze.
 .PHONY: deploy-tools
-deploy-tools: ## install docker-compose (apt-get) for the deploy checks when it is missing
-	@command -v docker-compose >/dev/null 2>&1 || ./deploy/local/install-packages.sh docker-compose
+deploy-tools: ## install docker-compose and systemd-analyze (apt-get) for the deploy checks when missing
+	@missing=(); command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose); \
+	command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd); \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make: missing $${missing[*]}; run: sudo apt-get install -y $${missing[*]}" >&2; exit 1; fi; \
+		echo "make: installing $${missing[*]} with apt-get"; \
+		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}" >/dev/null; \
+	fi
 
 .PHONY: bench-scope
 bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, direct/PgBouncer (~2 min)
