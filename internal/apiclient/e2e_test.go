@@ -37,8 +37,9 @@ func code(p *apiclient.Problem) string {
 func TestGeneratedClientDrivesTheServer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	base := servertest.Start(t, servertest.Config(t))
-	platform := bearer(servertest.PlatformToken(t))
+	srv := servertest.Start(t, servertest.Config(t))
+	base := srv.Base
+	platform := bearer(srv.PlatformToken(t))
 	c, err := apiclient.NewClientWithResponses(base)
 	require.NoError(t, err)
 

@@ -140,8 +140,9 @@ func scrape(t *testing.T, url string) map[string]bool {
 func TestDashboardSeriesAreExported(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	base := servertest.Start(t, servertest.Config(t))
-	token := servertest.PlatformToken(t)
+	srv := servertest.Start(t, servertest.Config(t))
+	base := srv.Base
+	token := srv.PlatformToken(t)
 	auth := func(_ context.Context, req *http.Request) error {
 		req.Header.Set("Authorization", "Bearer "+token)
 		return nil
@@ -187,7 +188,7 @@ func TestDashboardSeriesAreExported(t *testing.T) {
 // fails for a route that does not answer 2xx.
 func TestHealthchecksAgainstTheServer(t *testing.T) {
 	t.Parallel()
-	base := servertest.Start(t, servertest.Config(t))
+	base := servertest.Start(t, servertest.Config(t)).Base
 	out, err := dockerCompose(t, composeEnv(), "--env-file", ".env.example", "config")
 	require.NoError(t, err)
 	var checks [][]string

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/server"
@@ -31,20 +32,35 @@ func Config(t testing.TB) config.Config {
 	return cfg
 }
 
-// Start runs server.Run with cfg on 127.0.0.1:0 and returns its base URL
-// (http://127.0.0.1:port). At cleanup it cancels the server and fails the
-// test unless Run returns nil within 20 s (a clean, graceful shutdown).
-func Start(t testing.TB, cfg config.Config) string {
+// Server is a running server.
+type Server struct {
+	// Base is its URL, http://127.0.0.1:<port>.
+	Base string
+	// App holds its services.
+	App *app.App
+}
+
+// Start runs server.Run with cfg on 127.0.0.1:0. At cleanup it cancels the
+// server and fails the test unless Run returns nil within 20 s (a clean,
+// graceful shutdown). Warnings and errors of the server go to the test log.
+func Start(t testing.TB, cfg config.Config) Server {
 	t.Helper()
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	addrCh := make(chan string, 1)
+	appCh := make(chan *app.App, 1)
 	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg, zerolog.Nop(), func(a string) { addrCh <- a }) }()
-	var base string
+	go func() {
+		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+		done <- server.Run(ctx, cfg, log, server.Options{
+			OnListen: func(a string) { addrCh <- a },
+			OnOpen:   func(a *app.App) { appCh <- a },
+		})
+	}()
+	var s Server
 	select {
 	case a := <-addrCh:
-		base = "http://" + a
+		s.Base = "http://" + a
 	case err := <-done:
 		cancel()
 		t.Fatalf("servertest: server did not start: %v", err)
@@ -52,6 +68,7 @@ func Start(t testing.TB, cfg config.Config) string {
 		cancel()
 		t.Fatal("servertest: server did not listen within 30 s")
 	}
+	s.App = <-appCh
 	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
@@ -66,20 +83,19 @@ func Start(t testing.TB, cfg config.Config) string {
 			t.Errorf("servertest: graceful shutdown: %v", err)
 		}
 	})
-	return base
+	return s
 }
 
-// PlatformToken creates a platform API token in the test catalog and
-// returns its secret; the token is deleted at cleanup.
-func PlatformToken(t testing.TB) string {
+// PlatformToken creates a platform API token with the server's own token
+// service and returns its secret; the token is deleted at cleanup.
+func (s Server) PlatformToken(t testing.TB) string {
 	t.Helper()
-	tokens := access.New(dbtest.AppPool(t, dbtest.Bouncer, 2), access.Options{})
-	secret, tok, err := tokens.Create(context.Background(), access.CreateRequest{Name: t.Name(), Kind: access.KindPlatform})
+	secret, tok, err := s.App.Tokens.Create(context.Background(), access.CreateRequest{Name: t.Name(), Kind: access.KindPlatform})
 	if err != nil {
 		t.Fatalf("servertest: platform token: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := tokens.Delete(context.Background(), tok.ID); err != nil {
+		if err := s.App.Tokens.Delete(context.Background(), tok.ID); err != nil {
 			t.Errorf("servertest: delete platform token: %v", err)
 		}
 	})
