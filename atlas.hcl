@@ -1,23 +1,28 @@
 # atlas.hcl — for DBAs who have the atlas CLI. `tenantctl schema …` does the
-# same in-process without it (README, "Tenant schemas").
+# same in-process without it (README, "Tenant schemas"; docs/OPERATIONS.md).
 #
 # DANGER: every URL in this file is scoped to ONE schema with search_path. A
 # URL without a schema scope makes `atlas schema apply` diff the whole
 # database and DROP EVERY OTHER TENANT'S SCHEMA. Never add an unscoped URL:
 # internal/schemaapply/atlashcl_test.go fails the build if one appears.
 #
-#   atlas schema apply --env landlord
-#   atlas schema apply --env tenant --var tenant=tenant_acme
-#   atlas schema apply --env tenant --var tenant=tenant_acme \
-#       --var modules=modules/events.hcl --var modules=modules/donations.hcl
-#   atlas schema inspect --env tenants        (one env per tenant of the catalog)
+# Two envs, one schema each. The community CLI's `schema` commands (apply,
+# inspect, diff) take exactly one env; an env with for_each (one env per
+# tenant) is refused by them ("multiple envs found") and is looped over only
+# by `migrate apply`, which this project does not use (no migration folder):
+# so there is no all-tenants env here. For every tenant, loop in the shell
+# (docs/OPERATIONS.md, "The atlas CLI").
 #
-# --var tenant is the tenant's schema name, tenant_<slug> (landlord.tenants.schema_name);
-# the same value binds `variable "tenant"` in schema/tenant/core.hcl.
+#   atlas schema apply   --env landlord
+#   atlas schema inspect --env landlord
+#   atlas schema apply   --env tenant --var tenant=tenant_acme
+#   atlas schema apply   --env tenant --var tenant=tenant_acme --var modules=modules/events.hcl --var modules=modules/donations.hcl
+#   atlas schema inspect --env tenant --var tenant=tenant_acme
+#
+# --var tenant is the tenant's schema name, tenant_<slug> (`tenantctl tenant list`:
+# SCHEMA); the same value binds `variable "tenant"` in schema/tenant/core.hcl.
 # --var modules lists the schema files of the tenant's installed modules, relative to
-# schema/tenant/ (landlord.modules.schema_files).
-# The community CLI refuses `schema apply` on a multi-env such as "tenants": apply
-# one tenant per call, in a shell loop (README).
+# schema/tenant/ (`tenantctl tenant show <slug>`: modules; files modules/<name>.hcl).
 #
 # Extensions (ltree, btree_gin), the tenant role and grants are not expressible
 # here: `tenantctl db init` / `tenantctl schema apply` create them.
@@ -71,30 +76,4 @@ env "tenant" {
   url = urlqueryset(var.url, "search_path", local.tenant)
   dev = local.dev
   src = local.tenant_src
-}
-
-# The tenants of the landlord catalog (schema placement, not deleted). The
-# query reads the catalog only once it exists (query_to_xml runs it late), so
-# that `--env landlord` still works on a database that has no catalog yet.
-data "sql" "tenants" {
-  url   = urlqueryset(var.url, "search_path", "landlord")
-  query = <<-SQL
-    SELECT (xpath('/row/s/text()', r))[1]::text
-    FROM unnest(xpath('/table/row',
-      CASE WHEN to_regclass('landlord.tenants') IS NULL THEN '<table/>'::xml
-      ELSE query_to_xml('SELECT schema_name AS s FROM landlord.tenants
-                          WHERE deleted_at IS NULL AND status <> ''deleted'' AND placement = ''schema''
-                          ORDER BY schema_name', false, false, '')
-      END)) AS r
-  SQL
-}
-
-# One env per catalog tenant, each scoped to its schema. Its src is the core
-# only: modules differ per tenant, so use the "tenant" env with --var modules
-# to apply one. Multi-env commands (inspect, migrate-based workflows) loop here.
-env "tenants" {
-  for_each = toset(data.sql.tenants.values)
-  url      = urlqueryset(var.url, "search_path", each.value)
-  dev      = local.dev
-  src      = "file://schema/tenant/core.hcl"
 }

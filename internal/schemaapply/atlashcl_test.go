@@ -1,10 +1,10 @@
 package schemaapply_test
 
 import (
-	"context"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -72,7 +72,7 @@ func TestAtlasHCLEveryURLIsScoped(t *testing.T) {
 			}
 		}
 	}
-	assert.Equal(t, 3, envs, "envs landlord, tenant, tenants")
+	assert.Equal(t, 2, envs, "envs landlord and tenant")
 }
 
 // atlasProject is the part of the atlas CLI's project file that matters here.
@@ -101,41 +101,12 @@ func (e *atlasEnv) sources(t *testing.T) []string {
 }
 
 // evalAtlasHCL evaluates atlas.hcl the way the atlas CLI does (same
-// schemahcl library), with a stand-in for data "sql" that returns schemas.
-func evalAtlasHCL(t *testing.T, schemas []string, vars map[string]cty.Value) map[string][]*atlasEnv {
+// schemahcl library). It registers no data source: a data "sql" block (a
+// catalog query feeding a multi-env) would fail here.
+func evalAtlasHCL(t *testing.T, vars map[string]cty.Value) map[string][]*atlasEnv {
 	t.Helper()
-	var queries []string
-	state := schemahcl.New(schemahcl.WithDataSource("sql", func(_ context.Context, ctx *hcl.EvalContext, b *hclsyntax.Block) (cty.Value, error) {
-		var in struct{ URL, Query string }
-		attrs, _ := b.Body.JustAttributes()
-		for name, a := range attrs {
-			v, diags := a.Expr.Value(ctx)
-			require.False(t, diags.HasErrors(), diags.Error())
-			switch name {
-			case "url":
-				in.URL = v.AsString()
-			case "query":
-				in.Query = v.AsString()
-			}
-		}
-		u, err := url.Parse(in.URL)
-		require.NoError(t, err)
-		assert.NotEmpty(t, u.Query().Get("search_path"), "data.sql url is scoped too")
-		queries = append(queries, in.Query)
-		values := make([]cty.Value, len(schemas))
-		for i, s := range schemas {
-			values[i] = cty.StringVal(s)
-		}
-		obj := map[string]cty.Value{"count": cty.NumberIntVal(int64(len(values))), "values": cty.ListValEmpty(cty.NilType), "value": cty.NilVal}
-		if len(values) > 0 { // as the CLI's data "sql" does
-			obj["values"], obj["value"] = cty.ListVal(values), values[0]
-		}
-		return cty.ObjectVal(obj), nil
-	}))
 	var p atlasProject
-	require.NoError(t, state.EvalFiles([]string{atlasHCL}, &p, vars))
-	require.Len(t, queries, 1)
-	assert.Contains(t, queries[0], "SELECT schema_name AS s FROM", "the tenants env lists the catalog's tenant schemas")
+	require.NoError(t, schemahcl.New().EvalFiles([]string{atlasHCL}, &p, vars))
 	envs := map[string][]*atlasEnv{}
 	for _, e := range p.Envs {
 		envs[e.Name] = append(envs[e.Name], e)
@@ -153,7 +124,7 @@ func evalAtlasHCL(t *testing.T, schemas []string, vars map[string]cty.Value) map
 func TestAtlasHCLEvaluatesScoped(t *testing.T) {
 	t.Parallel()
 	base := "postgres://dba:secret@db.example:5432/publicdigit?sslmode=disable"
-	envs := evalAtlasHCL(t, []string{"tenant_acme", "tenant_beta"}, map[string]cty.Value{
+	envs := evalAtlasHCL(t, map[string]cty.Value{
 		"url":     cty.StringVal(base),
 		"tenant":  cty.StringVal("tenant_acme"),
 		"modules": cty.ListVal([]cty.Value{cty.StringVal("modules/events.hcl"), cty.StringVal("modules/donations.hcl")}),
@@ -171,17 +142,88 @@ func TestAtlasHCLEvaluatesScoped(t *testing.T) {
 		assert.NoError(t, err, "src %s exists", src)
 	}
 
-	require.Len(t, envs["tenants"], 2)
-	var paths []string
-	for _, e := range envs["tenants"] {
-		u, _ := url.Parse(e.URL)
-		paths = append(paths, u.Query().Get("search_path"))
-	}
-	assert.ElementsMatch(t, []string{"tenant_acme", "tenant_beta"}, paths)
+	assert.Len(t, envs, 2, "no other env")
 
-	// No --var tenant, an empty catalog: still nothing unscoped.
-	envs = evalAtlasHCL(t, nil, map[string]cty.Value{"url": cty.StringVal(base)})
+	// No --var tenant: still nothing unscoped.
+	envs = evalAtlasHCL(t, map[string]cty.Value{"url": cty.StringVal(base)})
 	assert.Contains(t, envs["tenant"][0].URL, "search_path=tenant_unset")
 	assert.Equal(t, []string{"file://schema/tenant/core.hcl"}, envs["tenant"][0].sources(t))
-	assert.Empty(t, envs["tenants"])
+}
+
+// TestAtlasHCLHasNoMultiEnv: the community CLI's schema commands take one env
+// and refuse a multi-env (`multiple envs found`); only `migrate apply` loops
+// over one, and the project has no migration folder. An env with for_each
+// would only document commands that fail.
+func TestAtlasHCLHasNoMultiEnv(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile(atlasHCL)
+	require.NoError(t, err)
+	f, diags := hclsyntax.ParseConfig(src, "atlas.hcl", hcl.InitialPos)
+	require.False(t, diags.HasErrors(), diags.Error())
+	for _, b := range f.Body.(*hclsyntax.Body).Blocks {
+		if b.Type == "env" {
+			assert.NotContains(t, b.Body.Attributes, "for_each", "env %v is a multi-env", b.Labels)
+			assert.NotContains(t, b.Body.Attributes, "count", "env %v is a multi-env", b.Labels)
+		}
+		assert.NotEqual(t, "migration", b.Type)
+	}
+}
+
+// atlasCommand is an atlas command line in the docs (a line that starts
+// with the command, in a code block or an HCL comment; not prose).
+var atlasCommand = regexp.MustCompile(`(?m)^[ \t#$]*atlas (schema|migrate) ([a-z]+)((?: +--?[a-z-]+(?:[ =](?:"[^"]*"|[^ \\\n-][^ \\\n]*))?| +\\\n)*)`)
+
+// TestAtlasCommandsInDocsAreTrue reads every `atlas …` command line of
+// atlas.hcl's comments, the README and docs/: each is a schema command (the
+// project uses no migrate command), names one env that atlas.hcl defines,
+// and sets only variables that atlas.hcl declares.
+func TestAtlasCommandsInDocsAreTrue(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile(atlasHCL)
+	require.NoError(t, err)
+	f, diags := hclsyntax.ParseConfig(src, "atlas.hcl", hcl.InitialPos)
+	require.False(t, diags.HasErrors(), diags.Error())
+	envs, vars := map[string]bool{}, map[string]bool{}
+	for _, b := range f.Body.(*hclsyntax.Body).Blocks {
+		switch b.Type {
+		case "env":
+			envs[b.Labels[0]] = true
+		case "variable":
+			vars[b.Labels[0]] = true
+		}
+	}
+	files := []string{atlasHCL, filepath.Join("..", "..", "README.md")}
+	docs, _ := filepath.Glob(filepath.Join("..", "..", "docs", "*.md"))
+	files = append(files, docs...)
+	n := 0
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		require.NoError(t, err)
+		text := strings.ReplaceAll(string(raw), "\n#  ", "\n ") // continuation lines in HCL comments
+		for _, m := range atlasCommand.FindAllStringSubmatch(text, -1) {
+			n++
+			cmd := strings.Join(strings.Fields(strings.ReplaceAll(m[0], "\\\n", " ")), " ")
+			assert.Equal(t, "schema", m[1], "%s: %q: the project documents schema commands only", file, cmd)
+			assert.Contains(t, []string{"apply", "inspect", "diff"}, m[2], "%s: %q", file, cmd)
+			fields := strings.Fields(strings.ReplaceAll(m[3], "\\\n", " "))
+			var named []string
+			for i := 0; i < len(fields); i++ {
+				flag, val, hasVal := strings.Cut(fields[i], "=")
+				if !hasVal && i+1 < len(fields) && !strings.HasPrefix(fields[i+1], "-") {
+					val, hasVal = fields[i+1], true
+					i++
+				}
+				switch flag {
+				case "--env":
+					named = append(named, val)
+					assert.True(t, envs[val], "%s: %q names env %q, which atlas.hcl does not define", file, cmd, val)
+				case "--var":
+					name, _, _ := strings.Cut(val, "=")
+					assert.True(t, vars[name], "%s: %q sets --var %s, which atlas.hcl does not declare", file, cmd, name)
+				}
+			}
+			assert.Len(t, named, 1, "%s: %q: a schema command takes exactly one --env", file, cmd)
+		}
+	}
+	assert.Greater(t, n, 4, "the docs show atlas commands")
 }
