@@ -555,8 +555,14 @@ func TestTxRetriesSerializationFailures(t *testing.T) {
 
 	// Two serializable transactions that each read then update the marker:
 	// one must fail with 40001 and, with retries, succeed on its second run.
+	// Their first attempts both read before either writes (a barrier), so the
+	// conflict does not depend on timing (a loaded machine once let one
+	// finish before the other began).
 	var attempts atomic.Int64
 	start := make(chan struct{})
+	bothRead := make(chan struct{})
+	var readers atomic.Int64
+	var firstRead [2]sync.Once
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i := 0; i < 2; i++ {
@@ -571,7 +577,16 @@ func TestTxRetriesSerializationFailures(t *testing.T) {
 				if err := tx.Flush(ctx); err != nil {
 					return err
 				}
-				time.Sleep(50 * time.Millisecond)
+				firstRead[i].Do(func() {
+					if readers.Add(1) == 2 {
+						close(bothRead)
+					}
+				})
+				select {
+				case <-bothRead:
+				case <-time.After(10 * time.Second):
+					return fmt.Errorf("the other transaction did not read within 10 s")
+				}
 				tx.Queue(`UPDATE members SET phone = coalesce(phone, '') || $2 WHERE full_name = $1`, tt.marker, fmt.Sprint(i))
 				return nil
 			})
