@@ -157,12 +157,21 @@ write_bouncer_conf() {
       -e "s|@POOL_SIZE@|$PD_BOUNCER_POOL_SIZE|g" -e "s|@TEST_POOL_SIZE@|$PD_BOUNCER_TEST_POOL_SIZE|g" \
       -e "s|@APP_USER@|$PD_APP_USER|g" \
       "$tmpl" >"$PD_BOUNCER_DIR/pgbouncer.ini.new"
+  # Lane aliases: <db>_lane<i>, the platform database's connections shared
+  # out, the test database's one server connection each.
+  local i per_lane=$(( (PD_BOUNCER_POOL_SIZE + PD_BOUNCER_LANES - 1) / PD_BOUNCER_LANES ))
+  : >"$PD_BOUNCER_DIR/lanes.ini.new"
+  for ((i = 0; i < PD_BOUNCER_LANES; i++)); do
+    printf '%s_lane%d = host=127.0.0.1 port=%s dbname=%s pool_size=%d\n' "$PD_DB" "$i" "$PD_PG_PORT" "$PD_DB" "$per_lane" >>"$PD_BOUNCER_DIR/lanes.ini.new"
+    printf '%s_lane%d = host=127.0.0.1 port=%s dbname=%s pool_size=1\n' "$PD_TEST_DB" "$i" "$PD_PG_PORT" "$PD_TEST_DB" >>"$PD_BOUNCER_DIR/lanes.ini.new"
+  done
+  mv "$PD_BOUNCER_DIR/lanes.ini.new" "$PD_BOUNCER_DIR/lanes.ini"
   # PgBouncer does SCRAM with the server using this password too.
   printf '"%s" "%s"\n' "$PD_APP_USER" "$PD_APP_PASSWORD" >"$PD_BOUNCER_DIR/userlist.txt.new"
   mv "$PD_BOUNCER_DIR/pgbouncer.ini.new" "$PD_BOUNCER_DIR/pgbouncer.ini"
   mv "$PD_BOUNCER_DIR/userlist.txt.new" "$PD_BOUNCER_DIR/userlist.txt"
   chmod 600 "$PD_BOUNCER_DIR/userlist.txt"
-  [ "$(id -u)" = 0 ] && chown postgres:postgres "$PD_BOUNCER_DIR"/pgbouncer.ini "$PD_BOUNCER_DIR"/userlist.txt
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$PD_BOUNCER_DIR"/pgbouncer.ini "$PD_BOUNCER_DIR"/userlist.txt "$PD_BOUNCER_DIR"/lanes.ini
   return 0
 }
 

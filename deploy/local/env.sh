@@ -41,6 +41,9 @@ PD_AUTH_PASSWORD="${PD_AUTH_PASSWORD:-pgbouncer_auth_dev}"
 # tests really share server connections between tenants.
 PD_BOUNCER_POOL_SIZE="${PD_BOUNCER_POOL_SIZE:-20}"
 PD_BOUNCER_TEST_POOL_SIZE="${PD_BOUNCER_TEST_POOL_SIZE:-2}"
+# Lane aliases (<db>_lane<i>) of the platform and test databases, for
+# clusters.<name>.lanes up to this many (docs/SCALE.md).
+PD_BOUNCER_LANES="${PD_BOUNCER_LANES:-16}"
 PD_BOUNCER_INI="${PD_BOUNCER_INI:-pgbouncer-1.18.ini}"
 
 pd_log() { printf 'deploy/local[%s]: %s\n' "$PD_INSTANCE" "$*" >&2; }

@@ -28,12 +28,18 @@ func PoolConfig(p config.Pool) pgroute.PoolConfig {
 // tenants through r (the catalog).
 func RouterOptions(cfg config.Config, r pgroute.Resolver, log zerolog.Logger) pgroute.Options {
 	urls := make(map[string]string, len(cfg.Clusters))
+	lanes := map[string][]string{}
 	for name, cl := range cfg.Clusters {
 		urls[name] = cl.URL
+		// A config that passed Validate has parseable URLs.
+		if l, err := cl.LaneURLs(); err == nil && len(l) > 1 {
+			lanes[name] = l
+		}
 	}
 	return pgroute.Options{
 		Resolver: r,
 		Clusters: urls,
+		Lanes:    lanes,
 		Pool:     PoolConfig(cfg.Pool),
 		Dedicated: pgroute.DedicatedConfig{
 			MaxPools: cfg.Pool.DedicatedMaxPools, MaxConns: cfg.Pool.DedicatedMaxConns, IdleClose: cfg.Pool.DedicatedIdleClose,

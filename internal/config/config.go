@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,6 +72,44 @@ type Cluster struct {
 	// statements across transactions) or "1.21" (max_prepared_statements set),
 	// or "none" when URL goes straight to PostgreSQL.
 	PgBouncer string `koanf:"pgbouncer"`
+	// Lanes splits the shared tenant pool into this many pools (default 1),
+	// each with pool.max_conns/lanes connections; a tenant always uses lane
+	// pgroute.LaneOf(slug, lanes). Behind PgBouncer, lane i is the database
+	// alias <database>_lane<i> of URL's database, each with its own server
+	// pool (pool_size), so that a PostgreSQL backend only ever serves the
+	// tenants of one lane and caches the catalog entries of those only
+	// (~90 KB a tenant, kept for the connection's life). See docs/SCALE.md.
+	Lanes int `koanf:"lanes"`
+}
+
+// MaxLanes bounds clusters.<name>.lanes.
+const MaxLanes = 256
+
+// LaneURLs are the URLs of the cluster's lanes: URL itself when there is
+// one lane; else, behind PgBouncer, URL with the database <database>_lane<i>
+// (PgBouncer aliases of the same database), or, direct to PostgreSQL
+// (pgbouncer "none"), URL once per lane (each lane's pool has its own
+// connections anyway).
+func (c Cluster) LaneURLs() ([]string, error) {
+	if c.Lanes <= 1 {
+		return []string{c.URL}, nil
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("cluster url: %w", err)
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	out := make([]string, c.Lanes)
+	for i := range out {
+		if c.PgBouncer == "none" {
+			out[i] = c.URL
+			continue
+		}
+		lu := *u
+		lu.Path = "/" + db + "_lane" + strconv.Itoa(i)
+		out[i] = lu.String()
+	}
+	return out, nil
 }
 
 // Pool sizes the pgx pools that serve tenants.
@@ -145,7 +184,7 @@ func Defaults() Config {
 		Admin:          Conn{URL: localAdmin},
 		DefaultCluster: "main",
 		Clusters: map[string]Cluster{
-			"main": {URL: localApp, AdminURL: localAdmin, PgBouncer: "1.18"},
+			"main": {URL: localApp, AdminURL: localAdmin, PgBouncer: "1.18", Lanes: 1},
 		},
 		Pool: Pool{
 			MaxConns:           16,
@@ -251,8 +290,11 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 	for name, cl := range c.Clusters {
 		if cl.PgBouncer == "" {
 			cl.PgBouncer = DefaultPgBouncer
-			c.Clusters[name] = cl
 		}
+		if cl.Lanes == 0 {
+			cl.Lanes = 1
+		}
+		c.Clusters[name] = cl
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -296,6 +338,7 @@ func defaultsMap() map[string]any {
 		m["clusters."+name+".url"] = c.URL
 		m["clusters."+name+".admin_url"] = c.AdminURL
 		m["clusters."+name+".pgbouncer"] = c.PgBouncer
+		m["clusters."+name+".lanes"] = c.Lanes
 	}
 	return m
 }
@@ -340,6 +383,11 @@ func (c Config) Validate() error {
 		case "1.18", "1.21", "none":
 		default:
 			bad(f+".pgbouncer", `must be "1.18", "1.21" or "none" (got %q)`, cl.PgBouncer)
+		}
+		if cl.Lanes < 1 || cl.Lanes > MaxLanes {
+			bad(f+".lanes", "must be between 1 and %d (got %d)", MaxLanes, cl.Lanes)
+		} else if c.Pool.MaxConns >= 1 && int32(cl.Lanes) > c.Pool.MaxConns {
+			bad(f+".lanes", "must not exceed pool.max_conns (%d): each lane needs a connection (got %d)", c.Pool.MaxConns, cl.Lanes)
 		}
 	}
 	if _, ok := c.Clusters[c.DefaultCluster]; !ok && len(c.Clusters) > 0 {

@@ -100,6 +100,8 @@ func TestValidationNamesTheField(t *testing.T) {
 		{map[string]string{"PD_ADMIN__URL": ""}, "admin.url"},
 		{map[string]string{"PD_DEFAULT_CLUSTER": "mars"}, "default_cluster"},
 		{map[string]string{"PD_CLUSTERS__MAIN__PGBOUNCER": "2.0"}, "clusters.main.pgbouncer"},
+		{map[string]string{"PD_CLUSTERS__MAIN__LANES": "257"}, "clusters.main.lanes"},
+		{map[string]string{"PD_CLUSTERS__MAIN__LANES": "17"}, "clusters.main.lanes"}, // more than pool.max_conns (16)
 		{map[string]string{"PD_TENANT__STATEMENT_TIMEOUT": "-1s"}, "tenant.statement_timeout"},
 		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
 		{map[string]string{"PD_HTTP__CURSOR_SECRET": "short-secret"}, "http.cursor_secret"},
@@ -154,10 +156,37 @@ func TestClusterFromEnvironmentGetsDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, c.Clusters, "b")
 	assert.Equal(t, config.DefaultPgBouncer, c.Clusters["b"].PgBouncer)
+	assert.Equal(t, 1, c.Clusters["b"].Lanes)
 	assert.Contains(t, c.Clusters, "main", "the default cluster stays")
 
 	t.Setenv("PD_CLUSTERS__C__URL", "postgres://pd_app:x@127.0.0.1:1/publicdigit")
 	_, err = config.Load(nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "clusters.c.admin_url: must be set")
+}
+
+func TestLaneURLs(t *testing.T) {
+	cl := config.Cluster{URL: "postgres://pd_app:pw@127.0.0.1:16432/publicdigit?sslmode=disable", PgBouncer: "1.18", Lanes: 1}
+	urls, err := cl.LaneURLs()
+	require.NoError(t, err)
+	assert.Equal(t, []string{cl.URL}, urls, "one lane: the URL itself")
+
+	cl.Lanes = 3
+	urls, err = cl.LaneURLs()
+	require.NoError(t, err)
+	assert.Equal(t, []string{
+		"postgres://pd_app:pw@127.0.0.1:16432/publicdigit_lane0?sslmode=disable",
+		"postgres://pd_app:pw@127.0.0.1:16432/publicdigit_lane1?sslmode=disable",
+		"postgres://pd_app:pw@127.0.0.1:16432/publicdigit_lane2?sslmode=disable",
+	}, urls, "behind PgBouncer: one database alias per lane")
+
+	cl.PgBouncer = "none"
+	urls, err = cl.LaneURLs()
+	require.NoError(t, err)
+	assert.Equal(t, []string{cl.URL, cl.URL, cl.URL}, urls, "direct: the database itself, a pool per lane")
+
+	t.Setenv("PD_CLUSTERS__MAIN__LANES", "4")
+	c, err := config.Load(nil)
+	require.NoError(t, err)
+	assert.Equal(t, 4, c.Clusters["main"].Lanes)
 }

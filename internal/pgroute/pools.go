@@ -3,6 +3,7 @@ package pgroute
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net/url"
 	"sort"
 	"sync"
@@ -10,12 +11,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-// pools holds one pgx pool per (cluster, database). A cluster's shared pool
-// (its shared database, where schema-placed tenants live) opens with the
-// router and stays; pools of dedicated tenant databases open lazily on first
-// use, are capped in number, and close when idle.
+// pools holds one pgx pool per (cluster, database, lane). A cluster's
+// shared pools (its shared database, where schema-placed tenants live: one
+// per lane, see Options.Lanes) open with the router and stay; pools of
+// dedicated tenant databases open lazily on first use, are capped in
+// number, and close when idle.
 type pools struct {
 	o      Options
 	tracer *tracer
@@ -28,7 +32,10 @@ type pools struct {
 	done     chan struct{}
 }
 
-type poolKey struct{ cluster, database string }
+type poolKey struct {
+	cluster, database string
+	lane              int
+}
 
 type poolEntry struct {
 	pool      *pgxpool.Pool
@@ -47,25 +54,56 @@ func newPools(o Options, tr *tracer) *pools {
 	return ps
 }
 
-// shared opens (or returns) the shared pool of a cluster.
-func (ps *pools) shared(ctx context.Context, cluster string) (*pgxpool.Pool, error) {
+// shared opens the shared pools of a cluster (one per lane).
+func (ps *pools) shared(ctx context.Context, cluster string) error {
 	raw, ok := ps.o.Clusters[cluster]
 	if !ok {
-		return nil, fmt.Errorf("%w: tenant placed on unknown cluster %q", ErrUnavailable, cluster)
+		return fmt.Errorf("%w: tenant placed on unknown cluster %q", ErrUnavailable, cluster)
 	}
 	cfg, err := pgx.ParseConfig(raw)
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s url: %w", cluster, redactedParseError(err))
+		return fmt.Errorf("cluster %s url: %w", cluster, redactedParseError(err))
 	}
 	ps.mu.Lock()
 	ps.sharedDB[cluster] = cfg.Database
 	ps.mu.Unlock()
-	return ps.get(ctx, cluster, cfg.Database)
+	for lane := range max(len(ps.o.Lanes[cluster]), 1) {
+		if _, err := ps.get(ctx, cluster, cfg.Database, lane); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// get returns the pool for a placement, opening it when needed.
-func (ps *pools) get(ctx context.Context, cluster, database string) (*pgxpool.Pool, error) {
-	key := poolKey{cluster, database}
+// forTenant returns the pool that serves t: its lane's in its cluster's
+// shared database, else its dedicated database's.
+func (ps *pools) forTenant(ctx context.Context, t tenant.Tenant) (*pgxpool.Pool, error) {
+	lane := 0
+	if n := len(ps.o.Lanes[t.Cluster]); n > 1 {
+		ps.mu.Lock()
+		shared := ps.sharedDB[t.Cluster]
+		ps.mu.Unlock()
+		if t.Database == shared {
+			lane = LaneOf(t.Slug, n)
+		}
+	}
+	return ps.get(ctx, t.Cluster, t.Database, lane)
+}
+
+// LaneOf is the lane, of lanes, that serves a tenant of a cluster's shared
+// database: FNV-1a of its slug, so that every server process agrees.
+func LaneOf(slug tenant.Slug, lanes int) int {
+	if lanes <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(slug.String()))
+	return int(h.Sum32() % uint32(lanes))
+}
+
+// get returns the pool for a placement (and lane), opening it when needed.
+func (ps *pools) get(ctx context.Context, cluster, database string, lane int) (*pgxpool.Pool, error) {
+	key := poolKey{cluster, database, lane}
 	ps.mu.Lock()
 	if ps.closed {
 		ps.mu.Unlock()
@@ -85,6 +123,13 @@ func (ps *pools) get(ctx context.Context, cluster, database string) (*pgxpool.Po
 	}
 	sizes := ps.o.Pool
 	dedicated := database != shared
+	if lanes := ps.o.Lanes[cluster]; !dedicated && len(lanes) > 1 {
+		// Each lane gets its share of the connections.
+		raw = lanes[lane]
+		n := int32(len(lanes))
+		sizes.MaxConns = max(1, (sizes.MaxConns+n-1)/n)
+		sizes.MinConns = (sizes.MinConns + n - 1) / n
+	}
 	if dedicated {
 		u, err := url.Parse(raw)
 		if err != nil {
@@ -186,9 +231,9 @@ func (ps *pools) closeIdle(cutoff time.Time) {
 // out of a dedicated database that is about to be dropped.
 func (ps *pools) drop(cluster, database string) {
 	ps.mu.Lock()
-	e, ok := ps.entries[poolKey{cluster, database}]
+	e, ok := ps.entries[poolKey{cluster, database, 0}]
 	if ok && e.dedicated {
-		delete(ps.entries, poolKey{cluster, database})
+		delete(ps.entries, poolKey{cluster, database, 0})
 	}
 	ps.mu.Unlock()
 	if ok && e.dedicated {
@@ -217,6 +262,7 @@ func (ps *pools) close() {
 type PoolStat struct {
 	Cluster   string
 	Database  string
+	Lane      int // of the cluster's shared database (Options.Lanes); 0 otherwise
 	Dedicated bool
 	Stat      *pgxpool.Stat
 }
@@ -226,13 +272,16 @@ func (ps *pools) stats() []PoolStat {
 	defer ps.mu.Unlock()
 	out := make([]PoolStat, 0, len(ps.entries))
 	for k, e := range ps.entries {
-		out = append(out, PoolStat{Cluster: k.cluster, Database: k.database, Dedicated: e.dedicated, Stat: e.pool.Stat()})
+		out = append(out, PoolStat{Cluster: k.cluster, Database: k.database, Lane: k.lane, Dedicated: e.dedicated, Stat: e.pool.Stat()})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Cluster != out[j].Cluster {
 			return out[i].Cluster < out[j].Cluster
 		}
-		return out[i].Database < out[j].Database
+		if out[i].Database != out[j].Database {
+			return out[i].Database < out[j].Database
+		}
+		return out[i].Lane < out[j].Lane
 	})
 	return out
 }

@@ -32,6 +32,14 @@ type Options struct {
 	// application role through PgBouncer, on the cluster's shared database).
 	// Dedicated tenant databases use the same URL with their database name.
 	Clusters map[string]string
+	// Lanes, for a cluster, split its shared pool into one pool per URL
+	// (lane), each with its share of Pool.MaxConns: a tenant of the shared
+	// database always runs on lane LaneOf(slug, len(lanes)). Through
+	// PgBouncer each lane is a database alias with its own server pool, so
+	// a server connection only ever serves — and caches the catalog entries
+	// of — its lane's tenants (each PostgreSQL backend keeps those of every
+	// table it touched, some 90 KB a tenant). One URL or none: no lanes.
+	Lanes map[string][]string
 	// Pool sizes and recycles the shared pools; Dedicated the pools of
 	// dedicated tenant databases.
 	Pool      PoolConfig
@@ -119,7 +127,7 @@ func New(ctx context.Context, o Options) (*Router, error) {
 	r.cache = newCache(o.Resolver, o.CacheSize, o.CacheTTL, r.bindStatements)
 	r.pools = newPools(o, &tracer{log: o.Log, slow: o.SlowStatement})
 	for name := range o.Clusters {
-		if _, err := r.pools.shared(ctx, name); err != nil {
+		if err := r.pools.shared(ctx, name); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -225,7 +233,7 @@ func (r *Router) Do(ctx context.Context, slug tenant.Slug, fn func(b *Batch) err
 }
 
 func (r *Router) do(ctx context.Context, e *entry, fn func(b *Batch) error) error {
-	pool, err := r.pools.get(ctx, e.t.Cluster, e.t.Database)
+	pool, err := r.pools.forTenant(ctx, e.t)
 	if err != nil {
 		return err
 	}
@@ -321,7 +329,7 @@ func (r *Router) Tx(ctx context.Context, slug tenant.Slug, opts TxOptions, fn fu
 }
 
 func (r *Router) runTx(ctx context.Context, e *entry, opts TxOptions, fn func(context.Context, *Tx) error) error {
-	pool, err := r.pools.get(ctx, e.t.Cluster, e.t.Database)
+	pool, err := r.pools.forTenant(ctx, e.t)
 	if err != nil {
 		return err
 	}
