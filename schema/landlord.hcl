@@ -50,6 +50,15 @@ table "tenants" {
     type = text
     null = true
   }
+  # Catalog stamp (schemaapply.Stamps: the transaction ids of the schema's
+  # catalog rows) taken when the live fingerprint was last found equal to
+  # schema_fingerprint: while the live stamp is the same, nothing in the
+  # schema changed and the fleet runner trusts the fingerprint without
+  # computing it. Cleared whenever the fingerprint or the placement changes.
+  column "schema_stamp" {
+    type = text
+    null = true
+  }
   # When the tenant schema was last applied, and the error of the last failed
   # apply (NULL once an apply succeeds).
   column "schema_applied_at" {

@@ -98,6 +98,14 @@ func (f fleetCatalog) RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUI
 	return catalog.RecordApplied(ctx, f.admin, id, hash, fingerprint)
 }
 
+func (f fleetCatalog) RecordStamps(ctx context.Context, stamps []schemaapply.Stamp) error {
+	out := make([]catalog.Stamp, len(stamps))
+	for i, s := range stamps {
+		out[i] = catalog.Stamp{ID: s.ID, Fingerprint: s.Fingerprint, Stamp: s.Stamp}
+	}
+	return catalog.RecordStamps(ctx, f.admin, out)
+}
+
 func (f fleetCatalog) RecordFailed(ctx context.Context, id uuid.UUID, cause error) error {
 	return catalog.RecordFailed(ctx, f.admin, id, cause)
 }

@@ -80,7 +80,7 @@ func (c *Catalog) Notify(slug tenant.Slug) {
 // columns are the catalog columns every read returns, in scanner order.
 // Queries alias landlord.tenants as t.
 const columns = `t.id, t.slug, t.name, t.status, t.placement, t.cluster, t.database_name, t.schema_name,
-	coalesce(t.schema_hash, ''), coalesce(t.schema_fingerprint, ''), coalesce(t.statement_timeout_ms, 0),
+	coalesce(t.schema_hash, ''), coalesce(t.schema_fingerprint, ''), coalesce(t.schema_stamp, ''), coalesce(t.statement_timeout_ms, 0),
 	t.version, t.created_at, t.updated_at, t.deleted_at`
 
 // notifyColumn announces the change of the row aliased t on
@@ -97,7 +97,7 @@ type scanner struct {
 func (s *scanner) dest() []any {
 	t := &s.t
 	return []any{&t.ID, &s.slug, &t.Name, &s.status, &s.placement, &t.Cluster, &t.Database, &t.Schema,
-		&t.SchemaHash, &t.SchemaFingerprint, &s.timeoutMS, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
+		&t.SchemaHash, &t.SchemaFingerprint, &t.SchemaStamp, &s.timeoutMS, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
 }
 
 func (s *scanner) tenant() (tenant.Tenant, error) {

@@ -31,7 +31,7 @@ func SetStatus(ctx context.Context, tx DBTX, t tenant.Tenant, from, to tenant.St
 // version bumped, announced at commit.
 func Flip(ctx context.Context, tx DBTX, t tenant.Tenant, to tenant.Placement) error {
 	res, err := tx.ExecContext(ctx, `UPDATE landlord.tenants SET placement = $2, cluster = $3, database_name = $4, schema_name = $5,
-			status = 'active', version = version + 1, updated_at = now()
+			status = 'active', version = version + 1, updated_at = now(), schema_stamp = NULL
 		WHERE id = $1 AND status = 'moving'`, t.ID, to.Kind, to.Cluster, to.Database, to.Schema)
 	if err != nil {
 		return fmt.Errorf("move: flip: %w", err)

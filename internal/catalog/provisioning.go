@@ -121,7 +121,7 @@ const (
 		WITH upd AS (
 			UPDATE landlord.tenants t
 			   SET status = 'active', version = t.version + 1, updated_at = now(),
-			       schema_hash = $2, schema_fingerprint = nullif($3, ''), schema_applied_at = now(), schema_error = NULL
+			       schema_hash = $2, schema_fingerprint = nullif($3, ''), schema_stamp = NULL, schema_applied_at = now(), schema_error = NULL
 			 WHERE t.id = $1 AND t.status = 'provisioning'
 			RETURNING t.*)
 		SELECT ` + columns + `, ` + notifyColumn + ` FROM upd t`
@@ -148,10 +148,39 @@ func activate(ctx context.Context, db DBTX, t tenant.Tenant, query string, args 
 // commit together.
 func RecordApplied(ctx context.Context, db DBTX, id uuid.UUID, hash, fingerprint string) error {
 	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants
-		SET schema_hash = $2, schema_fingerprint = $3, schema_applied_at = now(), schema_error = NULL
+		SET schema_hash = $2, schema_fingerprint = $3, schema_stamp = NULL, schema_applied_at = now(), schema_error = NULL
 		WHERE id = $1`, id, hash, fingerprint)
 	if err != nil {
 		return fmt.Errorf("record applied schema of tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+// Stamp is the catalog stamp under which a tenant's live fingerprint was
+// found equal to the recorded Fingerprint (see RecordStamps).
+type Stamp struct {
+	ID          uuid.UUID
+	Fingerprint string
+	Stamp       string
+}
+
+// RecordStamps stores catalog stamps, each unless its tenant's recorded
+// fingerprint changed meanwhile (it is compared, so a concurrent apply
+// wins): one statement per 1,000.
+func RecordStamps(ctx context.Context, db DBTX, stamps []Stamp) error {
+	for len(stamps) > 0 {
+		k := min(len(stamps), 1000)
+		ids, fps, sts := make([]string, k), make([]string, k), make([]string, k)
+		for i, s := range stamps[:k] {
+			ids[i], fps[i], sts[i] = s.ID.String(), s.Fingerprint, s.Stamp
+		}
+		_, err := db.ExecContext(ctx, `UPDATE landlord.tenants t SET schema_stamp = u.stamp
+			FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, fingerprint, stamp)
+			WHERE t.id = u.id AND t.schema_fingerprint = u.fingerprint`, ids, fps, sts)
+		if err != nil {
+			return fmt.Errorf("record schema stamps: %w", err)
+		}
+		stamps = stamps[k:]
 	}
 	return nil
 }

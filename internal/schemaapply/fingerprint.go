@@ -30,8 +30,17 @@ type SchemaRole struct {
 // alone), indexes and constraints are read from their catalog rows rather
 // than deparsed (pg_get_indexdef costs ~50 µs an index), and the items are
 // combined by an order-independent digest (count, sum and xor of two 64-bit
-// hashes of every item) instead of a sorted string aggregate.
-const fingerprintSQL = `
+// hashes of every item) instead of a sorted string aggregate. No relation
+// is opened: deparsing an expression against its table (pg_get_expr with a
+// relation, pg_get_constraintdef) opens the table, which loads its catalog
+// entries into the backend's cache and locks it — over 10,000 tenants, a
+// minute and hundreds of MB. Column defaults, which cannot name columns,
+// are deparsed without their table; index predicates and expressions and
+// CHECK constraints are read as their stored node trees without the
+// character positions (which differ with the length of the schema name in
+// the DDL that created them): the same expression gives the same text in
+// every tenant, and any change to it changes the text.
+var fingerprintSQL = `
 WITH t AS (
   SELECT u.nsp, u.role FROM unnest($1::text[], $2::text[]) AS u(nsp, role)
 ), s AS (
@@ -58,8 +67,10 @@ WITH t AS (
   FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
   WHERE rel.relkind <> 'S'
   UNION ALL
-  SELECT rel.nsp, concat_ws(' ', 'default', rel.relname, ad.adnum, replace(pg_get_expr(ad.adbin, ad.adrelid), rel.qual, ''))
+  SELECT rel.nsp, concat_ws(' ', 'default', rel.relname, ad.adnum, replace(
+         CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, 0) ELSE ` + nodeText("ad.adbin") + ` END, rel.qual, ''))
   FROM rel JOIN pg_attrdef ad ON ad.adrelid = rel.oid
+  JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
   UNION ALL
   SELECT rel.nsp, concat_ws(' ', 'comment', rel.relname, d.objsubid, d.description)
   FROM rel JOIN pg_description d ON d.objoid = rel.oid AND d.classoid = 'pg_class'::regclass
@@ -67,8 +78,8 @@ WITH t AS (
   SELECT rel.nsp, concat_ws(' ', 'idx', rel.relname, ic.relname, ic.relam, ic.reloptions::text, i.indisunique,
          i.indisprimary, i.indisexclusion, i.indimmediate, i.indnullsnotdistinct, i.indnkeyatts, i.indkey::text,
          i.indclass::text, i.indcollation::text, i.indoption::text,
-         'where=' || replace(pg_get_expr(i.indpred, i.indrelid), rel.qual, ''),
-         'exprs=' || replace(pg_get_expr(i.indexprs, i.indrelid), rel.qual, ''),
+         'where=' || ` + nodeText("i.indpred") + `,
+         'exprs=' || ` + nodeText("i.indexprs") + `,
          'comment=' || d.description)
   FROM rel
   JOIN pg_index i ON i.indrelid = rel.oid
@@ -77,7 +88,7 @@ WITH t AS (
   UNION ALL
   SELECT rel.nsp, concat_ws(' ', 'con', rel.relname, k.conname, k.contype, k.condeferrable, k.condeferred,
          k.convalidated, k.connoinherit, k.conkey::text, fr.relname, k.confkey::text, k.confupdtype, k.confdeltype,
-         k.confmatchtype, 'check=' || CASE WHEN k.contype = 'c' THEN replace(pg_get_expr(k.conbin, k.conrelid), rel.qual, '') END)
+         k.confmatchtype, 'check=' || CASE WHEN k.contype = 'c' THEN ` + nodeText("k.conbin") + ` END)
   FROM rel
   JOIN pg_constraint k ON k.conrelid = rel.oid
   LEFT JOIN pg_class fr ON fr.oid = k.confrelid
@@ -104,12 +115,23 @@ SELECT s.nsp,
 FROM s LEFT JOIN items i ON i.nsp = s.nsp
 GROUP BY s.nsp, s.nspoid`
 
+// nodeText is a stored expression (pg_node_tree) as text without its
+// character positions.
+func nodeText(col string) string {
+	return `regexp_replace(` + col + `::text, ' :location -?[0-9]+', '', 'g')`
+}
+
 // Fingerprints returns the catalog fingerprint of every listed schema, in
 // one query, keyed by schema name ("" for a schema that does not exist).
 // Two schemas of the same shape, privileges and role setup have the same
 // fingerprint whatever their names; any manual change (a column added, an
 // index dropped, a grant revoked) changes it.
 func Fingerprints(ctx context.Context, q Querier, items []SchemaRole) (map[string]string, error) {
+	return perSchema(ctx, q, "fingerprint", fingerprintSQL, items)
+}
+
+// perSchema runs query ($1 schemas, $2 roles) and collects its (schema, value) rows.
+func perSchema(ctx context.Context, q Querier, what, query string, items []SchemaRole) (map[string]string, error) {
 	out := make(map[string]string, len(items))
 	if len(items) == 0 {
 		return out, nil
@@ -119,20 +141,20 @@ func Fingerprints(ctx context.Context, q Querier, items []SchemaRole) (map[strin
 	for i, it := range items {
 		schemas[i], roles[i] = it.Schema, it.Role
 	}
-	rows, err := q.QueryContext(ctx, fingerprintSQL, schemas, roles)
+	rows, err := q.QueryContext(ctx, query, schemas, roles)
 	if err != nil {
-		return nil, fmt.Errorf("fingerprint schemas: %w", err)
+		return nil, fmt.Errorf("%s schemas: %w", what, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var name, fp string
-		if err := rows.Scan(&name, &fp); err != nil {
-			return nil, fmt.Errorf("fingerprint schemas: %w", err)
+		var name, v string
+		if err := rows.Scan(&name, &v); err != nil {
+			return nil, fmt.Errorf("%s schemas: %w", what, err)
 		}
-		out[name] = fp
+		out[name] = v
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("fingerprint schemas: %w", err)
+		return nil, fmt.Errorf("%s schemas: %w", what, err)
 	}
 	return out, nil
 }
@@ -144,4 +166,109 @@ func Fingerprint(ctx context.Context, q Querier, schemaName, role string) (strin
 		return "", err
 	}
 	return fps[schemaName], nil
+}
+
+// stampSQL digests, per schema ($1: the schemas' oids; $3, $2: each
+// schema's oid and its role's name), the transaction ids (xmin) of every
+// catalog row whose content its fingerprint reads (fingerprintSQL: pg_index
+// rows are left out, the fingerprint reading only what an index is created
+// with; a change of those replaces the index's pg_class row, or adds a
+// constraint), plus its role's oid,
+// name, LOGIN and member names (pg_authid, where xmin would be, is not
+// readable by the admin role): a cheap witness of change. Whatever changes
+// the schema, its relations, columns, defaults, indexes, constraints,
+// sequences, types, comments, privileges or its role's members writes or
+// deletes at least one of those rows — a new row version carries the id of
+// the transaction that wrote it — so while the stamp stays the same, so
+// does the fingerprint. Unlike a fingerprint, a stamp is only ever compared
+// with an earlier stamp of the same schema in the same database (tenants of
+// the same shape have different stamps), and it deparses nothing. The
+// schemas' oids are a parameter, so that the planner sees how many there
+// are: each catalog is read once (a hashed = ANY, hash joins), however
+// many schemas are asked for.
+const stampSQL = `
+WITH rel AS (
+  SELECT c.relnamespace AS ns, c.oid, c.relkind, c.xmin AS x FROM pg_class c WHERE c.relnamespace = ANY($1::oid[])
+), xids AS (
+  SELECT ns, x FROM rel
+  UNION ALL SELECT rel.ns, a.xmin FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid AND rel.relkind <> 'i'
+    WHERE a.attnum > 0
+  UNION ALL SELECT rel.ns, ad.xmin FROM pg_attrdef ad JOIN rel ON rel.oid = ad.adrelid
+  UNION ALL SELECT rel.ns, q.xmin FROM pg_sequence q JOIN rel ON rel.oid = q.seqrelid
+  UNION ALL SELECT rel.ns, d.xmin FROM pg_description d JOIN rel ON rel.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+  UNION ALL SELECT k.connamespace, k.xmin FROM pg_constraint k WHERE k.connamespace = ANY($1::oid[])
+  UNION ALL SELECT ty.typnamespace, ty.xmin FROM pg_type ty WHERE ty.typnamespace = ANY($1::oid[]) AND ty.typtype IN ('e', 'd')
+  UNION ALL SELECT ty.typnamespace, e.xmin FROM pg_enum e JOIN pg_type ty ON ty.oid = e.enumtypid
+    WHERE ty.typnamespace = ANY($1::oid[])
+  UNION ALL SELECT n.oid, n.xmin FROM pg_namespace n WHERE n.oid = ANY($1::oid[])
+  UNION ALL SELECT t.ns, m.xmin FROM unnest($3::oid[], $2::text[]) AS t(ns, role)
+    JOIN pg_roles r ON r.rolname = t.role JOIN pg_auth_members m ON m.roleid = r.oid
+), items AS (
+  SELECT ns, hashint8extended(x::text::bigint, 0) AS h FROM xids
+  UNION ALL SELECT t.ns, hashtextextended(concat_ws(':', r.oid, r.rolname, r.rolcanlogin,
+         (SELECT string_agg(pg_get_userbyid(m.member)::text, ',' ORDER BY 1) FROM pg_auth_members m WHERE m.roleid = r.oid)), 1)
+  FROM unnest($3::oid[], $2::text[]) AS t(ns, role) JOIN pg_roles r ON r.rolname = t.role
+)
+SELECT ns, concat_ws('.', count(*), sum(h), bit_xor(h)) FROM items GROUP BY ns`
+
+// Stamps returns the catalog stamp of every listed schema (see stampSQL)
+// keyed by schema name ("" for a schema that does not exist): one query for
+// the schemas' oids, one for the stamps.
+func Stamps(ctx context.Context, q Querier, items []SchemaRole) (map[string]string, error) {
+	out := make(map[string]string, len(items))
+	if len(items) == 0 {
+		return out, nil
+	}
+	names := make([]string, len(items))
+	for i, it := range items {
+		names[i] = it.Schema
+		out[it.Schema] = ""
+	}
+	rows, err := q.QueryContext(ctx, `SELECT nspname::text, oid::bigint FROM pg_namespace WHERE nspname = ANY($1::text[])`, names)
+	if err != nil {
+		return nil, fmt.Errorf("stamp schemas: %w", err)
+	}
+	oidOf := make(map[string]int64, len(items))
+	for rows.Next() {
+		var n string
+		var oid int64
+		if err := rows.Scan(&n, &oid); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("stamp schemas: %w", err)
+		}
+		oidOf[n] = oid
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("stamp schemas: %w", err)
+	}
+	var oids, roleOids []int64
+	var roles []string
+	nameOf := make(map[int64]string, len(oidOf))
+	for _, it := range items {
+		if oid, ok := oidOf[it.Schema]; ok {
+			oids = append(oids, oid)
+			roleOids, roles = append(roleOids, oid), append(roles, it.Role)
+			nameOf[oid] = it.Schema
+		}
+	}
+	if len(oids) == 0 {
+		return out, nil
+	}
+	rows, err = q.QueryContext(ctx, stampSQL, oids, roles, roleOids)
+	if err != nil {
+		return nil, fmt.Errorf("stamp schemas: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var oid int64
+		var v string
+		if err := rows.Scan(&oid, &v); err != nil {
+			return nil, fmt.Errorf("stamp schemas: %w", err)
+		}
+		out[nameOf[oid]] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("stamp schemas: %w", err)
+	}
+	return out, nil
 }

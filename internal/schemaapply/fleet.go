@@ -19,10 +19,14 @@ import (
 // Fleet applies the tenant schemas listed in the landlord catalog.
 //
 // A run lists the selected tenants with their installed modules, computes
-// each one's desired hash (Target.Hash, independent of the schema name) and
-// the catalog fingerprints of all their schemas in one query per database,
-// and skips, without inspecting it, every tenant whose recorded hash and
-// fingerprint both still match. The rest are applied with bounded
+// each one's desired hash (Target.Hash, independent of the schema name: once
+// per set of modules) and the live catalog fingerprint of every schema, and
+// skips, without inspecting it, every tenant whose recorded hash and
+// fingerprint both still match. The fingerprint of a schema whose catalog
+// stamp (Stamps: ~10 times cheaper) is the one recorded when its
+// fingerprint last matched is not computed again: nothing changed since.
+// Both are read per database, in one snapshot; a tenant found converged by
+// its fingerprint gets its stamp recorded, so that the next run trusts it. The rest are applied with bounded
 // parallelism, canaries first, each in its own transaction under its own
 // lock_timeout; a failure is recorded and the others go on; each success
 // records its hash and fingerprint, so a rerun touches only what is left.
@@ -63,6 +67,17 @@ type FleetCatalog interface {
 	RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error
 	// RecordFailed records the error of a failed apply.
 	RecordFailed(ctx context.Context, id uuid.UUID, cause error) error
+	// RecordStamps records catalog stamps under which live fingerprints were
+	// found equal to the recorded ones, each unless that record changed since.
+	RecordStamps(ctx context.Context, stamps []Stamp) error
+}
+
+// Stamp is a tenant's catalog stamp (Stamps) under which its live
+// fingerprint was found equal to the recorded one.
+type Stamp struct {
+	ID          uuid.UUID
+	Fingerprint string
+	Stamp       string
 }
 
 // FleetTenant is one tenant as the fleet runner sees it.
@@ -139,14 +154,20 @@ type TenantResult struct {
 // FleetResult sums up a fleet run. Tenants lists every selected tenant that
 // was not skipped as converged, in slug order.
 type FleetResult struct {
-	DryRun       bool           `json:"dry_run"`
-	Total        int            `json:"total"`
-	Converged    int            `json:"converged"`
-	Applied      int            `json:"applied"`
-	Unchanged    int            `json:"unchanged"`
-	Planned      int            `json:"planned"`
-	Failed       int            `json:"failed"`
-	NotStarted   int            `json:"not_started"`
+	DryRun     bool `json:"dry_run"`
+	Total      int  `json:"total"`
+	Converged  int  `json:"converged"`
+	Applied    int  `json:"applied"`
+	Unchanged  int  `json:"unchanged"`
+	Planned    int  `json:"planned"`
+	Failed     int  `json:"failed"`
+	NotStarted int  `json:"not_started"`
+	// Fingerprinted tenants had their live fingerprint computed (their
+	// catalog stamp was not the recorded one); the others' was trusted.
+	Fingerprinted int `json:"fingerprinted"`
+	// Stamped tenants were found converged by computing their fingerprint
+	// and had their stamp recorded.
+	Stamped      int            `json:"stamped"`
 	Inspected    int            `json:"inspected"`
 	FromTwin     int            `json:"planned_from_twin"`
 	CanaryFailed bool           `json:"canary_failed,omitempty"`
@@ -171,18 +192,22 @@ func (r FleetResult) Err() error {
 
 // fleetTenant is one selected tenant while a run goes.
 type fleetTenant struct {
-	res        TenantResult
-	id         uuid.UUID
-	role       string
-	modules    []string
-	storedHash string
-	storedFP   string
-	liveFP     string
-	target     Target
-	hash       string
-	db         *sql.DB
-	dbKey      string
-	sameDB     bool
+	res         TenantResult
+	id          uuid.UUID
+	role        string
+	modules     []string
+	storedHash  string
+	storedFP    string
+	storedStamp string
+	liveFP      string
+	liveStamp   string
+	stamped     bool // the live stamp is the recorded one: liveFP is storedFP, not computed
+	spec        TenantSpec
+	target      *Target // built only for tenants that are applied
+	hash        string
+	db          *sql.DB
+	dbKey       string
+	sameDB      bool
 }
 
 func (f *Fleet) target(spec TenantSpec) (Target, error) {
@@ -206,7 +231,7 @@ func (f *Fleet) list(ctx context.Context, sel Selection) ([]*fleetTenant, error)
 		out = append(out, &fleetTenant{
 			res: TenantResult{ID: t.ID.String(), Slug: t.Slug.String(), Schema: t.Schema, Cluster: t.Cluster, Database: t.Database},
 			id:  t.ID, role: t.Slug.RoleName(), modules: r.Modules,
-			storedHash: t.SchemaHash, storedFP: t.SchemaFingerprint,
+			storedHash: t.SchemaHash, storedFP: t.SchemaFingerprint, storedStamp: t.SchemaStamp,
 		})
 	}
 	for _, s := range sel.Slugs {
@@ -217,8 +242,8 @@ func (f *Fleet) list(ctx context.Context, sel Selection) ([]*fleetTenant, error)
 	return out, nil
 }
 
-// prepare builds targets, resolves connections and fingerprints every
-// schema (one query per database); tenants that cannot be prepared fail.
+// prepare computes desired hashes, resolves connections and reads every
+// schema's live fingerprint (prepareDB); tenants that cannot be prepared fail.
 func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) (release func(), err error) {
 	var releases []func()
 	release = func() {
@@ -228,13 +253,13 @@ func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) (release fu
 	}
 	dbs := map[string]*sql.DB{}
 	groups := map[string][]*fleetTenant{}
+	hashes := map[string]string{}
 	for _, ft := range tenants {
-		ft.target, err = f.target(TenantSpec{Schema: ft.res.Schema, Role: ft.role, AppRole: f.AppRole, Modules: ft.modules})
-		if err != nil {
+		ft.spec = TenantSpec{Schema: ft.res.Schema, Role: ft.role, AppRole: f.AppRole, Modules: ft.modules}
+		if ft.hash, err = f.hashOf(ft.spec, hashes); err != nil {
 			ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
 			continue
 		}
-		ft.hash = ft.target.Hash()
 		ft.dbKey = ft.res.Cluster + "/" + ft.res.Database
 		if ft.db = dbs[ft.dbKey]; ft.db == nil {
 			db, done, err := f.TenantDB(ctx, tenant.Placement{Cluster: ft.res.Cluster, Database: ft.res.Database, Schema: ft.res.Schema})
@@ -249,22 +274,87 @@ func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) (release fu
 		groups[ft.dbKey] = append(groups[ft.dbKey], ft)
 	}
 	for _, group := range groups {
-		items := make([]SchemaRole, len(group))
-		for i, ft := range group {
-			items[i] = SchemaRole{Schema: ft.res.Schema, Role: ft.role}
-		}
-		fps, err := Fingerprints(ctx, group[0].db, items)
-		if err != nil {
+		if err := prepareDB(ctx, group[0].db, group); err != nil {
 			for _, ft := range group {
 				ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
 			}
-			continue
-		}
-		for _, ft := range group {
-			ft.liveFP = fps[ft.res.Schema]
 		}
 	}
 	return release, nil
+}
+
+// hashOf is the desired hash of spec. Target.Hash does not depend on the
+// schema or role name, so TenantTarget's (f.Target nil) is computed once per
+// set of modules and kept in memo.
+func (f *Fleet) hashOf(spec TenantSpec, memo map[string]string) (string, error) {
+	key := ""
+	if f.Target == nil {
+		if err := spec.validate(); err != nil {
+			return "", err
+		}
+		key = fmt.Sprintf("%q %t", sortedUnique(spec.Modules), spec.Role == spec.Schema)
+		if h, ok := memo[key]; ok {
+			return h, nil
+		}
+	}
+	t, err := f.target(spec)
+	if err != nil {
+		return "", err
+	}
+	h := t.Hash()
+	if f.Target == nil {
+		memo[key] = h
+	}
+	return h, nil
+}
+
+// prepareDB reads, in one snapshot of db, the catalog stamps of the group's
+// schemas and the fingerprints of those whose stamp is not the recorded one.
+func prepareDB(ctx context.Context, db *sql.DB, group []*fleetTenant) error {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // read only
+	items := make([]SchemaRole, len(group))
+	for i, ft := range group {
+		items[i] = SchemaRole{Schema: ft.res.Schema, Role: ft.role}
+	}
+	stamps, err := Stamps(ctx, tx, items)
+	if err != nil {
+		return err
+	}
+	var unsure []SchemaRole
+	for _, ft := range group {
+		ft.liveStamp = stamps[ft.res.Schema]
+		if ft.storedStamp != "" && ft.liveStamp == ft.storedStamp && ft.storedFP != "" {
+			ft.liveFP, ft.stamped = ft.storedFP, true
+			continue
+		}
+		unsure = append(unsure, SchemaRole{Schema: ft.res.Schema, Role: ft.role})
+	}
+	fps, err := Fingerprints(ctx, tx, unsure)
+	if err != nil {
+		return err
+	}
+	for _, ft := range group {
+		if !ft.stamped {
+			ft.liveFP = fps[ft.res.Schema]
+		}
+	}
+	return tx.Commit()
+}
+
+// buildTarget builds the desired state of a tenant that is applied.
+func (f *Fleet) buildTarget(ft *fleetTenant) (Target, error) {
+	if ft.target == nil {
+		t, err := f.target(ft.spec)
+		if err != nil {
+			return t, err
+		}
+		ft.target = &t
+	}
+	return *ft.target, nil
 }
 
 func (ft *fleetTenant) fail(err error) {
@@ -311,13 +401,20 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 	res.Total = len(tenants)
 
 	var work, done []*fleetTenant
+	var stamps []Stamp
 	for _, ft := range tenants {
 		if ft.res.Status == StatusFailed {
 			done = append(done, ft)
 			continue
 		}
+		if !ft.stamped {
+			res.Fingerprinted++
+		}
 		ft.res.Reason = ft.reason()
 		if ft.res.Reason == "" {
+			if !ft.stamped && ft.liveStamp != "" {
+				stamps = append(stamps, Stamp{ID: ft.id, Fingerprint: ft.liveFP, Stamp: ft.liveStamp})
+			}
 			if !o.InspectAll {
 				res.Converged++
 				continue
@@ -326,17 +423,27 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 		}
 		work = append(work, ft)
 	}
+	res.Stamped = f.recordStamps(ctx, stamps)
 	// Parse each distinct desired schema once: an HCL error is the run's, not each tenant's.
 	parsed := map[string]bool{}
+	buildable := work[:0]
 	for _, ft := range work {
+		t, err := f.buildTarget(ft)
+		if err != nil {
+			ft.fail(fmt.Errorf("tenant %s: %w", ft.res.Slug, err))
+			done = append(done, ft)
+			continue
+		}
+		buildable = append(buildable, ft)
 		if parsed[ft.hash] {
 			continue
 		}
-		if _, err := ft.target.Desired(); err != nil {
+		if _, err := t.Desired(); err != nil {
 			return res, err
 		}
 		parsed[ft.hash] = true
 	}
+	work = buildable
 
 	if o.OnStart != nil {
 		o.OnStart(len(work) + len(done))
@@ -462,12 +569,12 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 	}
 	var usedTwin bool
 	hooks.usedTwin = &usedTwin
-	res, err := apply(ctx, ft.db, ft.target, opts, hooks)
+	res, err := apply(ctx, ft.db, *ft.target, opts, hooks)
 	if errors.Is(err, errTwinMismatch) {
 		f.Log.Debug().Str("tenant", ft.res.Slug).Msg("schema differs from its twin after apply; inspecting it")
 		delete(w.twins, key)
 		hooks.base = nil
-		res, err = apply(ctx, ft.db, ft.target, opts, hooks)
+		res, err = apply(ctx, ft.db, *ft.target, opts, hooks)
 	}
 	if usedTwin {
 		w.fromTwin++
@@ -503,6 +610,21 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// recordStamps records the live stamps of tenants found converged by their
+// computed fingerprints (bookkeeping, also in dry runs: no schema is
+// touched) and returns how many. A failure only costs the next run those
+// fingerprints, so it is logged.
+func (f *Fleet) recordStamps(ctx context.Context, stamps []Stamp) int {
+	if len(stamps) == 0 {
+		return 0
+	}
+	if err := f.Catalog.RecordStamps(ctx, stamps); err != nil {
+		f.Log.Warn().Err(err).Int("tenants", len(stamps)).Msg("could not record schema stamps")
+		return 0
+	}
+	return len(stamps)
+}
 
 // DriftResult is the report of Fleet.Drift.
 type DriftResult struct {
@@ -561,7 +683,11 @@ func (r FleetResult) Describe() string {
 	if r.NotStarted > 0 {
 		fmt.Fprintf(&b, ", %d not started", r.NotStarted)
 	}
-	fmt.Fprintf(&b, " in %s (%d inspected, %d planned from a twin)",
+	fmt.Fprintf(&b, " in %s (%d inspected, %d planned from a twin",
 		(time.Duration(r.DurationMS*1000) * time.Microsecond).Round(time.Millisecond), r.Inspected, r.FromTwin)
+	if r.Stamped > 0 {
+		fmt.Fprintf(&b, ", %d stamped", r.Stamped)
+	}
+	b.WriteString(")")
 	return b.String()
 }

@@ -91,6 +91,9 @@ type Tenant struct {
 	// SchemaFingerprint is the catalog fingerprint of the schema after that
 	// apply (the fleet runner skips tenants whose live one still matches).
 	SchemaFingerprint string `json:"-"`
+	// SchemaStamp is the catalog stamp under which the live fingerprint was
+	// last found equal to SchemaFingerprint (empty: none since the last apply).
+	SchemaStamp string `json:"-"`
 	// StatementTimeout overrides the configured default when non-zero.
 	StatementTimeout time.Duration `json:"-"`
 	// Version is bumped on every status or placement change.
