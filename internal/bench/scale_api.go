@@ -1,0 +1,278 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/server"
+)
+
+// apiVariant is one configuration of the server under test.
+type apiVariant struct {
+	name   string // plain, lanes, recycle
+	b      *bouncer
+	lanes  int
+	client *apiClient
+	stop   func()
+}
+
+// apiTarget is one request: method, URI and body.
+type apiTarget struct {
+	method string
+	uri    string
+	body   []byte
+	want   int
+}
+
+// scaleCase is one measured combination of a variant, an operation and a tenant spread.
+type scaleCase struct {
+	measure string // api_<op>_rps_<spread>[_variant]
+	v       *apiVariant
+	targets []apiTarget
+	warmup  int           // requests sent before the first round (caches, connections)
+	pos     *atomic.Int64 // the next target: rounds go on where the previous one stopped
+}
+
+// apiStage serves the tenant API (server.Run, the whole stack) in three
+// configurations on PgBouncers of the benchmark's own, on the scratch
+// database:
+//
+//   - plain: one server pool of -pool connections (what a deployment had
+//     before lanes), traffic over 10 tenants;
+//   - lanes: the same connections split into -lanes lanes, a tenant always
+//     on its lane's (config clusters.<name>.lanes), traffic over 10 tenants
+//     and over all of them (the bounded configuration: each backend serves
+//     1/lanes of the tenants, whatever the traffic);
+//   - recycle: one server pool whose connections PgBouncer closes after
+//     -recycle (server_lifetime), traffic over all tenants (the other way
+//     of bounding a backend's memory).
+//
+// Each GET card and POST issue case is measured -rounds times, the cases
+// interleaved and their order alternated; then each configuration's largest
+// backend (private memory) is recorded. Traffic over all tenants with one
+// plain pool is not measured: with N tenants every backend would grow to
+// backend_mb_all_tenants (hundreds of MB at 10,000, times the pool).
+func (s *scaleRun) apiStage(ctx context.Context, n int) error {
+	seeds, err := s.seed(ctx)
+	if err != nil {
+		return err
+	}
+	token, _, err := s.cold.Tokens.Create(ctx, access.CreateRequest{Name: fmt.Sprintf("bench-scale-%d-%d", n, time.Now().Unix()), Kind: access.KindPlatform})
+	if err != nil {
+		return err
+	}
+	long, err := startBouncer(ctx, bouncerSpec{Name: s.f.db + "-long", AppURL: s.cl.URL, AdminURL: s.cl.AdminURL,
+		Database: s.f.db, PoolSize: s.f.pool, Lanes: s.f.lanes, ServerLifetime: time.Hour})
+	if err != nil {
+		return err
+	}
+	defer long.stop()
+	short, err := startBouncer(ctx, bouncerSpec{Name: s.f.db + "-short", AppURL: s.cl.URL, AdminURL: s.cl.AdminURL,
+		Database: s.f.db, PoolSize: s.f.pool, ServerLifetime: s.f.recycle})
+	if err != nil {
+		return err
+	}
+	defer short.stop()
+	variants := []*apiVariant{{name: "plain", b: long, lanes: 1}, {name: "lanes", b: long, lanes: s.f.lanes}, {name: "recycle", b: short, lanes: 1}}
+	for _, v := range variants {
+		if err := s.serve(ctx, v, token); err != nil {
+			return err
+		}
+		defer v.stop()
+	}
+	plain, lanes, recycle := variants[0], variants[1], variants[2]
+
+	rng := rand.New(rand.NewPCG(uint64(n), 14))
+	all := append([]scaleSeed(nil), seeds...)
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	ten := all[:min(10, len(all))]
+	var cases []scaleCase
+	for _, op := range []string{"get", "issue"} {
+		cases = append(cases,
+			scaleCase{measure: "api_" + op + "_rps_10_plain", v: plain, targets: apiTargets(op, ten, 1000), warmup: 2000},
+			scaleCase{measure: "api_" + op + "_rps_10", v: lanes, targets: apiTargets(op, ten, 1000), warmup: 2000},
+			scaleCase{measure: "api_" + op + "_rps_all", v: lanes, targets: apiTargets(op, all, 1), warmup: 3 * len(all)},
+			scaleCase{measure: "api_" + op + "_rps_all_recycle", v: recycle, targets: apiTargets(op, all, 1), warmup: len(all)},
+		)
+	}
+	for i := range cases {
+		cases[i].pos = new(atomic.Int64)
+	}
+	start := time.Now()
+	for _, c := range cases {
+		if _, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, 0, c.warmup); err != nil {
+			return fmt.Errorf("warm-up %s: %w", c.measure, err)
+		}
+	}
+	fmt.Fprintf(s.out, "#   API warm-up done in %s\n", time.Since(start).Round(time.Second))
+	rps := map[string][]float64{}
+	for round := 0; round < s.f.rounds; round++ {
+		order := cases
+		if round%2 == 1 {
+			order = reversedScaleCases(cases)
+		}
+		for _, c := range order {
+			r, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, s.f.duration, 0)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.measure, err)
+			}
+			rps[c.measure] = append(rps[c.measure], r)
+		}
+	}
+	for _, c := range cases {
+		lo, hi := minMax(rps[c.measure])
+		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f)\n", c.measure, median(rps[c.measure]), lo, hi)
+		if err := s.res.put(ctx, c.measure, n, median(rps[c.measure])); err != nil {
+			return err
+		}
+	}
+	return s.variantMemory(ctx, n, long, short)
+}
+
+// variantMemory records the largest backend of each configuration.
+func (s *scaleRun) variantMemory(ctx context.Context, n int, long, short *bouncer) error {
+	longPIDs, err := long.serverPIDs(ctx)
+	if err != nil {
+		return err
+	}
+	shortPIDs, err := short.serverPIDs(ctx)
+	if err != nil {
+		return err
+	}
+	largest := func(pids map[string][]int, lanes bool) (float64, int) {
+		var most float64
+		count := 0
+		for db, ps := range pids {
+			if strings.HasPrefix(db, s.f.db+"_lane") != lanes {
+				continue
+			}
+			for _, pid := range ps {
+				if mb, err := rssAnonMB(pid); err == nil {
+					most = max(most, mb)
+					count++
+				}
+			}
+		}
+		return most, count
+	}
+	for _, m := range []struct {
+		name  string
+		pids  map[string][]int
+		lanes bool
+	}{
+		{"backend_mb_plain_max", longPIDs, false},
+		{"backend_mb_lanes_max", longPIDs, true},
+		{"backend_mb_recycle_max", shortPIDs, false},
+	} {
+		mb, count := largest(m.pids, m.lanes)
+		fmt.Fprintf(s.out, "#   %s: %.1f MB (largest of %d backends)\n", m.name, mb, count)
+		if err := s.res.put(ctx, m.name, n, mb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serve starts server.Run for v on the scratch database: its tenant pool
+// through v's PgBouncer, in v.lanes lanes; the landlord through the
+// deployment's PgBouncer.
+func (s *scaleRun) serve(ctx context.Context, v *apiVariant, token string) error {
+	cfg := s.cfg
+	cl := cfg.Clusters[cfg.DefaultCluster]
+	cl.URL, cl.Lanes = v.b.URL, v.lanes
+	cfg.Clusters = map[string]config.Cluster{cfg.DefaultCluster: cl}
+	cfg.Pool.MaxConns = int32(s.f.pool)
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.HTTP.CursorSecret = strings.Repeat("bench-scale-cursor-secret", 2)
+	cfg.Tenant.WarmPool = 0
+	srvCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	addrCh, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- server.Run(srvCtx, cfg, zerolog.New(io.Discard), server.Options{OnListen: func(a string) { addrCh <- a }})
+	}()
+	select {
+	case addr := <-addrCh:
+		v.client = newAPIClient(addr, s.f.conc, "Bearer "+token)
+		v.stop = func() {
+			stop()
+			<-done
+		}
+		return nil
+	case err := <-done:
+		stop()
+		return fmt.Errorf("%s server: %w", v.name, err)
+	}
+}
+
+// apiTargets are the requests of op over the tenants of seeds: per tenant,
+// k of them, cycling over its cards (get) or members (issue).
+func apiTargets(op string, seeds []scaleSeed, k int) []apiTarget {
+	out := make([]apiTarget, 0, len(seeds)*k)
+	for i := 0; i < k; i++ {
+		for _, sd := range seeds {
+			prefix := "/" + sd.t.Slug.String() + "/api/v1/cards"
+			if op == "get" {
+				out = append(out, apiTarget{method: fasthttp.MethodGet, uri: prefix + "/" + sd.cards[i%len(sd.cards)].String(), want: fasthttp.StatusOK})
+			} else {
+				out = append(out, apiTarget{method: fasthttp.MethodPost, uri: prefix, want: fasthttp.StatusCreated,
+					body: []byte(`{"member_id":"` + sd.members[i%len(sd.members)].String() + `"}`)})
+			}
+		}
+	}
+	return out
+}
+
+// runTargets sends targets with conc workers, each taking the next target
+// (from pos on) in turn, for d (or, when d is 0, count requests) and
+// returns requests per second.
+func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *atomic.Int64, conc int, d time.Duration, count int) (float64, error) {
+	var sent, ok atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if d > 0 && time.Now().After(deadline) || d == 0 && sent.Add(1) > int64(count) {
+					return
+				}
+				t := targets[(pos.Add(1)-1)%int64(len(targets))]
+				if err := c.do(t.method, t.uri, t.body, t.want); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, isErr := firstErr.Load().(error); isErr {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return float64(ok.Load()) / time.Since(start).Seconds(), nil
+}
+
+func reversedScaleCases(cs []scaleCase) []scaleCase {
+	out := make([]scaleCase, len(cs))
+	for i, c := range cs {
+		out[len(cs)-1-i] = c
+	}
+	return out
+}
