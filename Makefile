@@ -106,6 +106,10 @@ bench-api: db-up ## tenant API at c=32: GET card, POST issue card; whole stack v
 bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs warm pool, p50/p95 (~1 min)
 	$(GO) run ./cmd/pdbench provision
 
+.PHONY: bench-scale
+bench-scale: db-up ## 10,000 tenants on one server, each measure vs 100 (hours on a busy 2-core box; smaller: make bench-scale SCALE_ARGS='-n 300')
+	$(GO) run ./cmd/pdbench scale $(SCALE_ARGS)
+
 .PHONY: bench-move
 bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
 	$(GO) run ./cmd/pdbench move

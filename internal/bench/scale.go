@@ -41,6 +41,7 @@ type scaleFlags struct {
 	members       int
 	only          string
 	redo          string
+	timeout       time.Duration
 }
 
 func parseScaleFlags(args []string) (scaleFlags, error) {
@@ -61,6 +62,7 @@ func parseScaleFlags(args []string) (scaleFlags, error) {
 	fs.DurationVar(&f.recycle, "recycle", 10*time.Second, "PgBouncer server_lifetime of the recycling configuration")
 	fs.IntVar(&f.members, "members", 4, "members (each with a card) seeded per tenant for the API")
 	fs.StringVar(&f.only, "only", "", "comma-separated measure groups to run (provision, fleet, roles, landlord, memory, api; default all)")
+	fs.DurationVar(&f.timeout, "timeout", 6*time.Hour, "give up (and clean up, unless -keep) after this long")
 	fs.StringVar(&f.redo, "redo", "", "with -resume: comma-separated measure groups to measure again at the last stage")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -111,6 +113,8 @@ func runScale(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
 	s, err := openScale(ctx, f, out)
 	if err != nil {
 		return err
