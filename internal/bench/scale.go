@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-func init() {
-	Register("scale", "N tenants (default 10,000) on one server: provisioning, fleet, API, backend memory, roles, landlord, each vs 100", runScale)
-}
-
 // The scale benchmark's names. Tenant roles are cluster-wide, so its slugs
 // (and the warm pool's spares) have prefixes of their own that cleanup drops.
 const (
