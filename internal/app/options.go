@@ -91,11 +91,11 @@ func (f fleetCatalog) FleetTenants(ctx context.Context, sel schemaapply.Selectio
 	return out, nil
 }
 
-func (f fleetCatalog) RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error {
+func (f fleetCatalog) RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint, stamp string) error {
 	if tx != nil {
-		return catalog.RecordApplied(ctx, tx, id, hash, fingerprint)
+		return catalog.RecordAppliedStamped(ctx, tx, id, hash, fingerprint, stamp)
 	}
-	return catalog.RecordApplied(ctx, f.admin, id, hash, fingerprint)
+	return catalog.RecordAppliedStamped(ctx, f.admin, id, hash, fingerprint, stamp)
 }
 
 func (f fleetCatalog) RecordStamps(ctx context.Context, stamps []schemaapply.Stamp) error {

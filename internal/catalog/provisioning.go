@@ -147,9 +147,15 @@ func activate(ctx context.Context, db DBTX, t tenant.Tenant, query string, args 
 // catalog is in the tenant's database, so that the change and its record
 // commit together.
 func RecordApplied(ctx context.Context, db DBTX, id uuid.UUID, hash, fingerprint string) error {
+	return RecordAppliedStamped(ctx, db, id, hash, fingerprint, "")
+}
+
+// RecordAppliedStamped is RecordApplied with the catalog stamp under which
+// the fingerprint was computed (schemaapply.Result.Stamp; empty: none).
+func RecordAppliedStamped(ctx context.Context, db DBTX, id uuid.UUID, hash, fingerprint, stamp string) error {
 	_, err := db.ExecContext(ctx, `UPDATE landlord.tenants
-		SET schema_hash = $2, schema_fingerprint = $3, schema_stamp = NULL, schema_applied_at = now(), schema_error = NULL
-		WHERE id = $1`, id, hash, fingerprint)
+		SET schema_hash = $2, schema_fingerprint = $3, schema_stamp = nullif($4, ''), schema_applied_at = now(), schema_error = NULL
+		WHERE id = $1`, id, hash, fingerprint, stamp)
 	if err != nil {
 		return fmt.Errorf("record applied schema of tenant %s: %w", id, err)
 	}

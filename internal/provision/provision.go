@@ -332,7 +332,7 @@ func (p *Provisioner) ApplySchema(ctx context.Context, t tenant.Tenant, moduleFi
 	}
 	defer closeDB()
 	record := func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
-		if err := catalog.RecordApplied(ctx, tx, t.ID, res.Hash, res.Fingerprint); err != nil {
+		if err := catalog.RecordAppliedStamped(ctx, tx, t.ID, res.Hash, res.Fingerprint, res.Stamp); err != nil {
 			return err
 		}
 		if beforeCommit != nil {

@@ -95,6 +95,10 @@ type Result struct {
 	// Fingerprint is the catalog fingerprint of the schema after the apply
 	// (see Fingerprints); set by ApplyTenant and the fleet runner, not in a dry run.
 	Fingerprint string
+	// Stamp is the schema's catalog stamp after the apply (see Stamps), when
+	// Fingerprint was computed (not taken from a twin): record it with the
+	// fingerprint, so that the fleet runner need not compute it again.
+	Stamp string
 	// Duration of the whole apply.
 	Duration time.Duration
 }
@@ -222,7 +226,14 @@ type applyHooks struct {
 	freshPlan bool
 	// usedTwin, when set, tells whether base replaced inspection.
 	usedTwin *bool
+	// known, when set, is the schema's fingerprint and stamp as the fleet
+	// runner read them before the apply: if the stamp still holds in the
+	// apply's transaction, the fingerprint before is known without computing it.
+	known *knownState
 }
+
+// knownState is a schema's fingerprint under a catalog stamp.
+type knownState struct{ fingerprint, stamp string }
 
 // twin is an inspected schema whose plan serves schemas with the same fingerprint.
 type twin struct {
@@ -487,7 +498,18 @@ func (a *applier) checkBefore(ctx context.Context) error {
 			return fmt.Errorf("schema %s: %w", a.t.Schema, err)
 		}
 	}
+	ranSteps := len(a.pending) > 0
 	a.pending, a.pendingNotes = nil, nil
+	if k := a.h.known; k != nil && k.stamp != "" && !ranSteps {
+		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
+		if err != nil {
+			return err
+		}
+		if st[a.t.Schema] == k.stamp {
+			a.before = k.fingerprint
+			return nil
+		}
+	}
 	a.before, err = Fingerprint(ctx, a.tx, a.t.Schema, a.h.fingerprintRole)
 	return err
 }
@@ -651,6 +673,13 @@ func (a *applier) fingerprint(ctx context.Context) error {
 		if a.reused && a.res.Fingerprint != a.h.base.after {
 			return errTwinMismatch
 		}
+		// The stamp of what was just fingerprinted: rows this transaction
+		// wrote carry its id, the same after commit.
+		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
+		if err != nil {
+			return err
+		}
+		a.res.Stamp = st[a.t.Schema]
 	}
 	return nil
 }

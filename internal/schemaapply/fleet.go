@@ -62,9 +62,10 @@ type FleetCatalog interface {
 	// FleetTenants lists the selected live tenants in slug order, each with
 	// the schema files of the modules it installed.
 	FleetTenants(ctx context.Context, sel Selection) ([]FleetTenant, error)
-	// RecordApplied records an apply's hash and fingerprint: in tx when it
-	// is not nil (the apply's own transaction on the landlord database).
-	RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error
+	// RecordApplied records an apply's hash, fingerprint and stamp (may be
+	// empty): in tx when it is not nil (the apply's own transaction on the
+	// landlord database).
+	RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint, stamp string) error
 	// RecordFailed records the error of a failed apply.
 	RecordFailed(ctx context.Context, id uuid.UUID, cause error) error
 	// RecordStamps records catalog stamps under which live fingerprints were
@@ -559,10 +560,10 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 					return err
 				}
 			}
-			return f.Catalog.RecordApplied(ctx, tx, ft.id, r.Hash, r.Fingerprint)
+			return f.Catalog.RecordApplied(ctx, tx, ft.id, r.Hash, r.Fingerprint, r.Stamp)
 		}
 	}
-	hooks := applyHooks{fingerprintRole: ft.role}
+	hooks := applyHooks{fingerprintRole: ft.role, known: &knownState{fingerprint: ft.liveFP, stamp: ft.liveStamp}}
 	if !o.InspectAll {
 		hooks.base = w.twins[key]
 		hooks.inspected = func(tw *twin) { w.twins[key] = tw }
@@ -583,7 +584,7 @@ func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o Flee
 		w.inspected++
 	}
 	if err == nil && !o.DryRun && !ft.sameDB {
-		if rerr := f.Catalog.RecordApplied(ctx, nil, ft.id, res.Hash, res.Fingerprint); rerr != nil {
+		if rerr := f.Catalog.RecordApplied(ctx, nil, ft.id, res.Hash, res.Fingerprint, res.Stamp); rerr != nil {
 			err = fmt.Errorf("applied, but not recorded (the next run will inspect it again): %w", rerr)
 		}
 	}
