@@ -16,7 +16,13 @@ const clockTick = 100
 // process title names database db, and by every pgbouncer process. On a
 // shared, noisy machine CPU time per request is steadier than throughput:
 // it measures work done, not time waited for a core.
-func serverCPU(db string) time.Duration {
+func serverCPU(db string) time.Duration { return procCPU(db, true) }
+
+// backendCPU is serverCPU without PgBouncer (every pgbouncer of the
+// machine would count, other users' too).
+func backendCPU(db string) time.Duration { return procCPU(db, false) }
+
+func procCPU(db string, bouncers bool) time.Duration {
 	var ticks int64
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
@@ -26,7 +32,7 @@ func serverCPU(db string) time.Duration {
 		}
 		title := string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
 		isBackend := strings.HasPrefix(title, "postgres: ") && strings.Contains(title, " "+db+" ")
-		isBouncer := strings.Contains(filepath.Base(strings.Fields(title + " x")[0]), "pgbouncer")
+		isBouncer := bouncers && strings.Contains(filepath.Base(strings.Fields(title + " x")[0]), "pgbouncer")
 		if !isBackend && !isBouncer {
 			continue
 		}

@@ -12,7 +12,9 @@ import (
 // it: the no-op check (median of 3) and an additive change (a column and an
 // index on members) rolled to every tenant, then reverted before the next
 // stage (not measured). It records the largest admin backend after the
-// rollout too: the runner's connections touch every tenant.
+// rollout too: the runner's connections touch every tenant. Each time comes
+// with the CPU it cost (this process and the scratch database's backends):
+// on a shared machine the wall time waits for cores, CPU time does not.
 func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	fl := s.cold.Fleet()
 	opts := schemaapply.FleetOptions{Parallel: s.f.fleetParallel,
@@ -27,10 +29,12 @@ func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	} else if res.Applied > 0 {
 		fmt.Fprintf(s.out, "#   converged first: %s\n", res.Describe())
 	}
+	var cpu time.Duration // of the last run: this process and the scratch database's backends
 	run := func(what string, o schemaapply.FleetOptions, want func(schemaapply.FleetResult) bool) (time.Duration, error) {
-		start := time.Now()
+		start, cpu0 := time.Now(), processCPU()+backendCPU(s.f.db)
 		res, err := fl.Apply(ctx, o)
 		d := time.Since(start)
+		cpu = processCPU() + backendCPU(s.f.db) - cpu0
 		if err == nil {
 			err = res.Err()
 		}
@@ -45,11 +49,19 @@ func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	}
 	converged := func(r schemaapply.FleetResult) bool { return r.Converged == r.Total && r.Total > 0 }
 	applied := func(r schemaapply.FleetResult) bool { return r.Applied == r.Total && r.Total > 0 }
-	noop, err := fleetMedian(3, func() (time.Duration, error) { return run("no-op", opts, converged) })
+	var cpus []float64
+	noop, err := fleetMedian(3, func() (time.Duration, error) {
+		d, err := run("no-op", opts, converged)
+		cpus = append(cpus, cpu.Seconds())
+		return d, err
+	})
 	if err != nil {
 		return err
 	}
 	if err := s.res.put(ctx, "fleet_noop_s", n, noop.Seconds()); err != nil {
+		return err
+	}
+	if err := s.res.put(ctx, "fleet_noop_cpu_s", n, median(cpus)); err != nil {
 		return err
 	}
 	fl.Target = fleetAdditive
@@ -58,6 +70,9 @@ func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 		return err
 	}
 	if err := s.res.put(ctx, "fleet_additive_s", n, add.Seconds()); err != nil {
+		return err
+	}
+	if err := s.res.put(ctx, "fleet_additive_cpu_s", n, cpu.Seconds()); err != nil {
 		return err
 	}
 	if err := s.adminMemoryAs(ctx, "fleet_backend_mb_max", n); err != nil {
