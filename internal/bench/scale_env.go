@@ -306,6 +306,9 @@ func (r *scaleResults) get(measure string, n int) (float64, bool) {
 	return v, ok
 }
 
+// value is a recorded measure, or 0.
+func (r *scaleResults) value(measure string, n int) float64 { return r.values[resultKey{measure, n}] }
+
 func (r *scaleResults) done(group string, n int) bool { return r.groups[resultKey{group, n}] }
 
 // forget drops the done marks of groups at stage n, so that they run again.
@@ -335,6 +338,9 @@ func (s *scaleRun) report(out io.Writer) error {
 	last := stages[len(stages)-1]
 	fmt.Fprintln(out, "\n# scale <measure> <n> <value> <ratio_vs_100>")
 	for _, m := range s.res.order {
+		if m == "fleet_state" {
+			continue
+		}
 		base, hasBase := s.res.get(m, scaleBaseline)
 		for _, n := range stages {
 			v, ok := s.res.get(m, n)

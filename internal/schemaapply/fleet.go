@@ -50,7 +50,9 @@ type Fleet struct {
 	TenantDB func(ctx context.Context, pl tenant.Placement) (*sql.DB, func(), error)
 	// AppRole is granted every tenant role (config tenant.app_role).
 	AppRole string
-	// Target builds a tenant's desired state; nil means TenantTarget.
+	// Target builds a tenant's desired state; nil means TenantTarget. Like
+	// TenantTarget's, its Hash must depend on nothing of the spec but the
+	// modules (it is computed once per set of modules).
 	Target func(TenantSpec) (Target, error)
 	// Log receives debug events per tenant (results are returned, not logged).
 	Log zerolog.Logger
@@ -285,27 +287,22 @@ func (f *Fleet) prepare(ctx context.Context, tenants []*fleetTenant) (release fu
 }
 
 // hashOf is the desired hash of spec. Target.Hash does not depend on the
-// schema or role name, so TenantTarget's (f.Target nil) is computed once per
-// set of modules and kept in memo.
+// schema or role name, so it is computed once per set of modules and kept
+// in memo.
 func (f *Fleet) hashOf(spec TenantSpec, memo map[string]string) (string, error) {
-	key := ""
-	if f.Target == nil {
-		if err := spec.validate(); err != nil {
-			return "", err
-		}
-		key = fmt.Sprintf("%q %t", sortedUnique(spec.Modules), spec.Role == spec.Schema)
-		if h, ok := memo[key]; ok {
-			return h, nil
-		}
+	if err := spec.validate(); err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%q %t", sortedUnique(spec.Modules), spec.Role == spec.Schema)
+	if h, ok := memo[key]; ok {
+		return h, nil
 	}
 	t, err := f.target(spec)
 	if err != nil {
 		return "", err
 	}
 	h := t.Hash()
-	if f.Target == nil {
-		memo[key] = h
-	}
+	memo[key] = h
 	return h, nil
 }
 

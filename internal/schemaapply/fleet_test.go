@@ -280,7 +280,7 @@ func TestDriftReportedAndRepaired(t *testing.T) {
 	r, err = f.Drift(ctx, o)
 	require.NoError(t, err)
 	require.Len(t, r.Drifted, 1)
-	assert.Contains(t, strings.Join(r.Drifted[0].Statements, ";"), "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES")
+	assert.Contains(t, strings.Join(r.Drifted[0].Statements, ";"), "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE")
 	res, err = f.Apply(ctx, o)
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Applied)

@@ -134,34 +134,58 @@ func tenantRoleSteps(spec TenantSpec) []Step {
 
 // tenantGrantStep gives the tenant role its own schema and nothing else, and
 // takes the schema away from PUBLIC. Each privilege is checked separately
-// (has_table_privilege with a list is true if any one is held).
+// (has_table_privilege with a list is true if any one is held). The
+// schema's tables and sequences are found through pg_depend, by the
+// schema's oid: pg_class has no index on the schema alone, so "ON ALL TABLES
+// IN SCHEMA" and a filter on relnamespace read all of pg_class — with
+// 10,000 tenants, a second per provisioning, and a fleet rollout quadratic.
 func tenantGrantStep(spec TenantSpec) Step {
 	s := pgx.Identifier{spec.Schema}.Sanitize()
 	r := pgx.Identifier{spec.Role}.Sanitize()
 	return Step{
 		Name: "tenant grants",
 		Check: `WITH r AS (SELECT oid FROM pg_roles WHERE rolname = $1),
-		             n AS (SELECT oid, nspacl FROM pg_namespace WHERE nspname = $2)
+		             n AS (SELECT oid, nspacl FROM pg_namespace WHERE nspname = $2),
+		             rel AS (SELECT c.oid, c.relkind FROM n
+		                       JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
+		                        AND d.refobjsubid = 0 AND d.classid = 'pg_class'::regclass
+		                       JOIN pg_class c ON c.oid = d.objid)
 		SELECT coalesce((
 		  SELECT has_schema_privilege(r.oid, n.oid, 'USAGE')
 		     AND NOT EXISTS (SELECT FROM aclexplode(n.nspacl) a WHERE a.grantee = 0)
-		     AND coalesce((SELECT bool_and(has_table_privilege(r.oid, c.oid, 'SELECT')
-		                               AND has_table_privilege(r.oid, c.oid, 'INSERT')
-		                               AND has_table_privilege(r.oid, c.oid, 'UPDATE')
-		                               AND has_table_privilege(r.oid, c.oid, 'DELETE'))
-		                     FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')), true)
-		     AND coalesce((SELECT bool_and(has_sequence_privilege(r.oid, c.oid, 'USAGE')
-		                               AND has_sequence_privilege(r.oid, c.oid, 'SELECT'))
-		                     FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'S'), true)
+		     AND coalesce((SELECT bool_and(has_table_privilege(r.oid, rel.oid, 'SELECT')
+		                               AND has_table_privilege(r.oid, rel.oid, 'INSERT')
+		                               AND has_table_privilege(r.oid, rel.oid, 'UPDATE')
+		                               AND has_table_privilege(r.oid, rel.oid, 'DELETE'))
+		                     FROM rel WHERE rel.relkind IN ('r', 'p')), true)
+		     AND coalesce((SELECT bool_and(has_sequence_privilege(r.oid, rel.oid, 'USAGE')
+		                               AND has_sequence_privilege(r.oid, rel.oid, 'SELECT'))
+		                     FROM rel WHERE rel.relkind = 'S'), true)
 		  FROM r, n), false)`,
 		Args: []any{spec.Role, spec.Schema},
 		SQL: []string{
 			"GRANT USAGE ON SCHEMA " + s + " TO " + r,
-			"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + s + " TO " + r,
-			"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA " + s + " TO " + r,
+			grantObjectsSQL(spec.Schema, spec.Role),
 			"REVOKE ALL ON SCHEMA " + s + " FROM PUBLIC",
 		},
 	}
+}
+
+// grantObjectsSQL grants role the rows of every table and the values of
+// every sequence of schema, found through pg_depend (see tenantGrantStep).
+// Both names are validated identifiers (identPattern: no quote can occur),
+// written as string literals into the block.
+func grantObjectsSQL(schemaName, role string) string {
+	return `DO $grant$ DECLARE o record; BEGIN
+  FOR o IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+            WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = '` + pgx.Identifier{schemaName}.Sanitize() + `'::regnamespace
+              AND d.refobjsubid = 0 AND d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p', 'S')
+            ORDER BY 1
+  LOOP
+    EXECUTE format(CASE WHEN o.relkind = 'S' THEN 'GRANT USAGE, SELECT ON SEQUENCE %s TO %I'
+                        ELSE 'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO %I' END, o.rel, '` + role + `');
+  END LOOP;
+END $grant$`
 }
 
 // ApplyTenant brings one tenant to its desired state in one transaction on
