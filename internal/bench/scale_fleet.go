@@ -47,8 +47,10 @@ func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	converged := func(r schemaapply.FleetResult) bool { return r.Converged == r.Total && r.Total > 0 }
 	applied := func(r schemaapply.FleetResult) bool { return r.Applied == r.Total && r.Total > 0 }
 
+	revert := opts
+	revert.AllowDestructive = true
 	k := int(s.res.value("fleet_state", 0))
-	if _, err := run(fmt.Sprintf("converge to change %d (not measured)", k), k, opts, anyResult); err != nil {
+	if _, err := run(fmt.Sprintf("converge to change %d (not measured)", k), k, revert, anyResult); err != nil {
 		return err
 	}
 	var cpus []float64
@@ -90,8 +92,6 @@ func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	if n == s.f.stages()[len(s.f.stages())-1] {
 		return nil
 	}
-	revert := opts
-	revert.AllowDestructive = true
 	if _, err := run(fmt.Sprintf("revert to change %d (not measured)", k), k, revert, applied); err != nil {
 		return err
 	}
