@@ -1,5 +1,10 @@
 package schemaapply
 
+import (
+	"context"
+	"sync"
+)
+
 // TwinState tells whether c holds a twin, with its plan, for a desired hash,
 // and whether an apply from that plan has checked its fingerprint.
 func TwinState(c *Twins, hash string) (held, verified bool) {
@@ -11,3 +16,19 @@ func TwinState(c *Twins, hash string) (held, verified bool) {
 
 // ShiftParams is shiftParams, for tests.
 var ShiftParams = shiftParams
+
+// StampsBy is Stamps read through indexes (few) or by scans of the catalogs.
+func StampsBy(ctx context.Context, q Querier, items []SchemaRole, few bool) (map[string]string, error) {
+	stampMu.Lock()
+	defer stampMu.Unlock()
+	old := stampFew
+	defer func() { stampFew = old }()
+	if few {
+		stampFew = len(items)
+	} else {
+		stampFew = 0
+	}
+	return Stamps(ctx, q, items)
+}
+
+var stampMu sync.Mutex

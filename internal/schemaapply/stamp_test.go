@@ -31,6 +31,15 @@ func TestStampChangesWhenTheFingerprintDoes(t *testing.T) {
 		return fp, st[b.Schema]
 	}
 	fp, stamp := state()
+	agree := func(what string) {
+		t.Helper()
+		few, err := schemaapply.StampsBy(ctx, db, items, true)
+		require.NoError(t, err)
+		scan, err := schemaapply.StampsBy(ctx, db, items, false)
+		require.NoError(t, err)
+		assert.Equal(t, scan[b.Schema], few[b.Schema], "read through indexes or by scans, the same stamp (%s)", what)
+	}
+	agree("fresh")
 	otherStamps, err := schemaapply.Stamps(ctx, db, []schemaapply.SchemaRole{{Schema: other.Schema, Role: other.Role}})
 	require.NoError(t, err)
 	assert.NotEqual(t, stamp, otherStamps[other.Schema], "stamps are per schema, not per shape")
@@ -70,6 +79,7 @@ func TestStampChangesWhenTheFingerprintDoes(t *testing.T) {
 		`REVOKE TRUNCATE ON %s.members FROM pd_app`,
 		`CREATE TYPE %s.mood AS ENUM ('a', 'b')`,
 		`ALTER TYPE %s.mood ADD VALUE 'c'`,
+		`CREATE DOMAIN %s.positive AS integer CHECK (VALUE > 0)`,
 		`CREATE SEQUENCE %s.extra_seq`,
 		`ALTER SEQUENCE %s.extra_seq INCREMENT BY 5`,
 	} {
@@ -78,6 +88,7 @@ func TestStampChangesWhenTheFingerprintDoes(t *testing.T) {
 		fp2, stamp2 := state()
 		assert.NotEqual(t, fp, fp2, "fingerprint: %s", ddl)
 		assert.NotEqual(t, stamp, stamp2, "stamp: %s", ddl)
+		agree(ddl)
 		fp, stamp = fp2, stamp2
 	}
 	// The tenant role's members are part of both.
