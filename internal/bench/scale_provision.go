@@ -50,17 +50,23 @@ func (s *scaleRun) provisionStage(ctx context.Context, n int) error {
 		return nil
 	}
 	for _, path := range []provision.Path{provision.Cold, provision.Warm} {
-		lat, err := s.sample(ctx, path, next)
+		lat, cpu, err := s.sample(ctx, path, next)
 		if err != nil {
 			return fmt.Errorf("%s sample: %w", path, err)
 		}
 		next += len(lat)
 		p := "provision_" + string(path)
-		if err := s.res.put(ctx, p+"_p50_ms", n, provMS(percentile(lat, 50))); err != nil {
-			return err
-		}
-		if err := s.res.put(ctx, p+"_p95_ms", n, provMS(percentile(lat, 95))); err != nil {
-			return err
+		for _, m := range []struct {
+			name string
+			v    float64
+		}{
+			{p + "_p50_ms", provMS(percentile(lat, 50))},
+			{p + "_p95_ms", provMS(percentile(lat, 95))},
+			{p + "_cpu_ms", provMS(cpu)},
+		} {
+			if err := s.res.put(ctx, m.name, n, m.v); err != nil {
+				return err
+			}
 		}
 	}
 	return s.res.markDone(ctx, "provision", n)
@@ -135,33 +141,37 @@ func (s *scaleRun) fill(ctx context.Context, first, count int) error {
 }
 
 // sample provisions -sample tenants one at a time on path and returns
-// their latencies (the warm pool is filled beforehand, not counted).
-func (s *scaleRun) sample(ctx context.Context, path provision.Path, first int) ([]time.Duration, error) {
+// their latencies and the mean CPU time one cost (this process and the
+// scratch database's backends: steadier than latency on a shared machine).
+// The warm pool is filled beforehand, not counted.
+func (s *scaleRun) sample(ctx context.Context, path provision.Path, first int) ([]time.Duration, time.Duration, error) {
 	a := s.cold
 	if path == provision.Warm {
 		a = s.warm
 		start := time.Now()
 		built, err := a.Provisioner.FillWarmPool(ctx)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		fmt.Fprintf(s.out, "#   warm pool: %d spares built beforehand in %s\n", built, time.Since(start).Round(time.Millisecond))
 	}
 	lat := make([]time.Duration, 0, s.f.sample)
+	cpu0 := processCPU() + backendCPU(s.f.db)
 	for i := 0; i < s.f.sample; i++ {
 		slug := scaleSlug(first + i)
 		d, err := provisionOne(ctx, a, slug)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		lat = append(lat, d)
 	}
+	cpu := (processCPU() + backendCPU(s.f.db) - cpu0) / time.Duration(s.f.sample)
 	// A claim leaves the warm pool short; nothing refills it here, and the
 	// spares left (none when -sample were claimed) are dropped.
 	if _, err := a.Provisioner.DrainWarmPool(ctx); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return lat, nil
+	return lat, cpu, nil
 }
 
 func provisionOne(ctx context.Context, a *app.App, slug tenant.Slug) (time.Duration, error) {
