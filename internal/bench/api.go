@@ -334,6 +334,10 @@ func newAPIClient(addr string, conc int, auth string) *apiClient {
 
 var errStatus = errors.New("unexpected status")
 
+// errUnavailable marks a 503 answer (a timeout, the database unavailable):
+// the scale benchmark counts those instead of stopping.
+var errUnavailable = errors.New("service unavailable")
+
 func (ac *apiClient) do(method, uri string, body []byte, want int) error {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -350,6 +354,9 @@ func (ac *apiClient) do(method, uri string, body []byte, want int) error {
 	}
 	if err := ac.hc.Do(req, resp); err != nil {
 		return err
+	}
+	if resp.StatusCode() == fasthttp.StatusServiceUnavailable && want != fasthttp.StatusServiceUnavailable {
+		return fmt.Errorf("%w (%w) %s %s: %s", errStatus, errUnavailable, method, uri, resp.Body())
 	}
 	if resp.StatusCode() != want {
 		return fmt.Errorf("%w %s %s: %d %s", errStatus, method, uri, resp.StatusCode(), resp.Body())

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -111,29 +112,38 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 	}
 	start := time.Now()
 	for _, c := range cases {
-		if _, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, 0, c.warmup); err != nil {
+		_, unavailable, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, 0, c.warmup)
+		if err != nil {
 			return fmt.Errorf("warm-up %s: %w", c.measure, err)
+		}
+		if unavailable > 0 {
+			fmt.Fprintf(s.out, "#   warm-up %s: %d of %d requests answered 503\n", c.measure, unavailable, c.warmup)
 		}
 	}
 	fmt.Fprintf(s.out, "#   API warm-up done in %s\n", time.Since(start).Round(time.Second))
 	rps := map[string][]float64{}
+	unavailable := map[string]int64{}
 	for round := 0; round < s.f.rounds; round++ {
 		order := cases
 		if round%2 == 1 {
 			order = reversedScaleCases(cases)
 		}
 		for _, c := range order {
-			r, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, s.f.duration, 0)
+			r, u, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, s.f.duration, 0)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.measure, err)
 			}
 			rps[c.measure] = append(rps[c.measure], r)
+			unavailable[c.measure] += u
 		}
 	}
 	for _, c := range cases {
 		lo, hi := minMax(rps[c.measure])
-		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f)\n", c.measure, median(rps[c.measure]), lo, hi)
+		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f), %d answered 503\n", c.measure, median(rps[c.measure]), lo, hi, unavailable[c.measure])
 		if err := s.res.put(ctx, c.measure, n, median(rps[c.measure])); err != nil {
+			return err
+		}
+		if err := s.res.put(ctx, c.measure+"_503", n, float64(unavailable[c.measure])); err != nil {
 			return err
 		}
 	}
@@ -235,9 +245,10 @@ func apiTargets(op string, seeds []scaleSeed, k int) []apiTarget {
 
 // runTargets sends targets with conc workers, each taking the next target
 // (from pos on) in turn, for d (or, when d is 0, count requests) and
-// returns requests per second.
-func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *atomic.Int64, conc int, d time.Duration, count int) (float64, error) {
-	var sent, ok atomic.Int64
+// returns the requests served per second and how many were answered 503
+// (a timeout: counted, not served; any other unexpected answer stops it).
+func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *atomic.Int64, conc int, d time.Duration, count int) (float64, int64, error) {
+	var sent, ok, unavailable atomic.Int64
 	var firstErr atomic.Value
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
@@ -251,7 +262,10 @@ func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *ato
 					return
 				}
 				t := targets[(pos.Add(1)-1)%int64(len(targets))]
-				if err := c.do(t.method, t.uri, t.body, t.want); err != nil {
+				if err := c.do(t.method, t.uri, t.body, t.want); errors.Is(err, errUnavailable) {
+					unavailable.Add(1) // answered, not served: counted, not in the rate
+					continue
+				} else if err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -261,12 +275,12 @@ func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *ato
 	}
 	wg.Wait()
 	if err, isErr := firstErr.Load().(error); isErr {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(ok.Load()) / time.Since(start).Seconds(), nil
+	return float64(ok.Load()) / time.Since(start).Seconds(), unavailable.Load(), nil
 }
 
 func reversedScaleCases(cs []scaleCase) []scaleCase {
