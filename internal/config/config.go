@@ -78,7 +78,7 @@ type Cluster struct {
 	// alias <database>_lane<i> of URL's database, each with its own server
 	// pool (pool_size), so that a PostgreSQL backend only ever serves the
 	// tenants of one lane and caches the catalog entries of those only
-	// (~90 KB a tenant, kept for the connection's life). See docs/SCALE.md.
+	// (~110 KB a tenant, kept for the connection's life). See docs/SCALE.md.
 	Lanes int `koanf:"lanes"`
 }
 
