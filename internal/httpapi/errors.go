@@ -49,6 +49,8 @@ var answers = map[string]answer{
 	"module_installed":     {fiber.StatusConflict, "module already installed", "", false},
 	"module_not_installed": {fiber.StatusNotFound, "module not installed", "", false},
 	"module_has_data":      {fiber.StatusConflict, "module tables hold data", "", false},
+	"module_required":      {fiber.StatusConflict, "module needs another module", "", false},
+	"module_in_use":        {fiber.StatusConflict, "module needed by another module", "", false},
 	"destructive_change":   {fiber.StatusConflict, "destructive schema change refused", "", false},
 
 	// Geography, tokens, cursors.
@@ -70,6 +72,23 @@ var answers = map[string]answer{
 	"member_not_active":  {fiber.StatusConflict, "member not active", "", false},
 	"illegal_transition": {fiber.StatusConflict, "illegal card transition", "", false},
 	"invalid_card":       {fiber.StatusBadRequest, "invalid card", "", false},
+	"member_in_use":      {fiber.StatusConflict, "member in use", "", false},
+
+	// Elections.
+	"election_not_found":          {fiber.StatusNotFound, "election not found", "", false},
+	"position_not_found":          {fiber.StatusNotFound, "position not found", "", false},
+	"candidate_not_found":         {fiber.StatusNotFound, "candidate not found", "", false},
+	"invalid_election":            {fiber.StatusBadRequest, "invalid election", "", false},
+	"invalid_ballot":              {fiber.StatusBadRequest, "invalid ballot", "", false},
+	"election_locked":             {fiber.StatusConflict, "election no longer a draft", "", false},
+	"illegal_election_transition": {fiber.StatusConflict, "illegal election transition", "", false},
+	"election_not_open":           {fiber.StatusConflict, "election not open", "", false},
+	"outside_voting_window":       {fiber.StatusConflict, "outside the voting window", "", false},
+	"not_eligible":                {fiber.StatusForbidden, "member not eligible", "", false},
+	"already_voted":               {fiber.StatusConflict, "already voted", "", false},
+	"candidate_exists":            {fiber.StatusConflict, "candidate exists", "", false},
+	"results_not_available":       {fiber.StatusConflict, "results not available", "", false},
+	"results_not_published":       {fiber.StatusForbidden, "results not published", "", false},
 
 	// The tenant router (internal/pgroute): fixed texts.
 	"tenant_unavailable": {fiber.StatusServiceUnavailable, "tenant unavailable",

@@ -285,11 +285,15 @@ func (h *handlers) uninstallModule(c *fiber.Ctx) error {
 	if err := modules.ValidName(name); err != nil {
 		return err
 	}
-	force, err := QueryBool(c, "force")
+	purge, err := QueryBool(c, "purge")
 	if err != nil {
 		return err
 	}
-	if err := h.a.Modules.Uninstall(c.UserContext(), slug, name, force); err != nil {
+	force, err := QueryBool(c, "force") // the former name of purge
+	if err != nil {
+		return err
+	}
+	if err := h.a.Modules.Uninstall(c.UserContext(), slug, name, purge || force); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
