@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -11,12 +12,14 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -212,6 +215,7 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 	invalid := testTenant{TestTenant: dbtest.TestTenant{Slug: "Not-A-Slug"}}
 	bFix := fixture{member: bMember, card: bCard["id"].(string), qr: bCard["qr_code"].(string),
 		election: bEl.election, position: bEl.position, candidate: bEl.candidate}
+	assertCoversEveryTenantRoute(t, tenantEndpoints(b, bFix))
 	for _, e := range tenantEndpoints(b, bFix) {
 		rest := strings.TrimPrefix(e.path, "/"+b.Slug)
 		want := ta.call(t, e.method, "/"+ghost.Slug+rest, a.token, e.body)
@@ -279,6 +283,34 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// assertCoversEveryTenantRoute checks that the endpoints name every
+// operation of every tenant path of the OpenAPI document.
+func assertCoversEveryTenantRoute(t *testing.T, es []endpoint) {
+	t.Helper()
+	doc := httpapi.OpenAPI()
+	router, err := gorillamux.NewRouter(doc)
+	require.NoError(t, err)
+	covered := map[string]bool{}
+	for _, e := range es {
+		req, err := http.NewRequest(e.method, "http://x"+e.path, nil)
+		require.NoError(t, err)
+		route, _, err := router.FindRoute(req)
+		require.NoError(t, err, "%s %s is not in the document", e.method, e.path)
+		covered[e.method+" "+route.Path] = true
+	}
+	n := 0
+	for path, item := range doc.Paths.Map() {
+		if !strings.HasPrefix(path, "/{tenant}/") {
+			continue
+		}
+		for method := range item.Operations() {
+			n++
+			assert.True(t, covered[method+" "+path], "the matrix misses %s %s", method, path)
+		}
+	}
+	assert.Equal(t, n, len(covered))
+}
 
 // Keyset pages stay exact while other clients insert: every member present
 // before the walk is seen exactly once, in id order, and no page repeats one.
