@@ -66,7 +66,7 @@ func (b Ballot) flatten() ([]uuid.UUID, []uuid.UUID, error) {
 	return positions, candidates, nil
 }
 
-// voteSQL casts a ballot in one statement. Its CTEs read the election (with
+// VoteSQL casts a ballot in one statement. Its CTEs read the election (with
 // a share lock: closing waits for the ballots under way, and a ballot that
 // waited on a closing finds the election closed), the member, the member's
 // active card, the scope and the choices; if every check passes, the roll
@@ -81,8 +81,9 @@ func (b Ballot) flatten() ([]uuid.UUID, []uuid.UUID, error) {
 // choices.
 //
 // $1 tenant, $2 election, $3 member, $4 positions, $5 candidates, $6 log
-// entry id, $7 actor.
-const voteSQL = `WITH e AS (
+// entry id, $7 actor. Exported for the API benchmark's bare handler, which
+// runs it schema-qualified.
+const VoteSQL = `WITH e AS (
 		SELECT id, status, opens_at <= now() AND now() < closes_at AS in_window, scope_unit_id
 		  FROM elections WHERE tenant_id = $1 AND id = $2 FOR SHARE
 	), m AS (
@@ -125,7 +126,7 @@ const voteSQL = `WITH e AS (
 	  FROM (SELECT) one LEFT JOIN e ON true LEFT JOIN m ON true`
 
 // Vote casts a member's ballot in one statement (one round trip; see
-// voteSQL). It is refused, with nothing written, when the election is not
+// VoteSQL). It is refused, with nothing written, when the election is not
 // open (ErrNotOpen; a draft is ErrNotFound to a non-admin), outside its
 // window (ErrOutsideWindow), for an unknown member (ErrMemberNotFound), a
 // member who may not vote — inactive, without an active card, or outside
@@ -143,7 +144,7 @@ func (s *Service) Vote(ctx context.Context, slug tenant.Slug, electionID uuid.UU
 	var inWindow, card, scope, valid *bool
 	var counted bool
 	err = s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-		b.Queue(voteSQL, b.Tenant().ID, electionID, in.MemberID, ps, cs, newID(), actorOrNil(actor)).
+		b.Queue(VoteSQL, b.Tenant().ID, electionID, in.MemberID, ps, cs, newID(), actorOrNil(actor)).
 			QueryRow(func(row pgx.Row) error {
 				return row.Scan(&status, &inWindow, &memberStatus, &card, &scope, &valid, &counted)
 			})
@@ -166,7 +167,7 @@ func uuidStrings(ids []uuid.UUID) []string {
 	return out
 }
 
-// refusal names why a ballot was not counted, from voteSQL's last row.
+// refusal names why a ballot was not counted, from VoteSQL's last row.
 func refusal(status, memberStatus *string, inWindow, card, scope, valid *bool, v Viewer) error {
 	is := func(b *bool) bool { return b != nil && *b }
 	switch {
