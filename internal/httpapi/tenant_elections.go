@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -230,7 +231,7 @@ func (t *tenantAPI) castBallot(c *fiber.Ctx) error {
 		return err
 	}
 	if len(body.Choices) > elections.MaxChoices {
-		return BadRequest("a ballot has at most one choice per position")
+		return BadRequest(fmt.Sprintf("a ballot names at most %d positions", elections.MaxChoices))
 	}
 	for _, ch := range body.Choices {
 		pid, err := parseUUID("position_id", ch.PositionID)
