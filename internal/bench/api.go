@@ -454,7 +454,7 @@ func profileAPICase(ctx context.Context, cases []apiCase, name, profile string, 
 // (after FROM, JOIN and INTO), for the bare handler.
 func qualify(sql, schema string) string {
 	tables := `elections|members|digital_cards|election_scope_units|election_candidates|election_positions|` +
-		`election_voters|election_ballots|election_choices|election_activities`
+		`election_voters|election_ballots|election_activities`
 	re := regexp.MustCompile(`\b(FROM|JOIN|INTO)\s+(` + tables + `)\b`)
 	return re.ReplaceAllString(sql, "$1 "+pgx.Identifier{schema}.Sanitize()+".$2")
 }

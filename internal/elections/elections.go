@@ -213,13 +213,14 @@ type GeoUnits interface {
 
 // Service serves the elections of every tenant through the router.
 type Service struct {
-	router *pgroute.Router
-	geo    GeoUnits
+	router    *pgroute.Router
+	geo       GeoUnits
+	sealChunk int // ballots per sealing statement (SealChunk; tests use fewer)
 }
 
 // NewService returns the elections service.
 func NewService(r *pgroute.Router, geo GeoUnits) *Service {
-	return &Service{router: r, geo: geo}
+	return &Service{router: r, geo: geo, sealChunk: SealChunk}
 }
 
 // Limits of the fields.
@@ -852,15 +853,12 @@ func (s *Service) Transition(ctx context.Context, slug tenant.Slug, id uuid.UUID
 		var cur Election
 		var st State
 		found := false
-		tx.Queue(`SELECT `+columns+`, now(),
-				(SELECT count(*) FROM election_positions p WHERE p.tenant_id = $1 AND p.election_id = $2),
-				(SELECT count(*) FROM election_positions p WHERE p.tenant_id = $1 AND p.election_id = $2
-				    AND NOT EXISTS (SELECT FROM election_candidates c WHERE c.tenant_id = $1 AND c.position_id = p.id))
-			  FROM elections WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, tid, id).
+		var ballots int
+		tx.Queue(`SELECT `+columns+`, now() FROM elections WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, tid, id).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					found = true
-					if err := rows.Scan(append(cur.dest(), &st.Now, &st.Positions, &st.Empty)...); err != nil {
+					if err := rows.Scan(append(cur.dest(), &st.Now)...); err != nil {
 						return err
 					}
 					if err := owned(cur.TenantID, tid, ErrNotFound); err != nil {
@@ -869,6 +867,14 @@ func (s *Service) Transition(ctx context.Context, slug tenant.Slug, id uuid.UUID
 				}
 				return rows.Err()
 			})
+		// A statement of its own, so that it reads after the lock: what the
+		// changes and ballots it waited for wrote.
+		tx.Queue(`SELECT
+				(SELECT count(*) FROM election_positions p WHERE p.tenant_id = $1 AND p.election_id = $2),
+				(SELECT count(*) FROM election_positions p WHERE p.tenant_id = $1 AND p.election_id = $2
+				    AND NOT EXISTS (SELECT FROM election_candidates c WHERE c.tenant_id = $1 AND c.position_id = p.id)),
+				(SELECT count(*) FROM election_ballots b WHERE b.tenant_id = $1 AND b.election_id = $2)`, tid, id).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&st.Positions, &st.Empty, &ballots) })
 		if err := tx.Flush(ctx); err != nil {
 			return err
 		}
@@ -896,7 +902,7 @@ func (s *Service) Transition(ctx context.Context, slug tenant.Slug, id uuid.UUID
 				WHERE tenant_id = $1 AND id = $2 RETURNING `+columns, tid, id).
 				QueryRow(func(row pgx.Row) error { return scanElection(row, tid, &e) })
 		case Close:
-			queueClose(tx, tid, id, &e)
+			queueClose(tx, tid, id, ballots, s.sealChunk, &e)
 		case Publish:
 			tx.Queue(`UPDATE elections SET status = 'published', published_at = now(), updated_at = now()
 				WHERE tenant_id = $1 AND id = $2 RETURNING `+columns, tid, id).

@@ -2,8 +2,11 @@ package elections_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,10 +321,10 @@ func tally(r elections.Results) map[uuid.UUID]int {
 // recount counts the stored ballots' choices directly (admin connection).
 func recount(t *testing.T, tt dbtest.TestTenant, id uuid.UUID) map[uuid.UUID]int {
 	t.Helper()
-	rows, err := dbtest.AdminDB(t).QueryContext(context.Background(), `SELECT c.id, count(ch.candidate_id)
-		FROM `+pgx.Identifier{tt.Schema, "election_candidates"}.Sanitize()+` c
-		LEFT JOIN `+pgx.Identifier{tt.Schema, "election_choices"}.Sanitize()+` ch ON ch.candidate_id = c.id
-		WHERE c.election_id = $1 GROUP BY c.id`, id)
+	rows, err := dbtest.AdminDB(t).QueryContext(context.Background(), `SELECT c.id,
+		(SELECT count(*) FROM `+pgx.Identifier{tt.Schema, "election_ballots"}.Sanitize()+` b
+		  WHERE b.election_id = $1 AND c.id = ANY(b.choices))
+		FROM `+pgx.Identifier{tt.Schema, "election_candidates"}.Sanitize()+` c WHERE c.election_id = $1`, id)
 	require.NoError(t, err)
 	defer rows.Close()
 	out := map[uuid.UUID]int{}
@@ -463,7 +466,7 @@ func geoUnits(t *testing.T, prefix string, lines ...string) map[string]int64 {
 func counts(t *testing.T, tt dbtest.TestTenant) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, table := range []string{"election_voters", "election_ballots", "election_choices", "election_activities"} {
+	for _, table := range []string{"election_voters", "election_ballots", "election_activities"} {
 		var n int
 		require.NoError(t, dbtest.AdminDB(t).QueryRowContext(context.Background(),
 			`SELECT count(*) FROM `+pgx.Identifier{tt.Schema, table}.Sanitize()).Scan(&n))
@@ -507,7 +510,7 @@ func TestBallotSecrecy(t *testing.T) {
 	}
 	var ballotCols []string
 	rows, err := db.QueryContext(e.ctx, `SELECT table_name || '.' || column_name FROM information_schema.columns
-		WHERE table_schema = $1 AND table_name IN ('election_ballots', 'election_choices') ORDER BY 1`, tt.Schema)
+		WHERE table_schema = $1 AND table_name = 'election_ballots' ORDER BY 1`, tt.Schema)
 	require.NoError(t, err)
 	for rows.Next() {
 		var c string
@@ -515,9 +518,8 @@ func TestBallotSecrecy(t *testing.T) {
 		ballotCols = append(ballotCols, c)
 	}
 	require.NoError(t, rows.Close())
-	assert.Equal(t, []string{"election_ballots.election_id", "election_ballots.id", "election_ballots.tenant_id",
-		"election_choices.ballot_id", "election_choices.candidate_id", "election_choices.election_id",
-		"election_choices.position_id", "election_choices.tenant_id"}, ballotCols,
+	assert.Equal(t, []string{"election_ballots.choices", "election_ballots.election_id", "election_ballots.id",
+		"election_ballots.sealed", "election_ballots.tenant_id"}, ballotCols,
 		"no voter, no time, no sequence: nothing to join the roll on")
 	before := q("election_ballots", "id::text")
 	require.Len(t, before, 6)
@@ -532,11 +534,10 @@ func TestBallotSecrecy(t *testing.T) {
 	for _, id := range after {
 		assert.NotContains(t, before, id, "sealed: every ballot has a fresh id")
 	}
+	assert.Equal(t, []string{"true"}, q("election_ballots", "DISTINCT sealed::text"))
 	ballotTx := q("election_ballots", "DISTINCT xmin::text")
-	choiceTx := q("election_choices", "DISTINCT xmin::text")
 	rollTx := q("election_voters", "DISTINCT xmin::text")
 	assert.Len(t, ballotTx, 1, "all ballots written by the closing transaction")
-	assert.Equal(t, ballotTx, choiceTx)
 	assert.Len(t, rollTx, 6)
 	assert.NotContains(t, rollTx, ballotTx[0])
 	res, err := e.a.Elections.Results(e.ctx, slug, d.ID, admin)
@@ -544,6 +545,58 @@ func TestBallotSecrecy(t *testing.T) {
 	assert.Equal(t, recount(t, tt, d.ID), tally(res))
 	assert.Equal(t, []int{2, 2, 2}, []int{res.Positions[0].Candidates[0].Votes, res.Positions[0].Candidates[1].Votes, res.Positions[0].Candidates[2].Votes})
 	assert.True(t, res.Positions[0].Tie)
+}
+
+// Sealing in chunks (here of 2 ballots): every ballot is rewritten once,
+// by the closing transaction, and the tally is the recount.
+func TestSealInChunks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	elections.SetSealChunk(e.a.Elections, 2)
+	tt := e.tenant(t, "elseal")
+	slug := tenant.MustSlug(tt.Slug)
+	var voters []uuid.UUID
+	for i := 0; i < 7; i++ {
+		voters = append(voters, e.voter(t, tt, "Voter", nil))
+	}
+	d := e.election(t, tt, elections.New{}, spec{"Board", 2, voters[:3]})
+	_, err := e.a.Elections.Transition(e.ctx, slug, d.ID, elections.Open, "test")
+	require.NoError(t, err)
+	for i, v := range voters {
+		require.NoError(t, e.vote(tt, d.ID, v, choose(d.Positions[0], i%3, (i+1)%3)))
+	}
+	db := dbtest.AdminDB(t)
+	ballots := pgx.Identifier{tt.Schema, "election_ballots"}.Sanitize()
+	ids := func() map[string]bool {
+		rows, err := db.QueryContext(e.ctx, `SELECT id::text FROM `+ballots)
+		require.NoError(t, err)
+		defer rows.Close()
+		out := map[string]bool{}
+		for rows.Next() {
+			var id string
+			require.NoError(t, rows.Scan(&id))
+			out[id] = true
+		}
+		return out
+	}
+	before := ids()
+	closed, err := e.a.Elections.Transition(e.ctx, slug, d.ID, elections.Close, "test")
+	require.NoError(t, err)
+	assert.Equal(t, 7, *closed.Ballots)
+	after := ids()
+	require.Len(t, after, 7)
+	for id := range after {
+		assert.False(t, before[id], "ballot %s kept its id", id)
+	}
+	var unsealed, txs int
+	require.NoError(t, db.QueryRowContext(e.ctx, `SELECT count(*) FILTER (WHERE NOT sealed), count(DISTINCT xmin::text) FROM `+ballots).
+		Scan(&unsealed, &txs))
+	assert.Zero(t, unsealed)
+	assert.Equal(t, 1, txs)
+	res, err := e.a.Elections.Results(e.ctx, slug, d.ID, admin)
+	require.NoError(t, err)
+	assert.Equal(t, recount(t, tt, d.ID), tally(res))
+	assert.Equal(t, []string{"Voter:5:y", "Voter:5:y", "Voter:4:n"}, summary(res.Positions[0]))
 }
 
 // Drafts change until they open: positions and candidates come and go,
@@ -605,4 +658,60 @@ func TestDraftEditing(t *testing.T) {
 	assert.ErrorIs(t, err, elections.ErrNotFound)
 	_, err = e.a.Elections.Update(e.ctx, slug, d.ID, elections.Patch{}, "test")
 	assert.ErrorIs(t, err, elections.ErrInvalid)
+}
+
+// Closing while ballots are being cast: every ballot the service accepted is
+// in the tally and every other one was refused as the election closed —
+// closing waits for the ballots under way and later ones find it closed.
+func TestCloseWhileVoting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tt := e.tenant(t, "elrace")
+	slug := tenant.MustSlug(tt.Slug)
+	const n = 60
+	voters := make([]uuid.UUID, n)
+	for i := range voters {
+		voters[i] = e.voter(t, tt, "Voter", nil)
+	}
+	d := e.election(t, tt, elections.New{}, spec{"Chair", 1, voters[:2]})
+	_, err := e.a.Elections.Transition(e.ctx, slug, d.ID, elections.Open, "test")
+	require.NoError(t, err)
+
+	var accepted, refused atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, v := range voters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			time.Sleep(time.Duration(i) * 2 * time.Millisecond) // spread over the close
+			err := e.vote(tt, d.ID, v, choose(d.Positions[0], i%2))
+			switch {
+			case err == nil:
+				accepted.Add(1)
+			case errors.Is(err, elections.ErrNotOpen):
+				refused.Add(1)
+			default:
+				t.Errorf("ballot: %v", err)
+			}
+		}()
+	}
+	close(start)
+	time.Sleep(50 * time.Millisecond)
+	closed, err := e.a.Elections.Transition(e.ctx, slug, d.ID, elections.Close, "test")
+	require.NoError(t, err)
+	wg.Wait()
+	assert.EqualValues(t, n, accepted.Load()+refused.Load())
+	require.NotNil(t, closed.Ballots)
+	assert.EqualValues(t, accepted.Load(), *closed.Ballots, "every accepted ballot, and only those, counted")
+	res, err := e.a.Elections.Results(e.ctx, slug, d.ID, admin)
+	require.NoError(t, err)
+	sum := 0
+	for _, c := range res.Positions[0].Candidates {
+		sum += c.Votes
+	}
+	assert.EqualValues(t, accepted.Load(), sum)
+	assert.Equal(t, recount(t, tt, d.ID), tally(res))
+	t.Logf("%d accepted before the close, %d refused after", accepted.Load(), refused.Load())
 }

@@ -273,8 +273,8 @@ func TestTenantAPIConcurrentVoters(t *testing.T) {
 		assert.Equal(t, want, got, "%s: the tally holds exactly the accepted ballots", te.tt.Slug)
 		// A recount straight from the stored ballots and the roll.
 		recount := map[string]int{}
-		rows, err := db.QueryContext(context.Background(), `SELECT candidate_id::text, count(*) FROM `+
-			pgx.Identifier{te.tt.Schema, "election_choices"}.Sanitize()+` GROUP BY 1`)
+		rows, err := db.QueryContext(context.Background(), `SELECT c::text, count(*) FROM `+
+			pgx.Identifier{te.tt.Schema, "election_ballots"}.Sanitize()+` b, unnest(b.choices) c GROUP BY 1`)
 		require.NoError(t, err)
 		for rows.Next() {
 			var c string

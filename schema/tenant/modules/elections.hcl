@@ -7,11 +7,11 @@
 # instead of enum types, foreign keys only inside the tenant schema, landlord
 # geography referenced by id only.
 #
-# The secret ballot: election_voters (who voted) and election_ballots /
-# election_choices (what was chosen) are written by the same statement and
-# share nothing: no column links them, ballot ids are random (UUID v4, no
-# time inside), neither table has a timestamp or a sequence, and closing an
-# election rewrites its ballots with fresh ids in random order.
+# The secret ballot: election_voters (who voted) and election_ballots (what
+# was chosen) are written by the same statement and share nothing: no column
+# links them, ballot ids are random (UUID v4, no time inside), neither table
+# has a timestamp or a sequence, and closing an election rewrites its ballots
+# with fresh ids in random order.
 
 table "elections" {
   schema = schema.tenant
@@ -241,7 +241,10 @@ table "election_voters" {
   }
 }
 
-# One anonymous ballot: a random id and its election, nothing else.
+# One anonymous ballot: a random id, its election and the candidates it
+# chose — nothing else. The ballot's statement writes only candidates of
+# their position in this election, at most the position's seats; a ballot
+# without a choice is a blank vote.
 table "election_ballots" {
   schema = schema.tenant
   column "id" {
@@ -254,6 +257,15 @@ table "election_ballots" {
   column "election_id" {
     type = uuid
   }
+  column "choices" {
+    type    = sql("uuid[]")
+    default = sql("'{}'::uuid[]")
+  }
+  # Set on every ballot by the closing transaction, which rewrites them all.
+  column "sealed" {
+    type    = boolean
+    default = false
+  }
   primary_key {
     columns = [column.id]
   }
@@ -264,43 +276,6 @@ table "election_ballots" {
   }
   index "election_ballots_election_idx" {
     columns = [column.election_id]
-  }
-}
-
-# The candidates a ballot chose (up to the seats of each position).
-table "election_choices" {
-  schema = schema.tenant
-  column "tenant_id" {
-    type = uuid
-  }
-  column "election_id" {
-    type = uuid
-  }
-  column "ballot_id" {
-    type = uuid
-  }
-  column "position_id" {
-    type = uuid
-  }
-  column "candidate_id" {
-    type = uuid
-  }
-  primary_key {
-    columns = [column.ballot_id, column.candidate_id]
-  }
-  foreign_key "election_choices_ballot_fk" {
-    columns     = [column.ballot_id]
-    ref_columns = [table.election_ballots.column.id]
-    on_delete   = CASCADE
-  }
-  # A choice names a candidate of that position of that election.
-  foreign_key "election_choices_candidate_fk" {
-    columns     = [column.candidate_id, column.position_id, column.election_id]
-    ref_columns = [table.election_candidates.column.id, table.election_candidates.column.position_id, table.election_candidates.column.election_id]
-    on_delete   = RESTRICT
-  }
-  index "election_choices_election_candidate_idx" {
-    columns = [column.election_id, column.candidate_id]
   }
 }
 
