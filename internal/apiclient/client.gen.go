@@ -69,6 +69,72 @@ func (e CardStatus) Valid() bool {
 	}
 }
 
+// Defines values for ElectionActivityAction.
+const (
+	ElectionActivityActionBallotCast       ElectionActivityAction = "ballot_cast"
+	ElectionActivityActionCandidateAdded   ElectionActivityAction = "candidate_added"
+	ElectionActivityActionCandidateRemoved ElectionActivityAction = "candidate_removed"
+	ElectionActivityActionClosed           ElectionActivityAction = "closed"
+	ElectionActivityActionCreated          ElectionActivityAction = "created"
+	ElectionActivityActionOpened           ElectionActivityAction = "opened"
+	ElectionActivityActionPositionAdded    ElectionActivityAction = "position_added"
+	ElectionActivityActionPositionRemoved  ElectionActivityAction = "position_removed"
+	ElectionActivityActionPublished        ElectionActivityAction = "published"
+	ElectionActivityActionUpdated          ElectionActivityAction = "updated"
+)
+
+// Valid indicates whether the value is a known member of the ElectionActivityAction enum.
+func (e ElectionActivityAction) Valid() bool {
+	switch e {
+	case ElectionActivityActionBallotCast:
+		return true
+	case ElectionActivityActionCandidateAdded:
+		return true
+	case ElectionActivityActionCandidateRemoved:
+		return true
+	case ElectionActivityActionClosed:
+		return true
+	case ElectionActivityActionCreated:
+		return true
+	case ElectionActivityActionOpened:
+		return true
+	case ElectionActivityActionPositionAdded:
+		return true
+	case ElectionActivityActionPositionRemoved:
+		return true
+	case ElectionActivityActionPublished:
+		return true
+	case ElectionActivityActionUpdated:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ElectionStatus.
+const (
+	ElectionStatusClosed    ElectionStatus = "closed"
+	ElectionStatusDraft     ElectionStatus = "draft"
+	ElectionStatusOpen      ElectionStatus = "open"
+	ElectionStatusPublished ElectionStatus = "published"
+)
+
+// Valid indicates whether the value is a known member of the ElectionStatus enum.
+func (e ElectionStatus) Valid() bool {
+	switch e {
+	case ElectionStatusClosed:
+		return true
+	case ElectionStatusDraft:
+		return true
+	case ElectionStatusOpen:
+		return true
+	case ElectionStatusPublished:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for InstallStatus.
 const (
 	Installed    InstallStatus = "installed"
@@ -105,6 +171,24 @@ func (e MemberStatus) Valid() bool {
 	case MemberStatusInactive:
 		return true
 	case MemberStatusSuspended:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ResultsStatus.
+const (
+	ResultsStatusClosed    ResultsStatus = "closed"
+	ResultsStatusPublished ResultsStatus = "published"
+)
+
+// Valid indicates whether the value is a known member of the ResultsStatus enum.
+func (e ResultsStatus) Valid() bool {
+	switch e {
+	case ResultsStatusClosed:
+		return true
+	case ResultsStatusPublished:
 		return true
 	default:
 		return false
@@ -316,6 +400,44 @@ type ActivityPage struct {
 	Next *string `json:"next"`
 }
 
+// Ballot defines model for Ballot.
+type Ballot struct {
+	// Choices at most one entry per position; a position left out (or with no candidate) is a blank vote for it
+	Choices *[]struct {
+		// CandidateIds up to the position's seats, each at most once
+		CandidateIds *[]openapi_types.UUID `json:"candidate_ids,omitempty"`
+		PositionId   openapi_types.UUID    `json:"position_id"`
+	} `json:"choices,omitempty"`
+
+	// MemberId the voter
+	MemberId openapi_types.UUID `json:"member_id"`
+}
+
+// Candidate defines model for Candidate.
+type Candidate struct {
+	CreatedAt  time.Time          `json:"created_at"`
+	FullName   string             `json:"full_name"`
+	Id         openapi_types.UUID `json:"id"`
+	MemberId   openapi_types.UUID `json:"member_id"`
+	PositionId openapi_types.UUID `json:"position_id"`
+}
+
+// CandidateCreate defines model for CandidateCreate.
+type CandidateCreate struct {
+	// MemberId an active member of the tenant
+	MemberId openapi_types.UUID `json:"member_id"`
+}
+
+// CandidateResult defines model for CandidateResult.
+type CandidateResult struct {
+	CandidateId openapi_types.UUID `json:"candidate_id"`
+	Elected     bool               `json:"elected"`
+	FullName    string             `json:"full_name"`
+	MemberId    openapi_types.UUID `json:"member_id"`
+	Tied        bool               `json:"tied"`
+	Votes       int                `json:"votes"`
+}
+
 // Card defines model for Card.
 type Card struct {
 	ActivatedAt *time.Time         `json:"activated_at"`
@@ -355,14 +477,117 @@ type CardPage struct {
 // CardStatus defines model for CardStatus.
 type CardStatus string
 
-// Install defines model for Install.
-type Install struct {
-	InstalledAt time.Time     `json:"installed_at"`
-	Module      string        `json:"module"`
-	Status      InstallStatus `json:"status"`
+// Election defines model for Election.
+type Election struct {
+	// Ballots ballots cast, once closed
+	Ballots  *int       `json:"ballots"`
+	ClosedAt *time.Time `json:"closed_at"`
+
+	// ClosesAt until then
+	ClosesAt    time.Time          `json:"closes_at"`
+	CreatedAt   time.Time          `json:"created_at"`
+	Description string             `json:"description"`
+	Id          openapi_types.UUID `json:"id"`
+	OpenedAt    *time.Time         `json:"opened_at"`
+
+	// OpensAt ballots are accepted from then (while open)
+	OpensAt     time.Time  `json:"opens_at"`
+	PublishedAt *time.Time `json:"published_at"`
+
+	// ScopeUnitId a geography unit: only members whose unit lies in its subtree may vote
+	ScopeUnitId *int64             `json:"scope_unit_id"`
+	Status      ElectionStatus     `json:"status"`
+	TenantId    openapi_types.UUID `json:"tenant_id"`
+	Title       string             `json:"title"`
+	UpdatedAt   time.Time          `json:"updated_at"`
 }
 
-// InstallStatus defines model for Install.Status.
+// ElectionActivity defines model for ElectionActivity.
+type ElectionActivity struct {
+	Action ElectionActivityAction `json:"action"`
+
+	// Actor who acted: platform:<token id> or tenant:<token id>
+	Actor     *string   `json:"actor"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// Detail e.g. {"from": "open", "to": "closed", "ballots": 12} or, for a ballot, {"member_id": …}
+	Detail     map[string]interface{} `json:"detail"`
+	ElectionId openapi_types.UUID     `json:"election_id"`
+	Id         openapi_types.UUID     `json:"id"`
+}
+
+// ElectionActivityAction defines model for ElectionActivity.Action.
+type ElectionActivityAction string
+
+// ElectionActivityPage defines model for ElectionActivityPage.
+type ElectionActivityPage struct {
+	Items []ElectionActivity `json:"items"`
+
+	// Next pass as after for the next page
+	Next *string `json:"next"`
+}
+
+// ElectionCreate defines model for ElectionCreate.
+type ElectionCreate struct {
+	// ClosesAt after opens_at
+	ClosesAt    time.Time `json:"closes_at"`
+	Description *string   `json:"description,omitempty"`
+	OpensAt     time.Time `json:"opens_at"`
+	ScopeUnitId *int64    `json:"scope_unit_id,omitempty"`
+
+	// Title Example: Executive committee 2026
+	Title string `json:"title"`
+}
+
+// ElectionDetail defines model for ElectionDetail.
+type ElectionDetail struct {
+	Ballots     *int               `json:"ballots"`
+	ClosedAt    *time.Time         `json:"closed_at"`
+	ClosesAt    time.Time          `json:"closes_at"`
+	CreatedAt   time.Time          `json:"created_at"`
+	Description string             `json:"description"`
+	Id          openapi_types.UUID `json:"id"`
+	OpenedAt    *time.Time         `json:"opened_at"`
+	OpensAt     time.Time          `json:"opens_at"`
+	Positions   []Position         `json:"positions"`
+	PublishedAt *time.Time         `json:"published_at"`
+	ScopeUnitId *int64             `json:"scope_unit_id"`
+	Status      ElectionStatus     `json:"status"`
+	TenantId    openapi_types.UUID `json:"tenant_id"`
+	Title       string             `json:"title"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+}
+
+// ElectionPage defines model for ElectionPage.
+type ElectionPage struct {
+	Items []Election `json:"items"`
+
+	// Next pass as after for the next page
+	Next *string `json:"next"`
+}
+
+// ElectionPatch absent fields stay; null clears scope_unit_id
+type ElectionPatch struct {
+	ClosesAt    *time.Time `json:"closes_at,omitempty"`
+	Description *string    `json:"description,omitempty"`
+	OpensAt     *time.Time `json:"opens_at,omitempty"`
+	ScopeUnitId *int64     `json:"scope_unit_id,omitempty"`
+	Title       *string    `json:"title,omitempty"`
+}
+
+// ElectionStatus defines model for ElectionStatus.
+type ElectionStatus string
+
+// Install defines model for Install.
+type Install struct {
+	InstalledAt time.Time `json:"installed_at"`
+	Module      string    `json:"module"`
+
+	// Status uninstalling: an uninstall of a tenant in its own database is unfinished (run it again)
+	Status InstallStatus `json:"status"`
+}
+
+// InstallStatus uninstalling: an uninstall of a tenant in its own database is unfinished (run it again)
 type InstallStatus string
 
 // InstallList defines model for InstallList.
@@ -372,7 +597,7 @@ type InstallList struct {
 
 // InstallRequest defines model for InstallRequest.
 type InstallRequest struct {
-	// Module Example: events
+	// Module Example: elections
 	Module string `json:"module"`
 }
 
@@ -431,12 +656,20 @@ type MemberStatus string
 
 // Module defines model for Module.
 type Module struct {
-	CreatedAt   time.Time `json:"created_at"`
-	Description string    `json:"description"`
-	DisplayName string    `json:"display_name"`
-	Name        string    `json:"name"`
-	SchemaFiles []string  `json:"schema_files"`
-	Version     string    `json:"version"`
+	// Builtin a module of this build: its routes, domain package and installer come with the server
+	Builtin   bool      `json:"builtin"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// Default installed for every new tenant (and by the fleet runner for tenants that never had it)
+	Default     bool   `json:"default"`
+	Description string `json:"description"`
+	DisplayName string `json:"display_name"`
+	Name        string `json:"name"`
+
+	// Requires modules that must be installed first
+	Requires    []string `json:"requires"`
+	SchemaFiles []string `json:"schema_files"`
+	Version     string   `json:"version"`
 }
 
 // ModuleCreate defines model for ModuleCreate.
@@ -444,7 +677,7 @@ type ModuleCreate struct {
 	Description *string `json:"description,omitempty"`
 	DisplayName string  `json:"display_name"`
 
-	// Name Example: events
+	// Name Example: my_module
 	Name        string    `json:"name"`
 	SchemaFiles *[]string `json:"schema_files,omitempty"`
 	Version     string    `json:"version"`
@@ -453,6 +686,37 @@ type ModuleCreate struct {
 // ModuleList defines model for ModuleList.
 type ModuleList struct {
 	Items []Module `json:"items"`
+}
+
+// Position defines model for Position.
+type Position struct {
+	Candidates []Candidate        `json:"candidates"`
+	CreatedAt  time.Time          `json:"created_at"`
+	ElectionId openapi_types.UUID `json:"election_id"`
+	Id         openapi_types.UUID `json:"id"`
+	Seats      int                `json:"seats"`
+	Title      string             `json:"title"`
+}
+
+// PositionCreate defines model for PositionCreate.
+type PositionCreate struct {
+	// Seats Example: 1
+	Seats int `json:"seats"`
+
+	// Title Example: President
+	Title string `json:"title"`
+}
+
+// PositionResult defines model for PositionResult.
+type PositionResult struct {
+	// Candidates by votes, most first
+	Candidates []CandidateResult  `json:"candidates"`
+	PositionId openapi_types.UUID `json:"position_id"`
+	Seats      int                `json:"seats"`
+
+	// Tie candidates tie for the last seat: they are marked tied, not elected
+	Tie   bool   `json:"tie"`
+	Title string `json:"title"`
 }
 
 // Problem defines model for Problem.
@@ -466,6 +730,25 @@ type Problem struct {
 	Title     string  `json:"title"`
 	Type      string  `json:"type"`
 }
+
+// Receipt defines model for Receipt.
+type Receipt struct {
+	Counted    bool               `json:"counted"`
+	ElectionId openapi_types.UUID `json:"election_id"`
+	MemberId   openapi_types.UUID `json:"member_id"`
+}
+
+// Results defines model for Results.
+type Results struct {
+	// Ballots ballots cast (blank ones included)
+	Ballots    int                `json:"ballots"`
+	ElectionId openapi_types.UUID `json:"election_id"`
+	Positions  []PositionResult   `json:"positions"`
+	Status     ResultsStatus      `json:"status"`
+}
+
+// ResultsStatus defines model for Results.Status.
+type ResultsStatus string
 
 // Status defines model for Status.
 type Status struct {
@@ -667,6 +950,9 @@ type ValidationResultResult string
 // After defines model for After.
 type After = string
 
+// CandidateID defines model for CandidateID.
+type CandidateID = string
+
 // ID defines model for ID.
 type ID = string
 
@@ -675,6 +961,9 @@ type Limit = int
 
 // ModuleName defines model for ModuleName.
 type ModuleName = string
+
+// PositionID defines model for PositionID.
+type PositionID = string
 
 // Slug defines model for Slug.
 type Slug = string
@@ -725,7 +1014,11 @@ type DeleteTenantParams struct {
 
 // UninstallTenantModuleParams defines parameters for UninstallTenantModule.
 type UninstallTenantModuleParams struct {
-	// Force drop the module's tables even when they hold rows
+	// Purge drop the module's tables even when they hold rows
+	Purge *bool `form:"purge,omitempty" json:"purge,omitempty"`
+
+	// Force the former name of purge
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
 	Force *bool `form:"force,omitempty" json:"force,omitempty"`
 }
 
@@ -747,6 +1040,23 @@ type ListCardsParams struct {
 
 // ListCardActivitiesParams defines parameters for ListCardActivities.
 type ListCardActivitiesParams struct {
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
+	After *After `form:"after,omitempty" json:"after,omitempty"`
+}
+
+// ListElectionsParams defines parameters for ListElections.
+type ListElectionsParams struct {
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
+	After  *After          `form:"after,omitempty" json:"after,omitempty"`
+	Status *ElectionStatus `form:"status,omitempty" json:"status,omitempty"`
+}
+
+// ListElectionActivitiesParams defines parameters for ListElectionActivities.
+type ListElectionActivitiesParams struct {
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
 	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
@@ -785,6 +1095,21 @@ type IssueCardJSONRequestBody = CardIssue
 
 // ValidateCardJSONRequestBody defines body for ValidateCard for application/json ContentType.
 type ValidateCardJSONRequestBody = ValidateRequest
+
+// CreateElectionJSONRequestBody defines body for CreateElection for application/json ContentType.
+type CreateElectionJSONRequestBody = ElectionCreate
+
+// UpdateElectionJSONRequestBody defines body for UpdateElection for application/json ContentType.
+type UpdateElectionJSONRequestBody = ElectionPatch
+
+// CastBallotJSONRequestBody defines body for CastBallot for application/json ContentType.
+type CastBallotJSONRequestBody = Ballot
+
+// AddElectionPositionJSONRequestBody defines body for AddElectionPosition for application/json ContentType.
+type AddElectionPositionJSONRequestBody = PositionCreate
+
+// AddElectionCandidateJSONRequestBody defines body for AddElectionCandidate for application/json ContentType.
+type AddElectionCandidateJSONRequestBody = CandidateCreate
 
 // CreateMemberJSONRequestBody defines body for CreateMember for application/json ContentType.
 type CreateMemberJSONRequestBody = MemberCreate
@@ -972,6 +1297,10 @@ type ClientInterface interface {
 
 	// InstallTenantModuleWithBody Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -979,12 +1308,21 @@ type ClientInterface interface {
 
 	// InstallTenantModule Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
 	InstallTenantModule(ctx context.Context, slug Slug, body InstallTenantModuleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// UninstallTenantModule Uninstall a module (drops its tables)
+	// UninstallTenantModule Uninstall a module (drops its tables, and no other module's)
+	//
+	// Refused (409 module_has_data) while the module's tables hold rows,
+	// unless purge=true; refused (409 module_in_use) while an installed
+	// module needs it. The module's routes answer 404
+	// module_not_installed on every server from then on.
 	//
 	// Corresponds with DELETE /api/v1/platform/tenants/{slug}/modules/{name} (the `UninstallTenantModule` operationId).
 	UninstallTenantModule(ctx context.Context, slug Slug, name ModuleName, params *UninstallTenantModuleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1108,6 +1446,152 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /{tenant}/api/v1/cards/{id}/revoke (the `RevokeCard` operationId).
 	RevokeCard(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListElections List elections (keyset pages in creation order; drafts for admins only)
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+	ListElections(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateElectionWithBody Create a draft election (admins)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElectionWithBody(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateElection Create a draft election (admins)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElection(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetElection One election with its positions and candidates (a draft is an admin's only)
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+	GetElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateElectionWithBody Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElectionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateElection Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElection(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListElectionActivities The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+	ListElectionActivities(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CastBallotWithBody Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallotWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CastBallot Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallot(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CloseElection open → closed (admins)
+	//
+	// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+	CloseElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenElection draft → open (admins)
+	//
+	// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+	OpenElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionPositionWithBody Add a position to a draft (admins)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPositionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionPosition Add a position to a draft (admins)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPosition(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RemoveElectionPosition Remove a position and its candidates from a draft (admins)
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+	RemoveElectionPosition(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionCandidateWithBody Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidateWithBody(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionCandidate Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RemoveElectionCandidate Withdraw a candidate of a draft (admins)
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+	RemoveElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PublishElection closed → published (admins)
+	//
+	// The results become readable by every token of the tenant.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+	PublishElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetElectionResults The counts, winners and ties (admins once closed, everyone once published)
+	//
+	// 409 results_not_available before the election closes; 403
+	// results_not_published to a tenant token while it is closed but not
+	// published.
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+	GetElectionResults(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListMembers List members (keyset pages in id order)
 	//
@@ -1403,6 +1887,10 @@ func (c *Client) ListTenantModules(ctx context.Context, slug Slug, reqEditors ..
 
 // InstallTenantModuleWithBody Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -1420,6 +1908,10 @@ func (c *Client) InstallTenantModuleWithBody(ctx context.Context, slug Slug, con
 
 // InstallTenantModule Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -1435,7 +1927,12 @@ func (c *Client) InstallTenantModule(ctx context.Context, slug Slug, body Instal
 	return c.Client.Do(req)
 }
 
-// UninstallTenantModule Uninstall a module (drops its tables)
+// UninstallTenantModule Uninstall a module (drops its tables, and no other module's)
+//
+// Refused (409 module_has_data) while the module's tables hold rows,
+// unless purge=true; refused (409 module_in_use) while an installed
+// module needs it. The module's routes answer 404
+// module_not_installed on every server from then on.
 //
 // Corresponds with DELETE /api/v1/platform/tenants/{slug}/modules/{name} (the `UninstallTenantModule` operationId).
 func (c *Client) UninstallTenantModule(ctx context.Context, slug Slug, name ModuleName, params *UninstallTenantModuleParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1740,6 +2237,342 @@ func (c *Client) ExpireCard(ctx context.Context, tenant TenantSlug, id ID, reqEd
 // Corresponds with POST /{tenant}/api/v1/cards/{id}/revoke (the `RevokeCard` operationId).
 func (c *Client) RevokeCard(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeCardRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListElections List elections (keyset pages in creation order; drafts for admins only)
+//
+// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+func (c *Client) ListElections(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListElectionsRequest(c.Server, tenant, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateElectionWithBody Create a draft election (admins)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *Client) CreateElectionWithBody(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateElectionRequestWithBody(c.Server, tenant, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateElection Create a draft election (admins)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *Client) CreateElection(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateElectionRequest(c.Server, tenant, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetElection One election with its positions and candidates (a draft is an admin's only)
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+func (c *Client) GetElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateElectionWithBody Change a draft (admins); 409 election_locked once it opened
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *Client) UpdateElectionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateElectionRequestWithBody(c.Server, tenant, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateElection Change a draft (admins); 409 election_locked once it opened
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *Client) UpdateElection(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateElectionRequest(c.Server, tenant, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListElectionActivities The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+func (c *Client) ListElectionActivities(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListElectionActivitiesRequest(c.Server, tenant, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CastBallotWithBody Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *Client) CastBallotWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCastBallotRequestWithBody(c.Server, tenant, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CastBallot Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *Client) CastBallot(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCastBallotRequest(c.Server, tenant, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CloseElection open → closed (admins)
+//
+// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+func (c *Client) CloseElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCloseElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenElection draft → open (admins)
+//
+// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+func (c *Client) OpenElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionPositionWithBody Add a position to a draft (admins)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *Client) AddElectionPositionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionPositionRequestWithBody(c.Server, tenant, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionPosition Add a position to a draft (admins)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *Client) AddElectionPosition(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionPositionRequest(c.Server, tenant, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RemoveElectionPosition Remove a position and its candidates from a draft (admins)
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+func (c *Client) RemoveElectionPosition(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRemoveElectionPositionRequest(c.Server, tenant, id, position)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionCandidateWithBody Make an active member a candidate for a position of a draft (admins)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *Client) AddElectionCandidateWithBody(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionCandidateRequestWithBody(c.Server, tenant, id, position, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionCandidate Make an active member a candidate for a position of a draft (admins)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *Client) AddElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionCandidateRequest(c.Server, tenant, id, position, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RemoveElectionCandidate Withdraw a candidate of a draft (admins)
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+func (c *Client) RemoveElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRemoveElectionCandidateRequest(c.Server, tenant, id, position, candidate)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PublishElection closed → published (admins)
+//
+// The results become readable by every token of the tenant.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+func (c *Client) PublishElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPublishElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetElectionResults The counts, winners and ties (admins once closed, everyone once published)
+//
+// 409 results_not_available before the election closes; 403
+// results_not_published to a tenant token while it is closed but not
+// published.
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+func (c *Client) GetElectionResults(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetElectionResultsRequest(c.Server, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -2502,6 +3335,18 @@ func NewUninstallTenantModuleRequest(server string, slug Slug, name ModuleName, 
 		// per the OpenAPI spec (e.g. "color=blue,black,brown").
 		var rawQueryFragments []string
 
+		if params.Purge != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "purge", *params.Purge, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Force != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "force", *params.Force, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
@@ -3211,6 +4056,749 @@ func NewRevokeCardRequest(server string, tenant TenantSlug, id ID) (*http.Reques
 	return req, nil
 }
 
+// NewListElectionsRequest constructs an http.Request for the ListElections method
+func NewListElectionsRequest(server string, tenant TenantSlug, params *ListElectionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateElectionRequest calls the generic CreateElection builder with application/json body
+func NewCreateElectionRequest(server string, tenant TenantSlug, body CreateElectionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateElectionRequestWithBody(server, tenant, "application/json", bodyReader)
+}
+
+// NewCreateElectionRequestWithBody constructs an http.Request for the CreateElection method, with any body, and a specified content type
+func NewCreateElectionRequestWithBody(server string, tenant TenantSlug, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetElectionRequest constructs an http.Request for the GetElection method
+func NewGetElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateElectionRequest calls the generic UpdateElection builder with application/json body
+func NewUpdateElectionRequest(server string, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateElectionRequestWithBody(server, tenant, id, "application/json", bodyReader)
+}
+
+// NewUpdateElectionRequestWithBody constructs an http.Request for the UpdateElection method, with any body, and a specified content type
+func NewUpdateElectionRequestWithBody(server string, tenant TenantSlug, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewListElectionActivitiesRequest constructs an http.Request for the ListElectionActivities method
+func NewListElectionActivitiesRequest(server string, tenant TenantSlug, id ID, params *ListElectionActivitiesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/activities", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCastBallotRequest calls the generic CastBallot builder with application/json body
+func NewCastBallotRequest(server string, tenant TenantSlug, id ID, body CastBallotJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCastBallotRequestWithBody(server, tenant, id, "application/json", bodyReader)
+}
+
+// NewCastBallotRequestWithBody constructs an http.Request for the CastBallot method, with any body, and a specified content type
+func NewCastBallotRequestWithBody(server string, tenant TenantSlug, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/ballots", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewCloseElectionRequest constructs an http.Request for the CloseElection method
+func NewCloseElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/close", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOpenElectionRequest constructs an http.Request for the OpenElection method
+func NewOpenElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/open", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAddElectionPositionRequest calls the generic AddElectionPosition builder with application/json body
+func NewAddElectionPositionRequest(server string, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAddElectionPositionRequestWithBody(server, tenant, id, "application/json", bodyReader)
+}
+
+// NewAddElectionPositionRequestWithBody constructs an http.Request for the AddElectionPosition method, with any body, and a specified content type
+func NewAddElectionPositionRequestWithBody(server string, tenant TenantSlug, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRemoveElectionPositionRequest constructs an http.Request for the RemoveElectionPosition method
+func NewRemoveElectionPositionRequest(server string, tenant TenantSlug, id ID, position PositionID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "position", position, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions/%s", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAddElectionCandidateRequest calls the generic AddElectionCandidate builder with application/json body
+func NewAddElectionCandidateRequest(server string, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAddElectionCandidateRequestWithBody(server, tenant, id, position, "application/json", bodyReader)
+}
+
+// NewAddElectionCandidateRequestWithBody constructs an http.Request for the AddElectionCandidate method, with any body, and a specified content type
+func NewAddElectionCandidateRequestWithBody(server string, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "position", position, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions/%s/candidates", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRemoveElectionCandidateRequest constructs an http.Request for the RemoveElectionCandidate method
+func NewRemoveElectionCandidateRequest(server string, tenant TenantSlug, id ID, position PositionID, candidate CandidateID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "position", position, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam3 string
+
+	pathParam3, err = runtime.StyleParamWithOptions("simple", false, "candidate", candidate, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions/%s/candidates/%s", pathParam0, pathParam1, pathParam2, pathParam3)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPublishElectionRequest constructs an http.Request for the PublishElection method
+func NewPublishElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/publish", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetElectionResultsRequest constructs an http.Request for the GetElectionResults method
+func NewGetElectionResultsRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/results", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListMembersRequest constructs an http.Request for the ListMembers method
 func NewListMembersRequest(server string, tenant TenantSlug, params *ListMembersParams) (*http.Request, error) {
 	var err error
@@ -3657,6 +5245,10 @@ type ClientWithResponsesInterface interface {
 
 	// InstallTenantModuleWithBodyWithResponse Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -3664,12 +5256,21 @@ type ClientWithResponsesInterface interface {
 
 	// InstallTenantModuleWithResponse Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
 	InstallTenantModuleWithResponse(ctx context.Context, slug Slug, body InstallTenantModuleJSONRequestBody, reqEditors ...RequestEditorFn) (*InstallTenantModuleResponse, error)
 
-	// UninstallTenantModuleWithResponse Uninstall a module (drops its tables)
+	// UninstallTenantModuleWithResponse Uninstall a module (drops its tables, and no other module's)
+	//
+	// Refused (409 module_has_data) while the module's tables hold rows,
+	// unless purge=true; refused (409 module_in_use) while an installed
+	// module needs it. The module's routes answer 404
+	// module_not_installed on every server from then on.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3819,6 +5420,170 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /{tenant}/api/v1/cards/{id}/revoke (the `RevokeCard` operationId).
 	RevokeCardWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*RevokeCardResponse, error)
+
+	// ListElectionsWithResponse List elections (keyset pages in creation order; drafts for admins only)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+	ListElectionsWithResponse(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*ListElectionsResponse, error)
+
+	// CreateElectionWithBodyWithResponse Create a draft election (admins)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error)
+
+	// CreateElectionWithResponse Create a draft election (admins)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElectionWithResponse(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error)
+
+	// GetElectionWithResponse One election with its positions and candidates (a draft is an admin's only)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+	GetElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResponse, error)
+
+	// UpdateElectionWithBodyWithResponse Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error)
+
+	// UpdateElectionWithResponse Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error)
+
+	// ListElectionActivitiesWithResponse The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+	ListElectionActivitiesWithResponse(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*ListElectionActivitiesResponse, error)
+
+	// CastBallotWithBodyWithResponse Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallotWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CastBallotResponse, error)
+
+	// CastBallotWithResponse Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallotWithResponse(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*CastBallotResponse, error)
+
+	// CloseElectionWithResponse open → closed (admins)
+	//
+	// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+	CloseElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*CloseElectionResponse, error)
+
+	// OpenElectionWithResponse draft → open (admins)
+	//
+	// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+	OpenElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*OpenElectionResponse, error)
+
+	// AddElectionPositionWithBodyWithResponse Add a position to a draft (admins)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPositionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error)
+
+	// AddElectionPositionWithResponse Add a position to a draft (admins)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error)
+
+	// RemoveElectionPositionWithResponse Remove a position and its candidates from a draft (admins)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+	RemoveElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*RemoveElectionPositionResponse, error)
+
+	// AddElectionCandidateWithBodyWithResponse Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidateWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error)
+
+	// AddElectionCandidateWithResponse Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error)
+
+	// RemoveElectionCandidateWithResponse Withdraw a candidate of a draft (admins)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+	RemoveElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*RemoveElectionCandidateResponse, error)
+
+	// PublishElectionWithResponse closed → published (admins)
+	//
+	// The results become readable by every token of the tenant.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+	PublishElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*PublishElectionResponse, error)
+
+	// GetElectionResultsWithResponse The counts, winners and ties (admins once closed, everyone once published)
+	//
+	// 409 results_not_available before the election closes; 403
+	// results_not_published to a tenant token while it is closed but not
+	// published.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+	GetElectionResultsWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResultsResponse, error)
 
 	// ListMembersWithResponse List members (keyset pages in id order)
 	//
@@ -7187,6 +8952,2127 @@ func (r RevokeCardResponse) ContentType() string {
 	return ""
 }
 
+// ListElectionsResponse400Headers the declared response headers of an HTTP 400 response for ListElections
+type ListElectionsResponse400Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse401Headers the declared response headers of an HTTP 401 response for ListElections
+type ListElectionsResponse401Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse403Headers the declared response headers of an HTTP 403 response for ListElections
+type ListElectionsResponse403Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse404Headers the declared response headers of an HTTP 404 response for ListElections
+type ListElectionsResponse404Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse431Headers the declared response headers of an HTTP 431 response for ListElections
+type ListElectionsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse503Headers the declared response headers of an HTTP 503 response for ListElections
+type ListElectionsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type ListElectionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ElectionPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListElectionsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListElectionsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListElectionsResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ListElectionsResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListElectionsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListElectionsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListElectionsResponse) GetJSON200() *ElectionPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListElectionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListElectionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListElectionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListElectionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateElectionResponse201Headers the declared response headers of an HTTP 201 response for CreateElection
+type CreateElectionResponse201Headers struct {
+	Location *string
+}
+
+// CreateElectionResponse400Headers the declared response headers of an HTTP 400 response for CreateElection
+type CreateElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse401Headers the declared response headers of an HTTP 401 response for CreateElection
+type CreateElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse403Headers the declared response headers of an HTTP 403 response for CreateElection
+type CreateElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse404Headers the declared response headers of an HTTP 404 response for CreateElection
+type CreateElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse413Headers the declared response headers of an HTTP 413 response for CreateElection
+type CreateElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse415Headers the declared response headers of an HTTP 415 response for CreateElection
+type CreateElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse431Headers the declared response headers of an HTTP 431 response for CreateElection
+type CreateElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse503Headers the declared response headers of an HTTP 503 response for CreateElection
+type CreateElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type CreateElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreateElectionResponse201Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CreateElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CreateElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CreateElectionResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CreateElectionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CreateElectionResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *CreateElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateElectionResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateElectionResponse) GetJSON201() *Election {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetElectionResponse400Headers the declared response headers of an HTTP 400 response for GetElection
+type GetElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse401Headers the declared response headers of an HTTP 401 response for GetElection
+type GetElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse403Headers the declared response headers of an HTTP 403 response for GetElection
+type GetElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse404Headers the declared response headers of an HTTP 404 response for GetElection
+type GetElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse431Headers the declared response headers of an HTTP 431 response for GetElection
+type GetElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse503Headers the declared response headers of an HTTP 503 response for GetElection
+type GetElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type GetElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ElectionDetail
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetElectionResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetElectionResponse) GetJSON200() *ElectionDetail {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateElectionResponse400Headers the declared response headers of an HTTP 400 response for UpdateElection
+type UpdateElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse401Headers the declared response headers of an HTTP 401 response for UpdateElection
+type UpdateElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse403Headers the declared response headers of an HTTP 403 response for UpdateElection
+type UpdateElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse404Headers the declared response headers of an HTTP 404 response for UpdateElection
+type UpdateElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse409Headers the declared response headers of an HTTP 409 response for UpdateElection
+type UpdateElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse413Headers the declared response headers of an HTTP 413 response for UpdateElection
+type UpdateElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse415Headers the declared response headers of an HTTP 415 response for UpdateElection
+type UpdateElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse431Headers the declared response headers of an HTTP 431 response for UpdateElection
+type UpdateElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse503Headers the declared response headers of an HTTP 503 response for UpdateElection
+type UpdateElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type UpdateElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *UpdateElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *UpdateElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *UpdateElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *UpdateElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *UpdateElectionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *UpdateElectionResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *UpdateElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListElectionActivitiesResponse400Headers the declared response headers of an HTTP 400 response for ListElectionActivities
+type ListElectionActivitiesResponse400Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse401Headers the declared response headers of an HTTP 401 response for ListElectionActivities
+type ListElectionActivitiesResponse401Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse403Headers the declared response headers of an HTTP 403 response for ListElectionActivities
+type ListElectionActivitiesResponse403Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse404Headers the declared response headers of an HTTP 404 response for ListElectionActivities
+type ListElectionActivitiesResponse404Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListElectionActivities
+type ListElectionActivitiesResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse503Headers the declared response headers of an HTTP 503 response for ListElectionActivities
+type ListElectionActivitiesResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type ListElectionActivitiesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ElectionActivityPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListElectionActivitiesResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListElectionActivitiesResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListElectionActivitiesResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ListElectionActivitiesResponse404Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListElectionActivitiesResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListElectionActivitiesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListElectionActivitiesResponse) GetJSON200() *ElectionActivityPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListElectionActivitiesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListElectionActivitiesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListElectionActivitiesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListElectionActivitiesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CastBallotResponse400Headers the declared response headers of an HTTP 400 response for CastBallot
+type CastBallotResponse400Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse401Headers the declared response headers of an HTTP 401 response for CastBallot
+type CastBallotResponse401Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse403Headers the declared response headers of an HTTP 403 response for CastBallot
+type CastBallotResponse403Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse404Headers the declared response headers of an HTTP 404 response for CastBallot
+type CastBallotResponse404Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse409Headers the declared response headers of an HTTP 409 response for CastBallot
+type CastBallotResponse409Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse413Headers the declared response headers of an HTTP 413 response for CastBallot
+type CastBallotResponse413Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse415Headers the declared response headers of an HTTP 415 response for CastBallot
+type CastBallotResponse415Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse431Headers the declared response headers of an HTTP 431 response for CastBallot
+type CastBallotResponse431Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse503Headers the declared response headers of an HTTP 503 response for CastBallot
+type CastBallotResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type CastBallotResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Receipt
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CastBallotResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CastBallotResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CastBallotResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CastBallotResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *CastBallotResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CastBallotResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CastBallotResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *CastBallotResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CastBallotResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CastBallotResponse) GetJSON201() *Receipt {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CastBallotResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CastBallotResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CastBallotResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CastBallotResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CloseElectionResponse400Headers the declared response headers of an HTTP 400 response for CloseElection
+type CloseElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse401Headers the declared response headers of an HTTP 401 response for CloseElection
+type CloseElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse403Headers the declared response headers of an HTTP 403 response for CloseElection
+type CloseElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse404Headers the declared response headers of an HTTP 404 response for CloseElection
+type CloseElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse409Headers the declared response headers of an HTTP 409 response for CloseElection
+type CloseElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse413Headers the declared response headers of an HTTP 413 response for CloseElection
+type CloseElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse415Headers the declared response headers of an HTTP 415 response for CloseElection
+type CloseElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse431Headers the declared response headers of an HTTP 431 response for CloseElection
+type CloseElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse503Headers the declared response headers of an HTTP 503 response for CloseElection
+type CloseElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type CloseElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CloseElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CloseElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CloseElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CloseElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *CloseElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CloseElectionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CloseElectionResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *CloseElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CloseElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CloseElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CloseElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CloseElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CloseElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CloseElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OpenElectionResponse400Headers the declared response headers of an HTTP 400 response for OpenElection
+type OpenElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse401Headers the declared response headers of an HTTP 401 response for OpenElection
+type OpenElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse403Headers the declared response headers of an HTTP 403 response for OpenElection
+type OpenElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse404Headers the declared response headers of an HTTP 404 response for OpenElection
+type OpenElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse409Headers the declared response headers of an HTTP 409 response for OpenElection
+type OpenElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse413Headers the declared response headers of an HTTP 413 response for OpenElection
+type OpenElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse415Headers the declared response headers of an HTTP 415 response for OpenElection
+type OpenElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse431Headers the declared response headers of an HTTP 431 response for OpenElection
+type OpenElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse503Headers the declared response headers of an HTTP 503 response for OpenElection
+type OpenElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type OpenElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OpenElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OpenElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *OpenElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OpenElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *OpenElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *OpenElectionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *OpenElectionResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *OpenElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OpenElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AddElectionPositionResponse400Headers the declared response headers of an HTTP 400 response for AddElectionPosition
+type AddElectionPositionResponse400Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse401Headers the declared response headers of an HTTP 401 response for AddElectionPosition
+type AddElectionPositionResponse401Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse403Headers the declared response headers of an HTTP 403 response for AddElectionPosition
+type AddElectionPositionResponse403Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse404Headers the declared response headers of an HTTP 404 response for AddElectionPosition
+type AddElectionPositionResponse404Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse409Headers the declared response headers of an HTTP 409 response for AddElectionPosition
+type AddElectionPositionResponse409Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse413Headers the declared response headers of an HTTP 413 response for AddElectionPosition
+type AddElectionPositionResponse413Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse415Headers the declared response headers of an HTTP 415 response for AddElectionPosition
+type AddElectionPositionResponse415Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for AddElectionPosition
+type AddElectionPositionResponse431Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse503Headers the declared response headers of an HTTP 503 response for AddElectionPosition
+type AddElectionPositionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type AddElectionPositionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Position
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *AddElectionPositionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AddElectionPositionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *AddElectionPositionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *AddElectionPositionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *AddElectionPositionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *AddElectionPositionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *AddElectionPositionResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *AddElectionPositionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AddElectionPositionResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AddElectionPositionResponse) GetJSON201() *Position {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AddElectionPositionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AddElectionPositionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AddElectionPositionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AddElectionPositionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RemoveElectionPositionResponse400Headers the declared response headers of an HTTP 400 response for RemoveElectionPosition
+type RemoveElectionPositionResponse400Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse401Headers the declared response headers of an HTTP 401 response for RemoveElectionPosition
+type RemoveElectionPositionResponse401Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse403Headers the declared response headers of an HTTP 403 response for RemoveElectionPosition
+type RemoveElectionPositionResponse403Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse404Headers the declared response headers of an HTTP 404 response for RemoveElectionPosition
+type RemoveElectionPositionResponse404Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse409Headers the declared response headers of an HTTP 409 response for RemoveElectionPosition
+type RemoveElectionPositionResponse409Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionPosition
+type RemoveElectionPositionResponse431Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse503Headers the declared response headers of an HTTP 503 response for RemoveElectionPosition
+type RemoveElectionPositionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type RemoveElectionPositionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *RemoveElectionPositionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RemoveElectionPositionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *RemoveElectionPositionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *RemoveElectionPositionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *RemoveElectionPositionResponse409Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *RemoveElectionPositionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RemoveElectionPositionResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r RemoveElectionPositionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RemoveElectionPositionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RemoveElectionPositionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RemoveElectionPositionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AddElectionCandidateResponse400Headers the declared response headers of an HTTP 400 response for AddElectionCandidate
+type AddElectionCandidateResponse400Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse401Headers the declared response headers of an HTTP 401 response for AddElectionCandidate
+type AddElectionCandidateResponse401Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse403Headers the declared response headers of an HTTP 403 response for AddElectionCandidate
+type AddElectionCandidateResponse403Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse404Headers the declared response headers of an HTTP 404 response for AddElectionCandidate
+type AddElectionCandidateResponse404Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse409Headers the declared response headers of an HTTP 409 response for AddElectionCandidate
+type AddElectionCandidateResponse409Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse413Headers the declared response headers of an HTTP 413 response for AddElectionCandidate
+type AddElectionCandidateResponse413Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse415Headers the declared response headers of an HTTP 415 response for AddElectionCandidate
+type AddElectionCandidateResponse415Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for AddElectionCandidate
+type AddElectionCandidateResponse431Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse503Headers the declared response headers of an HTTP 503 response for AddElectionCandidate
+type AddElectionCandidateResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type AddElectionCandidateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Candidate
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *AddElectionCandidateResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AddElectionCandidateResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *AddElectionCandidateResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *AddElectionCandidateResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *AddElectionCandidateResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *AddElectionCandidateResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *AddElectionCandidateResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *AddElectionCandidateResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AddElectionCandidateResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AddElectionCandidateResponse) GetJSON201() *Candidate {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AddElectionCandidateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AddElectionCandidateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AddElectionCandidateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AddElectionCandidateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RemoveElectionCandidateResponse400Headers the declared response headers of an HTTP 400 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse400Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse401Headers the declared response headers of an HTTP 401 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse401Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse403Headers the declared response headers of an HTTP 403 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse403Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse404Headers the declared response headers of an HTTP 404 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse404Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse409Headers the declared response headers of an HTTP 409 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse409Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse431Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse503Headers the declared response headers of an HTTP 503 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type RemoveElectionCandidateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *RemoveElectionCandidateResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RemoveElectionCandidateResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *RemoveElectionCandidateResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *RemoveElectionCandidateResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *RemoveElectionCandidateResponse409Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *RemoveElectionCandidateResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RemoveElectionCandidateResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r RemoveElectionCandidateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RemoveElectionCandidateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RemoveElectionCandidateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RemoveElectionCandidateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PublishElectionResponse400Headers the declared response headers of an HTTP 400 response for PublishElection
+type PublishElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse401Headers the declared response headers of an HTTP 401 response for PublishElection
+type PublishElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse403Headers the declared response headers of an HTTP 403 response for PublishElection
+type PublishElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse404Headers the declared response headers of an HTTP 404 response for PublishElection
+type PublishElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse409Headers the declared response headers of an HTTP 409 response for PublishElection
+type PublishElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse413Headers the declared response headers of an HTTP 413 response for PublishElection
+type PublishElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse415Headers the declared response headers of an HTTP 415 response for PublishElection
+type PublishElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse431Headers the declared response headers of an HTTP 431 response for PublishElection
+type PublishElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse503Headers the declared response headers of an HTTP 503 response for PublishElection
+type PublishElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type PublishElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PublishElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PublishElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *PublishElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *PublishElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *PublishElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PublishElectionResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *PublishElectionResponse415Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *PublishElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PublishElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PublishElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PublishElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PublishElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PublishElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PublishElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetElectionResultsResponse400Headers the declared response headers of an HTTP 400 response for GetElectionResults
+type GetElectionResultsResponse400Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse401Headers the declared response headers of an HTTP 401 response for GetElectionResults
+type GetElectionResultsResponse401Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse403Headers the declared response headers of an HTTP 403 response for GetElectionResults
+type GetElectionResultsResponse403Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse404Headers the declared response headers of an HTTP 404 response for GetElectionResults
+type GetElectionResultsResponse404Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse409Headers the declared response headers of an HTTP 409 response for GetElectionResults
+type GetElectionResultsResponse409Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse431Headers the declared response headers of an HTTP 431 response for GetElectionResults
+type GetElectionResultsResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse503Headers the declared response headers of an HTTP 503 response for GetElectionResults
+type GetElectionResultsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type GetElectionResultsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Results
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetElectionResultsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetElectionResultsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetElectionResultsResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetElectionResultsResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *GetElectionResultsResponse409Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetElectionResultsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetElectionResultsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetElectionResultsResponse) GetJSON200() *Results {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetElectionResultsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetElectionResultsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetElectionResultsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetElectionResultsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListMembersResponse400Headers the declared response headers of an HTTP 400 response for ListMembers
 type ListMembersResponse400Headers struct {
 	XRequestId *string
@@ -8121,6 +12007,10 @@ func (c *ClientWithResponses) ListTenantModulesWithResponse(ctx context.Context,
 
 // InstallTenantModuleWithBodyWithResponse Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -8134,6 +12024,10 @@ func (c *ClientWithResponses) InstallTenantModuleWithBodyWithResponse(ctx contex
 
 // InstallTenantModuleWithResponse Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -8145,7 +12039,12 @@ func (c *ClientWithResponses) InstallTenantModuleWithResponse(ctx context.Contex
 	return ParseInstallTenantModuleResponse(rsp)
 }
 
-// UninstallTenantModuleWithResponse Uninstall a module (drops its tables)
+// UninstallTenantModuleWithResponse Uninstall a module (drops its tables, and no other module's)
+//
+// Refused (409 module_has_data) while the module's tables hold rows,
+// unless purge=true; refused (409 module_in_use) while an installed
+// module needs it. The module's routes answer 404
+// module_not_installed on every server from then on.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -8408,6 +12307,284 @@ func (c *ClientWithResponses) RevokeCardWithResponse(ctx context.Context, tenant
 		return nil, err
 	}
 	return ParseRevokeCardResponse(rsp)
+}
+
+// ListElectionsWithResponse List elections (keyset pages in creation order; drafts for admins only)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+func (c *ClientWithResponses) ListElectionsWithResponse(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*ListElectionsResponse, error) {
+	rsp, err := c.ListElections(ctx, tenant, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListElectionsResponse(rsp)
+}
+
+// CreateElectionWithBodyWithResponse Create a draft election (admins)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *ClientWithResponses) CreateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error) {
+	rsp, err := c.CreateElectionWithBody(ctx, tenant, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateElectionResponse(rsp)
+}
+
+// CreateElectionWithResponse Create a draft election (admins)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *ClientWithResponses) CreateElectionWithResponse(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error) {
+	rsp, err := c.CreateElection(ctx, tenant, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateElectionResponse(rsp)
+}
+
+// GetElectionWithResponse One election with its positions and candidates (a draft is an admin's only)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+func (c *ClientWithResponses) GetElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResponse, error) {
+	rsp, err := c.GetElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetElectionResponse(rsp)
+}
+
+// UpdateElectionWithBodyWithResponse Change a draft (admins); 409 election_locked once it opened
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *ClientWithResponses) UpdateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error) {
+	rsp, err := c.UpdateElectionWithBody(ctx, tenant, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateElectionResponse(rsp)
+}
+
+// UpdateElectionWithResponse Change a draft (admins); 409 election_locked once it opened
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *ClientWithResponses) UpdateElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error) {
+	rsp, err := c.UpdateElection(ctx, tenant, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateElectionResponse(rsp)
+}
+
+// ListElectionActivitiesWithResponse The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+func (c *ClientWithResponses) ListElectionActivitiesWithResponse(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*ListElectionActivitiesResponse, error) {
+	rsp, err := c.ListElectionActivities(ctx, tenant, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListElectionActivitiesResponse(rsp)
+}
+
+// CastBallotWithBodyWithResponse Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *ClientWithResponses) CastBallotWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CastBallotResponse, error) {
+	rsp, err := c.CastBallotWithBody(ctx, tenant, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCastBallotResponse(rsp)
+}
+
+// CastBallotWithResponse Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *ClientWithResponses) CastBallotWithResponse(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*CastBallotResponse, error) {
+	rsp, err := c.CastBallot(ctx, tenant, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCastBallotResponse(rsp)
+}
+
+// CloseElectionWithResponse open → closed (admins)
+//
+// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+func (c *ClientWithResponses) CloseElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*CloseElectionResponse, error) {
+	rsp, err := c.CloseElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCloseElectionResponse(rsp)
+}
+
+// OpenElectionWithResponse draft → open (admins)
+//
+// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+func (c *ClientWithResponses) OpenElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*OpenElectionResponse, error) {
+	rsp, err := c.OpenElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenElectionResponse(rsp)
+}
+
+// AddElectionPositionWithBodyWithResponse Add a position to a draft (admins)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *ClientWithResponses) AddElectionPositionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error) {
+	rsp, err := c.AddElectionPositionWithBody(ctx, tenant, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionPositionResponse(rsp)
+}
+
+// AddElectionPositionWithResponse Add a position to a draft (admins)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *ClientWithResponses) AddElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error) {
+	rsp, err := c.AddElectionPosition(ctx, tenant, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionPositionResponse(rsp)
+}
+
+// RemoveElectionPositionWithResponse Remove a position and its candidates from a draft (admins)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+func (c *ClientWithResponses) RemoveElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*RemoveElectionPositionResponse, error) {
+	rsp, err := c.RemoveElectionPosition(ctx, tenant, id, position, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRemoveElectionPositionResponse(rsp)
+}
+
+// AddElectionCandidateWithBodyWithResponse Make an active member a candidate for a position of a draft (admins)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *ClientWithResponses) AddElectionCandidateWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error) {
+	rsp, err := c.AddElectionCandidateWithBody(ctx, tenant, id, position, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionCandidateResponse(rsp)
+}
+
+// AddElectionCandidateWithResponse Make an active member a candidate for a position of a draft (admins)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *ClientWithResponses) AddElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error) {
+	rsp, err := c.AddElectionCandidate(ctx, tenant, id, position, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionCandidateResponse(rsp)
+}
+
+// RemoveElectionCandidateWithResponse Withdraw a candidate of a draft (admins)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+func (c *ClientWithResponses) RemoveElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*RemoveElectionCandidateResponse, error) {
+	rsp, err := c.RemoveElectionCandidate(ctx, tenant, id, position, candidate, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRemoveElectionCandidateResponse(rsp)
+}
+
+// PublishElectionWithResponse closed → published (admins)
+//
+// The results become readable by every token of the tenant.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+func (c *ClientWithResponses) PublishElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*PublishElectionResponse, error) {
+	rsp, err := c.PublishElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePublishElectionResponse(rsp)
+}
+
+// GetElectionResultsWithResponse The counts, winners and ties (admins once closed, everyone once published)
+//
+// 409 results_not_available before the election closes; 403
+// results_not_published to a tenant token while it is closed but not
+// published.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+func (c *ClientWithResponses) GetElectionResultsWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResultsResponse, error) {
+	rsp, err := c.GetElectionResults(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetElectionResultsResponse(rsp)
 }
 
 // ListMembersWithResponse List members (keyset pages in id order)
@@ -11993,6 +16170,2382 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 		response.Headers431 = &headers
 	case rsp.StatusCode == 503:
 		var headers RevokeCardResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListElectionsResponse parses an HTTP response from a ListElectionsWithResponse call
+func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListElectionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ElectionPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers ListElectionsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListElectionsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListElectionsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers ListElectionsResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListElectionsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListElectionsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateElectionResponse parses an HTTP response from a CreateElectionWithResponse call
+func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreateElectionResponse201Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 400:
+		var headers CreateElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CreateElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CreateElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CreateElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers CreateElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers CreateElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers CreateElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetElectionResponse parses an HTTP response from a GetElectionWithResponse call
+func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ElectionDetail
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateElectionResponse parses an HTTP response from a UpdateElectionWithResponse call
+func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers UpdateElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers UpdateElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers UpdateElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers UpdateElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers UpdateElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers UpdateElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers UpdateElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers UpdateElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListElectionActivitiesResponse parses an HTTP response from a ListElectionActivitiesWithResponse call
+func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActivitiesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListElectionActivitiesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ElectionActivityPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers ListElectionActivitiesResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListElectionActivitiesResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListElectionActivitiesResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers ListElectionActivitiesResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListElectionActivitiesResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListElectionActivitiesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCastBallotResponse parses an HTTP response from a CastBallotWithResponse call
+func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CastBallotResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Receipt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers CastBallotResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CastBallotResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CastBallotResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CastBallotResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers CastBallotResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers CastBallotResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers CastBallotResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers CastBallotResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CastBallotResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCloseElectionResponse parses an HTTP response from a CloseElectionWithResponse call
+func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CloseElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers CloseElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CloseElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CloseElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CloseElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers CloseElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers CloseElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers CloseElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers CloseElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CloseElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOpenElectionResponse parses an HTTP response from a OpenElectionWithResponse call
+func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OpenElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers OpenElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers OpenElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers OpenElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers OpenElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers OpenElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers OpenElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers OpenElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers OpenElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAddElectionPositionResponse parses an HTTP response from a AddElectionPositionWithResponse call
+func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AddElectionPositionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Position
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers AddElectionPositionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers AddElectionPositionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers AddElectionPositionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers AddElectionPositionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers AddElectionPositionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers AddElectionPositionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers AddElectionPositionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers AddElectionPositionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers AddElectionPositionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRemoveElectionPositionResponse parses an HTTP response from a RemoveElectionPositionWithResponse call
+func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPositionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RemoveElectionPositionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers RemoveElectionPositionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers RemoveElectionPositionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers RemoveElectionPositionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers RemoveElectionPositionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers RemoveElectionPositionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 431:
+		var headers RemoveElectionPositionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RemoveElectionPositionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAddElectionCandidateResponse parses an HTTP response from a AddElectionCandidateWithResponse call
+func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AddElectionCandidateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Candidate
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers AddElectionCandidateResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers AddElectionCandidateResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers AddElectionCandidateResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers AddElectionCandidateResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers AddElectionCandidateResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers AddElectionCandidateResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers AddElectionCandidateResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers AddElectionCandidateResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers AddElectionCandidateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRemoveElectionCandidateResponse parses an HTTP response from a RemoveElectionCandidateWithResponse call
+func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCandidateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RemoveElectionCandidateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers RemoveElectionCandidateResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers RemoveElectionCandidateResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers RemoveElectionCandidateResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers RemoveElectionCandidateResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers RemoveElectionCandidateResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 431:
+		var headers RemoveElectionCandidateResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RemoveElectionCandidateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePublishElectionResponse parses an HTTP response from a PublishElectionWithResponse call
+func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PublishElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers PublishElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers PublishElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers PublishElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers PublishElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers PublishElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers PublishElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers PublishElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 431:
+		var headers PublishElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers PublishElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetElectionResultsResponse parses an HTTP response from a GetElectionResultsWithResponse call
+func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetElectionResultsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Results
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetElectionResultsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetElectionResultsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetElectionResultsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetElectionResultsResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers GetElectionResultsResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetElectionResultsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetElectionResultsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
