@@ -100,6 +100,9 @@ func newAPI(t *testing.T, o apiOptions) *api {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go func() { _ = fa.Listener(ln) }()
+	// Cleanups run last-registered first: the server stops, then the
+	// client's kept-alive connections are closed so their goroutines end.
+	t.Cleanup(x.client.CloseIdleConnections)
 	t.Cleanup(func() { _ = fa.ShutdownWithTimeout(5 * time.Second) })
 	x.base = "http://" + ln.Addr().String()
 
