@@ -28,6 +28,12 @@ type Deps struct {
 	App *app.App
 	// BodyLimit caps request bodies in bytes.
 	BodyLimit int
+	// RequestTimeout is the deadline of each request and of every token
+	// lookup (default 10s), PlatformTimeout that of changes through the
+	// platform routes (default 2m): pool acquisition, token lookups and
+	// statements end by then, answered 503 timeout with Retry-After.
+	RequestTimeout  time.Duration
+	PlatformTimeout time.Duration
 	// Cursors signs the tenant API's pagination cursors; nil leaves the
 	// tenant API out.
 	Cursors *Cursors
@@ -55,6 +61,12 @@ func New(d Deps) *fiber.App {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics()
 	}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 10 * time.Second
+	}
+	if d.PlatformTimeout <= 0 {
+		d.PlatformTimeout = 2 * time.Minute
+	}
 	fa := fiber.New(fiber.Config{
 		AppName:               "publicdigit",
 		DisableStartupMessage: true,
@@ -63,8 +75,13 @@ func New(d Deps) *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
+		// The request line and headers must fit in the read buffer; a
+		// longer one is refused by fasthttp before any handler (431
+		// header_too_large). A URI that fits but is longer than MaxURI is
+		// refused by uriLimit (414 uri_too_long).
+		ReadBufferSize: ReadBufferSize,
 	})
-	fa.Use(requestID(), d.Metrics.middleware(), accessLog(d.Log))
+	fa.Use(requestID(), deadline(d.RequestTimeout, d.PlatformTimeout), d.Metrics.middleware(), accessLog(d.Log), uriLimit())
 
 	fa.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
@@ -98,7 +115,7 @@ func New(d Deps) *fiber.App {
 		return c.Send(docJSON)
 	})
 
-	auth := Auth{}
+	auth := Auth{timeout: d.RequestTimeout}
 	if d.App != nil {
 		auth.tokens = d.App.Tokens
 		h := &handlers{a: d.App, log: d.Log}
@@ -130,7 +147,8 @@ type Problem struct {
 	// RequestID ties the answer to the server's log lines.
 	RequestID string `json:"request_id,omitempty"`
 
-	retry bool // answer with Retry-After
+	retry      bool // answer with Retry-After
+	noInstance bool // the request's URI is unknown or too long to echo
 }
 
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }

@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -62,6 +65,49 @@ func validRequestID(s string) bool {
 func requestIDOf(c *fiber.Ctx) string {
 	id, _ := c.Locals(localRequestID).(string)
 	return id
+}
+
+// ReadBufferSize bounds a request's line and headers together, in bytes.
+const ReadBufferSize = 16 << 10
+
+// MaxURI is the longest request URI (path and query) served; the longest
+// of the API's own is about 150 bytes.
+const MaxURI = 2048
+
+// uriLimit answers 414 uri_too_long for a URI longer than MaxURI, before
+// anything else reads it.
+func uriLimit() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if len(c.Request().Header.RequestURI()) > MaxURI {
+			p := problem(fiber.StatusRequestURITooLong, "URI too long",
+				fmt.Sprintf("the request URI must be at most %d bytes", MaxURI))
+			p.Code = "uri_too_long"
+			p.noInstance = true
+			return p
+		}
+		return c.Next()
+	}
+}
+
+// platformPrefix starts the platform routes.
+const platformPrefix = "/api/v1/platform/"
+
+// deadline gives each request a context with a deadline: every pool
+// acquisition, token lookup and statement of the request ends by then, so
+// that a stalled database is a 503 (timeout, Retry-After), never a hang.
+// Changes through the platform routes (provisioning, module installs) get
+// platform; moves run to their end regardless (see moveTenant).
+func deadline(request, platform time.Duration) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		d := request
+		if c.Method() != fiber.MethodGet && strings.HasPrefix(c.Path(), platformPrefix) {
+			d = platform
+		}
+		ctx, cancel := context.WithTimeout(c.UserContext(), d)
+		defer cancel()
+		c.SetUserContext(ctx)
+		return c.Next()
+	}
 }
 
 // accessLog writes one line per request, after the error handler has run.

@@ -394,7 +394,11 @@ func (h *handlers) listTokens(c *fiber.Ctx) error {
 }
 
 func (h *handlers) revokeToken(c *fiber.Ctx) error {
-	tok, err := h.a.Tokens.Revoke(c.UserContext(), c.Params("id"))
+	id, err := uuidParam(c, "id")
+	if err != nil {
+		return err
+	}
+	tok, err := h.a.Tokens.Revoke(c.UserContext(), id.String())
 	if err != nil {
 		return err
 	}
