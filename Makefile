@@ -18,9 +18,10 @@ db-up-b: ## start a second local PostgreSQL + PgBouncer (cluster "b", ports 1543
 	@PD_INSTANCE=b ./deploy/local/db-up.sh
 
 .PHONY: db-down
-db-down: ## stop exactly the processes in the local pid files (both instances)
+db-down: ## stop exactly the processes in the local pid files (every instance)
 	@./deploy/local/db-down.sh
 	@PD_INSTANCE=b ./deploy/local/db-down.sh
+	@PD_INSTANCE=chaos ./deploy/local/db-down.sh
 
 .PHONY: db-reset
 db-reset: ## stop, delete the local data folder, start afresh (cluster b: PD_INSTANCE=b deploy/local/db-reset.sh)
@@ -109,3 +110,11 @@ bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs 
 .PHONY: bench-move
 bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
 	$(GO) run ./cmd/pdbench move
+
+.PHONY: chaos
+chaos: ## faults under load on the "chaos" instance (15434/16434): restarts, kill -9, stalls; checks every acknowledged write (~2 min)
+	$(GO) run ./cmd/pdchaos chaos
+
+.PHONY: soak
+soak: ## steady load with a fault a minute on the "chaos" instance; server memory and goroutines at start and end (~11 min)
+	$(GO) run ./cmd/pdchaos soak

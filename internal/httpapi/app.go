@@ -90,11 +90,11 @@ func New(d Deps) *fiber.App {
 		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
 		if d.App == nil {
-			return problem(fiber.StatusServiceUnavailable, "not ready", "no readiness check configured")
+			return notReady("no readiness check configured")
 		}
 		if err := d.App.Ready(ctx); err != nil {
-			d.Log.Warn().Err(err).Msg("readiness check failed")
-			return problem(fiber.StatusServiceUnavailable, "not ready", "the landlord catalog is not reachable")
+			d.Log.Warn().Err(err).Str("request_id", RequestID(c)).Msg("readiness check failed")
+			return notReady("the landlord catalog is not reachable")
 		}
 		return c.JSON(fiber.Map{"status": "ready"})
 	})
@@ -155,6 +155,13 @@ func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
 
 func problem(status int, title, detail string) *Problem {
 	return &Problem{Type: "about:blank", Title: title, Status: status, Detail: detail}
+}
+
+// notReady is /readyz's 503.
+func notReady(detail string) *Problem {
+	p := problem(fiber.StatusServiceUnavailable, "not ready", detail)
+	p.Code, p.retry = "not_ready", true
+	return p
 }
 
 // BadRequest is a 400 problem with the given detail (safe to show a client).
