@@ -91,6 +91,19 @@ deploy-tools: ## install docker-compose and systemd-analyze (apt-get) for the de
 		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}" >/dev/null; \
 	fi
 
+# Each fuzz target with its package; make test runs their seed corpora
+# (testdata/fuzz/…) as ordinary tests.
+FUZZ_TARGETS := FuzzParseSlug:./internal/tenant FuzzCursors:./internal/httpapi FuzzDecodeJSON:./internal/httpapi \
+	FuzzTenantAPIBodies:./internal/httpapi FuzzLoad:./internal/config FuzzGuard:./internal/pgroute
+FUZZTIME ?= 1m
+
+.PHONY: fuzz
+fuzz: db-up ## explore every fuzz target for FUZZTIME each (default 1m; ~8 min in all); new failures land in testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) "$${t#*:}"; \
+	done
+
 .PHONY: bench-scope
 bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, direct/PgBouncer (~2 min)
 	$(GO) run ./cmd/pdbench scope
