@@ -81,7 +81,8 @@ func New(d Deps) *fiber.App {
 		// refused by uriLimit (414 uri_too_long).
 		ReadBufferSize: ReadBufferSize,
 	})
-	fa.Use(requestID(), deadline(d.RequestTimeout, d.PlatformTimeout), d.Metrics.middleware(), accessLog(d.Log), uriLimit())
+	fa.Use(requestID(), deadline(d.RequestTimeout, d.PlatformTimeout), d.Metrics.middleware(), accessLog(d.Log),
+		recoverPanics(d.Log), uriLimit())
 
 	fa.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})

@@ -203,7 +203,7 @@ func errorHandler(log zerolog.Logger) fiber.ErrorHandler {
 			if t, ok := pgroute.TenantFromContext(c.UserContext()); ok {
 				ev = ev.Str("tenant", t.Slug.String())
 			}
-			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", c.Path()).Str("code", p.Code).
+			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", truncatePath(c.Path())).Str("code", p.Code).
 				Int("status", p.Status).Msg("request failed")
 		}
 		if !p.noInstance {

@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/gofiber/fiber/v2"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -159,4 +163,48 @@ func TestUpperCaseUUIDsAreRefused(t *testing.T) {
 	ta.call(t, "GET", tt.path("/cards/"+cardID), tt.token, nil).ok(t, 200)
 	ta.call(t, "GET", tt.path("/cards?member_id="+memberID), tt.token, nil).ok(t, 200)
 	ta.call(t, "DELETE", "/api/v1/platform/tokens/"+tok.ID, ta.platform, nil).ok(t, 200)
+}
+
+// A handler that panics is a 500 whose cause and stack reach the log with
+// the request id, never the client; the server goes on serving.
+func TestPanicIsA500(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	fa := httpapi.New(httpapi.Deps{
+		Log: zerolog.New(&logs),
+		Extensions: []httpapi.Extension{{Routes: func(app *fiber.App, _ httpapi.Auth) {
+			app.Get("/boom", func(*fiber.Ctx) error {
+				var m map[string]int
+				m["x"]++ // a bug: assignment to a nil map
+				return nil
+			})
+		}}},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = httpapi.Serve(fa, ln) }()
+	t.Cleanup(func() { _ = fa.ShutdownWithTimeout(5 * time.Second) })
+	base := "http://" + ln.Addr().String()
+
+	for i := 0; i < 2; i++ {
+		resp, err := http.Get(base + "/boom")
+		require.NoError(t, err, "an answer, not a dead server")
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		r := resp2(resp, raw)
+		p := r.problem(t, 500, "internal")
+		assert.NotContains(t, string(raw), "nil map", "no panic text reaches the client")
+		assert.Contains(t, logs.String(), `"request_id":"`+p["request_id"].(string)+`"`)
+	}
+	assert.Contains(t, logs.String(), "assignment to entry in nil map")
+	assert.Contains(t, logs.String(), `"stack"`)
+	resp, err := http.Get(base + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode)
+}
+
+func resp2(hr *http.Response, body []byte) resp {
+	return resp{status: hr.StatusCode, header: hr.Header, body: body}
 }

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/rs/zerolog"
 
@@ -110,6 +112,27 @@ func deadline(request, platform time.Duration) fiber.Handler {
 	}
 }
 
+// recoverPanics turns a handler's panic into an error (a logged 500, see
+// errorHandler) instead of the end of the process; the stack goes to the
+// log with the request id, never to the client.
+func recoverPanics(log zerolog.Logger) fiber.Handler {
+	return recover.New(recover.Config{
+		EnableStackTrace: true,
+		StackTraceHandler: func(c *fiber.Ctx, e any) {
+			log.Error().Str("request_id", requestIDOf(c)).Str("path", truncatePath(c.Path())).
+				Str("panic", fmt.Sprint(e)).Bytes("stack", debug.Stack()).Msg("handler panicked")
+		},
+	})
+}
+
+// truncatePath keeps a hostile path from filling the log.
+func truncatePath(p string) string {
+	if len(p) > MaxURI {
+		return p[:MaxURI] + "…"
+	}
+	return p
+}
+
 // accessLog writes one line per request, after the error handler has run.
 func accessLog(log zerolog.Logger) fiber.Handler {
 	return func(c *fiber.Ctx) error {
@@ -127,7 +150,7 @@ func accessLog(log zerolog.Logger) fiber.Handler {
 		}
 		ev.Str("request_id", requestIDOf(c)).
 			Str("method", c.Method()).
-			Str("path", c.Path()).
+			Str("path", truncatePath(c.Path())).
 			Int("status", status).
 			Dur("duration", time.Since(start)).
 			Msg("request")
