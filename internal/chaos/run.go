@@ -187,14 +187,17 @@ func (r Report) OK() bool {
 
 // Summary is the one-line result, prefixed with kind (chaos, soak).
 func (r Report) Summary(kind string) string {
+	if kind == "soak" {
+		return fmt.Sprintf("soak requests=%d acked=%d lost=%d leaks=%d", r.Requests, r.Acked, r.Lost+r.Dup, r.Leaks)
+	}
 	return fmt.Sprintf("%s requests=%d acked=%d retryable=%d lost=%d leaks=%d", kind, r.Requests, r.Acked, r.Retryable, r.Lost+r.Dup, r.Leaks)
 }
 
 // Write prints the report: the summary line, then the details.
 func (r Report) Write(w io.Writer, kind string) {
 	fmt.Fprintln(w, r.Summary(kind))
-	fmt.Fprintf(w, "  no answer while the server was down on purpose: %d; other failures: %d; hangs past the deadline: %d; duplicated: %d\n",
-		r.Down, r.Bad, r.Hung, r.Dup)
+	fmt.Fprintf(w, "  retryable (503 + Retry-After): %d; no answer while the server was down on purpose: %d; other failures: %d; hangs past the deadline: %d; duplicated: %d\n",
+		r.Retryable, r.Down, r.Bad, r.Hung, r.Dup)
 	for _, f := range r.Faults {
 		state := fmt.Sprintf("readyz failed during it: %v; ready again after %s", f.NotReady, f.RecoveredIn.Round(10*time.Millisecond))
 		if !f.Recovered {
