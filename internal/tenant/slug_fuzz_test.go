@@ -27,7 +27,9 @@ func FuzzParseSlug(f *testing.F) {
 			if !errors.Is(err, tenant.ErrInvalidSlug) {
 				t.Fatalf("%q: error of another kind: %v", s, err)
 			}
-			if len(err.Error()) > 200 || !utf8.ValidString(err.Error()) {
+			// The text quotes at most MaxSlugLen bytes of the input, each
+			// escaped in at most 4 characters, whatever its length.
+			if len(err.Error()) > 4*tenant.MaxSlugLen+120 || !utf8.ValidString(err.Error()) {
 				t.Fatalf("%q: error text too long or not UTF-8: %q", s, err.Error())
 			}
 			if shape.MatchString(s) && len(s) <= tenant.MaxSlugLen {
