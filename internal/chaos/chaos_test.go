@@ -87,5 +87,6 @@ func TestChaos(t *testing.T) {
 	for k := range rep.ServerFailures {
 		assert.True(t, strings.HasPrefix(k, "503 "), "the server answered %s", k)
 	}
+	assert.True(t, in.Running(), "PostgreSQL and PgBouncer run again after the run")
 	assert.True(t, rep.OK())
 }
