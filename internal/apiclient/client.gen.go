@@ -9624,6 +9624,11 @@ type ListElectionsResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListElectionsResponse414Headers the declared response headers of an HTTP 414 response for ListElections
+type ListElectionsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListElectionsResponse431Headers the declared response headers of an HTTP 431 response for ListElections
 type ListElectionsResponse431Headers struct {
 	XRequestId *string
@@ -9648,6 +9653,8 @@ type ListElectionsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9660,6 +9667,8 @@ type ListElectionsResponse struct {
 	Headers403 *ListElectionsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListElectionsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListElectionsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListElectionsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9689,6 +9698,11 @@ func (r ListElectionsResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListElectionsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9760,6 +9774,11 @@ type CreateElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateElectionResponse414Headers the declared response headers of an HTTP 414 response for CreateElection
+type CreateElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateElectionResponse415Headers the declared response headers of an HTTP 415 response for CreateElection
 type CreateElectionResponse415Headers struct {
 	XRequestId *string
@@ -9791,6 +9810,8 @@ type CreateElectionResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -9809,6 +9830,8 @@ type CreateElectionResponse struct {
 	Headers404 *CreateElectionResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -9845,6 +9868,11 @@ func (r CreateElectionResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CreateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -9911,6 +9939,11 @@ type GetElectionResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetElectionResponse414Headers the declared response headers of an HTTP 414 response for GetElection
+type GetElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetElectionResponse431Headers the declared response headers of an HTTP 431 response for GetElection
 type GetElectionResponse431Headers struct {
 	XRequestId *string
@@ -9935,6 +9968,8 @@ type GetElectionResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9947,6 +9982,8 @@ type GetElectionResponse struct {
 	Headers403 *GetElectionResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetElectionResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetElectionResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9976,6 +10013,11 @@ func (r GetElectionResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetElectionResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10047,6 +10089,11 @@ type UpdateElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// UpdateElectionResponse414Headers the declared response headers of an HTTP 414 response for UpdateElection
+type UpdateElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // UpdateElectionResponse415Headers the declared response headers of an HTTP 415 response for UpdateElection
 type UpdateElectionResponse415Headers struct {
 	XRequestId *string
@@ -10080,6 +10127,8 @@ type UpdateElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10098,6 +10147,8 @@ type UpdateElectionResponse struct {
 	Headers409 *UpdateElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10139,6 +10190,11 @@ func (r UpdateElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r UpdateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10205,6 +10261,11 @@ type ListElectionActivitiesResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListElectionActivitiesResponse414Headers the declared response headers of an HTTP 414 response for ListElectionActivities
+type ListElectionActivitiesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListElectionActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListElectionActivities
 type ListElectionActivitiesResponse431Headers struct {
 	XRequestId *string
@@ -10229,6 +10290,8 @@ type ListElectionActivitiesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10241,6 +10304,8 @@ type ListElectionActivitiesResponse struct {
 	Headers403 *ListElectionActivitiesResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListElectionActivitiesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListElectionActivitiesResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListElectionActivitiesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10270,6 +10335,11 @@ func (r ListElectionActivitiesResponse) GetApplicationproblemJSON403() *Problem 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListElectionActivitiesResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10341,6 +10411,11 @@ type CastBallotResponse413Headers struct {
 	XRequestId *string
 }
 
+// CastBallotResponse414Headers the declared response headers of an HTTP 414 response for CastBallot
+type CastBallotResponse414Headers struct {
+	XRequestId *string
+}
+
 // CastBallotResponse415Headers the declared response headers of an HTTP 415 response for CastBallot
 type CastBallotResponse415Headers struct {
 	XRequestId *string
@@ -10374,6 +10449,8 @@ type CastBallotResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10392,6 +10469,8 @@ type CastBallotResponse struct {
 	Headers409 *CastBallotResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CastBallotResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CastBallotResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CastBallotResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10433,6 +10512,11 @@ func (r CastBallotResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CastBallotResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10509,6 +10593,11 @@ type CloseElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// CloseElectionResponse414Headers the declared response headers of an HTTP 414 response for CloseElection
+type CloseElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // CloseElectionResponse415Headers the declared response headers of an HTTP 415 response for CloseElection
 type CloseElectionResponse415Headers struct {
 	XRequestId *string
@@ -10542,6 +10631,8 @@ type CloseElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10560,6 +10651,8 @@ type CloseElectionResponse struct {
 	Headers409 *CloseElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CloseElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CloseElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CloseElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10601,6 +10694,11 @@ func (r CloseElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CloseElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10677,6 +10775,11 @@ type OpenElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// OpenElectionResponse414Headers the declared response headers of an HTTP 414 response for OpenElection
+type OpenElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // OpenElectionResponse415Headers the declared response headers of an HTTP 415 response for OpenElection
 type OpenElectionResponse415Headers struct {
 	XRequestId *string
@@ -10710,6 +10813,8 @@ type OpenElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10728,6 +10833,8 @@ type OpenElectionResponse struct {
 	Headers409 *OpenElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *OpenElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *OpenElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *OpenElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10769,6 +10876,11 @@ func (r OpenElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r OpenElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10845,6 +10957,11 @@ type AddElectionPositionResponse413Headers struct {
 	XRequestId *string
 }
 
+// AddElectionPositionResponse414Headers the declared response headers of an HTTP 414 response for AddElectionPosition
+type AddElectionPositionResponse414Headers struct {
+	XRequestId *string
+}
+
 // AddElectionPositionResponse415Headers the declared response headers of an HTTP 415 response for AddElectionPosition
 type AddElectionPositionResponse415Headers struct {
 	XRequestId *string
@@ -10878,6 +10995,8 @@ type AddElectionPositionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10896,6 +11015,8 @@ type AddElectionPositionResponse struct {
 	Headers409 *AddElectionPositionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *AddElectionPositionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *AddElectionPositionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *AddElectionPositionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10937,6 +11058,11 @@ func (r AddElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r AddElectionPositionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -11008,6 +11134,11 @@ type RemoveElectionPositionResponse409Headers struct {
 	XRequestId *string
 }
 
+// RemoveElectionPositionResponse414Headers the declared response headers of an HTTP 414 response for RemoveElectionPosition
+type RemoveElectionPositionResponse414Headers struct {
+	XRequestId *string
+}
+
 // RemoveElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionPosition
 type RemoveElectionPositionResponse431Headers struct {
 	XRequestId *string
@@ -11032,6 +11163,8 @@ type RemoveElectionPositionResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11046,6 +11179,8 @@ type RemoveElectionPositionResponse struct {
 	Headers404 *RemoveElectionPositionResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *RemoveElectionPositionResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RemoveElectionPositionResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RemoveElectionPositionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11075,6 +11210,11 @@ func (r RemoveElectionPositionResponse) GetApplicationproblemJSON404() *Problem 
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r RemoveElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11146,6 +11286,11 @@ type AddElectionCandidateResponse413Headers struct {
 	XRequestId *string
 }
 
+// AddElectionCandidateResponse414Headers the declared response headers of an HTTP 414 response for AddElectionCandidate
+type AddElectionCandidateResponse414Headers struct {
+	XRequestId *string
+}
+
 // AddElectionCandidateResponse415Headers the declared response headers of an HTTP 415 response for AddElectionCandidate
 type AddElectionCandidateResponse415Headers struct {
 	XRequestId *string
@@ -11179,6 +11324,8 @@ type AddElectionCandidateResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -11197,6 +11344,8 @@ type AddElectionCandidateResponse struct {
 	Headers409 *AddElectionCandidateResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *AddElectionCandidateResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *AddElectionCandidateResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *AddElectionCandidateResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -11238,6 +11387,11 @@ func (r AddElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r AddElectionCandidateResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -11309,6 +11463,11 @@ type RemoveElectionCandidateResponse409Headers struct {
 	XRequestId *string
 }
 
+// RemoveElectionCandidateResponse414Headers the declared response headers of an HTTP 414 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse414Headers struct {
+	XRequestId *string
+}
+
 // RemoveElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionCandidate
 type RemoveElectionCandidateResponse431Headers struct {
 	XRequestId *string
@@ -11333,6 +11492,8 @@ type RemoveElectionCandidateResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11347,6 +11508,8 @@ type RemoveElectionCandidateResponse struct {
 	Headers404 *RemoveElectionCandidateResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *RemoveElectionCandidateResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RemoveElectionCandidateResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RemoveElectionCandidateResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11376,6 +11539,11 @@ func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON404() *Problem
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11447,6 +11615,11 @@ type PublishElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// PublishElectionResponse414Headers the declared response headers of an HTTP 414 response for PublishElection
+type PublishElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // PublishElectionResponse415Headers the declared response headers of an HTTP 415 response for PublishElection
 type PublishElectionResponse415Headers struct {
 	XRequestId *string
@@ -11480,6 +11653,8 @@ type PublishElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -11498,6 +11673,8 @@ type PublishElectionResponse struct {
 	Headers409 *PublishElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *PublishElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *PublishElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *PublishElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -11539,6 +11716,11 @@ func (r PublishElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r PublishElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -11610,6 +11792,11 @@ type GetElectionResultsResponse409Headers struct {
 	XRequestId *string
 }
 
+// GetElectionResultsResponse414Headers the declared response headers of an HTTP 414 response for GetElectionResults
+type GetElectionResultsResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetElectionResultsResponse431Headers the declared response headers of an HTTP 431 response for GetElectionResults
 type GetElectionResultsResponse431Headers struct {
 	XRequestId *string
@@ -11636,6 +11823,8 @@ type GetElectionResultsResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11650,6 +11839,8 @@ type GetElectionResultsResponse struct {
 	Headers404 *GetElectionResultsResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *GetElectionResultsResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetElectionResultsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetElectionResultsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11684,6 +11875,11 @@ func (r GetElectionResultsResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r GetElectionResultsResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -17845,6 +18041,13 @@ func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, err
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17902,6 +18105,16 @@ func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, err
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListElectionsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListElectionsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17990,6 +18203,13 @@ func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, e
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18074,6 +18294,16 @@ func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18165,6 +18395,13 @@ func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) 
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18222,6 +18459,16 @@ func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18317,6 +18564,13 @@ func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, e
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18401,6 +18655,16 @@ func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers UpdateElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18492,6 +18756,13 @@ func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActiv
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18549,6 +18820,16 @@ func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActiv
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListElectionActivitiesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListElectionActivitiesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18644,6 +18925,13 @@ func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18728,6 +19016,16 @@ func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CastBallotResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CastBallotResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18833,6 +19131,13 @@ func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, err
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18917,6 +19222,16 @@ func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, err
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CloseElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CloseElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19022,6 +19337,13 @@ func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19106,6 +19428,16 @@ func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers OpenElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers OpenElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19211,6 +19543,13 @@ func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionR
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19295,6 +19634,16 @@ func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionR
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers AddElectionPositionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers AddElectionPositionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19389,6 +19738,13 @@ func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPos
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19456,6 +19812,16 @@ func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPos
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers RemoveElectionPositionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers RemoveElectionPositionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19551,6 +19917,13 @@ func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidat
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19635,6 +20008,16 @@ func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidat
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers AddElectionCandidateResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers AddElectionCandidateResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19729,6 +20112,13 @@ func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCa
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19796,6 +20186,16 @@ func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCa
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers RemoveElectionCandidateResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers RemoveElectionCandidateResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19891,6 +20291,13 @@ func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse,
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19975,6 +20382,16 @@ func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers PublishElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers PublishElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20073,6 +20490,13 @@ func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsRes
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20140,6 +20564,16 @@ func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsRes
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetElectionResultsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetElectionResultsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

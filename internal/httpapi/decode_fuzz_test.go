@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 
+	"github.com/publicdigit/publicdigit/internal/elections"
 	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -95,12 +96,44 @@ var fuzzBodies = []fuzzBody{
 		return DecodeJSON(c, &b)
 	}},
 	{"POST /{tenant}/api/v1/cards/{id}/activate", emptyBody},
+	{"POST /{tenant}/api/v1/elections", func(c *fiber.Ctx) error {
+		var b elections.New
+		return DecodeJSON(c, &b)
+	}},
+	{"PATCH /{tenant}/api/v1/elections/{id}", func(c *fiber.Ctx) error {
+		var b electionPatch
+		if err := DecodeJSON(c, &b); err != nil {
+			return err
+		}
+		_, err := b.patch()
+		return err
+	}},
+	{"POST /{tenant}/api/v1/elections/{id}/positions", func(c *fiber.Ctx) error {
+		var b elections.NewPosition
+		return DecodeJSON(c, &b)
+	}},
+	{"POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates", func(c *fiber.Ctx) error {
+		var b candidateAdd
+		if err := DecodeJSON(c, &b); err != nil {
+			return err
+		}
+		_, err := parseUUID("member_id", b.MemberID)
+		return err
+	}},
+	{"POST /{tenant}/api/v1/elections/{id}/ballots", func(c *fiber.Ctx) error {
+		var b ballotBody
+		if err := DecodeJSON(c, &b); err != nil {
+			return err
+		}
+		_, err := b.ballot()
+		return err
+	}},
 }
 
 // internals are words of Go's and the decoder's own messages that must
 // never reach a client.
 var internals = []string{"json:", "httpapi", "membership.", "struct", "reflect", "interface", "unmarshal", "Unmarshal",
-	"[]uint8", "map[", "*time", "Go value", "uuid.", "tenant.", "goroutine", "panic"}
+	"[]uint8", "map[", "*time", "Go value", "uuid.", "tenant.", "elections.", "goroutine", "panic"}
 
 // FuzzDecodeJSON sends arbitrary bodies (and content types) to every
 // endpoint's body reader: it accepts exactly one JSON object or answers a
@@ -125,7 +158,7 @@ func FuzzDecodeJSON(f *testing.F) {
 
 		err := fb.read(c)
 		if err == nil {
-			if trimmed := strings.TrimSpace(string(body)); fb.route != "POST /{tenant}/api/v1/cards/{id}/activate" || trimmed != "" {
+			if trimmed := strings.TrimSpace(string(body)); !strings.HasSuffix(fb.route, "/activate") || trimmed != "" {
 				if !strings.HasPrefix(trimmed, "{") {
 					t.Fatalf("%s: accepted a body that is not a JSON object: %q", fb.route, body)
 				}

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -62,16 +64,21 @@ var saneRequestID = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
 var leaks = []string{"SQLSTATE", "ERROR:", "syntax error", "pgx", "pgconn", "relation \"", "column \"", "landlord.",
 	"tenant_acme", "goroutine", ".go:", "panic", "runtime error"}
 
-// Every path parameter, query parameter and header of the API, given each
-// injection: no 5xx, every refusal a complete problem with a code, no SQL
+// Every path parameter, query parameter and header of the API (platform,
+// geography, members, cards, elections), given each injection: no 5xx, every refusal a complete problem with a code, no SQL
 // or internal text in any answer, and nothing changed — the tenant, its
 // data, modules and tokens are as before, and no tenant was created.
 func TestInjectionAttempts(t *testing.T) {
 	t.Parallel()
 	ta := newTenantAPI(t, tenantAPIOptions{header: true})
-	tt := ta.tenant(t, "inject")
+	tt := ta.tenant(t, "inject", modules.Elections)
 	memberID := ta.member(t, tt, map[string]any{"full_name": "Injection Target", "email": "target@example.org"})
 	cardID := ta.card(t, tt, memberID)["id"].(string)
+	opens, closes := time.Now().Add(time.Hour).UTC(), time.Now().Add(2*time.Hour).UTC()
+	electionID := ta.call(t, "POST", tt.path("/elections"), ta.platform,
+		map[string]any{"title": "Injection", "opens_at": opens, "closes_at": closes}).ok(t, 201)["id"].(string)
+	positionID := ta.call(t, "POST", tt.path("/elections/"+electionID+"/positions"), ta.platform,
+		map[string]any{"title": "Chair", "seats": 1}).ok(t, 201)["id"].(string)
 	nosuch := ta.slug(t, "nosuch") // valid, never created
 
 	ctx := context.Background()
@@ -81,9 +88,10 @@ func TestInjectionAttempts(t *testing.T) {
 		require.NoError(t, err)
 		installed, err := ta.app.Modules.Installed(ctx, slug)
 		require.NoError(t, err)
+		election := ta.call(t, "GET", tt.path("/elections/"+electionID), ta.platform, nil).ok(t, 200)
 		tokens, err := ta.app.Tokens.List(ctx, accessFilter(slug))
 		require.NoError(t, err)
-		return map[string]any{"tenant": ten, "modules": installed, "tokens": tokens, "rows": counts(t, tt)}
+		return map[string]any{"tenant": ten, "modules": installed, "tokens": tokens, "rows": counts(t, tt), "election": election}
 	}
 	before := snapshot()
 
@@ -122,6 +130,17 @@ func TestInjectionAttempts(t *testing.T) {
 		own("GET", tt.path("/cards/"+p(x)), nil)
 		own("POST", tt.path("/cards/"+p(x)+"/revoke"), nil)
 		own("GET", tt.path("/cards/"+p(x)+"/activities"), nil)
+		el := "/elections/" + electionID
+		platform("GET", tt.path("/elections/"+p(x)), nil)
+		platform("PATCH", tt.path("/elections/"+p(x)), map[string]any{"title": "Changed"})
+		platform("POST", tt.path("/elections/"+p(x)+"/positions"), map[string]any{"title": "Injected", "seats": 1})
+		platform("DELETE", tt.path(el+"/positions/"+p(x)), nil)
+		platform("POST", tt.path(el+"/positions/"+p(x)+"/candidates"), map[string]any{"member_id": memberID})
+		platform("DELETE", tt.path(el+"/positions/"+positionID+"/candidates/"+p(x)), nil)
+		platform("POST", tt.path("/elections/"+p(x)+"/open"), nil)
+		own("POST", tt.path("/elections/"+p(x)+"/ballots"), map[string]any{"member_id": memberID, "choices": []any{}})
+		own("GET", tt.path("/elections/"+p(x)+"/results"), nil)
+		platform("GET", tt.path("/elections/"+p(x)+"/activities"), nil)
 		// Query parameters.
 		for _, param := range []string{"limit", "after", "status"} {
 			platform("GET", "/api/v1/platform/tenants?"+param+"="+q(x), nil)
@@ -142,6 +161,10 @@ func TestInjectionAttempts(t *testing.T) {
 		}
 		for _, param := range []string{"limit", "after"} {
 			own("GET", tt.path("/cards/"+cardID+"/activities?"+param+"="+q(x)), nil)
+			platform("GET", tt.path(el+"/activities?"+param+"="+q(x)), nil)
+		}
+		for _, param := range []string{"limit", "after", "status"} {
+			platform("GET", tt.path("/elections?"+param+"="+q(x)), nil)
 		}
 		// Headers (values a client can send: no control characters).
 		if strings.IndexFunc(x, func(r rune) bool { return r < 0x20 || r == 0x7f }) < 0 {

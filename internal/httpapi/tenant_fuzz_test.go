@@ -17,11 +17,12 @@ import (
 	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // FuzzTenantAPIBodies sends arbitrary bodies to every tenant API route that
-// takes one, through the whole stack — the server, the router through
+// takes one (members, cards, elections), through the whole stack — the server, the router through
 // PgBouncer, the tenant's own tables: every answer is a success or a 4xx
 // problem+json with a code, never a 5xx, never SQL or Go internals. The
 // seed corpus (testdata/fuzz/FuzzTenantAPIBodies) runs in make test.
@@ -40,19 +41,25 @@ func FuzzTenantAPIBodies(f *testing.F) {
 	f.Cleanup(func() { _ = fa.ShutdownWithTimeout(5 * time.Second) })
 	base := "http://" + ln.Addr().String()
 
-	tt := dbtest.Tenant(f, "fuzz")
+	tt := dbtest.Tenant(f, "fuzz", modules.Elections)
 	secret, tok, err := a.Tokens.Create(context.Background(), access.CreateRequest{Name: "fuzz", Kind: access.KindTenant, Tenant: tenant.MustSlug(tt.Slug)})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = a.Tokens.Delete(context.Background(), tok.ID) })
+	// The tenant's admins (a platform token) run its elections.
+	admin, atok, err := a.Tokens.Create(context.Background(), access.CreateRequest{Name: "fuzz admin", Kind: access.KindPlatform})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = a.Tokens.Delete(context.Background(), atok.ID) })
 	client := &http.Client{Timeout: 30 * time.Second}
-	send := func(t testing.TB, method, path string, body []byte) (int, http.Header, []byte) {
+	sendAs := func(t testing.TB, token, method, path string, body []byte) (int, http.Header, []byte) {
 		req, err := http.NewRequest(method, base+"/"+tt.Slug+"/api/v1"+path, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -65,26 +72,42 @@ func FuzzTenantAPIBodies(f *testing.F) {
 		}
 		return resp.StatusCode, resp.Header, out
 	}
-	var member, card struct {
+	send := func(t testing.TB, method, path string, body []byte) (int, http.Header, []byte) {
+		return sendAs(t, secret, method, path, body)
+	}
+	var member, card, election, position struct {
 		ID string `json:"id"`
 	}
-	if st, _, out := send(f, "POST", "/members", []byte(`{"full_name":"Fuzz"}`)); st != 201 || json.Unmarshal(out, &member) != nil {
-		f.Fatalf("member: %d %s", st, out)
+	made := func(what string, v any) func(int, http.Header, []byte) {
+		return func(st int, _ http.Header, out []byte) {
+			if st != 201 || json.Unmarshal(out, v) != nil {
+				f.Fatalf("%s: %d %s", what, st, out)
+			}
+		}
 	}
-	if st, _, out := send(f, "POST", "/cards", []byte(`{"member_id":"`+member.ID+`"}`)); st != 201 || json.Unmarshal(out, &card) != nil {
-		f.Fatalf("card: %d %s", st, out)
-	}
-	routes := []struct{ method, path string }{
-		{"POST", "/members"},
-		{"PATCH", "/members/" + member.ID},
-		{"POST", "/cards"},
-		{"POST", "/cards/validate"},
-		{"POST", "/cards/" + card.ID + "/activate"},
-		{"POST", "/cards/" + card.ID + "/revoke"},
+	made("member", &member)(send(f, "POST", "/members", []byte(`{"full_name":"Fuzz"}`)))
+	made("card", &card)(send(f, "POST", "/cards", []byte(`{"member_id":"`+member.ID+`"}`)))
+	opens := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	closes := time.Now().Add(2 * time.Hour).UTC().Format(time.RFC3339)
+	made("election", &election)(sendAs(f, admin, "POST", "/elections",
+		[]byte(`{"title":"Fuzz","opens_at":"`+opens+`","closes_at":"`+closes+`"}`)))
+	made("position", &position)(sendAs(f, admin, "POST", "/elections/"+election.ID+"/positions", []byte(`{"title":"Chair","seats":1}`)))
+	routes := []struct{ token, method, path string }{
+		{secret, "POST", "/members"},
+		{secret, "PATCH", "/members/" + member.ID},
+		{secret, "POST", "/cards"},
+		{secret, "POST", "/cards/validate"},
+		{secret, "POST", "/cards/" + card.ID + "/activate"},
+		{secret, "POST", "/cards/" + card.ID + "/revoke"},
+		{admin, "POST", "/elections"},
+		{admin, "PATCH", "/elections/" + election.ID},
+		{admin, "POST", "/elections/" + election.ID + "/positions"},
+		{admin, "POST", "/elections/" + election.ID + "/positions/" + position.ID + "/candidates"},
+		{secret, "POST", "/elections/" + election.ID + "/ballots"},
 	}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		r := routes[int(route)%len(routes)]
-		st, h, out := send(t, r.method, r.path, body)
+		st, h, out := sendAs(t, r.token, r.method, r.path, body)
 		if st >= 500 {
 			t.Fatalf("%s %s %q: %d %s", r.method, r.path, body, st, out)
 		}
