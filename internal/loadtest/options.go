@@ -69,7 +69,7 @@ func Defaults() Options {
 // quick is the -quick preset: 10 and 100 tenants, short cells (make loadtest-quick).
 func quick(o *Options) {
 	o.Tenants = []int{10, 100}
-	o.Warmup, o.Duration, o.Rounds = 500*time.Millisecond, 1500*time.Millisecond, 2
+	o.Warmup, o.Duration, o.Rounds = 300*time.Millisecond, time.Second, 2
 }
 
 // ParseFlags reads the command line. Errors name the flag, on one line.
@@ -77,7 +77,7 @@ func ParseFlags(args []string, stdout io.Writer) (Options, error) {
 	o := Defaults()
 	fs := flag.NewFlagSet("pdload", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	isQuick := fs.Bool("quick", false, "the quick preset: 10 and 100 tenants, 2 rounds of 0.5 s warm-up + 1.5 s (other flags override it)")
+	isQuick := fs.Bool("quick", false, "the quick preset: 10 and 100 tenants, 2 rounds of 0.3 s warm-up + 1 s (other flags override it)")
 	tenants := fs.String("tenants", "10,100,1000", "tenant counts, comma-separated (add 10000 on request)")
 	modeList := fs.String("modes", joinModes(modes.All), "modes: schema, schema+role, database, rls, session")
 	pathList := fs.String("paths", "direct,pgbouncer", "paths: direct, pgbouncer")

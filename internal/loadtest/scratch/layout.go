@@ -219,22 +219,20 @@ func (s *Server) provisionDatabases(ctx context.Context, set *Set, d Data, tick 
 	}
 	set.Provision = time.Since(start)
 	start = time.Now()
-	for _, t := range set.Tenants {
+	err = parallel(len(set.Tenants), func(i int) error {
+		t := set.Tenants[i]
 		conn, err := s.connect(ctx, t.Database)
 		if err != nil {
 			return err
 		}
-		err = conn.SendBatch(ctx, seedBatch(t, d)).Close()
-		if err == nil {
-			_, err = conn.Exec(ctx, "ANALYZE")
-		}
-		conn.Close(context.WithoutCancel(ctx))
-		if err != nil {
+		defer conn.Close(context.WithoutCancel(ctx))
+		if err := conn.SendBatch(ctx, seedBatch(t, d)).Close(); err != nil {
 			return fmt.Errorf("seed %s: %w", t.Database, err)
 		}
-	}
+		return nil
+	})
 	set.Seed = time.Since(start)
-	return nil
+	return err
 }
 
 // Drop removes the set's databases and tenant roles.

@@ -71,6 +71,7 @@ type Rows struct {
 // Count reads every row of the set, grouped by marker.
 func (s *Server) Count(ctx context.Context, set *Set) (map[string]Rows, error) {
 	out := map[string]Rows{}
+	var mu sync.Mutex
 	add := func(conn *pgx.Conn, schema string, owner uuid.UUID) error {
 		q := func(t string) string { return pgx.Identifier{schema, t}.Sanitize() }
 		rows, err := conn.Query(ctx, `SELECT tenant_id, 'seed', count(*) FROM `+q("members")+` GROUP BY 1
@@ -83,6 +84,8 @@ UNION ALL SELECT tenant_id, actor, count(*) FROM `+q("card_activities")+` GROUP 
 		var marker string
 		var n int64
 		_, err = pgx.ForEachRow(rows, []any{&tid, &marker, &n}, func() error {
+			mu.Lock()
+			defer mu.Unlock()
 			r := out[marker]
 			r.Found += n
 			if owner != uuid.Nil && tid != owner {
@@ -94,18 +97,19 @@ UNION ALL SELECT tenant_id, actor, count(*) FROM `+q("card_activities")+` GROUP 
 		return err
 	}
 	if set.Layout == LayoutDatabase {
-		for _, t := range set.Tenants {
+		err := parallel(len(set.Tenants), func(i int) error {
+			t := set.Tenants[i]
 			conn, err := s.connect(ctx, t.Database)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			err = add(conn, t.Schema, t.ID)
-			conn.Close(context.WithoutCancel(ctx))
-			if err != nil {
-				return nil, fmt.Errorf("scratch: count %s: %w", t.Database, err)
+			defer conn.Close(context.WithoutCancel(ctx))
+			if err := add(conn, t.Schema, t.ID); err != nil {
+				return fmt.Errorf("scratch: count %s: %w", t.Database, err)
 			}
-		}
-		return out, nil
+			return nil
+		})
+		return out, err
 	}
 	conn, err := s.connect(ctx, set.Databases[0])
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -157,10 +158,14 @@ func (s *Server) DropLeftovers(ctx context.Context) ([]string, error) {
 
 // dropAll drops databases, then roles (which may hold grants in them).
 func (s *Server) dropAll(ctx context.Context, dbs, roles []string) error {
-	for _, d := range dbs {
-		if _, err := s.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{d}.Sanitize()+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("scratch: drop database %s: %w", d, err)
+	err := parallel(len(dbs), func(i int) error {
+		if _, err := s.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbs[i]}.Sanitize()+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("scratch: drop database %s: %w", dbs[i], err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, r := range roles {
 		if _, err := s.admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize()); err != nil {
@@ -186,4 +191,44 @@ func WithDatabase(raw, db string) (string, error) {
 	}
 	u.Path = "/" + db
 	return u.String(), nil
+}
+
+// workers bounds the admin connections used at once for bulk work that is
+// not measured (seeding, counting and dropping many databases).
+const workers = 4
+
+// parallel runs fn(0..n-1) on up to workers goroutines and returns the
+// first error; after an error no new item starts.
+func parallel(n int, fn func(i int) error) error {
+	var (
+		mu    sync.Mutex
+		next  int
+		first error
+		wg    sync.WaitGroup
+	)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := i >= n || first != nil
+				mu.Unlock()
+				if stop {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
