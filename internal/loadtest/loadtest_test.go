@@ -162,15 +162,15 @@ func TestAcknowledgedWritesAreTheRowsInTheDatabases(t *testing.T) {
 			written[m] = countByMarker(t, ctx, admin, dbs)
 		}
 	}
+	o.Duration = 800 * time.Millisecond
 	res := run(t, o)
 	n := o.Tenants[0]
+	var acked int64
 	for _, m := range o.Modes {
 		for _, p := range o.Paths {
 			c := cellOf(t, res, n, string(m), string(p))
 			got := written[m][string(p)]
-			if c.WritesAcked == 0 {
-				t.Errorf("%s/%s: no write acknowledged", m, p)
-			}
+			acked += c.WritesAcked
 			if got < c.WritesAcked || got > c.WritesAcked+c.WritesUnsure {
 				t.Errorf("%s/%s: %d rows in the databases, %d writes acknowledged (%d unsure)", m, p, got, c.WritesAcked, c.WritesUnsure)
 			}
@@ -181,6 +181,9 @@ func TestAcknowledgedWritesAreTheRowsInTheDatabases(t *testing.T) {
 		if want := int64(n * 2 * o.Cards); written[m]["seed"] != want {
 			t.Errorf("%s: %d seeded cards and activities, want %d", m, written[m]["seed"], want)
 		}
+	}
+	if acked < 100 {
+		t.Errorf("only %d writes acknowledged in all: too few to judge", acked)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image"
 	"image/png"
 	"os"
 	"os/exec"
@@ -56,10 +55,6 @@ func Ink(path string) (ink, colour float64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	return ink2(img)
-}
-
-func ink2(img image.Image) (float64, float64, error) {
 	b := img.Bounds()
 	var inked, coloured, total int
 	for y := b.Min.Y; y < b.Max.Y; y++ {
