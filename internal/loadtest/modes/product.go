@@ -1,7 +1,7 @@
 package modes
 
 // This file is the load test's one adapter to the product's own packages
-// (internal/config, internal/pgroute, internal/tenancy): when their API
+// (internal/config, internal/pgroute, internal/tenant): when their API
 // changes, only this file changes.
 
 import (
@@ -14,7 +14,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/loadtest/scratch"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
-	"github.com/publicdigit/publicdigit/internal/tenancy"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // LocalURLs returns the admin URL (direct) and the application role's URL
@@ -35,30 +35,19 @@ func LocalURLs() (admin, app string, err error) {
 const loadCluster = "load"
 
 // openRouter serves set through the product's router (pgroute.Router):
-// placements from a resolver that knows the scratch tenants, one shared pool,
-// the tenant bound per transaction; roles turns on tenant.roles.
+// tenants from a resolver that knows the scratch tenants, one shared pool
+// with the product's pool settings, the tenant bound per transaction; roles
+// turns on the tenant role.
 func openRouter(ctx context.Context, set *scratch.Set, t Target, roles bool) (Binder, error) {
 	dbURL, err := scratch.WithDatabase(t.URL, set.Databases[0])
 	if err != nil {
 		return nil, err
 	}
-	cfg := config.Defaults()
-	pgb := "none"
-	if t.Bouncer {
-		pgb = config.DefaultPgBouncer
-	}
-	cfg.DefaultCluster = loadCluster
-	cfg.Clusters = map[string]config.Cluster{loadCluster: {URL: dbURL, AdminURL: dbURL, PgBouncer: pgb}}
-	cfg.Pool.MaxConns, cfg.Pool.MinConns = t.Conns, 0
-	cfg.Tenant.Roles = roles
-	cfg.Tenant.StatementTimeout = t.StatementTimeout
-	cfg.Tenant.SlowStatement = 0
-	cfg.Tenant.CacheTTL = time.Hour
-
+	pool := config.Defaults().Pool
 	res := resolver{}
-	slugs := make([]tenancy.Slug, len(set.Tenants))
+	slugs := make([]tenant.Slug, len(set.Tenants))
 	for i, tn := range set.Tenants {
-		slug, err := tenancy.ParseSlug(tn.Slug)
+		slug, err := tenant.ParseSlug(tn.Slug)
 		if err != nil {
 			return nil, err
 		}
@@ -66,31 +55,40 @@ func openRouter(ctx context.Context, set *scratch.Set, t Target, roles bool) (Bi
 			return nil, fmt.Errorf("modes: the router would assume role %s, the scratch tenant has %s", slug.RoleName(), tn.Role)
 		}
 		slugs[i] = slug
-		res[tn.Slug] = pgroute.Placement{TenantID: tn.ID, Slug: slug, Status: "active", Kind: "schema",
-			Cluster: loadCluster, Database: tn.Database, Schema: tn.Schema, Version: 1}
+		res[tn.Slug] = tenant.Tenant{ID: tn.ID, Slug: slug, Name: tn.Slug, Status: tenant.StatusActive, Version: 1,
+			Placement: tenant.Placement{Kind: tenant.PlacementSchema, Cluster: loadCluster, Database: tn.Database, Schema: tn.Schema}}
 	}
-	r, err := pgroute.New(ctx, cfg, zerolog.Nop(), pgroute.Options{Resolver: res})
+	r, err := pgroute.New(ctx, pgroute.Options{
+		Resolver: res,
+		Clusters: map[string]string{loadCluster: dbURL},
+		Pool: pgroute.PoolConfig{MaxConns: t.Conns, MaxConnLifetime: pool.MaxConnLifetime, MaxConnIdleTime: pool.MaxConnIdleTime,
+			HealthCheckPeriod: pool.HealthCheckPeriod, ApplicationName: pool.ApplicationName},
+		StatementTimeout: t.StatementTimeout,
+		Roles:            roles,
+		CacheTTL:         time.Hour,
+		Log:              zerolog.Nop(),
+	})
 	if err != nil {
 		return nil, err
 	}
 	return &router{r: r, slugs: slugs}, nil
 }
 
-// resolver places the scratch tenants.
-type resolver map[string]pgroute.Placement
+// resolver knows the scratch tenants.
+type resolver map[string]tenant.Tenant
 
-func (r resolver) Resolve(_ context.Context, slug tenancy.Slug) (pgroute.Placement, error) {
-	p, ok := r[slug.String()]
+func (r resolver) Resolve(_ context.Context, slug tenant.Slug) (tenant.Tenant, error) {
+	t, ok := r[slug.String()]
 	if !ok {
-		return pgroute.Placement{}, fmt.Errorf("%w: %s", pgroute.ErrTenantNotFound, slug)
+		return tenant.Tenant{}, fmt.Errorf("%w: %s", tenant.ErrNotFound, slug)
 	}
-	return p, nil
+	return t, nil
 }
 
 // router is a Binder on the product's router.
 type router struct {
 	r     *pgroute.Router
-	slugs []tenancy.Slug // by tenant index
+	slugs []tenant.Slug // by tenant index
 }
 
 func (x *router) Do(ctx context.Context, t *scratch.Tenant, fn func(Queue)) error {
