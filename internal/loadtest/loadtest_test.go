@@ -162,6 +162,7 @@ func TestAcknowledgedWritesAreTheRowsInTheDatabases(t *testing.T) {
 			written[m] = countByMarker(t, ctx, admin, dbs)
 		}
 	}
+	o.Tenants = []int{3}
 	o.Duration = 800 * time.Millisecond
 	res := run(t, o)
 	n := o.Tenants[0]
