@@ -41,6 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if o.Out == "" {
 		o.Out = filepath.Join("reports", "loadtest", time.Now().Format("20060102-150405"))
 	}
+	o.OnResults = func(r *report.Results) error { return report.Write(o.Out, r) }
 	res, err := Run(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "pdload:", oneLine(err))

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/publicdigit/publicdigit/internal/loadtest/modes"
+	"github.com/publicdigit/publicdigit/internal/loadtest/report"
 	"github.com/publicdigit/publicdigit/internal/loadtest/workload"
 )
 
@@ -48,6 +49,10 @@ type Options struct {
 	AppURL           string        // the application role, direct to PostgreSQL (any database)
 	PgBouncer        string        // the pgbouncer executable
 	Out              string        // output folder
+	// OnResults, if set, gets the results so far after each tenant count and
+	// once more at the end, before the last scratch data is dropped (Main
+	// writes the report with it).
+	OnResults func(*report.Results) error
 	// BeforeDrop, if set, is called at each tenant count once the rows are
 	// counted and before the scratch databases are dropped, while the run
 	// still holds them (tests count rows with their own SQL).

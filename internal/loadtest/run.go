@@ -68,20 +68,59 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*report.Results, e
 	if len(dropped) > 0 {
 		x.note("Dropped %d databases and roles left by an earlier, interrupted run.", len(dropped))
 	}
+	// Each tenant count's data is dropped before the next is provisioned;
+	// the last is dropped once the results are out (dropping thousands of
+	// relation files can take minutes).
+	var pending []*scratch.Set
+	lastN := 0
 	for _, n := range o.Tenants {
 		if ctx.Err() != nil {
 			break
 		}
-		x.tenantCount(ctx, n)
+		x.drop(ctx, pending, lastN)
+		pending, lastN = x.tenantCount(ctx, n), n
+		res.Finished = time.Now()
+		x.publish()
 	}
-	x.bar.finish()
 	res.Finished = time.Now()
 	res.Machine.LoadEnd = loadAverage()
 	if ctx.Err() != nil {
 		res.Interrupted = true
 		x.note("Interrupted by the user at %s; cells not reached are missing.", res.Finished.UTC().Format("15:04:05"))
 	}
+	x.publish()
+	x.drop(ctx, pending, lastN)
+	x.bar.finish()
 	return res, nil
+}
+
+// publish hands the results so far to Options.OnResults.
+func (x *runner) publish() {
+	if x.o.OnResults == nil {
+		return
+	}
+	if err := x.o.OnResults(x.res); err != nil {
+		x.note("Writing the results failed: %v", oneLine(err))
+	}
+}
+
+// drop removes the scratch data of one tenant count (after BeforeDrop),
+// also after an interruption.
+func (x *runner) drop(ctx context.Context, sets []*scratch.Set, n int) {
+	if len(sets) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
+	defer cancel()
+	if x.o.BeforeDrop != nil {
+		x.o.BeforeDrop(cctx, x.srv.RunID, n)
+	}
+	for _, set := range sets {
+		x.bar.describe(fmt.Sprintf("%s tenants: dropping %s", comma(n), set.Name))
+		if err := x.srv.Drop(cctx, set); err != nil {
+			x.note("Could not drop %s at %d tenants (the next run will): %v", set.Name, n, oneLine(err))
+		}
+	}
 }
 
 // urls returns the admin URL and the application role's direct URL.
@@ -170,8 +209,9 @@ type cellKey struct {
 }
 
 // tenantCount provisions every mode for n tenants, runs the rounds, counts
-// and measures, and drops the scratch data.
-func (x *runner) tenantCount(ctx context.Context, n int) {
+// and measures, adds the cells to the results and returns the scratch data
+// for the caller to drop.
+func (x *runner) tenantCount(ctx context.Context, n int) []*scratch.Set {
 	o := x.o
 	data := scratch.Data{Members: o.Members, Cards: o.Cards, StatementTimeout: o.StatementTimeout}
 	base := x.srv.MakeTenants(n, o.Seed)
@@ -189,26 +229,7 @@ func (x *runner) tenantCount(ctx context.Context, n int) {
 			f(accs[cellKey{m, p}])
 		}
 	}
-	// Scratch data goes, whatever happens.
 	sets := map[modes.Mode]*scratch.Set{}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
-		defer cancel()
-		if o.BeforeDrop != nil {
-			o.BeforeDrop(cctx, x.srv.RunID, n)
-		}
-		for _, m := range o.Modes {
-			if set := sets[m]; set != nil {
-				x.bar.describe(fmt.Sprintf("%s tenants: dropping %s", comma(n), m))
-				if err := x.srv.Drop(cctx, set); err != nil {
-					x.note("Could not drop the %s databases at %d tenants (the next run will): %v", m, n, err)
-				}
-			}
-		}
-		for _, k := range keys {
-			x.res.Cells = append(x.res.Cells, accs[k].result())
-		}
-	}()
 
 	usable := map[modes.Mode]bool{}
 	for _, m := range o.Modes {
@@ -277,6 +298,16 @@ func (x *runner) tenantCount(ctx context.Context, n int) {
 		x.finish(fctx, ctx.Err() == nil, set, n, func(f func(a *acc)) { forMode(m, f) })
 		x.bar.add(1)
 	}
+	for _, k := range keys {
+		x.res.Cells = append(x.res.Cells, accs[k].result())
+	}
+	var out []*scratch.Set
+	for _, m := range o.Modes {
+		if sets[m] != nil {
+			out = append(out, sets[m])
+		}
+	}
+	return out
 }
 
 // finish counts the rows each path wrote, rolls a column out and measures

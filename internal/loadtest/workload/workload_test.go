@@ -35,7 +35,9 @@ func TestPercentileIsNearestRank(t *testing.T) {
 }
 
 func TestErrorKindsAndWhetherAWriteMayHaveLanded(t *testing.T) {
-	pg := func(code, msg string) error { return fmt.Errorf("tenant x: %w", &pgconn.PgError{Code: code, Message: msg}) }
+	pg := func(code, msg string) error {
+		return fmt.Errorf("tenant x: %w", &pgconn.PgError{Code: code, Message: msg})
+	}
 	for _, tc := range []struct {
 		err    error
 		kind   string
