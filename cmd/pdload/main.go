@@ -4,6 +4,8 @@
 //
 //	pdload [flags]                              run; the last line printed is the output folder
 //	pdload screenshot <report.html> <out.png>   headless Chromium screenshot, checked not blank
+//	pdload render <results.json> <out-dir>      writes the report of an earlier run again
+//	pdload cleanup                              drops what interrupted runs left behind
 package main
 
 import (

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,13 +237,16 @@ func TestOnlyTheSessionPatternLeaksThroughPgBouncer(t *testing.T) {
 	o := small(t)
 	o.Tenants = []int{10}
 	o.Concurrency = 16
-	o.Warmup, o.Duration = 300*time.Millisecond, 1200*time.Millisecond
+	o.Warmup, o.Duration = 300*time.Millisecond, 2*time.Second
 	o.Modes = []modes.Mode{modes.Schema, modes.SchemaRole, modes.RLS, modes.Session}
 	o.Paths = []modes.Path{modes.Bouncer}
 	res := run(t, o)
+	// 16 workers on 10 tenants share 2 server connections: a binding that
+	// leaked would show within a few dozen reads (the session pattern's
+	// reads are mostly wrong), so 50 suffice even on a crowded machine.
 	for _, m := range []string{"schema", "schema+role", "rls"} {
 		c := cellOf(t, res, 10, m, "pgbouncer")
-		if c.Status != report.StatusOK || c.Reads < 200 {
+		if c.Status != report.StatusOK || c.Reads < 50 {
 			t.Errorf("%s: status %s, %d rows read: too little to judge (%v)", m, c.Status, c.Reads, c.Errors)
 		}
 		if c.WrongReads != 0 || c.RowsMisplaced != 0 {
@@ -293,12 +297,17 @@ func TestBadParameters(t *testing.T) {
 func TestInterruptedRunWritesWhatItMeasuredAndLeavesNothing(t *testing.T) {
 	out := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(8*time.Second, cancel) // provisioning takes 1–3 s; all 80 cells would take ~50 s
-	var stdout, stderr bytes.Buffer
+	defer cancel()
+	// Ctrl-C as soon as the progress shows the second round: some cells
+	// are measured by then, whatever the machine's speed.
+	progress := &watch{seen: "round 2/", then: cancel}
+	safety := time.AfterFunc(3*time.Minute, cancel)
+	defer safety.Stop()
+	var stdout bytes.Buffer
 	code := loadtest.Main(ctx, []string{"-tenants", "3", "-modes", "schema,rls", "-rounds", "20", "-warmup", "0",
-		"-duration", "400ms", "-concurrency", "4", "-out", out}, &stdout, &stderr)
+		"-duration", "400ms", "-concurrency", "4", "-out", out}, &stdout, progress)
 	if code != loadtest.ExitInterrupted {
-		t.Fatalf("exit %d, want %d; stderr %s", code, loadtest.ExitInterrupted, stderr.String())
+		t.Fatalf("exit %d, want %d; stderr %s", code, loadtest.ExitInterrupted, progress.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if abs, _ := filepath.Abs(out); lines[len(lines)-1] != abs {
@@ -322,6 +331,32 @@ func TestInterruptedRunWritesWhatItMeasuredAndLeavesNothing(t *testing.T) {
 	if left := leftovers(t, admin, res.RunID); len(left) > 0 {
 		t.Errorf("the interrupted run left %v", left)
 	}
+}
+
+// watch is a writer that calls then once it has seen the text seen.
+type watch struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	seen string
+	then func()
+	done bool
+}
+
+func (w *watch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.done && strings.Contains(w.buf.String(), w.seen) {
+		w.done = true
+		w.then()
+	}
+	return len(p), nil
+}
+
+func (w *watch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // leftovers lists the databases, then the roles, of run.

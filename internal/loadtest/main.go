@@ -30,6 +30,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "render" {
 		return renderMain(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "cleanup" {
+		return cleanupMain(ctx, args[1:], stdout, stderr)
+	}
 	o, err := ParseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
@@ -113,5 +116,21 @@ func renderMain(args []string, stdout, stderr io.Writer) int {
 		return ExitFailed
 	}
 	fmt.Fprintln(stdout, args[1])
+	return ExitOK
+}
+
+// cleanupMain: pdload cleanup drops what ended runs left behind (every run
+// does so when it starts).
+func cleanupMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) != 0 {
+		fmt.Fprintln(stderr, "pdload cleanup: takes no arguments")
+		return ExitUsage
+	}
+	dropped, err := DropLeftovers(ctx, Defaults())
+	fmt.Fprintf(stdout, "dropped %d databases and roles\n", len(dropped))
+	if err != nil {
+		fmt.Fprintln(stderr, "pdload cleanup:", oneLine(err))
+		return ExitFailed
+	}
 	return ExitOK
 }

@@ -108,7 +108,7 @@ func ParseFlags(args []string, stdout io.Writer) (Options, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprintln(stdout, "Usage: pdload [flags]\n       pdload screenshot <report.html> <out.png>\n       pdload render <results.json> <out-dir>\n\nFlags:")
+			fmt.Fprintln(stdout, "Usage: pdload [flags]\n       pdload screenshot <report.html> <out.png>\n       pdload render <results.json> <out-dir>\n       pdload cleanup\n\nFlags:")
 			fs.PrintDefaults()
 		}
 		return o, err

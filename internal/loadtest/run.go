@@ -25,8 +25,8 @@ import (
 const sampleEvery = 100 * time.Millisecond
 
 // memoryMethod says how backend memory is read (for the report).
-const memoryMethod = "private (anonymous) memory of every application-role backend connected to the mode's databases, " +
-	"read from /proc/<pid>/smaps_rollup right after each cell (the last round's reading is reported). It holds the backend's " +
+const memoryMethod = "private (anonymous) memory of every application-role backend connected to the mode's databases for the path " +
+	"(told apart by application_name), read from /proc/<pid>/smaps_rollup right after each round (the last round's reading is reported). It holds the backend's " +
 	"memory contexts — CacheMemoryContext with the catalog and relation caches, plan caches, work areas — and not shared buffers. " +
 	"pg_backend_memory_contexts would itemise it, but in PostgreSQL 15 it shows only the backend that queries it and needs " +
 	"pg_read_all_stats, which the application role does not have; pg_log_backend_memory_contexts writes to the server log, as superuser only."
@@ -121,6 +121,24 @@ func (x *runner) drop(ctx context.Context, sets []*scratch.Set, n int) {
 			x.note("Could not drop %s at %d tenants (the next run will): %v", set.Name, n, oneLine(err))
 		}
 	}
+}
+
+// DropLeftovers drops the databases and roles that ended runs left behind.
+func DropLeftovers(ctx context.Context, o Options) ([]string, error) {
+	admin, app, err := urls(o)
+	if err != nil {
+		return nil, err
+	}
+	appCfg, err := pgx.ParseConfig(app)
+	if err != nil {
+		return nil, errors.New("-app-url: does not parse as a PostgreSQL URL")
+	}
+	srv, err := scratch.Open(ctx, admin, appCfg.User)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close(context.WithoutCancel(ctx))
+	return srv.DropLeftovers(ctx)
 }
 
 // urls returns the admin URL and the application role's direct URL.
@@ -270,19 +288,24 @@ func (x *runner) tenantCount(ctx context.Context, n int) []*scratch.Set {
 		})
 	}
 
-	for r := 0; r < o.Rounds && ctx.Err() == nil; r++ {
-		for i := range keys {
-			k := keys[(i+r*(len(o.Paths)+1))%len(keys)] // rotated: each round starts elsewhere
-			if ctx.Err() != nil {
-				break
-			}
-			a := accs[k]
-			if usable[k.mode] && !a.stopped {
-				x.bar.describe(fmt.Sprintf("%s tenants: %s · %s, round %d/%d", comma(n), k.mode, k.path, r+1, o.Rounds))
-				x.round(ctx, a, sets[k.mode], k, r)
-			}
-			x.bar.add(1)
+	// The modes on one shared pool run interleaved, round after round, their
+	// pools (and backends) kept open across rounds. The database mode holds a
+	// server connection per tenant, so it runs alone afterwards, one path at
+	// a time, with nothing else connected.
+	var shared, perDB [][]cellKey
+	var together []cellKey
+	for _, k := range keys {
+		if k.mode == modes.Database {
+			perDB = append(perDB, []cellKey{k})
+		} else {
+			together = append(together, k)
 		}
+	}
+	if len(together) > 0 {
+		shared = append(shared, together)
+	}
+	for _, group := range append(shared, perDB...) {
+		x.phase(ctx, n, group, accs, sets, usable)
 	}
 
 	// Count, roll out, measure: bounded, and done also after an interruption
@@ -337,47 +360,112 @@ func (x *runner) finish(ctx context.Context, rollout bool, set *scratch.Set, n i
 	}
 }
 
-// round runs one cell once: a fresh PgBouncer (for that path) and fresh
-// pools, warm-up and measurement, then connections and backend memory.
-func (x *runner) round(ctx context.Context, a *acc, set *scratch.Set, k cellKey, r int) {
+// phase runs o.Rounds rounds over the cells of keys, in an order rotated
+// every round. Each cell's pools are opened on first use and kept open
+// until the phase ends, so later rounds run on warm backends; one private
+// PgBouncer serves the phase's PgBouncer cells.
+func (x *runner) phase(ctx context.Context, n int, keys []cellKey, accs map[cellKey]*acc, sets map[modes.Mode]*scratch.Set, usable map[modes.Mode]bool) {
 	o := x.o
-	tgt := modes.Target{URL: x.app, Conns: int32(o.Concurrency), StatementTimeout: o.StatementTimeout}
+	var bnc *bouncer.Bouncer
+	binders := map[cellKey]modes.Binder{}
+	defer func() {
+		for _, b := range binders {
+			b.Close()
+		}
+		if bnc != nil {
+			bnc.Stop()
+		}
+	}()
+	for r := 0; r < o.Rounds; r++ {
+		for i := range keys {
+			if ctx.Err() != nil {
+				return
+			}
+			k := keys[(i+r*(len(o.Paths)+1))%len(keys)] // rotated: each round starts elsewhere
+			a := accs[k]
+			if usable[k.mode] && !a.stopped {
+				x.bar.describe(fmt.Sprintf("%s tenants: %s · %s, round %d/%d", comma(n), k.mode, k.path, r+1, o.Rounds))
+				b, ok := binders[k]
+				if !ok {
+					var err error
+					if b, err = x.open(ctx, k, sets[k.mode], &bnc); err != nil {
+						x.refusedOrFailed(ctx, a, err)
+						x.bar.add(1)
+						continue
+					}
+					binders[k] = b
+				}
+				x.measure(ctx, a, b, sets[k.mode], k, r)
+			}
+			x.bar.add(1)
+		}
+	}
+}
+
+// open opens the binder of one cell, starting the phase's PgBouncer first
+// when the cell needs it.
+func (x *runner) open(ctx context.Context, k cellKey, set *scratch.Set, bnc **bouncer.Bouncer) (modes.Binder, error) {
+	o := x.o
+	tgt := modes.Target{URL: x.app, Conns: int32(o.Concurrency), StatementTimeout: o.StatementTimeout, AppName: appName(k.path)}
 	if k.mode == modes.Database {
 		tgt.Conns = int32(o.DBPool)
 	}
 	if k.path == modes.Bouncer {
-		b, err := bouncer.Start(ctx, x.bcfg)
-		if err != nil {
-			a.stop(report.StatusFailed, oneLine(err))
-			return
+		if *bnc == nil {
+			b, err := bouncer.Start(ctx, x.bcfg)
+			if err != nil {
+				return nil, err
+			}
+			*bnc = b
 		}
-		defer b.Stop()
-		if tgt.URL, err = b.URL(x.app); err != nil {
-			a.stop(report.StatusFailed, oneLine(err))
-			return
+		var err error
+		if tgt.URL, err = (*bnc).URL(x.app); err != nil {
+			return nil, err
 		}
 		tgt.Bouncer = true
 	}
-	binder, err := modes.Open(ctx, k.mode, set, tgt)
-	if err != nil {
-		a.stop(report.StatusFailed, oneLine(err))
+	return modes.Open(ctx, k.mode, set, tgt)
+}
+
+// refusedOrFailed records why a cell could not start: the server refusing
+// connections (while a pool per database warmed up) is a result, not a failure.
+func (x *runner) refusedOrFailed(ctx context.Context, a *acc, err error) {
+	var warm *modes.WarmError
+	if errors.As(err, &warm) && workload.Kind(err) == "too_many_connections" {
+		a.cell.ConnsPeak = warm.Warmed
+		a.cell.Errors["too_many_connections"]++
+		a.stop(report.StatusRefused, fmt.Sprintf("refused at %s tenants: too many connections — the server refused one after %s of %s tenant pools held a connection (max_connections = %d)",
+			comma(a.cell.Tenants), comma(warm.Warmed), comma(warm.Pools), x.res.Params.MaxConnections))
 		return
 	}
-	sm := x.srv.StartSampler(ctx, set, sampleEvery)
-	st := workload.Run(ctx, binder, set.Tenants, workload.Config{
+	status := report.StatusFailed
+	if ctx.Err() != nil {
+		status = report.StatusInterrupted
+	}
+	a.stop(status, oneLine(err))
+}
+
+// measure runs one round of a cell: warm-up and measurement, then the
+// connections seen and the backends' memory.
+func (x *runner) measure(ctx context.Context, a *acc, b modes.Binder, set *scratch.Set, k cellKey, r int) {
+	o := x.o
+	sm := x.srv.StartSampler(ctx, set, appName(k.path), sampleEvery)
+	st := workload.Run(ctx, b, set.Tenants, workload.Config{
 		Concurrency: o.Concurrency, Warmup: o.Warmup, Duration: o.Duration, Mix: o.Mix, Skew: o.Skew, ZipfS: o.ZipfS,
 		Seed: o.Seed, Marker: string(k.path), Round: r, Members: o.Members, Cards: o.Cards, PageSize: pageSize,
 		OpTimeout: o.OpTimeout,
 	})
 	sample := sm.Stop()
-	mem, memErr := x.srv.BackendMemory(context.WithoutCancel(ctx), set)
-	binder.Close()
+	mem, memErr := x.srv.BackendMemory(context.WithoutCancel(ctx), set, appName(k.path))
 	if memErr != nil && !x.memNoted {
 		x.memNoted = true
 		x.note("Backend memory not measured: %v", oneLine(memErr))
 	}
 	a.add(st, sample, mem, memErr == nil, x.res.Params.MaxConnections)
 }
+
+// appName is the application_name of a path's connections.
+func appName[P ~string](path P) string { return "pdload_" + string(path) }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -109,6 +110,9 @@ type Target struct {
 	Conns int32
 	// StatementTimeout is bound to each transaction (Database: set per database).
 	StatementTimeout time.Duration
+	// AppName is the connections' application_name (through PgBouncer too),
+	// so the server's view of them can be told apart.
+	AppName string
 }
 
 // Open returns the binder of mode m for set.
@@ -267,7 +271,7 @@ func (t *tx) rollback(ctx context.Context) {
 
 // poolConfig is the tenant pool setting of the product (pgroute): simple
 // protocol, no statement cache, a ping only after a long idle.
-func poolConfig(raw, db string, conns int32) (*pgxpool.Config, error) {
+func poolConfig(raw, db string, conns int32, appName string) (*pgxpool.Config, error) {
 	u, err := scratch.WithDatabase(raw, db)
 	if err != nil {
 		return nil, err
@@ -277,6 +281,7 @@ func poolConfig(raw, db string, conns int32) (*pgxpool.Config, error) {
 		return nil, fmt.Errorf("modes: pool config for %s: %w", db, err)
 	}
 	cfg.MaxConns = conns
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	cfg.ConnConfig.StatementCacheCapacity = 0
 	cfg.ConnConfig.DescriptionCacheCapacity = 0
@@ -284,33 +289,95 @@ func poolConfig(raw, db string, conns int32) (*pgxpool.Config, error) {
 	return cfg, nil
 }
 
-func openPool(ctx context.Context, raw, db string, conns int32) (*pgxpool.Pool, error) {
-	cfg, err := poolConfig(raw, db, conns)
+func openPool(ctx context.Context, raw, db string, t Target) (*pgxpool.Pool, error) {
+	cfg, err := poolConfig(raw, db, t.Conns, t.AppName)
 	if err != nil {
 		return nil, err
 	}
 	return pgxpool.NewWithConfig(ctx, cfg) // connects lazily
 }
 
-// openPerDatabase: a pool per tenant database. The database's role settings
-// bind search_path and statement_timeout, so nothing is bound per transaction.
+// openPerDatabase: a pool per tenant database, each warmed with one
+// connection, as a running service's pools are. The database's role
+// settings bind search_path and statement_timeout, so nothing is bound per
+// transaction.
 func openPerDatabase(ctx context.Context, set *scratch.Set, t Target) (Binder, error) {
 	b := &binder{}
 	for _, tn := range set.Tenants {
-		p, err := openPool(ctx, t.URL, tn.Database, t.Conns)
+		p, err := openPool(ctx, t.URL, tn.Database, t)
 		if err != nil {
 			b.Close()
 			return nil, err
 		}
 		b.pools = append(b.pools, p)
 	}
+	if err := warm(ctx, b.pools); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return b, nil
+}
+
+// WarmError tells how many pools had a connection when warming failed.
+type WarmError struct {
+	Warmed, Pools int
+	Err           error
+}
+
+func (e *WarmError) Error() string {
+	return fmt.Sprintf("modes: %d of %d pools warmed: %v", e.Warmed, e.Pools, e.Err)
+}
+
+func (e *WarmError) Unwrap() error { return e.Err }
+
+// warm opens one connection in every pool, 8 at a time, and stops at the
+// first failure.
+func warm(ctx context.Context, pools []*pgxpool.Pool) error {
+	var (
+		mu     sync.Mutex
+		next   int
+		warmed int
+		first  error
+		wg     sync.WaitGroup
+	)
+	for range min(8, len(pools)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := i >= len(pools) || first != nil
+				mu.Unlock()
+				if stop {
+					return
+				}
+				c, err := pools[i].Acquire(ctx)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				} else if err == nil {
+					warmed++
+				}
+				mu.Unlock()
+				if err == nil {
+					c.Release()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return &WarmError{Warmed: warmed, Pools: len(pools), Err: first}
+	}
+	return nil
 }
 
 // openRLS: the shared schema, the statement timeout and the tenant's id bound
 // per transaction; the id as a bound parameter of set_config.
 func openRLS(ctx context.Context, set *scratch.Set, t Target) (Binder, error) {
-	p, err := openPool(ctx, t.URL, set.Databases[0], t.Conns)
+	p, err := openPool(ctx, t.URL, set.Databases[0], t)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +393,7 @@ func openRLS(ctx context.Context, set *scratch.Set, t Target) (Binder, error) {
 // openSession: SET search_path on each checkout, outside any transaction,
 // and nothing per transaction — the pattern of most tenancy libraries.
 func openSession(ctx context.Context, set *scratch.Set, t Target) (Binder, error) {
-	p, err := openPool(ctx, t.URL, set.Databases[0], t.Conns)
+	p, err := openPool(ctx, t.URL, set.Databases[0], t)
 	if err != nil {
 		return nil, err
 	}

@@ -62,7 +62,7 @@ func openRouter(ctx context.Context, set *scratch.Set, t Target, roles bool) (Bi
 		Resolver: res,
 		Clusters: map[string]string{loadCluster: dbURL},
 		Pool: pgroute.PoolConfig{MaxConns: t.Conns, MaxConnLifetime: pool.MaxConnLifetime, MaxConnIdleTime: pool.MaxConnIdleTime,
-			HealthCheckPeriod: pool.HealthCheckPeriod, ApplicationName: pool.ApplicationName},
+			HealthCheckPeriod: pool.HealthCheckPeriod, ApplicationName: t.AppName},
 		StatementTimeout: t.StatementTimeout,
 		Roles:            roles,
 		CacheTTL:         time.Hour,

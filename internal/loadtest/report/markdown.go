@@ -36,7 +36,7 @@ func paramRows(r *Results) [][2]string {
 		{"modes", strings.Join(p.Modes, ", ")},
 		{"paths", strings.Join(p.Paths, ", ")},
 		{"concurrency", fmt.Sprintf("%d workers; shared pools of %d connections; %d per tenant database (database mode)", p.Concurrency, p.Concurrency, p.DBPool)},
-		{"rounds", fmt.Sprintf("%d; each cell %s warm-up + %s measured; cells interleaved, their order rotated every round", p.Rounds, p.Warmup, p.Duration)},
+		{"rounds", fmt.Sprintf("%d; each cell %s warm-up + %s measured per round; the shared-pool modes interleaved, their order rotated every round; the database mode alone afterwards, one path at a time", p.Rounds, p.Warmup, p.Duration)},
 		{"workload mix (weights)", p.Mix},
 		{"tenant skew", skew},
 		{"seed", strconv.FormatUint(p.Seed, 10)},
@@ -58,7 +58,8 @@ var methodNotes = []string{
 	"The same SQL runs in every mode (read a card by number, list a page of cards, issue a card with its activity in one statement, change a card's state in a read-decide-write transaction); no statement filters on tenant_id, so isolation rests on the mode alone. Every row read carries its tenant_id and is checked against the tenant asked for.",
 	"Throughput and latency are of successful operations in the measured windows; throughput is the median over rounds (min and max beside it), latency percentiles are over every successful operation of all rounds. Rows read, wrong-tenant reads, errors and writes cover warm-up too.",
 	"Writes: each issued card and each activity carries the path in its QR code or actor. After the run the rows of each path are counted in the databases (rows found) and compared with the acknowledged writes (rows check); rows sitting in another tenant's tables than their tenant_id names are wrong-tenant writes.",
-	"Server connections: the application role's backends on the mode's databases in pg_stat_activity, sampled every 100 ms during each cell. A cell whose connections the server (or PgBouncer) refused is reported as refused, with what it measured until then.",
+	"Pools: a cell's pools open at its first round and stay open until its last, so later rounds run on warm backends (catalog caches filled), as a running service's do; one private PgBouncer serves all PgBouncer cells of a phase. The modes on one shared pool (schema, schema+role, rls, session) run interleaved; the database mode, which holds a server connection per tenant, runs alone afterwards, one path at a time, with its pools warmed first (one connection each).",
+	"Server connections: the application role's backends on the mode's databases for the path (told apart by application_name) in pg_stat_activity, sampled every 100 ms during each round. A cell whose connections the server (or PgBouncer) refused is reported as refused, with what it measured until then.",
 	"Provision: creating the N tenants (schemas, tables, indexes, grants, roles, databases; seed rows not included, they are the seed column of results.csv). Rollout: ALTER TABLE members ADD COLUMN on every tenant, serially, one statement each (one for rls). Size: pg_database_size of the mode's databases after the run.",
 }
 

@@ -141,11 +141,13 @@ type Conns struct {
 	Active int // running a statement or inside a transaction
 }
 
-// Connections reads pg_stat_activity once.
-func (s *Server) Connections(ctx context.Context, set *Set) (Conns, error) {
+// Connections reads pg_stat_activity once: the backends of the
+// application role on the set's databases, with application_name app.
+func (s *Server) Connections(ctx context.Context, set *Set, app string) (Conns, error) {
 	var c Conns
 	err := s.admin.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state <> 'idle')
-  FROM pg_stat_activity WHERE usename = $1 AND datname = ANY($2)`, s.AppUser, set.Served()).Scan(&c.Total, &c.Active)
+  FROM pg_stat_activity WHERE usename = $1 AND datname = ANY($2) AND application_name = $3`,
+		s.AppUser, set.Served(), app).Scan(&c.Total, &c.Active)
 	return c, err
 }
 
@@ -161,13 +163,14 @@ type Memory struct {
 var ErrNoProc = errors.New("backend memory: /proc of the server's processes is not readable")
 
 // BackendMemory reads, for every application-role backend connected to the
-// set's databases, the anonymous (private, non-shared) memory from
+// set's databases with application_name app, the anonymous (private, non-shared) memory from
 // /proc/<pid>/smaps_rollup: the backend's heap, where its memory contexts —
 // catalog and relation caches (CacheMemoryContext), plan caches, work areas —
 // live. Shared buffers are shared memory and not counted. It needs the
 // harness on the database's machine, as root or as the server's user.
-func (s *Server) BackendMemory(ctx context.Context, set *Set) (Memory, error) {
-	rows, err := s.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = ANY($2)`, s.AppUser, set.Served())
+func (s *Server) BackendMemory(ctx context.Context, set *Set, app string) (Memory, error) {
+	rows, err := s.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = ANY($2) AND application_name = $3`,
+		s.AppUser, set.Served(), app)
 	if err != nil {
 		return Memory{}, err
 	}
@@ -233,8 +236,8 @@ type Sample struct {
 	FirstError error
 }
 
-// StartSampler samples every interval until Stop.
-func (s *Server) StartSampler(ctx context.Context, set *Set, every time.Duration) *Sampler {
+// StartSampler samples Connections every interval until Stop.
+func (s *Server) StartSampler(ctx context.Context, set *Set, app string, every time.Duration) *Sampler {
 	sm := &Sampler{stop: make(chan struct{})}
 	sm.wg.Add(1)
 	go func() {
@@ -242,7 +245,7 @@ func (s *Server) StartSampler(ctx context.Context, set *Set, every time.Duration
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			c, err := s.Connections(ctx, set)
+			c, err := s.Connections(ctx, set, app)
 			sm.mu.Lock()
 			if err != nil && sm.err == nil {
 				sm.err = err
