@@ -131,3 +131,22 @@ chaos: ## faults under load on the "chaos" instance (15434/16434): restarts, kil
 .PHONY: soak
 soak: ## steady load with a fault a minute on the "chaos" instance; server memory and goroutines at start and end (~11 min)
 	$(GO) run ./cmd/pdchaos soak
+
+TENANTS ?= 10,100,1000
+REPORT ?= docs/loadtest/report.html
+SCREENSHOT ?= reports/loadtest-screenshot.png
+
+.PHONY: loadtest-quick
+loadtest-quick: db-up ## isolation modes side by side, quick: 10 and 100 tenants, short cells (~3 min); the report folder is the last line
+	@$(GO) build $(GOFLAGS) -o bin/pdload ./cmd/pdload
+	@./bin/pdload -quick $(LOADTEST_FLAGS)
+
+.PHONY: loadtest
+loadtest: db-up ## isolation modes side by side, full matrix: 10, 100, 1,000 tenants (TENANTS=10,100,1000,10000 adds 10,000; ~40 min)
+	@$(GO) build $(GOFLAGS) -o bin/pdload ./cmd/pdload
+	@./bin/pdload -tenants $(TENANTS) $(LOADTEST_FLAGS)
+
+.PHONY: loadtest-screenshot
+loadtest-screenshot: ## headless Chromium opens REPORT (default docs/loadtest/report.html) offline, screenshots it, checks it is not blank
+	@$(GO) build $(GOFLAGS) -o bin/pdload ./cmd/pdload
+	@./bin/pdload screenshot $(REPORT) $(SCREENSHOT)
