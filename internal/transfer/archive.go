@@ -385,7 +385,7 @@ func openArchive(r io.Reader) (*archiveReader, error) {
 	dec := json.NewDecoder(bytes.NewReader(a.rawMan))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
-		return nil, corrupt("manifest: %v", err)
+		return nil, corrupt("%s is not the manifest of a tenant archive, or is corrupted: %v", manifestName, err)
 	}
 	if err := m.validate(); err != nil {
 		return nil, err
@@ -467,7 +467,7 @@ func (a *archiveReader) end(read []TableEnd) error {
 	}
 	var e End
 	if err := json.Unmarshal(b, &e); err != nil {
-		return corrupt("%s: %v", endName, err)
+		return corrupt("%s is corrupted: %v", endName, err)
 	}
 	ms := sha256.Sum256(a.rawMan)
 	if hex.EncodeToString(ms[:]) != e.ManifestSHA256 {

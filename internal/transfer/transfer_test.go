@@ -226,3 +226,63 @@ func TestRoundTripAsAnotherSlug(t *testing.T) {
 	assert.True(t, more)
 	assert.Equal(t, to.ID, page[0].TenantID)
 }
+
+// TestExportIsOneSnapshot: writes made once the export is open — rows
+// added, changed and deleted in several tables — are not in the archive,
+// which holds every table as it was at one instant; and they are not
+// blocked by the export.
+func TestExportIsOneSnapshot(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, nil)
+	src := b.source(t, 100)
+	ctx := context.Background()
+	before := map[string][2]any{}
+	for _, tb := range b.tables(t, src.Schema) {
+		n, sum := b.content(t, src.Schema, tb, src.ID)
+		before[tb] = [2]any{n, sum}
+	}
+
+	e, err := b.a.Transfer.Export(ctx, src.slug)
+	require.NoError(t, err)
+	s := pgx.Identifier{src.Schema}.Sanitize()
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, q := range []string{
+		`INSERT INTO ` + s + `.members (tenant_id, full_name) VALUES ($1, 'late')`,
+		`UPDATE ` + s + `.digital_cards SET status = 'revoked' WHERE tenant_id = $1`,
+		`DELETE FROM ` + s + `.card_activities WHERE tenant_id = $1`,
+	} {
+		_, err := b.admin.ExecContext(wctx, q, src.ID)
+		require.NoError(t, err, "writes go on during an export")
+	}
+	var buf bytes.Buffer
+	_, err = e.WriteTo(ctx, &buf)
+	e.Close()
+	require.NoError(t, err)
+
+	as := newSlug(t, "exn")
+	res, err := b.importAs(t, buf.Bytes(), as)
+	require.NoError(t, err)
+	for tb, want := range before {
+		n, sum := b.content(t, res.Tenant.Schema, tb, res.Tenant.ID)
+		assert.Equal(t, want, [2]any{n, sum}, "table %s as it was when the export opened", tb)
+	}
+	n, _ := b.content(t, src.Schema, "card_activities", src.ID)
+	assert.Zero(t, n, "the source did change")
+}
+
+// TestExportRefusesMovingTenant: a tenant that is moving (or still being
+// provisioned) is not exported; one that does not exist is not found.
+func TestExportRefusesMovingTenant(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, nil)
+	src := b.source(t, 1)
+	ctx := context.Background()
+	for _, st := range []tenant.Status{tenant.StatusMoving, tenant.StatusProvisioning} {
+		catalogtest.SetStatus(t, b.admin, src.slug, st)
+		_, err := b.a.Transfer.Export(ctx, src.slug)
+		assert.ErrorIs(t, err, tenant.ErrWrongStatus, "%s", st)
+	}
+	_, err := b.a.Transfer.Export(ctx, tenant.MustSlug("nobody_here"))
+	assert.ErrorIs(t, err, tenant.ErrNotFound)
+}
