@@ -250,7 +250,7 @@ func TestImportRefusesUnreachableSchema(t *testing.T) {
 		"unknown table": func(m *transfer.Manifest) {
 			m.Tables = append(m.Tables, transfer.ManifestTable{Name: "zz_new", Columns: []transfer.Column{{Name: "id", Type: "uuid"}}, Checksum: "0"})
 		},
-		"other type": func(m *transfer.Manifest) { m.Tables[4].Columns[0].Type = "text" },
+		"other type":   func(m *transfer.Manifest) { m.Tables[4].Columns[0].Type = "text" },
 		"newer format": func(m *transfer.Manifest) { m.Version = transfer.FormatVersion + 1 },
 	} {
 		t.Run(name, func(t *testing.T) {
