@@ -378,9 +378,11 @@ func openArchive(r io.Reader) (*archiveReader, error) {
 	if hdr.Name != manifestName {
 		return nil, corrupt("not a tenant archive (first entry %q, want %s)", clip(hdr.Name, 80), manifestName)
 	}
-	if a.rawMan, err = a.body(hdr, maxMeta); err != nil {
+	raw, err := a.body(hdr, maxMeta)
+	if err != nil {
 		return nil, err
 	}
+	a.rawMan = bytes.Clone(raw) // body's buffer is reused for the chunks
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(a.rawMan))
 	dec.DisallowUnknownFields()

@@ -286,3 +286,18 @@ func TestExportRefusesMovingTenant(t *testing.T) {
 	_, err := b.a.Transfer.Export(ctx, tenant.MustSlug("nobody_here"))
 	assert.ErrorIs(t, err, tenant.ErrNotFound)
 }
+
+// TestRoundTripOfAnEmptyTenant: tables without rows travel too (each chunk
+// then is smaller than the manifest).
+func TestRoundTripOfAnEmptyTenant(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, nil)
+	src := b.source(t, 0)
+	as := newSlug(t, "exe")
+	res, err := b.importAs(t, b.export(t, src.slug), as)
+	require.NoError(t, err)
+	assert.Zero(t, res.Rows)
+	from, err := b.a.Catalog.Get(context.Background(), src.slug)
+	require.NoError(t, err)
+	assert.Zero(t, b.assertSameRows(t, from, res.Tenant))
+}
