@@ -63,8 +63,12 @@ func New(d Deps) *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
+		// Bodies reach the handlers as streams: the tenant import reads an
+		// archive of any size; bodyLimit gives every other route its body
+		// whole, at most BodyLimit bytes (see stream.go).
+		StreamRequestBody: true,
 	})
-	fa.Use(requestID(), d.Metrics.middleware(), accessLog(d.Log))
+	fa.Use(requestID(), d.Metrics.middleware(), accessLog(d.Log), bodyLimit(d.BodyLimit))
 
 	fa.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
