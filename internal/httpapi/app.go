@@ -36,6 +36,9 @@ type Deps struct {
 	TenantHeader bool
 	// Metrics is served on /metrics; nil makes a fresh one.
 	Metrics *Metrics
+	// MetricsElsewhere leaves /metrics out of this app: the server serves
+	// Metrics.Handler on its own address (http.metrics_addr).
+	MetricsElsewhere bool
 	// Extensions add route sets, in order.
 	Extensions []Extension
 }
@@ -85,7 +88,9 @@ func New(d Deps) *fiber.App {
 		}
 		return c.JSON(fiber.Map{"status": "ready"})
 	})
-	fa.Get("/metrics", d.Metrics.handler())
+	if !d.MetricsElsewhere {
+		fa.Get("/metrics", d.Metrics.handler())
+	}
 
 	doc := OpenAPI()
 	for _, x := range d.Extensions {
