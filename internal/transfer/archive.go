@@ -87,12 +87,15 @@ type ManifestModule struct {
 }
 
 // ManifestTable is one table: its columns in COPY order (by name), how many
-// rows it had and their checksum (see checksumSQL).
+// rows it had and their checksum (see checksumSQL), by ChecksumMethod
+// (hash_record_extended, or hashtextextended for a table with a column type
+// that has no hash function).
 type ManifestTable struct {
-	Name     string   `json:"name"`
-	Columns  []Column `json:"columns"`
-	Rows     int64    `json:"rows"`
-	Checksum string   `json:"checksum"`
+	Name           string   `json:"name"`
+	Columns        []Column `json:"columns"`
+	Rows           int64    `json:"rows"`
+	ChecksumMethod string   `json:"checksum_method"`
+	Checksum       string   `json:"checksum"`
 }
 
 // Column is a column's name and type (format_type).
@@ -179,8 +182,9 @@ func (m *Manifest) validate() error {
 			}
 			cols[c.Name] = true
 		}
-		if t.Rows < 0 || !checksumPattern.MatchString(t.Checksum) {
-			return bad("table %s: rows %d, checksum %q", t.Name, t.Rows, clip(t.Checksum, 50))
+		if t.Rows < 0 || !checksumPattern.MatchString(t.Checksum) ||
+			(t.ChecksumMethod != checksumRecord && t.ChecksumMethod != checksumText) {
+			return bad("table %s: rows %d, checksum %q by %q", t.Name, t.Rows, clip(t.Checksum, 50), clip(t.ChecksumMethod, 30))
 		}
 	}
 	for _, s := range m.Sequences {

@@ -140,7 +140,7 @@ func (e *Export) describe(ctx context.Context, t tenant.Tenant) error {
 		for i, c := range lt.columns {
 			mt.Columns[i] = c.Column
 		}
-		if mt.Rows, mt.Checksum, err = checksum(ctx, e.conn, t.Schema, lt.name, mt.Columns, t.ID); err != nil {
+		if mt.ChecksumMethod, mt.Rows, mt.Checksum, err = exportChecksum(ctx, e.conn, t.Schema, lt.name, mt.Columns, t.ID); err != nil {
 			return err
 		}
 		m.Tables = append(m.Tables, mt)

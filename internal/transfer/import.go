@@ -37,7 +37,13 @@ type ImportResult struct {
 	// the archive's tables and columns were all found here (an archive of an
 	// older release, or of another application role).
 	SameSchema bool
-	Duration   time.Duration
+	// Load is the time spent reading the archive into the side schema
+	// (COPY); Verify rebuilding its keys and indexes and checking the row
+	// counts and checksums; Duration the whole import. (The new tables are
+	// not analyzed in the import's transaction: autovacuum does it within
+	// a minute, as after any bulk load.)
+	Load, Verify time.Duration
+	Duration     time.Duration
 }
 
 // Import reads an archive from r and creates its tenant, all or nothing
@@ -74,7 +80,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 		Slug: slug, Name: name, ModuleFiles: files,
 		Fill: func(ctx context.Context, side provision.Side) error {
 			res.SameSchema = side.Applied.Hash == m.SchemaHash
-			return s.fill(ctx, ar, side)
+			return s.fill(ctx, ar, side, &res)
 		},
 		BeforeCommit: func(ctx context.Context, tx *sql.Tx, t tenant.Tenant) error {
 			return modules.RecordInstalls(ctx, tx, t.ID, names)
@@ -109,7 +115,7 @@ func (s *Service) moduleFiles(ctx context.Context, m *Manifest) (names, files []
 
 // fill checks that the side schema can take the archive's tables, loads
 // them, verifies them and reads the archive to its seal.
-func (s *Service) fill(ctx context.Context, ar *archiveReader, side provision.Side) error {
+func (s *Service) fill(ctx context.Context, ar *archiveReader, side provision.Side, res *ImportResult) error {
 	return side.Conn.Raw(func(dc any) error {
 		conn := dc.(*stdlib.Conn).Conn()
 		live, err := liveTables(ctx, conn, side.Schema)
@@ -130,6 +136,7 @@ func (s *Service) fill(ctx context.Context, ar *archiveReader, side provision.Si
 		for _, lt := range live {
 			partitioned[lt.name] = lt.partitioned
 		}
+		loadStart := time.Now()
 		ends := make([]TableEnd, 0, len(ar.manifest.Tables))
 		for i, mt := range ar.manifest.Tables {
 			end, err := s.load(ctx, conn, ar, side, mt, partitioned[mt.Name])
@@ -144,13 +151,15 @@ func (s *Service) fill(ctx context.Context, ar *archiveReader, side provision.Si
 		if err := ar.end(ends); err != nil {
 			return err
 		}
+		verifyStart := time.Now()
+		res.Load = verifyStart.Sub(loadStart)
 		for _, stmt := range rebuild {
 			if _, err := conn.Exec(ctx, stmt); err != nil {
 				return refused("rebuilding the keys and indexes", err)
 			}
 		}
 		for _, mt := range ar.manifest.Tables {
-			n, sum, err := checksum(ctx, conn, side.Schema, mt.Name, mt.Columns, side.Tenant.ID)
+			n, sum, err := checksum(ctx, conn, mt.ChecksumMethod, side.Schema, mt.Name, mt.Columns, side.Tenant.ID)
 			if err != nil {
 				return err
 			}
@@ -165,13 +174,7 @@ func (s *Service) fill(ctx context.Context, ar *archiveReader, side provision.Si
 				return refused("sequence "+sq.Name, err)
 			}
 		}
-		names := make([]string, len(ar.manifest.Tables))
-		for i, mt := range ar.manifest.Tables {
-			names[i] = pgx.Identifier{side.Schema, mt.Name}.Sanitize()
-		}
-		if _, err := conn.Exec(ctx, "ANALYZE "+strings.Join(names, ", ")); err != nil {
-			return err
-		}
+		res.Verify = time.Since(verifyStart)
 		s.hook(StepVerified)
 		return nil
 	})

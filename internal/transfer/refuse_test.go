@@ -248,7 +248,8 @@ func TestImportRefusesUnreachableSchema(t *testing.T) {
 			m.Tables[4].Columns = append(cols[:2:2], append([]transfer.Column{{Name: "extra", Type: "text"}}, cols[2:]...)...)
 		},
 		"unknown table": func(m *transfer.Manifest) {
-			m.Tables = append(m.Tables, transfer.ManifestTable{Name: "zz_new", Columns: []transfer.Column{{Name: "id", Type: "uuid"}}, Checksum: "0"})
+			m.Tables = append(m.Tables, transfer.ManifestTable{Name: "zz_new", Columns: []transfer.Column{{Name: "id", Type: "uuid"}},
+				ChecksumMethod: "hash_record_extended", Checksum: "0"})
 		},
 		"other type":   func(m *transfer.Manifest) { m.Tables[4].Columns[0].Type = "text" },
 		"newer format": func(m *transfer.Manifest) { m.Version = transfer.FormatVersion + 1 },

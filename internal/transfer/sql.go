@@ -2,11 +2,13 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // sessionFormats makes every server render values alike for the row
@@ -88,12 +90,25 @@ func tenantIDField(cols []Column) int {
 	return -1
 }
 
-// checksumSQL counts a table's rows and sums a 64-bit hash of each row's
-// text (the columns in cols' order), as the mover's verification does: an
-// order-independent checksum both sides compute in SQL, without moving the
-// rows. The tenant_id column counts as NULL where it holds the tenant's own
-// id ($1), so a tenant imported under a new id has the same checksum.
-func checksumSQL(schema, table string, cols []Column) (string, bool) {
+// The row checksum of a table: its row count and the sum of a 64-bit hash
+// of each row — order-independent, computed by the database on both sides
+// (as the mover's verification does), without moving the rows. The hash is
+// hash_record_extended, which hashes each value with its type's own hash
+// function (the ones hash partitioning relies on: stable across releases);
+// a table with a column type that has none (json, point…) falls back to
+// hashtextextended of the row's text, as the mover does, which costs several
+// times more (the row is printed). Both depend on the byte order and
+// encoding of the server, like hash partitions.
+const (
+	checksumRecord = "hash_record_extended"
+	checksumText   = "hashtextextended"
+)
+
+// checksumSQL is the checksum query of a table with the columns cols (in
+// their order). The tenant_id column counts as NULL where it holds the
+// tenant's own id ($1), so a tenant imported under a new id has the same
+// checksum.
+func checksumSQL(method, schema, table string, cols []Column) (string, bool) {
 	exprs := make([]string, len(cols))
 	for i, c := range cols {
 		exprs[i] = pgx.Identifier{c.Name}.Sanitize()
@@ -102,13 +117,17 @@ func checksumSQL(schema, table string, cols []Column) (string, bool) {
 	if byID >= 0 {
 		exprs[byID] = "nullif(" + exprs[byID] + ", $1::uuid)"
 	}
-	return `SELECT count(*), coalesce(sum(hashtextextended(ROW(` + strings.Join(exprs, ", ") + `)::text, 0)::numeric), 0)::text
-		FROM ` + pgx.Identifier{schema, table}.Sanitize(), byID >= 0
+	row := "ROW(" + strings.Join(exprs, ", ") + ")"
+	hash := "hash_record_extended(" + row + ", 0)"
+	if method == checksumText {
+		hash = "hashtextextended(" + row + "::text, 0)"
+	}
+	return `SELECT count(*), coalesce(sum(` + hash + `), 0)::text FROM ` + pgx.Identifier{schema, table}.Sanitize(), byID >= 0
 }
 
 // checksum runs checksumSQL for a table of the tenant whose id is id.
-func checksum(ctx context.Context, conn *pgx.Conn, schema, table string, cols []Column, id uuid.UUID) (int64, string, error) {
-	q, withID := checksumSQL(schema, table, cols)
+func checksum(ctx context.Context, conn *pgx.Conn, method, schema, table string, cols []Column, id uuid.UUID) (int64, string, error) {
+	q, withID := checksumSQL(method, schema, table, cols)
 	var args []any
 	if withID {
 		args = append(args, id.String())
@@ -119,6 +138,25 @@ func checksum(ctx context.Context, conn *pgx.Conn, schema, table string, cols []
 		return 0, "", fmt.Errorf("checksum of table %s: %w", table, err)
 	}
 	return n, sum, nil
+}
+
+// exportChecksum computes a table's checksum in the export's snapshot with
+// the record hash, or with the text hash when a column type has no hash
+// function (tried under a savepoint, which keeps the snapshot).
+func exportChecksum(ctx context.Context, conn *pgx.Conn, schema, table string, cols []Column, id uuid.UUID) (string, int64, string, error) {
+	if _, err := conn.Exec(ctx, "SAVEPOINT pd_checksum"); err != nil {
+		return "", 0, "", err
+	}
+	n, sum, err := checksum(ctx, conn, checksumRecord, schema, table, cols, id)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42883" { // undefined_function: a type without a hash function
+		if _, err := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT pd_checksum"); err != nil {
+			return "", 0, "", err
+		}
+		n, sum, err = checksum(ctx, conn, checksumText, schema, table, cols, id)
+		return checksumText, n, sum, err
+	}
+	return checksumRecord, n, sum, err
 }
 
 // sequences lists the positions of a schema's sequences that were used.
