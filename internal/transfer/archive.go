@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -79,9 +80,12 @@ type ManifestTenant struct {
 	Status tenant.Status `json:"status"`
 }
 
-// ManifestModule is a module the tenant had installed.
+// ManifestModule is a module of the tenant: installed (its tables are in
+// the archive), or removed (a default module the tenant uninstalled, which
+// an import keeps uninstalled).
 type ManifestModule struct {
 	Name        string   `json:"name"`
+	Status      string   `json:"status"`
 	Version     string   `json:"version"`
 	SchemaFiles []string `json:"schema_files"`
 }
@@ -159,8 +163,9 @@ func (m *Manifest) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, mod := range m.Modules {
-		if !identPattern.MatchString(mod.Name) || seen["module "+mod.Name] {
-			return bad("module %q", clip(mod.Name, 70))
+		if !identPattern.MatchString(mod.Name) || seen["module "+mod.Name] ||
+			(mod.Status != modules.StatusInstalled && mod.Status != modules.StatusRemoved) {
+			return bad("module %q (%q)", clip(mod.Name, 70), clip(mod.Status, 20))
 		}
 		seen["module "+mod.Name] = true
 	}

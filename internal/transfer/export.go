@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -60,7 +61,7 @@ func (s *Service) Export(ctx context.Context, slug tenant.Slug) (_ *Export, err 
 	if err := exportable(t); err != nil {
 		return nil, err
 	}
-	mods, err := s.modulesOf(ctx, slug)
+	mods, err := s.modulesOf(ctx, t)
 	if err != nil {
 		return nil, err
 	}
@@ -76,19 +77,25 @@ func (s *Service) Export(ctx context.Context, slug tenant.Slug) (_ *Export, err 
 	return e, nil
 }
 
-// modulesOf lists a tenant's installed modules with their versions and files.
-func (s *Service) modulesOf(ctx context.Context, slug tenant.Slug) ([]ManifestModule, error) {
-	in, err := s.o.Modules.Installed(ctx, slug)
+// modulesOf lists a tenant's modules with their versions and files: those
+// installed, and the default modules it removed. A module whose uninstall
+// is unfinished is refused (its tables are neither kept nor gone).
+func (s *Service) modulesOf(ctx context.Context, t tenant.Tenant) ([]ManifestModule, error) {
+	records, err := s.o.Modules.Records(ctx, t.ID)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ManifestModule, 0, len(in))
-	for _, i := range in {
-		m, err := s.o.Modules.Get(ctx, i.Module)
+	out := make([]ManifestModule, 0, len(records))
+	for _, r := range records {
+		if r.Status != modules.StatusInstalled && r.Status != modules.StatusRemoved {
+			return nil, fmt.Errorf("tenant %s: module %s is %s (run its uninstall again to finish it), cannot export: %w",
+				t.Slug, r.Module, r.Status, tenant.ErrWrongStatus)
+		}
+		m, err := s.o.Modules.Get(ctx, r.Module)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, ManifestModule{Name: m.Name, Version: m.Version, SchemaFiles: m.SchemaFiles})
+		out = append(out, ManifestModule{Name: m.Name, Status: r.Status, Version: m.Version, SchemaFiles: m.SchemaFiles})
 	}
 	return out, nil
 }

@@ -65,7 +65,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 	if name == "" {
 		name = m.Tenant.Name
 	}
-	names, files, err := s.moduleFiles(ctx, m)
+	mods, err := s.moduleFiles(ctx, m)
 	if err != nil {
 		return ImportResult{}, err
 	}
@@ -77,13 +77,13 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 	}
 	res := ImportResult{Tables: len(m.Tables), Rows: m.Rows()}
 	t, err := s.o.Provisioner.Restore(ctx, provision.RestoreRequest{
-		Slug: slug, Name: name, ModuleFiles: files,
+		Slug: slug, Name: name, ModuleFiles: mods.files,
 		Fill: func(ctx context.Context, side provision.Side) error {
 			res.SameSchema = side.Applied.Hash == m.SchemaHash
 			return s.fill(ctx, ar, side, &res)
 		},
 		BeforeCommit: func(ctx context.Context, tx *sql.Tx, t tenant.Tenant) error {
-			return modules.RecordInstalls(ctx, tx, t.ID, names)
+			return modules.RecordRestored(ctx, tx, t, mods.installed, mods.removed)
 		},
 	})
 	if err != nil {
@@ -95,22 +95,56 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 	return res, nil
 }
 
-// moduleFiles resolves the archive's modules in this platform's registry.
-func (s *Service) moduleFiles(ctx context.Context, m *Manifest) (names, files []string, err error) {
+// moduleSet is what an import gives the new tenant of the modules.
+type moduleSet struct {
+	installed, removed, files []string
+}
+
+// moduleFiles resolves the archive's modules in this platform's registry:
+// each installed one must be registered here; a removed default stays
+// removed; a default module of this release that the archive does not
+// mention (an archive from before it became a default, when its tables may
+// have been in the core schema) is installed, as provisioning and the
+// fleet runner give it to every tenant that never had it.
+func (s *Service) moduleFiles(ctx context.Context, m *Manifest) (moduleSet, error) {
+	var set moduleSet
+	add := func(name string) error {
+		reg, err := s.o.Modules.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		set.installed = append(set.installed, reg.Name)
+		set.files = append(set.files, reg.SchemaFiles...)
+		return nil
+	}
+	mentioned := map[string]bool{}
 	for _, mod := range m.Modules {
-		reg, err := s.o.Modules.Get(ctx, mod.Name)
+		mentioned[mod.Name] = true
+		if mod.Status == modules.StatusRemoved {
+			if _, err := s.o.Modules.Get(ctx, mod.Name); err == nil {
+				set.removed = append(set.removed, mod.Name)
+			}
+			continue
+		}
+		err := add(mod.Name)
 		if errors.Is(err, modules.ErrModuleNotFound) {
-			return nil, nil, fmt.Errorf("%w: the archive's tenant has module %s (version %s), which is not registered here: register it, then import again",
+			return set, fmt.Errorf("%w: the archive's tenant has module %s (version %s), which is not registered here: register it, then import again",
 				ErrSchemaUnreachable, mod.Name, clip(mod.Version, 50))
 		}
 		if err != nil {
-			return nil, nil, err
+			return set, err
 		}
-		names = append(names, reg.Name)
-		files = append(files, reg.SchemaFiles...)
 	}
-	slices.Sort(files)
-	return names, slices.Compact(files), nil
+	for _, name := range modules.DefaultNames() {
+		if !mentioned[name] {
+			if err := add(name); err != nil {
+				return set, err
+			}
+		}
+	}
+	slices.Sort(set.files)
+	set.files = slices.Compact(set.files)
+	return set, nil
 }
 
 // fill checks that the side schema can take the archive's tables, loads

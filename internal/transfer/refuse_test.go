@@ -134,8 +134,11 @@ func TestArchiveIsPlainTarGz(t *testing.T) {
 	require.NoError(t, json.Unmarshal(entries[0].body, &m))
 	assert.Equal(t, src.ID, m.Tenant.ID)
 	assert.Equal(t, "binary", m.CopyFormat)
-	require.Len(t, m.Modules, 1)
-	assert.Equal(t, src.module, m.Modules[0].Name)
+	require.Len(t, m.Modules, 2)
+	assert.Equal(t, transfer.ManifestModule{Name: "digital_cards", Status: "installed", Version: "1.0.0",
+		SchemaFiles: []string{"modules/digital_cards.hcl"}}, m.Modules[0], "the default module")
+	assert.Equal(t, src.module, m.Modules[1].Name)
+	assert.Equal(t, "installed", m.Modules[1].Status)
 	assert.Equal(t, int64(10), m.Tables[4].Rows)
 	assert.True(t, bytes.HasPrefix(entries[5].body, []byte("PGCOPY\n\xff\r\n\x00")), "a chunk is PostgreSQL binary COPY data")
 	assert.NotEmpty(t, catalogtest.Recorded(t, b.admin, src.ID).Hash)
@@ -241,7 +244,7 @@ func TestImportRefusesUnreachableSchema(t *testing.T) {
 	archive := b.export(t, src.slug)
 	for name, edit := range map[string]func(m *transfer.Manifest){
 		"unknown module": func(m *transfer.Manifest) {
-			m.Modules = append(m.Modules, transfer.ManifestModule{Name: "payroll", Version: "9.1"})
+			m.Modules = append(m.Modules, transfer.ManifestModule{Name: "payroll", Status: "installed", Version: "9.1"})
 		},
 		"unknown column": func(m *transfer.Manifest) {
 			cols := m.Tables[4].Columns

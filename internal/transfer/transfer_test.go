@@ -18,6 +18,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/membership"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 	"github.com/publicdigit/publicdigit/internal/transfer"
@@ -210,8 +211,8 @@ func TestRoundTripAsAnotherSlug(t *testing.T) {
 	assert.Equal(t, from.SchemaHash, to.SchemaHash)
 	installed, err := b.a.Modules.Installed(ctx, as)
 	require.NoError(t, err)
-	require.Len(t, installed, 1)
-	assert.Equal(t, src.module, installed[0].Module)
+	require.Len(t, installed, 2)
+	assert.Equal(t, []string{"digital_cards", src.module}, []string{installed[0].Module, installed[1].Module})
 	fps, err := schemaapply.Fingerprints(ctx, b.admin, []schemaapply.SchemaRole{
 		{Schema: from.Schema, Role: src.slug.RoleName()}, {Schema: to.Schema, Role: as.RoleName()}})
 	require.NoError(t, err)
@@ -300,4 +301,56 @@ func TestRoundTripOfAnEmptyTenant(t *testing.T) {
 	from, err := b.a.Catalog.Get(context.Background(), src.slug)
 	require.NoError(t, err)
 	assert.Zero(t, b.assertSameRows(t, from, res.Tenant))
+}
+
+// TestImportKeepsARemovedDefaultModuleRemoved: a tenant that uninstalled the
+// default module digital_cards is imported without it, its record kept as
+// removed (so the fleet runner does not install it again).
+func TestImportKeepsARemovedDefaultModuleRemoved(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, nil)
+	ctx := context.Background()
+	tt := dbtest.Tenant(t, "exm")
+	src := tenant.MustSlug(tt.Slug)
+	require.NoError(t, b.a.Modules.Uninstall(ctx, src, modules.DigitalCards, false))
+	_, err := b.admin.Exec(`INSERT INTO `+pgx.Identifier{tt.Schema}.Sanitize()+`.members (tenant_id, full_name) VALUES ($1, 'x')`, tt.ID)
+	require.NoError(t, err)
+
+	as := newSlug(t, "exm")
+	res, err := b.importAs(t, b.export(t, src), as)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), res.Rows)
+	assert.Equal(t, []string{"members"}, b.tables(t, res.Tenant.Schema))
+	records, err := b.a.Modules.Records(ctx, res.Tenant.ID)
+	require.NoError(t, err)
+	require.Len(t, records, 1)
+	assert.Equal(t, modules.DigitalCards, records[0].Module)
+	assert.Equal(t, modules.StatusRemoved, records[0].Status)
+	assert.True(t, res.SameSchema)
+}
+
+// TestImportOfAnOlderArchive: an archive that does not mention a default
+// module of this release (written before digital_cards became one, when its
+// tables were in the core schema) gets the module installed, and its rows
+// land in the module's tables.
+func TestImportOfAnOlderArchive(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, nil)
+	src := b.source(t, 30)
+	old := withManifest(t, b.export(t, src.slug), func(m *transfer.Manifest) {
+		m.Modules = m.Modules[1:] // no record of digital_cards
+		m.SchemaHash = "an-older-release"
+	})
+	as := newSlug(t, "exo")
+	res, err := b.importAs(t, old, as)
+	require.NoError(t, err)
+	assert.False(t, res.SameSchema)
+	from, err := b.a.Catalog.Get(context.Background(), src.slug)
+	require.NoError(t, err)
+	assert.Equal(t, res.Rows, b.assertSameRows(t, from, res.Tenant))
+	installed, err := b.a.Modules.Installed(context.Background(), as)
+	require.NoError(t, err)
+	require.Len(t, installed, 2)
+	assert.Equal(t, modules.DigitalCards, installed[0].Module)
+	assert.Equal(t, from.SchemaHash, res.Tenant.SchemaHash, "the schema of this release, as its own tenants have")
 }
