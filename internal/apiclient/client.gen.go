@@ -462,7 +462,7 @@ type CardIssue struct {
 	// ExpiresAt in the future, within 10 years; default: in one year
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 
-	// MemberId an active member of the same tenant
+	// MemberId an active member of the same tenant; canonical form, lower case (else 400 invalid_id)
 	MemberId openapi_types.UUID `json:"member_id"`
 }
 
@@ -980,6 +980,9 @@ type HeadersTooLarge = Problem
 // ProblemRetry defines model for ProblemRetry.
 type ProblemRetry = Problem
 
+// URITooLong defines model for URITooLong.
+type URITooLong = Problem
+
 // ListGeoUnitsParams defines parameters for ListGeoUnits.
 type ListGeoUnitsParams struct {
 	Parent *int64 `form:"parent,omitempty" json:"parent,omitempty"`
@@ -1042,7 +1045,9 @@ type ListCardsParams struct {
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
 	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
-	After    *After              `form:"after,omitempty" json:"after,omitempty"`
+	After *After `form:"after,omitempty" json:"after,omitempty"`
+
+	// MemberId a UUID in its canonical form, lower case (else 400 invalid_id)
 	MemberId *openapi_types.UUID `form:"member_id,omitempty" json:"member_id,omitempty"`
 	Status   *CardStatus         `form:"status,omitempty" json:"status,omitempty"`
 }
@@ -1388,7 +1393,7 @@ type ClientInterface interface {
 	// RevokeToken Revoke a token
 	//
 	// Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-	RevokeToken(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RevokeToken(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealthz The process is up
 	//
@@ -2088,7 +2093,7 @@ func (c *Client) CreateToken(ctx context.Context, body CreateTokenJSONRequestBod
 // RevokeToken Revoke a token
 //
 // Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-func (c *Client) RevokeToken(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+func (c *Client) RevokeToken(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeTokenRequest(c.Server, id)
 	if err != nil {
 		return nil, err
@@ -3671,7 +3676,7 @@ func NewCreateTokenRequestWithBody(server string, contentType string, body io.Re
 }
 
 // NewRevokeTokenRequest constructs an http.Request for the RevokeToken method
-func NewRevokeTokenRequest(server string, id string) (*http.Request, error) {
+func NewRevokeTokenRequest(server string, id ID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -5526,7 +5531,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-	RevokeTokenWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error)
+	RevokeTokenWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error)
 
 	// GetHealthzWithResponse The process is up
 	//
@@ -5877,8 +5882,19 @@ type ListGeoUnitsResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListGeoUnitsResponse414Headers the declared response headers of an HTTP 414 response for ListGeoUnits
+type ListGeoUnitsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListGeoUnitsResponse431Headers the declared response headers of an HTTP 431 response for ListGeoUnits
 type ListGeoUnitsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListGeoUnitsResponse503Headers the declared response headers of an HTTP 503 response for ListGeoUnits
+type ListGeoUnitsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5893,16 +5909,24 @@ type ListGeoUnitsResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListGeoUnitsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListGeoUnitsResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListGeoUnitsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListGeoUnitsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListGeoUnitsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListGeoUnitsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5925,9 +5949,19 @@ func (r ListGeoUnitsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListGeoUnitsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListGeoUnitsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListGeoUnitsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5974,8 +6008,19 @@ type GetGeoUnitResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetGeoUnitResponse414Headers the declared response headers of an HTTP 414 response for GetGeoUnit
+type GetGeoUnitResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetGeoUnitResponse431Headers the declared response headers of an HTTP 431 response for GetGeoUnit
 type GetGeoUnitResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetGeoUnitResponse503Headers the declared response headers of an HTTP 503 response for GetGeoUnit
+type GetGeoUnitResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5990,16 +6035,24 @@ type GetGeoUnitResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetGeoUnitResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetGeoUnitResponse401Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetGeoUnitResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetGeoUnitResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetGeoUnitResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetGeoUnitResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6022,9 +6075,19 @@ func (r GetGeoUnitResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetGeoUnitResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetGeoUnitResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetGeoUnitResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6066,8 +6129,19 @@ type ListModulesResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListModulesResponse414Headers the declared response headers of an HTTP 414 response for ListModules
+type ListModulesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListModulesResponse431Headers the declared response headers of an HTTP 431 response for ListModules
 type ListModulesResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListModulesResponse503Headers the declared response headers of an HTTP 503 response for ListModules
+type ListModulesResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6080,14 +6154,22 @@ type ListModulesResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListModulesResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListModulesResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListModulesResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListModulesResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListModulesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6105,9 +6187,19 @@ func (r ListModulesResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListModulesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListModulesResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListModulesResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6169,6 +6261,11 @@ type RegisterModuleResponse413Headers struct {
 	XRequestId *string
 }
 
+// RegisterModuleResponse414Headers the declared response headers of an HTTP 414 response for RegisterModule
+type RegisterModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // RegisterModuleResponse415Headers the declared response headers of an HTTP 415 response for RegisterModule
 type RegisterModuleResponse415Headers struct {
 	XRequestId *string
@@ -6176,6 +6273,12 @@ type RegisterModuleResponse415Headers struct {
 
 // RegisterModuleResponse431Headers the declared response headers of an HTTP 431 response for RegisterModule
 type RegisterModuleResponse431Headers struct {
+	XRequestId *string
+}
+
+// RegisterModuleResponse503Headers the declared response headers of an HTTP 503 response for RegisterModule
+type RegisterModuleResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6194,10 +6297,14 @@ type RegisterModuleResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *RegisterModuleResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6210,10 +6317,14 @@ type RegisterModuleResponse struct {
 	Headers409 *RegisterModuleResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *RegisterModuleResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RegisterModuleResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *RegisterModuleResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RegisterModuleResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RegisterModuleResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -6246,6 +6357,11 @@ func (r RegisterModuleResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RegisterModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r RegisterModuleResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -6254,6 +6370,11 @@ func (r RegisterModuleResponse) GetApplicationproblemJSON415() *Problem {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r RegisterModuleResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RegisterModuleResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6300,8 +6421,19 @@ type GetModuleResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetModuleResponse414Headers the declared response headers of an HTTP 414 response for GetModule
+type GetModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetModuleResponse431Headers the declared response headers of an HTTP 431 response for GetModule
 type GetModuleResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetModuleResponse503Headers the declared response headers of an HTTP 503 response for GetModule
+type GetModuleResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6316,16 +6448,24 @@ type GetModuleResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetModuleResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *GetModuleResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetModuleResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetModuleResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetModuleResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetModuleResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6348,9 +6488,19 @@ func (r GetModuleResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetModuleResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetModuleResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6397,8 +6547,19 @@ type ListTenantsResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListTenantsResponse414Headers the declared response headers of an HTTP 414 response for ListTenants
+type ListTenantsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListTenantsResponse431Headers the declared response headers of an HTTP 431 response for ListTenants
 type ListTenantsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListTenantsResponse503Headers the declared response headers of an HTTP 503 response for ListTenants
+type ListTenantsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6413,16 +6574,24 @@ type ListTenantsResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListTenantsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListTenantsResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListTenantsResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListTenantsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTenantsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTenantsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6445,9 +6614,19 @@ func (r ListTenantsResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListTenantsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListTenantsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTenantsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6510,6 +6689,11 @@ type CreateTenantResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateTenantResponse414Headers the declared response headers of an HTTP 414 response for CreateTenant
+type CreateTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateTenantResponse415Headers the declared response headers of an HTTP 415 response for CreateTenant
 type CreateTenantResponse415Headers struct {
 	XRequestId *string
@@ -6517,6 +6701,12 @@ type CreateTenantResponse415Headers struct {
 
 // CreateTenantResponse431Headers the declared response headers of an HTTP 431 response for CreateTenant
 type CreateTenantResponse431Headers struct {
+	XRequestId *string
+}
+
+// CreateTenantResponse503Headers the declared response headers of an HTTP 503 response for CreateTenant
+type CreateTenantResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6535,10 +6725,14 @@ type CreateTenantResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateTenantResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6551,10 +6745,14 @@ type CreateTenantResponse struct {
 	Headers409 *CreateTenantResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateTenantResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateTenantResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateTenantResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateTenantResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -6587,6 +6785,11 @@ func (r CreateTenantResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateTenantResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -6595,6 +6798,11 @@ func (r CreateTenantResponse) GetApplicationproblemJSON415() *Problem {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r CreateTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6652,6 +6860,11 @@ type ImportTenantResponse409Headers struct {
 	XRequestId *string
 }
 
+// ImportTenantResponse414Headers the declared response headers of an HTTP 414 response for ImportTenant
+type ImportTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // ImportTenantResponse415Headers the declared response headers of an HTTP 415 response for ImportTenant
 type ImportTenantResponse415Headers struct {
 	XRequestId *string
@@ -6672,6 +6885,12 @@ type ImportTenantResponse501Headers struct {
 	XRequestId *string
 }
 
+// ImportTenantResponse503Headers the declared response headers of an HTTP 503 response for ImportTenant
+type ImportTenantResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 type ImportTenantResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6685,6 +6904,8 @@ type ImportTenantResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
@@ -6693,6 +6914,8 @@ type ImportTenantResponse struct {
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON501 the response for an HTTP 501 `application/problem+json` response
 	ApplicationproblemJSON501 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *ImportTenantResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6703,6 +6926,8 @@ type ImportTenantResponse struct {
 	Headers403 *ImportTenantResponse403Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *ImportTenantResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ImportTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ImportTenantResponse415Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
@@ -6711,6 +6936,8 @@ type ImportTenantResponse struct {
 	Headers431 *ImportTenantResponse431Headers
 	// Headers501 the parsed response headers for an HTTP 501 response
 	Headers501 *ImportTenantResponse501Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ImportTenantResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -6738,6 +6965,11 @@ func (r ImportTenantResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ImportTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r ImportTenantResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -6756,6 +6988,11 @@ func (r ImportTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 // GetApplicationproblemJSON501 returns the response for an HTTP 501 `application/problem+json` response
 func (r ImportTenantResponse) GetApplicationproblemJSON501() *Problem {
 	return r.ApplicationproblemJSON501
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ImportTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6812,8 +7049,19 @@ type DeleteTenantResponse409Headers struct {
 	XRequestId *string
 }
 
+// DeleteTenantResponse414Headers the declared response headers of an HTTP 414 response for DeleteTenant
+type DeleteTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // DeleteTenantResponse431Headers the declared response headers of an HTTP 431 response for DeleteTenant
 type DeleteTenantResponse431Headers struct {
+	XRequestId *string
+}
+
+// DeleteTenantResponse503Headers the declared response headers of an HTTP 503 response for DeleteTenant
+type DeleteTenantResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6832,8 +7080,12 @@ type DeleteTenantResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *DeleteTenantResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6844,8 +7096,12 @@ type DeleteTenantResponse struct {
 	Headers404 *DeleteTenantResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *DeleteTenantResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *DeleteTenantResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *DeleteTenantResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteTenantResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6878,9 +7134,19 @@ func (r DeleteTenantResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r DeleteTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r DeleteTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6932,8 +7198,19 @@ type GetTenantResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetTenantResponse414Headers the declared response headers of an HTTP 414 response for GetTenant
+type GetTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetTenantResponse431Headers the declared response headers of an HTTP 431 response for GetTenant
 type GetTenantResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetTenantResponse503Headers the declared response headers of an HTTP 503 response for GetTenant
+type GetTenantResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6950,8 +7227,12 @@ type GetTenantResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetTenantResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6960,8 +7241,12 @@ type GetTenantResponse struct {
 	Headers403 *GetTenantResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetTenantResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetTenantResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetTenantResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetTenantResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6989,9 +7274,19 @@ func (r GetTenantResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7053,6 +7348,11 @@ type UpdateTenantResponse413Headers struct {
 	XRequestId *string
 }
 
+// UpdateTenantResponse414Headers the declared response headers of an HTTP 414 response for UpdateTenant
+type UpdateTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // UpdateTenantResponse415Headers the declared response headers of an HTTP 415 response for UpdateTenant
 type UpdateTenantResponse415Headers struct {
 	XRequestId *string
@@ -7060,6 +7360,12 @@ type UpdateTenantResponse415Headers struct {
 
 // UpdateTenantResponse431Headers the declared response headers of an HTTP 431 response for UpdateTenant
 type UpdateTenantResponse431Headers struct {
+	XRequestId *string
+}
+
+// UpdateTenantResponse503Headers the declared response headers of an HTTP 503 response for UpdateTenant
+type UpdateTenantResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7080,10 +7386,14 @@ type UpdateTenantResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *UpdateTenantResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -7096,10 +7406,14 @@ type UpdateTenantResponse struct {
 	Headers409 *UpdateTenantResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateTenantResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateTenantResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *UpdateTenantResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateTenantResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7137,6 +7451,11 @@ func (r UpdateTenantResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r UpdateTenantResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -7145,6 +7464,11 @@ func (r UpdateTenantResponse) GetApplicationproblemJSON415() *Problem {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r UpdateTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r UpdateTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7207,8 +7531,19 @@ type ExportTenantResponse409Headers struct {
 	XRequestId *string
 }
 
+// ExportTenantResponse414Headers the declared response headers of an HTTP 414 response for ExportTenant
+type ExportTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // ExportTenantResponse431Headers the declared response headers of an HTTP 431 response for ExportTenant
 type ExportTenantResponse431Headers struct {
+	XRequestId *string
+}
+
+// ExportTenantResponse503Headers the declared response headers of an HTTP 503 response for ExportTenant
+type ExportTenantResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7225,8 +7560,12 @@ type ExportTenantResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *ExportTenantResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -7239,8 +7578,12 @@ type ExportTenantResponse struct {
 	Headers404 *ExportTenantResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *ExportTenantResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ExportTenantResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ExportTenantResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ExportTenantResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
@@ -7268,9 +7611,19 @@ func (r ExportTenantResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ExportTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ExportTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ExportTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7322,8 +7675,19 @@ type ListTenantModulesResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListTenantModulesResponse414Headers the declared response headers of an HTTP 414 response for ListTenantModules
+type ListTenantModulesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListTenantModulesResponse431Headers the declared response headers of an HTTP 431 response for ListTenantModules
 type ListTenantModulesResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListTenantModulesResponse503Headers the declared response headers of an HTTP 503 response for ListTenantModules
+type ListTenantModulesResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7340,8 +7704,12 @@ type ListTenantModulesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListTenantModulesResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -7350,8 +7718,12 @@ type ListTenantModulesResponse struct {
 	Headers403 *ListTenantModulesResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListTenantModulesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListTenantModulesResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTenantModulesResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTenantModulesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7379,9 +7751,19 @@ func (r ListTenantModulesResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListTenantModulesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListTenantModulesResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTenantModulesResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7448,6 +7830,11 @@ type InstallTenantModuleResponse413Headers struct {
 	XRequestId *string
 }
 
+// InstallTenantModuleResponse414Headers the declared response headers of an HTTP 414 response for InstallTenantModule
+type InstallTenantModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // InstallTenantModuleResponse415Headers the declared response headers of an HTTP 415 response for InstallTenantModule
 type InstallTenantModuleResponse415Headers struct {
 	XRequestId *string
@@ -7455,6 +7842,12 @@ type InstallTenantModuleResponse415Headers struct {
 
 // InstallTenantModuleResponse431Headers the declared response headers of an HTTP 431 response for InstallTenantModule
 type InstallTenantModuleResponse431Headers struct {
+	XRequestId *string
+}
+
+// InstallTenantModuleResponse503Headers the declared response headers of an HTTP 503 response for InstallTenantModule
+type InstallTenantModuleResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7475,10 +7868,14 @@ type InstallTenantModuleResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *InstallTenantModuleResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -7493,10 +7890,14 @@ type InstallTenantModuleResponse struct {
 	Headers409 *InstallTenantModuleResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *InstallTenantModuleResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *InstallTenantModuleResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *InstallTenantModuleResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *InstallTenantModuleResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *InstallTenantModuleResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -7534,6 +7935,11 @@ func (r InstallTenantModuleResponse) GetApplicationproblemJSON413() *BodyTooLarg
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r InstallTenantModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r InstallTenantModuleResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -7542,6 +7948,11 @@ func (r InstallTenantModuleResponse) GetApplicationproblemJSON415() *Problem {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r InstallTenantModuleResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r InstallTenantModuleResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7598,8 +8009,19 @@ type UninstallTenantModuleResponse409Headers struct {
 	XRequestId *string
 }
 
+// UninstallTenantModuleResponse414Headers the declared response headers of an HTTP 414 response for UninstallTenantModule
+type UninstallTenantModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // UninstallTenantModuleResponse431Headers the declared response headers of an HTTP 431 response for UninstallTenantModule
 type UninstallTenantModuleResponse431Headers struct {
+	XRequestId *string
+}
+
+// UninstallTenantModuleResponse503Headers the declared response headers of an HTTP 503 response for UninstallTenantModule
+type UninstallTenantModuleResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7616,8 +8038,12 @@ type UninstallTenantModuleResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *UninstallTenantModuleResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -7628,8 +8054,12 @@ type UninstallTenantModuleResponse struct {
 	Headers404 *UninstallTenantModuleResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *UninstallTenantModuleResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UninstallTenantModuleResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *UninstallTenantModuleResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UninstallTenantModuleResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
@@ -7657,9 +8087,19 @@ func (r UninstallTenantModuleResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UninstallTenantModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r UninstallTenantModuleResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r UninstallTenantModuleResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7706,8 +8146,19 @@ type ListTokensResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListTokensResponse414Headers the declared response headers of an HTTP 414 response for ListTokens
+type ListTokensResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListTokensResponse431Headers the declared response headers of an HTTP 431 response for ListTokens
 type ListTokensResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListTokensResponse503Headers the declared response headers of an HTTP 503 response for ListTokens
+type ListTokensResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7722,16 +8173,24 @@ type ListTokensResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListTokensResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListTokensResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListTokensResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListTokensResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTokensResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTokensResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -7754,9 +8213,19 @@ func (r ListTokensResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListTokensResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListTokensResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTokensResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7813,6 +8282,11 @@ type CreateTokenResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateTokenResponse414Headers the declared response headers of an HTTP 414 response for CreateToken
+type CreateTokenResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateTokenResponse415Headers the declared response headers of an HTTP 415 response for CreateToken
 type CreateTokenResponse415Headers struct {
 	XRequestId *string
@@ -7820,6 +8294,12 @@ type CreateTokenResponse415Headers struct {
 
 // CreateTokenResponse431Headers the declared response headers of an HTTP 431 response for CreateToken
 type CreateTokenResponse431Headers struct {
+	XRequestId *string
+}
+
+// CreateTokenResponse503Headers the declared response headers of an HTTP 503 response for CreateToken
+type CreateTokenResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7838,10 +8318,14 @@ type CreateTokenResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *CreateTokenResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -7852,10 +8336,14 @@ type CreateTokenResponse struct {
 	Headers404 *CreateTokenResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateTokenResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateTokenResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateTokenResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateTokenResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateTokenResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -7888,6 +8376,11 @@ func (r CreateTokenResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateTokenResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateTokenResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -7896,6 +8389,11 @@ func (r CreateTokenResponse) GetApplicationproblemJSON415() *Problem {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r CreateTokenResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateTokenResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -7927,6 +8425,11 @@ func (r CreateTokenResponse) ContentType() string {
 	return ""
 }
 
+// RevokeTokenResponse400Headers the declared response headers of an HTTP 400 response for RevokeToken
+type RevokeTokenResponse400Headers struct {
+	XRequestId *string
+}
+
 // RevokeTokenResponse401Headers the declared response headers of an HTTP 401 response for RevokeToken
 type RevokeTokenResponse401Headers struct {
 	XRequestId *string
@@ -7942,8 +8445,19 @@ type RevokeTokenResponse404Headers struct {
 	XRequestId *string
 }
 
+// RevokeTokenResponse414Headers the declared response headers of an HTTP 414 response for RevokeToken
+type RevokeTokenResponse414Headers struct {
+	XRequestId *string
+}
+
 // RevokeTokenResponse431Headers the declared response headers of an HTTP 431 response for RevokeToken
 type RevokeTokenResponse431Headers struct {
+	XRequestId *string
+}
+
+// RevokeTokenResponse503Headers the declared response headers of an HTTP 503 response for RevokeToken
+type RevokeTokenResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7952,27 +8466,44 @@ type RevokeTokenResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Token
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *RevokeTokenResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *RevokeTokenResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *RevokeTokenResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *RevokeTokenResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RevokeTokenResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RevokeTokenResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RevokeTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r RevokeTokenResponse) GetJSON200() *Token {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -7990,9 +8521,19 @@ func (r RevokeTokenResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r RevokeTokenResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -8024,6 +8565,11 @@ func (r RevokeTokenResponse) ContentType() string {
 	return ""
 }
 
+// GetHealthzResponse414Headers the declared response headers of an HTTP 414 response for GetHealthz
+type GetHealthzResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetHealthzResponse431Headers the declared response headers of an HTTP 431 response for GetHealthz
 type GetHealthzResponse431Headers struct {
 	XRequestId *string
@@ -8034,8 +8580,12 @@ type GetHealthzResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Status
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetHealthzResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetHealthzResponse431Headers
 }
@@ -8043,6 +8593,11 @@ type GetHealthzResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetHealthzResponse) GetJSON200() *Status {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetHealthzResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8079,6 +8634,11 @@ func (r GetHealthzResponse) ContentType() string {
 	return ""
 }
 
+// GetMetricsResponse414Headers the declared response headers of an HTTP 414 response for GetMetrics
+type GetMetricsResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetMetricsResponse431Headers the declared response headers of an HTTP 431 response for GetMetrics
 type GetMetricsResponse431Headers struct {
 	XRequestId *string
@@ -8087,10 +8647,19 @@ type GetMetricsResponse431Headers struct {
 type GetMetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetMetricsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetMetricsResponse431Headers
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetMetricsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8127,6 +8696,11 @@ func (r GetMetricsResponse) ContentType() string {
 	return ""
 }
 
+// GetOpenAPIDocumentResponse414Headers the declared response headers of an HTTP 414 response for GetOpenAPIDocument
+type GetOpenAPIDocumentResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetOpenAPIDocumentResponse431Headers the declared response headers of an HTTP 431 response for GetOpenAPIDocument
 type GetOpenAPIDocumentResponse431Headers struct {
 	XRequestId *string
@@ -8137,8 +8711,12 @@ type GetOpenAPIDocumentResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *map[string]interface{}
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetOpenAPIDocumentResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetOpenAPIDocumentResponse431Headers
 }
@@ -8146,6 +8724,11 @@ type GetOpenAPIDocumentResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetOpenAPIDocumentResponse) GetJSON200() *map[string]interface{} {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetOpenAPIDocumentResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8182,6 +8765,11 @@ func (r GetOpenAPIDocumentResponse) ContentType() string {
 	return ""
 }
 
+// GetReadyzResponse414Headers the declared response headers of an HTTP 414 response for GetReadyz
+type GetReadyzResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetReadyzResponse431Headers the declared response headers of an HTTP 431 response for GetReadyz
 type GetReadyzResponse431Headers struct {
 	XRequestId *string
@@ -8189,6 +8777,7 @@ type GetReadyzResponse431Headers struct {
 
 // GetReadyzResponse503Headers the declared response headers of an HTTP 503 response for GetReadyz
 type GetReadyzResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -8197,10 +8786,14 @@ type GetReadyzResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Status
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Problem
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetReadyzResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetReadyzResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8212,13 +8805,18 @@ func (r GetReadyzResponse) GetJSON200() *Status {
 	return r.JSON200
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetReadyzResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetReadyzResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r GetReadyzResponse) GetApplicationproblemJSON503() *Problem {
+func (r GetReadyzResponse) GetApplicationproblemJSON503() *ProblemRetry {
 	return r.ApplicationproblemJSON503
 }
 
@@ -8271,6 +8869,11 @@ type ListCardsResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListCardsResponse414Headers the declared response headers of an HTTP 414 response for ListCards
+type ListCardsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListCardsResponse431Headers the declared response headers of an HTTP 431 response for ListCards
 type ListCardsResponse431Headers struct {
 	XRequestId *string
@@ -8295,6 +8898,8 @@ type ListCardsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8307,6 +8912,8 @@ type ListCardsResponse struct {
 	Headers403 *ListCardsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListCardsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListCardsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListCardsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8336,6 +8943,11 @@ func (r ListCardsResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListCardsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListCardsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8412,6 +9024,11 @@ type IssueCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// IssueCardResponse414Headers the declared response headers of an HTTP 414 response for IssueCard
+type IssueCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // IssueCardResponse415Headers the declared response headers of an HTTP 415 response for IssueCard
 type IssueCardResponse415Headers struct {
 	XRequestId *string
@@ -8445,6 +9062,8 @@ type IssueCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -8465,6 +9084,8 @@ type IssueCardResponse struct {
 	Headers409 *IssueCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *IssueCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *IssueCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *IssueCardResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -8506,6 +9127,11 @@ func (r IssueCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r IssueCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r IssueCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -8577,6 +9203,11 @@ type ValidateCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// ValidateCardResponse414Headers the declared response headers of an HTTP 414 response for ValidateCard
+type ValidateCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // ValidateCardResponse415Headers the declared response headers of an HTTP 415 response for ValidateCard
 type ValidateCardResponse415Headers struct {
 	XRequestId *string
@@ -8608,6 +9239,8 @@ type ValidateCardResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -8624,6 +9257,8 @@ type ValidateCardResponse struct {
 	Headers404 *ValidateCardResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *ValidateCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ValidateCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ValidateCardResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -8660,6 +9295,11 @@ func (r ValidateCardResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r ValidateCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ValidateCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -8726,6 +9366,11 @@ type GetCardResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetCardResponse414Headers the declared response headers of an HTTP 414 response for GetCard
+type GetCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetCardResponse431Headers the declared response headers of an HTTP 431 response for GetCard
 type GetCardResponse431Headers struct {
 	XRequestId *string
@@ -8750,6 +9395,8 @@ type GetCardResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8762,6 +9409,8 @@ type GetCardResponse struct {
 	Headers403 *GetCardResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetCardResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetCardResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8791,6 +9440,11 @@ func (r GetCardResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetCardResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8862,6 +9516,11 @@ type ActivateCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// ActivateCardResponse414Headers the declared response headers of an HTTP 414 response for ActivateCard
+type ActivateCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // ActivateCardResponse415Headers the declared response headers of an HTTP 415 response for ActivateCard
 type ActivateCardResponse415Headers struct {
 	XRequestId *string
@@ -8895,6 +9554,8 @@ type ActivateCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -8913,6 +9574,8 @@ type ActivateCardResponse struct {
 	Headers409 *ActivateCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *ActivateCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ActivateCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ActivateCardResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -8954,6 +9617,11 @@ func (r ActivateCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r ActivateCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ActivateCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -9020,6 +9688,11 @@ type ListCardActivitiesResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListCardActivitiesResponse414Headers the declared response headers of an HTTP 414 response for ListCardActivities
+type ListCardActivitiesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListCardActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListCardActivities
 type ListCardActivitiesResponse431Headers struct {
 	XRequestId *string
@@ -9044,6 +9717,8 @@ type ListCardActivitiesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9056,6 +9731,8 @@ type ListCardActivitiesResponse struct {
 	Headers403 *ListCardActivitiesResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListCardActivitiesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListCardActivitiesResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListCardActivitiesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9085,6 +9762,11 @@ func (r ListCardActivitiesResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListCardActivitiesResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListCardActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9156,6 +9838,11 @@ type ExpireCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// ExpireCardResponse414Headers the declared response headers of an HTTP 414 response for ExpireCard
+type ExpireCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // ExpireCardResponse415Headers the declared response headers of an HTTP 415 response for ExpireCard
 type ExpireCardResponse415Headers struct {
 	XRequestId *string
@@ -9189,6 +9876,8 @@ type ExpireCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -9207,6 +9896,8 @@ type ExpireCardResponse struct {
 	Headers409 *ExpireCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *ExpireCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ExpireCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ExpireCardResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -9248,6 +9939,11 @@ func (r ExpireCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r ExpireCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ExpireCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -9324,6 +10020,11 @@ type RevokeCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// RevokeCardResponse414Headers the declared response headers of an HTTP 414 response for RevokeCard
+type RevokeCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // RevokeCardResponse415Headers the declared response headers of an HTTP 415 response for RevokeCard
 type RevokeCardResponse415Headers struct {
 	XRequestId *string
@@ -9357,6 +10058,8 @@ type RevokeCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -9375,6 +10078,8 @@ type RevokeCardResponse struct {
 	Headers409 *RevokeCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *RevokeCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RevokeCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *RevokeCardResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -9416,6 +10121,11 @@ func (r RevokeCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r RevokeCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RevokeCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -9482,6 +10192,11 @@ type ListElectionsResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListElectionsResponse414Headers the declared response headers of an HTTP 414 response for ListElections
+type ListElectionsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListElectionsResponse431Headers the declared response headers of an HTTP 431 response for ListElections
 type ListElectionsResponse431Headers struct {
 	XRequestId *string
@@ -9506,6 +10221,8 @@ type ListElectionsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9518,6 +10235,8 @@ type ListElectionsResponse struct {
 	Headers403 *ListElectionsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListElectionsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListElectionsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListElectionsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9547,6 +10266,11 @@ func (r ListElectionsResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListElectionsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9618,6 +10342,11 @@ type CreateElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateElectionResponse414Headers the declared response headers of an HTTP 414 response for CreateElection
+type CreateElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateElectionResponse415Headers the declared response headers of an HTTP 415 response for CreateElection
 type CreateElectionResponse415Headers struct {
 	XRequestId *string
@@ -9649,6 +10378,8 @@ type CreateElectionResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -9667,6 +10398,8 @@ type CreateElectionResponse struct {
 	Headers404 *CreateElectionResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -9703,6 +10436,11 @@ func (r CreateElectionResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CreateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -9769,6 +10507,11 @@ type GetElectionResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetElectionResponse414Headers the declared response headers of an HTTP 414 response for GetElection
+type GetElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetElectionResponse431Headers the declared response headers of an HTTP 431 response for GetElection
 type GetElectionResponse431Headers struct {
 	XRequestId *string
@@ -9793,6 +10536,8 @@ type GetElectionResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9805,6 +10550,8 @@ type GetElectionResponse struct {
 	Headers403 *GetElectionResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetElectionResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetElectionResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9834,6 +10581,11 @@ func (r GetElectionResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetElectionResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9905,6 +10657,11 @@ type UpdateElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// UpdateElectionResponse414Headers the declared response headers of an HTTP 414 response for UpdateElection
+type UpdateElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // UpdateElectionResponse415Headers the declared response headers of an HTTP 415 response for UpdateElection
 type UpdateElectionResponse415Headers struct {
 	XRequestId *string
@@ -9938,6 +10695,8 @@ type UpdateElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -9956,6 +10715,8 @@ type UpdateElectionResponse struct {
 	Headers409 *UpdateElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -9997,6 +10758,11 @@ func (r UpdateElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r UpdateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10063,6 +10829,11 @@ type ListElectionActivitiesResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListElectionActivitiesResponse414Headers the declared response headers of an HTTP 414 response for ListElectionActivities
+type ListElectionActivitiesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListElectionActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListElectionActivities
 type ListElectionActivitiesResponse431Headers struct {
 	XRequestId *string
@@ -10087,6 +10858,8 @@ type ListElectionActivitiesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10099,6 +10872,8 @@ type ListElectionActivitiesResponse struct {
 	Headers403 *ListElectionActivitiesResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListElectionActivitiesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListElectionActivitiesResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListElectionActivitiesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10128,6 +10903,11 @@ func (r ListElectionActivitiesResponse) GetApplicationproblemJSON403() *Problem 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListElectionActivitiesResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10199,6 +10979,11 @@ type CastBallotResponse413Headers struct {
 	XRequestId *string
 }
 
+// CastBallotResponse414Headers the declared response headers of an HTTP 414 response for CastBallot
+type CastBallotResponse414Headers struct {
+	XRequestId *string
+}
+
 // CastBallotResponse415Headers the declared response headers of an HTTP 415 response for CastBallot
 type CastBallotResponse415Headers struct {
 	XRequestId *string
@@ -10232,6 +11017,8 @@ type CastBallotResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10250,6 +11037,8 @@ type CastBallotResponse struct {
 	Headers409 *CastBallotResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CastBallotResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CastBallotResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CastBallotResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10291,6 +11080,11 @@ func (r CastBallotResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CastBallotResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10367,6 +11161,11 @@ type CloseElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// CloseElectionResponse414Headers the declared response headers of an HTTP 414 response for CloseElection
+type CloseElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // CloseElectionResponse415Headers the declared response headers of an HTTP 415 response for CloseElection
 type CloseElectionResponse415Headers struct {
 	XRequestId *string
@@ -10400,6 +11199,8 @@ type CloseElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10418,6 +11219,8 @@ type CloseElectionResponse struct {
 	Headers409 *CloseElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CloseElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CloseElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CloseElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10459,6 +11262,11 @@ func (r CloseElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CloseElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10535,6 +11343,11 @@ type OpenElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// OpenElectionResponse414Headers the declared response headers of an HTTP 414 response for OpenElection
+type OpenElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // OpenElectionResponse415Headers the declared response headers of an HTTP 415 response for OpenElection
 type OpenElectionResponse415Headers struct {
 	XRequestId *string
@@ -10568,6 +11381,8 @@ type OpenElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10586,6 +11401,8 @@ type OpenElectionResponse struct {
 	Headers409 *OpenElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *OpenElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *OpenElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *OpenElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10627,6 +11444,11 @@ func (r OpenElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r OpenElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10703,6 +11525,11 @@ type AddElectionPositionResponse413Headers struct {
 	XRequestId *string
 }
 
+// AddElectionPositionResponse414Headers the declared response headers of an HTTP 414 response for AddElectionPosition
+type AddElectionPositionResponse414Headers struct {
+	XRequestId *string
+}
+
 // AddElectionPositionResponse415Headers the declared response headers of an HTTP 415 response for AddElectionPosition
 type AddElectionPositionResponse415Headers struct {
 	XRequestId *string
@@ -10736,6 +11563,8 @@ type AddElectionPositionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -10754,6 +11583,8 @@ type AddElectionPositionResponse struct {
 	Headers409 *AddElectionPositionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *AddElectionPositionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *AddElectionPositionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *AddElectionPositionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -10795,6 +11626,11 @@ func (r AddElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r AddElectionPositionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -10866,6 +11702,11 @@ type RemoveElectionPositionResponse409Headers struct {
 	XRequestId *string
 }
 
+// RemoveElectionPositionResponse414Headers the declared response headers of an HTTP 414 response for RemoveElectionPosition
+type RemoveElectionPositionResponse414Headers struct {
+	XRequestId *string
+}
+
 // RemoveElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionPosition
 type RemoveElectionPositionResponse431Headers struct {
 	XRequestId *string
@@ -10890,6 +11731,8 @@ type RemoveElectionPositionResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10904,6 +11747,8 @@ type RemoveElectionPositionResponse struct {
 	Headers404 *RemoveElectionPositionResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *RemoveElectionPositionResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RemoveElectionPositionResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RemoveElectionPositionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10933,6 +11778,11 @@ func (r RemoveElectionPositionResponse) GetApplicationproblemJSON404() *Problem 
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r RemoveElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11004,6 +11854,11 @@ type AddElectionCandidateResponse413Headers struct {
 	XRequestId *string
 }
 
+// AddElectionCandidateResponse414Headers the declared response headers of an HTTP 414 response for AddElectionCandidate
+type AddElectionCandidateResponse414Headers struct {
+	XRequestId *string
+}
+
 // AddElectionCandidateResponse415Headers the declared response headers of an HTTP 415 response for AddElectionCandidate
 type AddElectionCandidateResponse415Headers struct {
 	XRequestId *string
@@ -11037,6 +11892,8 @@ type AddElectionCandidateResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -11055,6 +11912,8 @@ type AddElectionCandidateResponse struct {
 	Headers409 *AddElectionCandidateResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *AddElectionCandidateResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *AddElectionCandidateResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *AddElectionCandidateResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -11096,6 +11955,11 @@ func (r AddElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r AddElectionCandidateResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -11167,6 +12031,11 @@ type RemoveElectionCandidateResponse409Headers struct {
 	XRequestId *string
 }
 
+// RemoveElectionCandidateResponse414Headers the declared response headers of an HTTP 414 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse414Headers struct {
+	XRequestId *string
+}
+
 // RemoveElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionCandidate
 type RemoveElectionCandidateResponse431Headers struct {
 	XRequestId *string
@@ -11191,6 +12060,8 @@ type RemoveElectionCandidateResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11205,6 +12076,8 @@ type RemoveElectionCandidateResponse struct {
 	Headers404 *RemoveElectionCandidateResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *RemoveElectionCandidateResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RemoveElectionCandidateResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RemoveElectionCandidateResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11234,6 +12107,11 @@ func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON404() *Problem
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11305,6 +12183,11 @@ type PublishElectionResponse413Headers struct {
 	XRequestId *string
 }
 
+// PublishElectionResponse414Headers the declared response headers of an HTTP 414 response for PublishElection
+type PublishElectionResponse414Headers struct {
+	XRequestId *string
+}
+
 // PublishElectionResponse415Headers the declared response headers of an HTTP 415 response for PublishElection
 type PublishElectionResponse415Headers struct {
 	XRequestId *string
@@ -11338,6 +12221,8 @@ type PublishElectionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -11356,6 +12241,8 @@ type PublishElectionResponse struct {
 	Headers409 *PublishElectionResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *PublishElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *PublishElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *PublishElectionResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -11397,6 +12284,11 @@ func (r PublishElectionResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r PublishElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -11468,6 +12360,11 @@ type GetElectionResultsResponse409Headers struct {
 	XRequestId *string
 }
 
+// GetElectionResultsResponse414Headers the declared response headers of an HTTP 414 response for GetElectionResults
+type GetElectionResultsResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetElectionResultsResponse431Headers the declared response headers of an HTTP 431 response for GetElectionResults
 type GetElectionResultsResponse431Headers struct {
 	XRequestId *string
@@ -11494,6 +12391,8 @@ type GetElectionResultsResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11508,6 +12407,8 @@ type GetElectionResultsResponse struct {
 	Headers404 *GetElectionResultsResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *GetElectionResultsResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetElectionResultsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetElectionResultsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11542,6 +12443,11 @@ func (r GetElectionResultsResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r GetElectionResultsResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11603,6 +12509,11 @@ type ListMembersResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListMembersResponse414Headers the declared response headers of an HTTP 414 response for ListMembers
+type ListMembersResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListMembersResponse431Headers the declared response headers of an HTTP 431 response for ListMembers
 type ListMembersResponse431Headers struct {
 	XRequestId *string
@@ -11627,6 +12538,8 @@ type ListMembersResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11639,6 +12552,8 @@ type ListMembersResponse struct {
 	Headers403 *ListMembersResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListMembersResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListMembersResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListMembersResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11668,6 +12583,11 @@ func (r ListMembersResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListMembersResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListMembersResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11744,6 +12664,11 @@ type CreateMemberResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateMemberResponse414Headers the declared response headers of an HTTP 414 response for CreateMember
+type CreateMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateMemberResponse415Headers the declared response headers of an HTTP 415 response for CreateMember
 type CreateMemberResponse415Headers struct {
 	XRequestId *string
@@ -11777,6 +12702,8 @@ type CreateMemberResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -11797,6 +12724,8 @@ type CreateMemberResponse struct {
 	Headers409 *CreateMemberResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateMemberResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateMemberResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateMemberResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -11838,6 +12767,11 @@ func (r CreateMemberResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CreateMemberResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -11909,6 +12843,11 @@ type DeleteMemberResponse409Headers struct {
 	XRequestId *string
 }
 
+// DeleteMemberResponse414Headers the declared response headers of an HTTP 414 response for DeleteMember
+type DeleteMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // DeleteMemberResponse431Headers the declared response headers of an HTTP 431 response for DeleteMember
 type DeleteMemberResponse431Headers struct {
 	XRequestId *string
@@ -11933,6 +12872,8 @@ type DeleteMemberResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11947,6 +12888,8 @@ type DeleteMemberResponse struct {
 	Headers404 *DeleteMemberResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *DeleteMemberResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *DeleteMemberResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *DeleteMemberResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11976,6 +12919,11 @@ func (r DeleteMemberResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r DeleteMemberResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r DeleteMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12037,6 +12985,11 @@ type GetMemberResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetMemberResponse414Headers the declared response headers of an HTTP 414 response for GetMember
+type GetMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetMemberResponse431Headers the declared response headers of an HTTP 431 response for GetMember
 type GetMemberResponse431Headers struct {
 	XRequestId *string
@@ -12061,6 +13014,8 @@ type GetMemberResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12073,6 +13028,8 @@ type GetMemberResponse struct {
 	Headers403 *GetMemberResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetMemberResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetMemberResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetMemberResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12102,6 +13059,11 @@ func (r GetMemberResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetMemberResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12173,6 +13135,11 @@ type UpdateMemberResponse413Headers struct {
 	XRequestId *string
 }
 
+// UpdateMemberResponse414Headers the declared response headers of an HTTP 414 response for UpdateMember
+type UpdateMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // UpdateMemberResponse415Headers the declared response headers of an HTTP 415 response for UpdateMember
 type UpdateMemberResponse415Headers struct {
 	XRequestId *string
@@ -12206,6 +13173,8 @@ type UpdateMemberResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -12224,6 +13193,8 @@ type UpdateMemberResponse struct {
 	Headers409 *UpdateMemberResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateMemberResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateMemberResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateMemberResponse415Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -12265,6 +13236,11 @@ func (r UpdateMemberResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r UpdateMemberResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -12655,7 +13631,7 @@ func (c *ClientWithResponses) CreateTokenWithResponse(ctx context.Context, body 
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-func (c *ClientWithResponses) RevokeTokenWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error) {
+func (c *ClientWithResponses) RevokeTokenWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error) {
 	rsp, err := c.RevokeToken(ctx, id, reqEditors...)
 	if err != nil {
 		return nil, err
@@ -13278,12 +14254,26 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -13318,6 +14308,16 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListGeoUnitsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListGeoUnitsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13328,6 +14328,23 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListGeoUnitsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13375,12 +14392,26 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -13415,6 +14446,16 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetGeoUnitResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetGeoUnitResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13425,6 +14466,23 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetGeoUnitResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13465,12 +14523,26 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -13495,6 +14567,16 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListModulesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListModulesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13505,6 +14587,23 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListModulesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13566,6 +14665,13 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13579,6 +14685,13 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -13643,6 +14756,16 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers RegisterModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers RegisterModuleResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13663,6 +14786,23 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RegisterModuleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13710,12 +14850,26 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -13750,6 +14904,16 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetModuleResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13760,6 +14924,23 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetModuleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13807,12 +14988,26 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -13847,6 +15042,16 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListTenantsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListTenantsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13857,6 +15062,23 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTenantsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -13918,6 +15140,13 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13931,6 +15160,13 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14002,6 +15238,16 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateTenantResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14022,6 +15268,23 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14076,6 +15339,13 @@ func ParseImportTenantResponse(rsp *http.Response) (*ImportTenantResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14103,6 +15373,13 @@ func ParseImportTenantResponse(rsp *http.Response) (*ImportTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON501 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14164,6 +15441,16 @@ func ParseImportTenantResponse(rsp *http.Response) (*ImportTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers ImportTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ImportTenantResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14204,6 +15491,23 @@ func ParseImportTenantResponse(rsp *http.Response) (*ImportTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers501 = &headers
+	case rsp.StatusCode == 503:
+		var headers ImportTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14268,12 +15572,26 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14328,6 +15646,16 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers DeleteTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers DeleteTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14338,6 +15666,23 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14392,12 +15737,26 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14442,6 +15801,16 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14452,6 +15821,23 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14520,6 +15906,13 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14533,6 +15926,13 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14597,6 +15997,16 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers UpdateTenantResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14617,6 +16027,23 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14671,12 +16098,26 @@ func ParseExportTenantResponse(rsp *http.Response) (*ExportTenantResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14748,6 +16189,16 @@ func ParseExportTenantResponse(rsp *http.Response) (*ExportTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers ExportTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ExportTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14758,6 +16209,23 @@ func ParseExportTenantResponse(rsp *http.Response) (*ExportTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ExportTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14812,12 +16280,26 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -14862,6 +16344,16 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListTenantModulesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListTenantModulesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14872,6 +16364,23 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTenantModulesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -14940,6 +16449,13 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14953,6 +16469,13 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -15027,6 +16550,16 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers InstallTenantModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers InstallTenantModuleResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15047,6 +16580,23 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers InstallTenantModuleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -15104,12 +16654,26 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -15164,6 +16728,16 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers UninstallTenantModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers UninstallTenantModuleResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15174,6 +16748,23 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers UninstallTenantModuleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -15221,12 +16812,26 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -15261,6 +16866,16 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListTokensResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListTokensResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15271,6 +16886,23 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTokensResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -15332,6 +16964,13 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15345,6 +16984,13 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -15399,6 +17045,16 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateTokenResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateTokenResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15419,6 +17075,23 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -15445,6 +17118,13 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15466,6 +17146,13 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15473,9 +17160,26 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON431 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
+	case rsp.StatusCode == 400:
+		var headers RevokeTokenResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers RevokeTokenResponse401Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15506,6 +17210,16 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers RevokeTokenResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers RevokeTokenResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15516,6 +17230,23 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RevokeTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -15542,6 +17273,13 @@ func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15552,6 +17290,16 @@ func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetHealthzResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetHealthzResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15581,6 +17329,13 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15591,6 +17346,16 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetMetricsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetMetricsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15627,6 +17392,13 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15637,6 +17409,16 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetOpenAPIDocumentResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetOpenAPIDocumentResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15673,6 +17455,13 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15681,7 +17470,7 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 		response.ApplicationproblemJSON431 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Problem
+		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -15690,6 +17479,16 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetReadyzResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetReadyzResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15702,6 +17501,13 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 		response.Headers431 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetReadyzResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -15764,6 +17570,13 @@ func ParseListCardsResponse(rsp *http.Response) (*ListCardsResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15821,6 +17634,16 @@ func ParseListCardsResponse(rsp *http.Response) (*ListCardsResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListCardsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListCardsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15916,6 +17739,13 @@ func ParseIssueCardResponse(rsp *http.Response) (*IssueCardResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16010,6 +17840,16 @@ func ParseIssueCardResponse(rsp *http.Response) (*IssueCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers IssueCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers IssueCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16108,6 +17948,13 @@ func ParseValidateCardResponse(rsp *http.Response) (*ValidateCardResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16182,6 +18029,16 @@ func ParseValidateCardResponse(rsp *http.Response) (*ValidateCardResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers ValidateCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ValidateCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16273,6 +18130,13 @@ func ParseGetCardResponse(rsp *http.Response) (*GetCardResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16330,6 +18194,16 @@ func ParseGetCardResponse(rsp *http.Response) (*GetCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16425,6 +18299,13 @@ func ParseActivateCardResponse(rsp *http.Response) (*ActivateCardResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16509,6 +18390,16 @@ func ParseActivateCardResponse(rsp *http.Response) (*ActivateCardResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers ActivateCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ActivateCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16600,6 +18491,13 @@ func ParseListCardActivitiesResponse(rsp *http.Response) (*ListCardActivitiesRes
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16657,6 +18555,16 @@ func ParseListCardActivitiesResponse(rsp *http.Response) (*ListCardActivitiesRes
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListCardActivitiesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListCardActivitiesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16752,6 +18660,13 @@ func ParseExpireCardResponse(rsp *http.Response) (*ExpireCardResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16836,6 +18751,16 @@ func ParseExpireCardResponse(rsp *http.Response) (*ExpireCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers ExpireCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ExpireCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16941,6 +18866,13 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17025,6 +18957,16 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers RevokeCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers RevokeCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17116,6 +19058,13 @@ func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, err
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17173,6 +19122,16 @@ func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, err
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListElectionsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListElectionsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17261,6 +19220,13 @@ func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, e
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17345,6 +19311,16 @@ func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17436,6 +19412,13 @@ func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) 
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17493,6 +19476,16 @@ func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17588,6 +19581,13 @@ func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, e
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17672,6 +19672,16 @@ func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers UpdateElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17763,6 +19773,13 @@ func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActiv
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17820,6 +19837,16 @@ func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActiv
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListElectionActivitiesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListElectionActivitiesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17915,6 +19942,13 @@ func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17999,6 +20033,16 @@ func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CastBallotResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CastBallotResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18104,6 +20148,13 @@ func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, err
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18188,6 +20239,16 @@ func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, err
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CloseElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CloseElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18293,6 +20354,13 @@ func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18377,6 +20445,16 @@ func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers OpenElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers OpenElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18482,6 +20560,13 @@ func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionR
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18566,6 +20651,16 @@ func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionR
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers AddElectionPositionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers AddElectionPositionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18660,6 +20755,13 @@ func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPos
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18727,6 +20829,16 @@ func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPos
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers RemoveElectionPositionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers RemoveElectionPositionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18822,6 +20934,13 @@ func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidat
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18906,6 +21025,16 @@ func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidat
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers AddElectionCandidateResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers AddElectionCandidateResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19000,6 +21129,13 @@ func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCa
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19067,6 +21203,16 @@ func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCa
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers RemoveElectionCandidateResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers RemoveElectionCandidateResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19162,6 +21308,13 @@ func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse,
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19246,6 +21399,16 @@ func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers PublishElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers PublishElectionResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19344,6 +21507,13 @@ func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsRes
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19411,6 +21581,16 @@ func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsRes
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetElectionResultsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetElectionResultsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19492,6 +21672,13 @@ func ParseListMembersResponse(rsp *http.Response) (*ListMembersResponse, error) 
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19549,6 +21736,16 @@ func ParseListMembersResponse(rsp *http.Response) (*ListMembersResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListMembersResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListMembersResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19644,6 +21841,13 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19738,6 +21942,16 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateMemberResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19832,6 +22046,13 @@ func ParseDeleteMemberResponse(rsp *http.Response) (*DeleteMemberResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19899,6 +22120,16 @@ func ParseDeleteMemberResponse(rsp *http.Response) (*DeleteMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers DeleteMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers DeleteMemberResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19980,6 +22211,13 @@ func ParseGetMemberResponse(rsp *http.Response) (*GetMemberResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20037,6 +22275,16 @@ func ParseGetMemberResponse(rsp *http.Response) (*GetMemberResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetMemberResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20132,6 +22380,13 @@ func ParseUpdateMemberResponse(rsp *http.Response) (*UpdateMemberResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20216,6 +22471,16 @@ func ParseUpdateMemberResponse(rsp *http.Response) (*UpdateMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers UpdateMemberResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

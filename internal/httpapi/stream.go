@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -22,6 +23,13 @@ const streamIdle = 30 * time.Second
 // stream (the tenant import).
 func streamedRoute(c *fiber.Ctx) bool {
 	return c.Method() == fiber.MethodPost && c.Path() == importPath
+}
+
+// transferRoute reports whether the request streams a tenant archive: the
+// import's body or the export's answer.
+func transferRoute(c *fiber.Ctx) bool {
+	return streamedRoute(c) ||
+		c.Method() == fiber.MethodGet && strings.HasPrefix(c.Path(), platformPrefix+"tenants/") && strings.HasSuffix(c.Path(), "/export")
 }
 
 // bodyLimit reads the body of every request of a route that does not
