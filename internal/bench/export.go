@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 	"github.com/publicdigit/publicdigit/internal/transfer"
@@ -245,13 +246,17 @@ func rawCopyOut(ctx context.Context, db *sql.DB, schema string) (map[string][]by
 // that is rolled back, and returns the rows per second.
 func rawCopyIn(ctx context.Context, sb *Scratch, slug tenant.Slug, streams map[string][]byte) (float64, error) {
 	copySlug := tenant.MustSlug("bench_raw_copy")
-	if _, err := sb.Tenant(ctx, copySlug); err != nil {
+	id, err := sb.Tenant(ctx, copySlug)
+	if err != nil {
 		return 0, err
 	}
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
 		_, _ = sb.Admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{copySlug.SchemaName()}.Sanitize()+" CASCADE")
-		_, _ = sb.Admin.ExecContext(ctx, "DELETE FROM landlord.tenants WHERE slug = $1", copySlug.String())
+		t := tenant.Tenant{ID: id, Slug: copySlug}
+		if catalog.SetStatus(ctx, sb.Admin, t, tenant.StatusActive, tenant.StatusDeleted, "bench") == nil {
+			_ = catalog.DeletePurged(ctx, sb.Admin, t)
+		}
 	}()
 	conn, err := sb.Admin.Conn(ctx)
 	if err != nil {

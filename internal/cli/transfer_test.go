@@ -26,8 +26,7 @@ func TestTenantExportImport(t *testing.T) {
 	dropTenantAfter(t, copySlug)
 	code, _, errOut := run(t, "tenant", "create", slug, "--name", "Export Club")
 	require.Equal(t, cli.ExitOK, code, errOut)
-	var id string
-	require.NoError(t, admin.QueryRow(`SELECT id FROM landlord.tenants WHERE slug = $1`, slug).Scan(&id))
+	id := catalogtest.ID(t, admin, tenant.MustSlug(slug))
 	_, err := admin.Exec(`INSERT INTO `+pgx.Identifier{"tenant_" + slug}.Sanitize()+`.members (tenant_id, full_name)
 		SELECT $1, 'm' || g FROM generate_series(1, 250) g`, id)
 	require.NoError(t, err)

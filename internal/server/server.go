@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
 		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
 		MetricsElsewhere: cfg.HTTP.MetricsAddr != "",
-		RequestTimeout: cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
+		RequestTimeout:   cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
 	})
 	if cfg.HTTP.MetricsAddr != "" {
 		stop, err := serveMetrics(cfg.HTTP.MetricsAddr, metrics, log, o.OnMetricsListen)
