@@ -5,8 +5,8 @@
 // of a running program.
 //
 //	landlord pool (app role, PgBouncer) ─┬─ catalog ── router (tenant pools)
-//	admin connection (direct) ───────────┤      └── membership, cards
-//	clusters (direct, per server) ───────┴─ provision ── modules, move
+//	admin connection (direct) ───────────┤      └── membership, cards, elections
+//	clusters (direct, per server) ───────┴─ provision ── modules, move, transfer
 package app
 
 import (
@@ -23,6 +23,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/elections"
 	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/logging"
 	"github.com/publicdigit/publicdigit/internal/membership"
@@ -31,6 +32,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/provision"
 	"github.com/publicdigit/publicdigit/internal/tenant"
+	"github.com/publicdigit/publicdigit/internal/transfer"
 )
 
 // Options adjust what Open builds; the zero value suits tenantctl.
@@ -44,9 +46,11 @@ type Options struct {
 	GeoCacheTTL time.Duration
 	// OnProvision observes every provisioning attempt (metrics).
 	OnProvision func(path provision.Path, d time.Duration, err error)
-	// ProvisionHook and MoveHook are called at each step (fault injection in tests).
+	// ProvisionHook, MoveHook and TransferHook are called at each step
+	// (fault injection in tests).
 	ProvisionHook func(provision.Step)
 	MoveHook      func(move.Step)
+	TransferHook  func(transfer.Step)
 	// ConfigureRouterPool may adjust each tenant pool's config (tests).
 	ConfigureRouterPool func(*pgxpool.Config)
 	// OnTenantChange is called after a tenant's status or placement changed
@@ -74,10 +78,12 @@ type App struct {
 	Provisioner *provision.Provisioner
 	Modules     *modules.Service
 	Mover       *move.Mover
+	Transfer    *transfer.Service
 	Geography   *geography.Store
 	Tokens      *access.Service
 	Members     *membership.Service
 	Cards       *cards.Service
+	Elections   *elections.Service
 
 	closers []func()
 }
@@ -119,6 +125,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, o Options)
 	}
 	a.Members = membership.NewService(a.Router, geo)
 	a.Cards = cards.NewService(a.Router)
+	a.Elections = elections.NewService(a.Router, a.Geography)
 	return a, nil
 }
 
@@ -153,7 +160,7 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	a.Provisioner, err = provision.New(provision.Options{
 		Catalog: a.Catalog, Clusters: a.Clusters, AppRole: cfg.Tenant.AppRole,
 		WarmPool: cfg.Tenant.WarmPool, SparePrefix: o.SparePrefix, OnProvision: o.OnProvision, Hook: o.ProvisionHook,
-		Log: logging.Component(a.Log, "provision"),
+		Defaults: modules.ForNewTenants(), Log: logging.Component(a.Log, "provision"),
 	})
 	if err != nil {
 		return err
@@ -162,6 +169,13 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	a.Mover, err = move.New(move.Options{
 		Catalog: a.Catalog, Clusters: a.Clusters, Modules: a.Modules, AppRole: cfg.Tenant.AppRole,
 		Hook: o.MoveHook, Log: logging.Component(a.Log, "move"),
+	})
+	if err != nil {
+		return err
+	}
+	a.Transfer, err = transfer.New(transfer.Options{
+		Catalog: a.Catalog, Clusters: a.Clusters, Provisioner: a.Provisioner, Modules: a.Modules,
+		Hook: o.TransferHook, Log: logging.Component(a.Log, "transfer"),
 	})
 	return err
 }

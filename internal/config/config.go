@@ -146,11 +146,23 @@ type Tenant struct {
 
 // HTTP configures the API server.
 type HTTP struct {
-	Addr            string        `koanf:"addr"`
+	Addr string `koanf:"addr"`
+	// MetricsAddr, when set, is where /metrics is served, and only there
+	// (not next to the API on Addr): a private address for Prometheus.
+	MetricsAddr     string        `koanf:"metrics_addr"`
 	BodyLimit       int           `koanf:"body_limit"`
 	TenantHeader    bool          `koanf:"tenant_header"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 	WriteWait       time.Duration `koanf:"write_wait"`
+	// RequestTimeout is the deadline of every request but changes through
+	// the platform routes, and of every token lookup: waiting for a pool
+	// connection, the lookup and the tenant's statements all end by then
+	// (503 timeout + Retry-After).
+	RequestTimeout time.Duration `koanf:"request_timeout"`
+	// PlatformTimeout is the deadline of changes (POST, PATCH, DELETE)
+	// through the platform routes (/api/v1/platform/…), which provision
+	// and install modules.
+	PlatformTimeout time.Duration `koanf:"platform_timeout"`
 	// CursorSecret signs the tenant API's pagination cursors (HMAC-SHA256):
 	// at least 32 bytes, the same in every server process. Empty: a random
 	// secret per process (cursors then break on restart and across processes).
@@ -207,10 +219,13 @@ func Defaults() Config {
 		},
 		HTTP: HTTP{
 			Addr:            "127.0.0.1:8080",
+			MetricsAddr:     "",
 			BodyLimit:       64 * 1024,
 			TenantHeader:    false,
 			ShutdownTimeout: 10 * time.Second,
 			WriteWait:       2 * time.Second,
+			RequestTimeout:  10 * time.Second,
+			PlatformTimeout: 2 * time.Minute,
 			CursorSecret:    "",
 		},
 		Log: Log{Level: "info", Format: "auto"},
@@ -326,10 +341,13 @@ func defaultsMap() map[string]any {
 		"tenant.cache_ttl":          d.Tenant.CacheTTL.String(),
 		"tenant.warm_pool":          d.Tenant.WarmPool,
 		"http.addr":                 d.HTTP.Addr,
+		"http.metrics_addr":         d.HTTP.MetricsAddr,
 		"http.body_limit":           d.HTTP.BodyLimit,
 		"http.tenant_header":        d.HTTP.TenantHeader,
 		"http.shutdown_timeout":     d.HTTP.ShutdownTimeout.String(),
 		"http.write_wait":           d.HTTP.WriteWait.String(),
+		"http.request_timeout":      d.HTTP.RequestTimeout.String(),
+		"http.platform_timeout":     d.HTTP.PlatformTimeout.String(),
 		"http.cursor_secret":        d.HTTP.CursorSecret,
 		"log.level":                 d.Log.Level,
 		"log.format":                d.Log.Format,
@@ -412,6 +430,8 @@ func (c Config) Validate() error {
 	positive("tenant.cache_ttl", c.Tenant.CacheTTL)
 	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	positive("http.write_wait", c.HTTP.WriteWait)
+	positive("http.request_timeout", c.HTTP.RequestTimeout)
+	positive("http.platform_timeout", c.HTTP.PlatformTimeout)
 	if c.Tenant.SlowStatement < 0 {
 		bad("tenant.slow_statement", "must not be negative (got %s)", c.Tenant.SlowStatement)
 	}
@@ -429,6 +449,16 @@ func (c Config) Validate() error {
 	}
 	if _, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || port == "" {
 		bad("http.addr", "must be host:port such as 127.0.0.1:8080 (got %q)", c.HTTP.Addr)
+	}
+	if c.HTTP.MetricsAddr != "" {
+		_, mport, err := net.SplitHostPort(c.HTTP.MetricsAddr)
+		_, aport, _ := net.SplitHostPort(c.HTTP.Addr)
+		switch {
+		case err != nil || mport == "":
+			bad("http.metrics_addr", "must be host:port such as 127.0.0.1:9090, or empty to serve /metrics on http.addr (got %q)", c.HTTP.MetricsAddr)
+		case mport == aport && mport != "0":
+			bad("http.metrics_addr", "must use another port than http.addr (both %s)", mport)
+		}
 	}
 	if c.HTTP.BodyLimit < 1024 {
 		bad("http.body_limit", "must be at least 1024 bytes (got %d)", c.HTTP.BodyLimit)

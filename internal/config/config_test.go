@@ -105,6 +105,8 @@ func TestValidationNamesTheField(t *testing.T) {
 		{map[string]string{"PD_TENANT__STATEMENT_TIMEOUT": "-1s"}, "tenant.statement_timeout"},
 		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
 		{map[string]string{"PD_HTTP__CURSOR_SECRET": "short-secret"}, "http.cursor_secret"},
+		{map[string]string{"PD_HTTP__METRICS_ADDR": "9090"}, "http.metrics_addr"},
+		{map[string]string{"PD_HTTP__ADDR": "0.0.0.0:8080", "PD_HTTP__METRICS_ADDR": "127.0.0.1:8080"}, "http.metrics_addr"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -189,4 +191,14 @@ func TestLaneURLs(t *testing.T) {
 	c, err := config.Load(nil)
 	require.NoError(t, err)
 	assert.Equal(t, 4, c.Clusters["main"].Lanes)
+}
+
+func TestMetricsAddrFromTheEnvironment(t *testing.T) {
+	c, err := config.Load(nil)
+	require.NoError(t, err)
+	assert.Empty(t, c.HTTP.MetricsAddr, "by default /metrics is served on http.addr")
+	t.Setenv("PD_HTTP__METRICS_ADDR", "127.0.0.1:9090")
+	c, err = config.Load(nil)
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:9090", c.HTTP.MetricsAddr)
 }
