@@ -367,7 +367,15 @@ table "tenant_moves" {
   column "to_schema" {
     type = text
   }
-  # started → copied → prepared → flipped → done, or failed.
+  # How the rows travel (internal/move): "logical" copies under a snapshot and
+  # streams the changes made meanwhile, writes wait only for the final switch;
+  # "lock" copies with the source's writes blocked throughout.
+  column "mode" {
+    type    = text
+    default = "lock"
+  }
+  # lock: started → copied → prepared → flipped → done; logical: started →
+  # copied → streaming → prepared → flipped → done; either may end failed.
   column "state" {
     type    = text
     default = "started"
@@ -382,6 +390,12 @@ table "tenant_moves" {
   }
   # How long writes were blocked (table locks held on the source).
   column "write_pause_ms" {
+    type = bigint
+    null = true
+  }
+  # A logical move's replication lag while it streams: how far the target's
+  # applied changes trail the source's commits (recorded about once a second).
+  column "lag_ms" {
     type = bigint
     null = true
   }
@@ -414,8 +428,11 @@ table "tenant_moves" {
     columns = [column.tenant_id]
     where   = "(state <> ALL (ARRAY['done'::text, 'failed'::text]))"
   }
-  check "tenant_moves_state_check" {
-    expr = "state IN ('started', 'copied', 'prepared', 'flipped', 'done', 'failed')"
+  check "tenant_moves_state_check_v2" {
+    expr = "state IN ('started', 'copied', 'streaming', 'prepared', 'flipped', 'done', 'failed')"
+  }
+  check "tenant_moves_mode_check" {
+    expr = "mode IN ('lock', 'logical')"
   }
 }
 

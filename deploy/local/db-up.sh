@@ -64,8 +64,18 @@ shared_buffers = 256MB
 max_locks_per_transaction = 256
 # Online moves hold the source's write lock across the catalog flip in a
 # prepared transaction, so that a crashed mover never unblocks writes to a copy
-# that is being retired (see internal/tenancy/move.go).
+# that is being retired (see internal/move).
 max_prepared_transactions = 32
+# Online moves copy a tenant and stream its changes meanwhile with logical
+# replication: one temporary slot and one WAL sender per move in progress (a
+# second, briefly, for its verification snapshot). wal_level needs a restart,
+# which start_postgres does when the setting is pending. A slot that nobody
+# reads keeps WAL; max_slot_wal_keep_size caps it (the slot's move then fails)
+# rather than fill the disk.
+wal_level = logical
+max_replication_slots = 64
+max_wal_senders = 64
+max_slot_wal_keep_size = '4GB'
 password_encryption = 'scram-sha-256'
 log_line_prefix = '%m [%p] %q%u@%d '
 CONF
@@ -113,6 +123,9 @@ ALTER ROLE :"admin" LOGIN CREATEDB CREATEROLE PASSWORD :'admin_pw';
 -- Dropping a tenant's retired database (or a scratch one) must end the
 -- application role's idle server connections to it.
 GRANT pg_signal_backend TO :"admin";
+-- Online moves read the tenant's changes from a logical replication slot
+-- (docs/MOVES.md): slots need the REPLICATION attribute.
+ALTER ROLE :"admin" REPLICATION;
 -- The application role: reaches PostgreSQL through PgBouncer. Its default
 -- search_path is empty, so a statement without a bound tenant fails.
 ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
