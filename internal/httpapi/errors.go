@@ -41,6 +41,8 @@ var answers = map[string]answer{
 	"same_placement":     {fiber.StatusConflict, "tenant already on that placement", "", false},
 	"already_moving":     {fiber.StatusConflict, "tenant already moving elsewhere", "", false},
 	"move_verify_failed": {fiber.StatusInternalServerError, "move failed verification; the tenant stays on its source", "", false},
+	"logical_replication_unavailable": {fiber.StatusConflict, "logical replication unavailable",
+		"the source server cannot stream this tenant's changes (wal_level, replication privilege, free slots, or a table without a primary key); move with mode lock", false},
 
 	// Modules (internal/modules) and schemas (internal/schemaapply).
 	"invalid_module":       {fiber.StatusBadRequest, "invalid module", "", false},

@@ -160,15 +160,16 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 		Status    *string `json:"status"`
 		Placement *string `json:"placement"`
 		Cluster   *string `json:"cluster"`
+		Mode      *string `json:"mode"`
 	}
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	if body.Placement != nil || body.Cluster != nil {
+	if body.Placement != nil || body.Cluster != nil || body.Mode != nil {
 		if body.Name != nil || body.Status != nil {
-			return BadRequest("a placement change is a move: send placement (and cluster) alone")
+			return BadRequest("a placement change is a move: send placement (and cluster, mode) alone")
 		}
-		return h.moveTenant(c, slug, body.Placement, body.Cluster)
+		return h.moveTenant(c, slug, body.Placement, body.Cluster, body.Mode)
 	}
 	p := catalog.Patch{Name: body.Name}
 	if body.Status != nil {
@@ -187,7 +188,7 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 
 // moveTenant moves a tenant online (PATCH with placement and/or cluster) and
 // answers with the tenant on its new placement once the move is done.
-func (h *handlers) moveTenant(c *fiber.Ctx, slug tenant.Slug, placement, cluster *string) error {
+func (h *handlers) moveTenant(c *fiber.Ctx, slug tenant.Slug, placement, cluster, mode *string) error {
 	ctx := c.UserContext()
 	cur, err := h.a.Catalog.Get(ctx, slug)
 	if err != nil {
@@ -205,6 +206,13 @@ func (h *handlers) moveTenant(c *fiber.Ctx, slug tenant.Slug, placement, cluster
 			return BadRequest("cluster must name a configured cluster")
 		}
 		req.Cluster = *cluster
+	}
+	if mode != nil {
+		m, err := move.ParseMode(*mode)
+		if err != nil || *mode == "" {
+			return BadRequest("mode must be logical or lock")
+		}
+		req.Mode = m
 	}
 	// The move runs to its end even if the client goes away: it holds locks
 	// and is safe to finish, not to abandon halfway (a rerun would finish it).

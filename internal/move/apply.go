@@ -132,7 +132,7 @@ type applier struct {
 // applying the changes; stop ends it.
 func startApply(ctx context.Context, repl, dst *pgconn.PgConn, slot string, start pglogrepl.LSN, from, to string, log zerolog.Logger) (*applier, error) {
 	err := pglogrepl.StartReplication(ctx, repl, slot, start, pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication,
+		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + slot + "'", "messages 'true'"},
 	})
 	if err != nil {

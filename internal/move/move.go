@@ -245,6 +245,13 @@ func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result,
 				ErrAlreadyMoving, rec.To.Kind, rec.To.Cluster)
 		}
 		m.o.Log.Warn().Str("tenant", t.Slug.String()).Str("state", rec.State).Msg("finishing an interrupted move")
+		if rec.State != "flipped" && t.Status == tenant.StatusActive {
+			// Someone set the tenant active behind the move's back: it is
+			// moving until this run ends (the flip expects it).
+			if err := m.remarkMoving(ctx, t); err != nil {
+				return Result{}, err
+			}
+		}
 	} else {
 		if t.Placement == target {
 			return Result{}, fmt.Errorf("%w: %s on cluster %s", ErrSamePlacement, target.Kind, target.Cluster)
@@ -381,6 +388,23 @@ func (m *Mover) startMove(ctx context.Context, t tenant.Tenant, to tenant.Placem
 	}
 	m.cat.Notify(t.Slug)
 	return rec, nil
+}
+
+// remarkMoving marks a tenant whose move is resumed moving again.
+func (m *Mover) remarkMoving(ctx context.Context, t tenant.Tenant) error {
+	tx, err := m.cat.Admin().BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := setStatus(ctx, tx, t, tenant.StatusActive, tenant.StatusMoving); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("move: mark moving: %w", err)
+	}
+	m.cat.Notify(t.Slug)
+	return nil
 }
 
 // setStatus changes the tenant's status from → to (version bumped, announced).

@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/logging"
+	"github.com/publicdigit/publicdigit/internal/move"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/provision"
 )
@@ -123,7 +125,7 @@ func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error)
 	return httpapi.NewCursors([]byte(cfg.HTTP.CursorSecret))
 }
 
-// addMetrics exports the pools and the warm pool of a.
+// addMetrics exports the pools, the warm pool and the moves in progress of a.
 func addMetrics(m *httpapi.Metrics, a *app.App) {
 	m.AddPool("landlord", a.Landlord)
 	addRouterPools(m, a.Router)
@@ -136,6 +138,49 @@ func addMetrics(m *httpapi.Metrics, a *app.App) {
 		}
 		return float64(st.Ready)
 	})
+	m.Registry.MustRegister(moveCollector{a.Mover})
+}
+
+var (
+	movesInProgress = prometheus.NewDesc("publicdigit_moves_in_progress",
+		"Tenant moves not finished (running, or interrupted until rerun), by mode.", []string{"mode"}, nil)
+	moveLagBytes = prometheus.NewDesc("publicdigit_move_lag_bytes",
+		"Source WAL a logical move's slot has not confirmed yet, per move in progress.", []string{"tenant", "state"}, nil)
+	moveLagSeconds = prometheus.NewDesc("publicdigit_move_lag_seconds",
+		"Age of the newest change a logical move applied while more waited, as last recorded.", []string{"tenant", "state"}, nil)
+)
+
+// moveCollector exports the moves in progress at each scrape (a handful at
+// most: one label set per move).
+type moveCollector struct{ mover *move.Mover }
+
+func (c moveCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- movesInProgress
+	ch <- moveLagBytes
+	ch <- moveLagSeconds
+}
+
+func (c moveCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	moves, err := c.mover.InProgress(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(movesInProgress, err)
+		return
+	}
+	byMode := map[move.Mode]int{move.ModeLogical: 0, move.ModeLock: 0}
+	for _, p := range moves {
+		byMode[p.Mode]++
+		if p.LagBytes != nil {
+			ch <- prometheus.MustNewConstMetric(moveLagBytes, prometheus.GaugeValue, float64(*p.LagBytes), p.Slug, p.State)
+		}
+		if p.Lag != nil {
+			ch <- prometheus.MustNewConstMetric(moveLagSeconds, prometheus.GaugeValue, p.Lag.Seconds(), p.Slug, p.State)
+		}
+	}
+	for mode, n := range byMode {
+		ch <- prometheus.MustNewConstMetric(movesInProgress, prometheus.GaugeValue, float64(n), string(mode))
+	}
 }
 
 // addRouterPools exports the tenant pools' statistics, summed over the
