@@ -4,6 +4,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 GOFLAGS ?=
 export PD_TEST_DB ?= publicdigit_test
+MOVE_CARDS ?= 100000
 
 .PHONY: help
 help: ## list the targets
@@ -107,5 +108,5 @@ bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs 
 	$(GO) run ./cmd/pdbench provision
 
 .PHONY: bench-move
-bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
-	$(GO) run ./cmd/pdbench move
+bench-move: db-up ## online moves of a 100k-card tenant, logical vs lock mode: write pause, rows/s (~5 min; MOVE_CARDS=100000,1000000 adds 1M, ~25 min)
+	$(GO) run ./cmd/pdbench move -cards $(MOVE_CARDS)

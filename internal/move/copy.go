@@ -205,6 +205,11 @@ func (l load) run(ctx context.Context) (loadResult, error) {
 	if _, err := l.dst.Exec(ctx, "COMMIT"); err != nil {
 		return out, fmt.Errorf("move: commit target: %w", err)
 	}
+	// Fresh tables have no statistics until autovacuum gets to them: the
+	// tenant's queries (and the switch's checks) would be planned blind.
+	if _, err := l.dst.Exec(ctx, "ANALYZE "+idents(l.tables, l.schema)); err != nil {
+		return out, fmt.Errorf("move: analyze target: %w", err)
+	}
 	return out, nil
 }
 

@@ -20,7 +20,11 @@ func (m *Mover) copyLocked(ctx context.Context, t tenant.Tenant, rec *record, re
 	if err != nil {
 		return err
 	}
-	defer src.Close(context.WithoutCancel(ctx))
+	defer func() {
+		if res.release != src { // kept to commit the prepared transaction
+			src.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	dst, err := m.connect(ctx, rec.To.Cluster, rec.To.Database)
 	if err != nil {
 		return err
@@ -54,6 +58,7 @@ func (m *Mover) copyLocked(ctx context.Context, t tenant.Tenant, rec *record, re
 	if _, err := src.Exec(ctx, "LOCK TABLE "+idents(srcTables, rec.From.Schema)+" IN EXCLUSIVE MODE"); err != nil {
 		return fmt.Errorf("move: lock source tables: %w", err)
 	}
+	res.Switch = SwitchTimes{Lock: time.Since(lockedAt)}
 	m.hook(StepLocked)
 
 	out, err := load{src: src, dst: dst, tables: srcTables, fromSchema: rec.From.Schema, schema: rec.To.Schema,
@@ -69,10 +74,12 @@ func (m *Mover) copyLocked(ctx context.Context, t tenant.Tenant, rec *record, re
 	m.hook(StepCopied)
 
 	// Retire the source under the same locks, and keep them past a crash.
+	retire := time.Now()
 	if err := m.retire(ctx, src, t, *rec, srcTables); err != nil {
 		return err
 	}
-	res.lockedAt = lockedAt
+	res.Switch.Retire = time.Since(retire)
+	res.lockedAt, res.release = lockedAt, src
 	if err := m.setState(ctx, rec, "prepared", ""); err != nil {
 		return err
 	}

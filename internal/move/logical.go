@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -292,7 +293,11 @@ func (m *Mover) copyAndStream(ctx context.Context, t tenant.Tenant, rec *record,
 	if err != nil {
 		return err
 	}
-	defer guard.Close(context.WithoutCancel(ctx))
+	defer func() {
+		if res.release != guard { // kept to commit the prepared transaction
+			guard.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	if _, err := guard.Exec(ctx, "SELECT set_config('lock_timeout', $1, false)", fmt.Sprintf("%dms", m.o.LockTimeout.Milliseconds())); err != nil {
 		return err
 	}
@@ -305,6 +310,10 @@ func (m *Mover) copyAndStream(ctx context.Context, t tenant.Tenant, rec *record,
 	}
 	if len(srcTables) == 0 {
 		return fmt.Errorf("move: source schema %s has no tables", from.Schema)
+	}
+	seqs, err := sequences(ctx, guard, from.Schema)
+	if err != nil {
+		return err
 	}
 	if err := m.buildTarget(ctx, t, *rec); err != nil {
 		return err
@@ -383,7 +392,7 @@ func (m *Mover) copyAndStream(ctx context.Context, t tenant.Tenant, rec *record,
 		if err := m.catchUp(ctx, a, guard, *rec, fmt.Sprintf("before switch %d", attempt)); err != nil {
 			return err
 		}
-		err := m.trySwitch(ctx, t, *rec, res, a, guard, src, dst, srcTables, attempt)
+		err := m.trySwitch(ctx, t, *rec, res, a, guard, src, dst, srcTables, seqs, attempt)
 		if err == nil {
 			break
 		}
@@ -488,7 +497,7 @@ func (m *Mover) verifyAtSnapshot(ctx context.Context, a *applier, rec record, ta
 // a prepared transaction. On error the source transaction is rolled back
 // (writes resume on the source).
 func (m *Mover) trySwitch(ctx context.Context, t tenant.Tenant, rec record, res *Result, a *applier,
-	guard, ctl, dst *pgx.Conn, tables []table, attempt int) (err error) {
+	guard, ctl, dst *pgx.Conn, tables []table, seqs []string, attempt int) (err error) {
 	lockedAt := time.Now()
 	prepared := false
 	defer func() {
@@ -496,11 +505,15 @@ func (m *Mover) trySwitch(ctx context.Context, t tenant.Tenant, rec record, res 
 			_, _ = guard.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	if _, err := guard.Exec(ctx, fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; %s; LOCK TABLE %s IN EXCLUSIVE MODE",
+	// Checks by key must use the keys' indexes: a few hundred keys make
+	// the planner prefer a scan of the whole table otherwise.
+	if _, err := guard.Exec(ctx, fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; %s; SET LOCAL enable_seqscan = off; LOCK TABLE %s IN EXCLUSIVE MODE",
 		switchLockTimeout.Milliseconds(), sessionFormats, idents(tables, rec.From.Schema))); err != nil {
 		return fmt.Errorf("move: lock source tables: %w", err)
 	}
+	st := SwitchTimes{Lock: time.Since(lockedAt)}
 	m.hook(StepLocked)
+	mark := time.Now()
 	marker := fmt.Sprintf("switch %d", attempt)
 	reached := a.expect(marker)
 	if err := emit(ctx, ctl, rec, marker); err != nil {
@@ -512,104 +525,163 @@ func (m *Mover) trySwitch(ctx context.Context, t tenant.Tenant, rec record, res 
 	if err != nil {
 		return fmt.Errorf("move: apply the last changes: %w", err)
 	}
+	st.CatchUp = time.Since(mark)
+	check := time.Now()
 	touched, truncated := a.touchedSince()
-	for _, tb := range tables {
-		switch {
-		case truncated[tb.name]:
-			err = verify(ctx, guard, dst, tb, rec.From.Schema, rec.To.Schema)
-		case touched[tb.name] != nil:
-			err = verifyKeys(ctx, guard.PgConn(), dst.PgConn(), tb, rec.From.Schema, rec.To.Schema, touched[tb.name])
-		}
-		if err != nil {
-			return err
-		}
+	for _, ks := range touched {
+		st.Keys += len(ks.keys)
 	}
-	if err := syncSequences(ctx, guard, dst, rec.From.Schema, rec.To.Schema); err != nil {
+	if err := checkSwitch(ctx, guard.PgConn(), dst.PgConn(), tables, rec.From.Schema, rec.To.Schema, touched, truncated, seqs); err != nil {
 		return err
 	}
+	st.Check = time.Since(check)
+	retire := time.Now()
 	if err := m.retire(ctx, guard, t, rec, tables); err != nil {
 		return err
 	}
+	st.Retire = time.Since(retire)
 	prepared = true
-	res.lockedAt = lockedAt
+	res.lockedAt, res.release, res.Switch = lockedAt, guard, st
 	return nil
 }
 
-// verifyKeys compares the rows of the given keys on both sides (counts and
-// row hashes), each side queried at the same time.
-func verifyKeys(ctx context.Context, src, dst *pgconn.PgConn, tb table, fromSchema, toSchema string, ks *keySet) error {
-	type sum struct {
-		n   int64
-		sum *big.Int
-		err error
+// checkSwitch compares, on both sides at once and in one round trip each,
+// the rows of the keys changed since the verification point (counts and
+// row hashes; a truncated table whole), reads the source's sequences, and
+// gives their positions to the target's.
+func checkSwitch(ctx context.Context, src, dst *pgconn.PgConn, tables []table, fromSchema, toSchema string,
+	touched map[string]*keySet, truncated map[string]bool, seqs []string) error {
+	type part struct {
+		tb   table
+		n    int // results
+		keys int
 	}
-	srcOut := make(chan sum, 1)
-	go func() {
-		n, s, err := checksumKeys(ctx, src, tb, fromSchema, ks)
-		srcOut <- sum{n, s, err}
-	}()
-	n2, s2, err := checksumKeys(ctx, dst, tb, toSchema, ks)
-	s1 := <-srcOut
-	if err != nil {
-		return fmt.Errorf("move: verify %s on the target: %w", tb.name, err)
-	}
-	if s1.err != nil {
-		return fmt.Errorf("move: verify %s on the source: %w", tb.name, s1.err)
-	}
-	if s1.n != n2 || s1.sum.Cmp(s2) != 0 {
-		return fmt.Errorf("%w: table %s, %d changed keys: %d rows (checksum %s) on the source, %d (%s) on the target",
-			ErrVerify, tb.name, len(ks.keys), s1.n, s1.sum, n2, s2)
-	}
-	return nil
-}
-
-// checksumKeys counts and hashes a table's rows with the given keys: one
-// query with an array for a one-column key, one per key otherwise (the
-// values travel as text; the server parses them as the key's types).
-func checksumKeys(ctx context.Context, conn *pgconn.PgConn, tb table, schema string, ks *keySet) (int64, *big.Int, error) {
-	total, sum := int64(0), new(big.Int)
-	batch := &pgconn.Batch{}
-	if len(ks.columns) == 1 {
-		vals := make([]string, 0, len(ks.keys))
-		for _, v := range ks.keys {
-			vals = append(vals, arrayElement(v[0]))
-		}
-		where := pgx.Identifier{ks.columns[0]}.Sanitize() + " = ANY($1)"
-		batch.ExecParams(checksumSQL(tb, schema, where), [][]byte{[]byte("{" + strings.Join(vals, ",") + "}")}, nil, nil, nil)
-	} else {
-		conds := make([]string, len(ks.columns))
-		for i, c := range ks.columns {
-			conds[i] = fmt.Sprintf("%s = $%d", pgx.Identifier{c}.Sanitize(), i+1)
-		}
-		q := checksumSQL(tb, schema, strings.Join(conds, " AND "))
-		for _, v := range ks.keys {
-			params := make([][]byte, len(v))
-			for i := range v {
-				params[i] = []byte(v[i])
+	build := func(b *pgconn.Batch, schema string) []part {
+		var parts []part
+		for _, tb := range tables {
+			switch ks := touched[tb.name]; {
+			case truncated[tb.name]:
+				b.ExecParams(checksumSQL(tb, schema, ""), nil, nil, nil, nil)
+				parts = append(parts, part{tb: tb, n: 1})
+			case ks != nil && len(ks.columns) == 1:
+				vals := make([]string, 0, len(ks.keys))
+				for _, v := range ks.keys {
+					vals = append(vals, arrayElement(v[0]))
+				}
+				where := pgx.Identifier{ks.columns[0]}.Sanitize() + " = ANY($1)"
+				b.ExecParams(checksumSQL(tb, schema, where), [][]byte{[]byte("{" + strings.Join(vals, ",") + "}")}, nil, nil, nil)
+				parts = append(parts, part{tb: tb, n: 1, keys: len(ks.keys)})
+			case ks != nil:
+				conds := make([]string, len(ks.columns))
+				for i, c := range ks.columns {
+					conds[i] = fmt.Sprintf("%s = $%d", pgx.Identifier{c}.Sanitize(), i+1)
+				}
+				q := checksumSQL(tb, schema, strings.Join(conds, " AND "))
+				for _, v := range ks.keys {
+					params := make([][]byte, len(v))
+					for i := range v {
+						params[i] = []byte(v[i])
+					}
+					b.ExecParams(q, params, nil, nil, nil)
+				}
+				parts = append(parts, part{tb: tb, n: len(ks.keys), keys: len(ks.keys)})
 			}
-			batch.ExecParams(q, params, nil, nil, nil)
 		}
+		return parts
 	}
-	results, err := conn.ExecBatch(ctx, batch).ReadAll()
+	srcBatch := &pgconn.Batch{} // in the switch's transaction, which disabled sequential scans
+	parts := build(srcBatch, fromSchema)
+	for _, sq := range seqs {
+		srcBatch.ExecParams("SELECT last_value, is_called FROM "+pgx.Identifier{fromSchema, sq}.Sanitize(), nil, nil, nil, nil)
+	}
+	dstBatch := &pgconn.Batch{}
+	dstBatch.ExecParams("SET enable_seqscan = off", nil, nil, nil, nil)
+	build(dstBatch, toSchema)
+	dstBatch.ExecParams("RESET enable_seqscan", nil, nil, nil, nil)
+	type out struct {
+		results []*pgconn.Result
+		err     error
+	}
+	srcOut := make(chan out, 1)
+	go func() {
+		r, err := src.ExecBatch(ctx, srcBatch).ReadAll()
+		srcOut <- out{r, err}
+	}()
+	dstResults, err := dst.ExecBatch(ctx, dstBatch).ReadAll()
+	so := <-srcOut
+	if so.err != nil {
+		return fmt.Errorf("move: check the changed rows on the source: %w", so.err)
+	}
 	if err != nil {
-		return 0, nil, err
+		return fmt.Errorf("move: check the changed rows on the target: %w", err)
 	}
+	dstResults = dstResults[1 : len(dstResults)-1] // the SET and the RESET
+	if len(so.results) != len(dstResults)+len(seqs) {
+		return errors.New("move: check the changed rows: unexpected results")
+	}
+	at := 0
+	for _, p := range parts {
+		n1, s1, err := foldChecksums(so.results[at : at+p.n])
+		if err != nil {
+			return err
+		}
+		n2, s2, err := foldChecksums(dstResults[at : at+p.n])
+		if err != nil {
+			return err
+		}
+		if n1 != n2 || s1.Cmp(s2) != 0 {
+			return fmt.Errorf("%w: table %s, %d changed keys: %d rows (checksum %s) on the source, %d (%s) on the target",
+				ErrVerify, p.tb.name, p.keys, n1, s1, n2, s2)
+		}
+		at += p.n
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	set := &pgconn.Batch{}
+	for i, sq := range seqs {
+		r := so.results[at+i]
+		if len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
+			return fmt.Errorf("move: sequence %s: unexpected result", sq)
+		}
+		set.ExecParams("SELECT setval($1::regclass, $2, $3)", [][]byte{[]byte(pgx.Identifier{toSchema, sq}.Sanitize()),
+			r.Rows[0][0], r.Rows[0][1]}, nil, nil, nil)
+	}
+	if _, err := dst.ExecBatch(ctx, set).ReadAll(); err != nil {
+		return fmt.Errorf("move: sync sequences: %w", err)
+	}
+	return nil
+}
+
+// foldChecksums adds up checksum results (count, sum).
+func foldChecksums(results []*pgconn.Result) (int64, *big.Int, error) {
+	total, sum := int64(0), new(big.Int)
 	for _, r := range results {
 		if len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
-			return 0, nil, errors.New("unexpected checksum result")
+			return 0, nil, errors.New("move: unexpected checksum result")
 		}
-		var n int64
-		if _, err := fmt.Sscan(string(r.Rows[0][0]), &n); err != nil {
+		n, err := strconv.ParseInt(string(r.Rows[0][0]), 10, 64)
+		if err != nil {
 			return 0, nil, err
 		}
 		s, ok := new(big.Int).SetString(string(r.Rows[0][1]), 10)
 		if !ok {
-			return 0, nil, fmt.Errorf("checksum %q", r.Rows[0][1])
+			return 0, nil, fmt.Errorf("move: checksum %q", r.Rows[0][1])
 		}
 		total += n
 		sum.Add(sum, s)
 	}
 	return total, sum, nil
+}
+
+// sequences lists a schema's sequences.
+func sequences(ctx context.Context, conn *pgx.Conn, schema string) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relkind = 'S' ORDER BY 1`, schema)
+	if err != nil {
+		return nil, fmt.Errorf("move: sequences: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // arrayElement quotes a value for a text array literal.

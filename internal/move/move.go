@@ -184,8 +184,21 @@ type Result struct {
 	Duration time.Duration
 	// Resumed is true when an interrupted move was finished.
 	Resumed bool
+	// Switch breaks the write pause down (this run's last switch).
+	Switch SwitchTimes
 
 	lockedAt time.Time // when the source's tables were locked (this run)
+	release  *pgx.Conn // the session that prepared the source transaction, to commit it
+}
+
+// SwitchTimes are the parts of a write pause: waiting for the source's
+// locks (in-flight writes end first), applying the last changes (logical),
+// comparing the rows they touched (Keys of them), syncing sequences and
+// retiring the source (prepared), flipping the catalog, releasing the
+// source (COMMIT PREPARED).
+type SwitchTimes struct {
+	Lock, CatchUp, Check, Retire, Flip, Release time.Duration
+	Keys                                        int
 }
 
 // record is a landlord.tenant_moves row.
@@ -245,7 +258,7 @@ func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result,
 				ErrAlreadyMoving, rec.To.Kind, rec.To.Cluster)
 		}
 		m.o.Log.Warn().Str("tenant", t.Slug.String()).Str("state", rec.State).Msg("finishing an interrupted move")
-		if rec.State != "flipped" && t.Status == tenant.StatusActive {
+		if rec.State != "flipped" && t.Placement != rec.To && t.Status == tenant.StatusActive {
 			// Someone set the tenant active behind the move's back: it is
 			// moving until this run ends (the flip expects it).
 			if err := m.remarkMoving(ctx, t); err != nil {
@@ -290,12 +303,18 @@ func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result,
 // run drives a move from whatever state it is in to done. A move that has
 // not prepared its source yet starts over in mode (its leftovers removed).
 func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, mode Mode, res *Result) error {
+	defer func() {
+		if res.release != nil { // the flip failed: the prepared transaction waits for a rerun
+			res.release.Close(context.WithoutCancel(ctx))
+			res.release = nil
+		}
+	}()
 	prepared, err := m.isPrepared(ctx, *rec)
 	if err != nil {
 		return err
 	}
 	switch {
-	case rec.State == "flipped":
+	case rec.State == "flipped" || t.Placement == rec.To:
 		// Catalog flipped; finish the source.
 	case prepared:
 		// The source is retired and locked by the prepared transaction, the
@@ -309,9 +328,11 @@ func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, mode Mode
 			m.fail(context.WithoutCancel(ctx), t, rec, err)
 			return err
 		}
+		flip := time.Now()
 		if err := m.flip(ctx, t, rec); err != nil {
 			return err
 		}
+		res.Switch.Flip = time.Since(flip)
 	}
 	if err := m.finish(ctx, t, rec, res); err != nil {
 		return err

@@ -53,28 +53,15 @@ func (m *Mover) isPrepared(ctx context.Context, rec record) (bool, error) {
 }
 
 // flip points the catalog at the target (status active, version bumped,
-// announced) and records the retired copy, in one landlord transaction.
+// announced) and records the retired copy: one statement, one round trip.
+// The move's own record says flipped once the source is released (a rerun
+// recognises a flipped move by the tenant's placement).
 func (m *Mover) flip(ctx context.Context, t tenant.Tenant, rec *record) error {
-	tx, err := m.cat.Admin().BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := catalog.Flip(ctx, tx, t, rec.To); err != nil {
-		return err
-	}
-	if err := catalog.InsertRetired(ctx, tx, catalog.RetiredCopy{TenantID: t.ID, Slug: t.Slug.String(),
+	if err := catalog.FlipMoved(ctx, m.cat.Admin(), t, rec.To, catalog.RetiredCopy{TenantID: t.ID,
 		Cluster: rec.From.Cluster, Database: rec.From.Database, Schema: rec.Retired,
 		WholeDatabase: rec.From.Kind == tenant.PlacementDatabase}); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_moves SET state = 'flipped', updated_at = now() WHERE id = $1`, rec.ID); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("move: flip: %w", err)
-	}
-	rec.State = "flipped"
 	m.cat.Notify(t.Slug)
 	m.hook(StepFlipped)
 	return nil
@@ -85,16 +72,22 @@ func (m *Mover) flip(ctx context.Context, t tenant.Tenant, rec *record) error {
 // the tenant's role from a server the tenant left, retires a dedicated
 // source database under its retired name, and closes the move.
 func (m *Mover) finish(ctx context.Context, t tenant.Tenant, rec *record, res *Result) error {
-	prepared, err := m.isPrepared(ctx, *rec)
-	if err != nil {
-		return err
-	}
-	if prepared {
-		conn, err := m.connect(ctx, rec.From.Cluster, rec.From.Database)
+	release := time.Now()
+	conn := res.release // this run prepared it, on this session
+	res.release = nil
+	if conn == nil {
+		prepared, err := m.isPrepared(ctx, *rec)
 		if err != nil {
 			return err
 		}
-		_, err = conn.Exec(ctx, "COMMIT PREPARED '"+rec.gid()+"'")
+		if prepared {
+			if conn, err = m.connect(ctx, rec.From.Cluster, rec.From.Database); err != nil {
+				return err
+			}
+		}
+	}
+	if conn != nil {
+		_, err := conn.Exec(ctx, "COMMIT PREPARED '"+rec.gid()+"'")
 		conn.Close(context.WithoutCancel(ctx))
 		if err != nil {
 			return fmt.Errorf("move: release source: %w", err)
@@ -103,8 +96,12 @@ func (m *Mover) finish(ctx context.Context, t tenant.Tenant, rec *record, res *R
 	var pause *int64
 	if !res.lockedAt.IsZero() {
 		res.WritePause = time.Since(res.lockedAt)
+		res.Switch.Release = time.Since(release)
 		ms := res.WritePause.Milliseconds()
 		pause = &ms
+	}
+	if err := m.setState(ctx, rec, "flipped", ""); err != nil {
+		return err
 	}
 	if err := m.dropArtefacts(ctx, *rec); err != nil {
 		return err
