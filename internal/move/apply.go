@@ -87,6 +87,10 @@ type checkpoint struct {
 	marker string
 	fn     func() error
 	done   chan error
+	// What was applied since the previous checkpoint: the keys touched and
+	// the tables truncated (nil at the first one). Read after done.
+	touched   map[string]*keySet
+	truncated map[string]bool
 }
 
 // keySet is the keys of the rows a table's changes touched.
@@ -414,6 +418,7 @@ func (a *applier) flush(ctx context.Context) error {
 		err := cp.fn()
 		a.mu.Lock()
 		a.cp = nil
+		cp.touched, cp.truncated = a.touched, a.truncated
 		a.tracking = true
 		a.touched = map[string]*keySet{}
 		a.truncated = map[string]bool{}
@@ -679,10 +684,10 @@ func (a *applier) hold() {
 }
 
 // checkpointAt applies the transactions that committed before lsn (or
-// before the one carrying marker), then runs fn and starts tracking the
-// keys of what is applied after; the channel receives fn's error. It ends a
-// hold.
-func (a *applier) checkpointAt(lsn pglogrepl.LSN, marker string, fn func() error) <-chan error {
+// before the one carrying marker), then runs fn and starts tracking anew
+// the keys of what is applied after; cp.done receives fn's error. It ends
+// a hold.
+func (a *applier) checkpointAt(lsn pglogrepl.LSN, marker string, fn func() error) *checkpoint {
 	cp := &checkpoint{lsn: lsn, marker: marker, fn: fn, done: make(chan error, 1)}
 	a.mu.Lock()
 	a.cp = cp
@@ -692,7 +697,18 @@ func (a *applier) checkpointAt(lsn pglogrepl.LSN, marker string, fn func() error
 	case a.wake <- struct{}{}:
 	default:
 	}
-	return cp.done
+	return cp
+}
+
+// keysSince counts the keys touched since the last checkpoint.
+func (a *applier) keysSince() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, ks := range a.touched {
+		n += len(ks.keys)
+	}
+	return n + len(a.truncated)*maxBatchChanges
 }
 
 // touchedSince returns the keys touched and the tables truncated since the

@@ -60,6 +60,11 @@ const (
 	switchLockTimeout = 2 * time.Second
 	// markerTimeout bounds the wait for a marker once the source is locked.
 	markerTimeout = 30 * time.Second
+	// switchKeys: the switch starts once at most this many rows changed
+	// since the last verified point (it checks them with writes blocked);
+	// maxCheckRounds bounds the verifications of the rows changed meanwhile.
+	switchKeys     = 256
+	maxCheckRounds = 5
 )
 
 // checkLogical tells, in one line, why a move from pl cannot use logical
@@ -378,9 +383,16 @@ func (m *Mover) copyAndStream(ctx context.Context, t tenant.Tenant, rec *record,
 	}
 	res.CatchUp = time.Since(catchUp)
 
+	// Verify the whole target at one point, then the rows changed since at
+	// later points, until few enough changed for the switch to check them.
 	verifyStart := time.Now()
-	if err := m.verifyAtSnapshot(ctx, a, *rec, srcTables, guard, src, dst); err != nil {
+	if err := m.verifyAtSnapshot(ctx, a, *rec, srcTables, guard, src, dst, true); err != nil {
 		return err
+	}
+	for round := 0; round < maxCheckRounds && a.keysSince() > switchKeys; round++ {
+		if err := m.verifyAtSnapshot(ctx, a, *rec, srcTables, guard, src, dst, false); err != nil {
+			return err
+		}
 	}
 	res.Verify = time.Since(verifyStart)
 	if err := m.setState(ctx, rec, "streaming", ""); err != nil {
@@ -440,12 +452,13 @@ func (m *Mover) catchUp(ctx context.Context, a *applier, ctl *pgx.Conn, rec reco
 	return nil
 }
 
-// verifyAtSnapshot compares every table of the target with the source at
-// one point of the stream, while writes go on: a second slot's snapshot
-// fixes the source's side; the applier stops between the transactions
-// before and after that point while the target takes its snapshot. From
-// there the applier records the keys it touches, for the switch to check.
-func (m *Mover) verifyAtSnapshot(ctx context.Context, a *applier, rec record, tables []table, ctl, src, dst *pgx.Conn) error {
+// verifyAtSnapshot compares the target with the source at one point of the
+// stream, while writes go on: a second slot's snapshot fixes the source's
+// side; the applier stops between the transactions before and after that
+// point while the target takes its snapshot. full compares every table;
+// otherwise the rows changed since the previous point. From there the
+// applier records anew the keys it touches.
+func (m *Mover) verifyAtSnapshot(ctx context.Context, a *applier, rec record, tables []table, ctl, src, dst *pgx.Conn, full bool) error {
 	a.hold() // nothing applied from now on can be after the snapshot below
 	repl, err := m.replConnect(ctx, rec.From)
 	if err != nil {
@@ -461,8 +474,8 @@ func (m *Mover) verifyAtSnapshot(ctx context.Context, a *applier, rec record, ta
 	}
 	defer src.Exec(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // read-only
 	defer dst.Exec(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // read-only
-	const marker = "verification point"
-	reached := a.checkpointAt(sl.lsn, marker, func() error {
+	marker := "verification point " + sl.lsn.String()
+	cp := a.checkpointAt(sl.lsn, marker, func() error {
 		_, err := dst.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "+sessionFormats+"; SELECT 1")
 		return err
 	})
@@ -470,7 +483,7 @@ func (m *Mover) verifyAtSnapshot(ctx context.Context, a *applier, rec record, ta
 		return err
 	}
 	select {
-	case err := <-reached:
+	case err := <-cp.done:
 		if err != nil {
 			return fmt.Errorf("move: target snapshot: %w", err)
 		}
@@ -479,10 +492,14 @@ func (m *Mover) verifyAtSnapshot(ctx context.Context, a *applier, rec record, ta
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	for _, tb := range tables {
-		if err := verify(ctx, src, dst, tb, rec.From.Schema, rec.To.Schema); err != nil {
-			return err
+	if full || cp.touched == nil {
+		for _, tb := range tables {
+			if err := verify(ctx, src, dst, tb, rec.From.Schema, rec.To.Schema); err != nil {
+				return err
+			}
 		}
+	} else if err := checkKeys(ctx, src.PgConn(), dst.PgConn(), tables, rec.From.Schema, rec.To.Schema, cp.touched, cp.truncated, nil); err != nil {
+		return err
 	}
 	server, err := m.cl.Admin(rec.From.Cluster)
 	if err != nil {
@@ -505,9 +522,7 @@ func (m *Mover) trySwitch(ctx context.Context, t tenant.Tenant, rec record, res 
 			_, _ = guard.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	// Checks by key must use the keys' indexes: a few hundred keys make
-	// the planner prefer a scan of the whole table otherwise.
-	if _, err := guard.Exec(ctx, fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; %s; SET LOCAL enable_seqscan = off; LOCK TABLE %s IN EXCLUSIVE MODE",
+	if _, err := guard.Exec(ctx, fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; %s; LOCK TABLE %s IN EXCLUSIVE MODE",
 		switchLockTimeout.Milliseconds(), sessionFormats, idents(tables, rec.From.Schema))); err != nil {
 		return fmt.Errorf("move: lock source tables: %w", err)
 	}
@@ -531,7 +546,7 @@ func (m *Mover) trySwitch(ctx context.Context, t tenant.Tenant, rec record, res 
 	for _, ks := range touched {
 		st.Keys += len(ks.keys)
 	}
-	if err := checkSwitch(ctx, guard.PgConn(), dst.PgConn(), tables, rec.From.Schema, rec.To.Schema, touched, truncated, seqs); err != nil {
+	if err := checkKeys(ctx, guard.PgConn(), dst.PgConn(), tables, rec.From.Schema, rec.To.Schema, touched, truncated, seqs); err != nil {
 		return err
 	}
 	st.Check = time.Since(check)
@@ -545,11 +560,11 @@ func (m *Mover) trySwitch(ctx context.Context, t tenant.Tenant, rec record, res 
 	return nil
 }
 
-// checkSwitch compares, on both sides at once and in one round trip each,
-// the rows of the keys changed since the verification point (counts and
-// row hashes; a truncated table whole), reads the source's sequences, and
-// gives their positions to the target's.
-func checkSwitch(ctx context.Context, src, dst *pgconn.PgConn, tables []table, fromSchema, toSchema string,
+// checkKeys compares, on both sides at once and in one round trip each,
+// the rows of the keys changed since a verification point (counts and row
+// hashes by key, through the keys' indexes; a truncated table whole), reads
+// the source's sequences, and gives their positions to the target's.
+func checkKeys(ctx context.Context, src, dst *pgconn.PgConn, tables []table, fromSchema, toSchema string,
 	touched map[string]*keySet, truncated map[string]bool, seqs []string) error {
 	type part struct {
 		tb   table
@@ -589,11 +604,14 @@ func checkSwitch(ctx context.Context, src, dst *pgconn.PgConn, tables []table, f
 		}
 		return parts
 	}
-	srcBatch := &pgconn.Batch{} // in the switch's transaction, which disabled sequential scans
+	// A few hundred keys make the planner prefer a scan of the whole table.
+	srcBatch := &pgconn.Batch{}
+	srcBatch.ExecParams("SET enable_seqscan = off", nil, nil, nil, nil)
 	parts := build(srcBatch, fromSchema)
 	for _, sq := range seqs {
 		srcBatch.ExecParams("SELECT last_value, is_called FROM "+pgx.Identifier{fromSchema, sq}.Sanitize(), nil, nil, nil, nil)
 	}
+	srcBatch.ExecParams("RESET enable_seqscan", nil, nil, nil, nil)
 	dstBatch := &pgconn.Batch{}
 	dstBatch.ExecParams("SET enable_seqscan = off", nil, nil, nil, nil)
 	build(dstBatch, toSchema)
@@ -615,7 +633,11 @@ func checkSwitch(ctx context.Context, src, dst *pgconn.PgConn, tables []table, f
 	if err != nil {
 		return fmt.Errorf("move: check the changed rows on the target: %w", err)
 	}
-	dstResults = dstResults[1 : len(dstResults)-1] // the SET and the RESET
+	if len(so.results) < 2 || len(dstResults) < 2 {
+		return errors.New("move: check the changed rows: unexpected results")
+	}
+	// Without the SETs and RESETs.
+	so.results, dstResults = so.results[1:len(so.results)-1], dstResults[1:len(dstResults)-1]
 	if len(so.results) != len(dstResults)+len(seqs) {
 		return errors.New("move: check the changed rows: unexpected results")
 	}
