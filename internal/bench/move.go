@@ -2,10 +2,12 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,7 +75,15 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 	mcfg.Landlord.URL = sb.AppURL
 	mcfg.Landlord.ListenURL = ""
 	mcfg.Admin.URL = sb.AdminURL
-	ma, err := app.Open(ctx, mcfg, zerolog.Nop(), app.Options{})
+	// Server CPU spent copying (logical mode: from the slot's snapshot to
+	// the committed target): on a shared machine, rows per CPU-second say
+	// what the copy costs, rows per second what this machine gave it.
+	var cpu copyCPU
+	if cpu.server, err = openDB(sb.AdminURL); err != nil {
+		return err
+	}
+	defer cpu.server.Close()
+	ma, err := app.Open(ctx, mcfg, zerolog.Nop(), app.Options{MoveHook: cpu.hook})
 	if err != nil {
 		return err
 	}
@@ -86,7 +96,7 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 		cards int
 		mode  move.Mode
 	}
-	pauses, rates := map[key][]float64{}, map[key][]float64{}
+	pauses, rates, cpuRates := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
 	for _, cards := range sizes {
 		slug := tenant.MustSlug(fmt.Sprintf("bench_move_%d", cards))
 		slugs = append(slugs, slug)
@@ -107,6 +117,9 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 					k := key{cards, mode}
 					pauses[k] = append(pauses[k], float64(res.WritePause.Microseconds())/1000)
 					rates[k] = append(rates[k], float64(res.Rows)/res.Copy.Seconds())
+					if c := cpu.spent(); mode == move.ModeLogical && c > 0 {
+						cpuRates[k] = append(cpuRates[k], float64(res.Rows)/c.Seconds())
+					}
 					fmt.Fprintf(out, "# %d cards, %s mode, %s → %s: %d rows, copy %s, catch-up %s, verify %s, writes paused %s, total %s; "+
 						"writers: %d ok, %d told to retry, max write latency %s\n",
 						cards, mode, res.From.Kind, res.Tenant.Kind, res.Rows, res.Copy.Round(time.Millisecond),
@@ -130,6 +143,10 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "# spread %.0f–%.0f ms over %d moves\n", minOf(p), maxOf(p), len(p))
 			fmt.Fprintf(out, "move_rows_per_second{cards=\"%d\",mode=\"%s\"} %.0f\n", cards, mode, median(r))
 			fmt.Fprintf(out, "# spread %.0f–%.0f rows/s\n", minOf(r), maxOf(r))
+			if c := cpuRates[k]; len(c) > 0 {
+				fmt.Fprintf(out, "# copy: %.0f rows per CPU-second of the mover's server sessions (spread %.0f–%.0f; load average %s when done)\n",
+					median(c), minOf(c), maxOf(c), loadAverage())
+			}
 		}
 		if l, b := pauses[key{cards, move.ModeLogical}], pauses[key{cards, move.ModeLock}]; len(l) > 0 && len(b) > 0 {
 			fmt.Fprintf(out, "# %d cards: the logical mode's write pause is %.3f× the lock mode's (medians)\n", cards, median(l)/median(b))
@@ -184,6 +201,77 @@ func moveUnderLoad(ctx context.Context, a *app.App, slug tenant.Slug, to tenant.
 		return res, stats, fmt.Errorf("%d writes failed with a non-retryable error during the move", stats.other)
 	}
 	return res, stats, nil
+}
+
+// copyCPU measures the server CPU a logical move's copy used, through the
+// mover's hook: when the target has committed, the CPU time of the mover's
+// sessions (application_name publicdigit-move: the copy's two sessions,
+// created for it, and the guard and slot sessions, idle meanwhile).
+type copyCPU struct {
+	mu     sync.Mutex
+	server *sql.DB
+	cpu    time.Duration
+}
+
+func (c *copyCPU) hook(s move.Step) {
+	if s != move.StepCopied {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.server == nil {
+		return
+	}
+	rows, err := c.server.Query(`SELECT pid FROM pg_stat_activity WHERE application_name = 'publicdigit-move'`)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	var total time.Duration
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) == nil {
+			total += pidCPU(pid)
+		}
+	}
+	c.cpu = total
+}
+
+// spent returns the CPU of the last copy measured, once.
+func (c *copyCPU) spent() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.cpu
+	c.cpu = 0
+	return d
+}
+
+// pidCPU is the CPU time a local process used so far.
+func pidCPU(pid int) time.Duration {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * time.Second / clockTick
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
