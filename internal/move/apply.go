@@ -108,6 +108,7 @@ type applier struct {
 	log    zerolog.Logger
 
 	cancel context.CancelFunc
+	reader sync.WaitGroup
 	events chan event
 	wake   chan struct{}
 	done   chan struct{}
@@ -149,7 +150,11 @@ func startApply(ctx context.Context, repl, dst *pgconn.PgConn, slot string, star
 		rels: map[uint32]*relation{}, stmts: map[string]string{}, markers: map[string]chan struct{}{},
 		applied: start,
 	}
-	go a.read(ctx)
+	a.reader.Add(1)
+	go func() {
+		defer a.reader.Done()
+		a.read(ctx)
+	}()
 	go func() {
 		err := a.run(ctx)
 		a.mu.Lock()
@@ -164,6 +169,7 @@ func startApply(ctx context.Context, repl, dst *pgconn.PgConn, slot string, star
 func (a *applier) stop() {
 	a.cancel()
 	<-a.done
+	a.reader.Wait()
 }
 
 // failure is why the applier stopped, if it did.

@@ -213,6 +213,66 @@ func (l load) run(ctx context.Context) (loadResult, error) {
 	return out, nil
 }
 
+// indexItem is a foreign key (phase 1), primary key or unique constraint
+// (2), or plain index (3) of a table: how to drop it and how to rebuild it
+// exactly (same name, same definition).
+type indexItem struct {
+	phase        int
+	table        string
+	drop, create string
+}
+
+// indexItems lists the foreign keys, keys and indexes of a schema's tables.
+func indexItems(ctx context.Context, conn *pgx.Conn, schema string) ([]indexItem, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT 1 AS phase, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid))
+		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype = 'f'
+		UNION ALL
+		SELECT 2, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid))
+		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype IN ('p', 'u')
+		UNION ALL
+		SELECT 3, r.relname::text, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class r ON r.oid = i.indrelid
+		 WHERE c.relnamespace = $1::regnamespace
+		   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
+		ORDER BY 1, 3`, schema)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (indexItem, error) {
+		var it indexItem
+		err := r.Scan(&it.phase, &it.table, &it.drop, &it.create)
+		return it, err
+	})
+}
+
+// dropItems runs the drops of items, foreign keys first, then keys, then
+// plain indexes, and returns the statements that rebuild them, in the
+// opposite order.
+func dropItems(ctx context.Context, conn *pgx.Conn, items []indexItem) ([]string, error) {
+	var rebuild []string
+	for _, ph := range []int{1, 2, 3} {
+		for _, it := range items {
+			if it.phase != ph {
+				continue
+			}
+			if _, err := conn.Exec(ctx, it.drop); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, ph := range []int{3, 2, 1} {
+		for _, it := range items {
+			if it.phase == ph {
+				rebuild = append(rebuild, it.create)
+			}
+		}
+	}
+	return rebuild, nil
+}
+
 // dropIndexes drops the foreign keys, primary keys, unique constraints and
 // indexes of a schema's tables (in the caller's transaction) and returns the
 // statements that rebuild them exactly (same names, same definitions).
@@ -220,53 +280,11 @@ func dropIndexes(ctx context.Context, conn *pgx.Conn, schema string) ([]string, 
 	if _, err := conn.Exec(ctx, "SET LOCAL maintenance_work_mem = '256MB'"); err != nil {
 		return nil, err
 	}
-	type item struct{ drop, create string }
-	rows, err := conn.Query(ctx, `
-		SELECT 1 AS phase, format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-		  FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype = 'f'
-		UNION ALL
-		SELECT 2, format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-		  FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype IN ('p', 'u')
-		UNION ALL
-		SELECT 3, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
-		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		 WHERE c.relnamespace = $1::regnamespace
-		   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
-		ORDER BY 1, 2`, schema)
+	items, err := indexItems(ctx, conn, schema)
 	if err != nil {
 		return nil, err
 	}
-	var phases [4][]item
-	for rows.Next() {
-		var phase int
-		var it item
-		if err := rows.Scan(&phase, &it.drop, &it.create); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		phases[phase] = append(phases[phase], it)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	// Drop foreign keys first, then keys, then plain indexes; rebuild in the
-	// opposite order.
-	var rebuild []string
-	for _, ph := range []int{1, 2, 3} {
-		for _, it := range phases[ph] {
-			if _, err := conn.Exec(ctx, it.drop); err != nil {
-				return nil, err
-			}
-		}
-	}
-	for _, ph := range []int{3, 2, 1} {
-		for _, it := range phases[ph] {
-			rebuild = append(rebuild, it.create)
-		}
-	}
-	return rebuild, nil
+	return dropItems(ctx, conn, items)
 }
 
 // sameShape checks that both sides have the same tables and columns.

@@ -339,27 +339,22 @@ func (m *Mover) copyAndStream(ctx context.Context, t tenant.Tenant, rec *record,
 	m.hook(StepSlot)
 
 	// Copy under the slot's snapshot.
+	out, err := m.loadParallel(ctx, *rec, srcTables, sl, m.o.CopyWorkers, func() { m.hook(StepMidCopy) })
+	if err != nil {
+		return err
+	}
+	// The sessions that verify and switch: the target's, and a source
+	// session for markers.
 	src, err := m.connect(ctx, from.Cluster, from.Database)
 	if err != nil {
 		return err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
-	if err := importSnapshot(ctx, src, sl); err != nil {
-		return err
-	}
 	dst, err := m.connect(ctx, to.Cluster, to.Database)
 	if err != nil {
 		return err
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
-	out, err := load{src: src, dst: dst, tables: srcTables, fromSchema: from.Schema, schema: to.Schema,
-		onFirstTable: func() { m.hook(StepMidCopy) }}.run(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := src.Exec(ctx, "COMMIT"); err != nil {
-		return err
-	}
 	res.Copy, rec.Rows = out.copy, out.rows
 	if err := m.setState(ctx, rec, "copied", ", rows_copied = $3", out.rows); err != nil {
 		return err

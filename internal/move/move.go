@@ -124,6 +124,9 @@ type Options struct {
 	// LockTimeout bounds the wait for the source's table locks (in-flight
 	// writes must finish first). Default 5s.
 	LockTimeout time.Duration
+	// CopyWorkers is how many tables a logical move copies at once (each
+	// with a session on both servers). Default 2.
+	CopyWorkers int
 	// Hook, when set, is called at each Step (fault injection in tests).
 	Hook func(Step)
 }
@@ -143,6 +146,9 @@ func New(o Options) (*Mover, error) {
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 5 * time.Second
+	}
+	if o.CopyWorkers <= 0 {
+		o.CopyWorkers = 2
 	}
 	return &Mover{o: o, cat: o.Catalog, cl: o.Clusters}, nil
 }
@@ -344,9 +350,15 @@ func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, mode Mode
 // copyAndPrepare starts (or starts over) the copy in mode and returns once
 // the source is retired in a prepared transaction.
 func (m *Mover) copyAndPrepare(ctx context.Context, t tenant.Tenant, rec *record, mode Mode, res *Result) error {
-	// Leftovers of an interrupted attempt go first.
+	// Leftovers of an interrupted attempt go first: its publication and
+	// slots, and its target, maybe half loaded.
 	if err := m.dropArtefacts(ctx, *rec); err != nil {
 		return err
+	}
+	if res.Resumed {
+		if err := m.dropTarget(ctx, t, *rec); err != nil {
+			return err
+		}
 	}
 	if rec.State != "started" || rec.Mode != mode {
 		if mode == ModeLogical {
