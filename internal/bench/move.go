@@ -204,9 +204,9 @@ func moveUnderLoad(ctx context.Context, a *app.App, slug tenant.Slug, to tenant.
 }
 
 // copyCPU measures the server CPU a logical move's copy used, through the
-// mover's hook: when the target has committed, the CPU time of the mover's
-// sessions (application_name publicdigit-move: the copy's two sessions,
-// created for it, and the guard and slot sessions, idle meanwhile).
+// mover's hook: when every table is loaded, the CPU time of the mover's
+// sessions (application_name publicdigit-move: the copy's sessions, created
+// for it and still open, and the guard and slot sessions, idle meanwhile).
 type copyCPU struct {
 	mu     sync.Mutex
 	server *sql.DB
@@ -214,7 +214,7 @@ type copyCPU struct {
 }
 
 func (c *copyCPU) hook(s move.Step) {
-	if s != move.StepCopied {
+	if s != move.StepLoaded {
 		return
 	}
 	c.mu.Lock()

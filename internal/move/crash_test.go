@@ -26,7 +26,7 @@ func TestMoveKilledAtEachStep(t *testing.T) {
 		t.Skip("child process")
 	}
 	cases := map[move.Mode][]move.Step{
-		move.ModeLogical: {move.StepSlot, move.StepMidCopy, move.StepCopied, move.StepStreaming, move.StepLocked,
+		move.ModeLogical: {move.StepSlot, move.StepMidCopy, move.StepLoaded, move.StepCopied, move.StepStreaming, move.StepLocked,
 			move.StepPrepared, move.StepFlipped},
 		move.ModeLock: {move.StepLocked, move.StepCopied, move.StepPrepared},
 	}

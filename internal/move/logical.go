@@ -339,7 +339,7 @@ func (m *Mover) copyAndStream(ctx context.Context, t tenant.Tenant, rec *record,
 	m.hook(StepSlot)
 
 	// Copy under the slot's snapshot.
-	out, err := m.loadParallel(ctx, *rec, srcTables, sl, m.o.CopyWorkers, func() { m.hook(StepMidCopy) })
+	out, err := m.loadParallel(ctx, *rec, srcTables, sl, m.o.CopyWorkers)
 	if err != nil {
 		return err
 	}

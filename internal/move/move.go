@@ -84,7 +84,8 @@ const (
 	StepStarted   Step = "started"   // tenant marked moving, target not built
 	StepSlot      Step = "slot"      // logical: publication and slot made, nothing copied
 	StepLocked    Step = "locked"    // source tables locked (lock: nothing copied; logical: the switch began)
-	StepMidCopy   Step = "mid-copy"  // first table copied, target not committed
+	StepMidCopy   Step = "mid-copy"  // first table copied, target not complete
+	StepLoaded    Step = "loaded"    // logical: every table copied, keys rebuilt, the copy's sessions still open
 	StepCopied    Step = "copied"    // target committed (lock: and verified)
 	StepStreaming Step = "streaming" // logical: changes applied, target verified against a snapshot
 	StepPrepared  Step = "prepared"  // source retired and prepared, catalog not flipped

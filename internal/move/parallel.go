@@ -18,7 +18,7 @@ import (
 // foreign keys are dropped before (one transaction that also empties the
 // target) and added after all tables are in. A target left half loaded by
 // a crash is dropped by the rerun before it starts over.
-func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl slot, workers int, onFirstTable func()) (loadResult, error) {
+func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl slot, workers int) (loadResult, error) {
 	var out loadResult
 	dst, err := m.connect(ctx, rec.To.Cluster, rec.To.Database)
 	if err != nil {
@@ -113,9 +113,7 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 					return
 				}
 				rows.Add(n)
-				if onFirstTable != nil {
-					first.Do(onFirstTable)
-				}
+				first.Do(func() { m.hook(StepMidCopy) })
 			}
 		}()
 	}
@@ -129,6 +127,7 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 		}
 	}
 	out.rows, out.copy = rows.Load(), time.Since(start)
+	m.hook(StepLoaded)
 	// Fresh tables have no statistics until autovacuum gets to them.
 	if _, err := dst.Exec(ctx, "ANALYZE "+idents(tbls, rec.To.Schema)); err != nil {
 		return out, fmt.Errorf("move: analyze target: %w", err)
