@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -14,6 +16,8 @@ const localPrincipal = "principal"
 // Auth is the bearer-token middleware.
 type Auth struct {
 	tokens *access.Service
+	// timeout bounds a token lookup, also under a platform route's longer deadline.
+	timeout time.Duration
 }
 
 // Required authenticates the request's bearer token (Authorization: Bearer
@@ -57,7 +61,9 @@ func (a Auth) authenticate(c *fiber.Ctx) error {
 		return unauthorized("invalid or revoked token")
 	}
 	// The principal holds nothing borrowed from the request's buffers.
-	p, err := a.tokens.Authenticate(c.UserContext(), strings.TrimSpace(token))
+	ctx, cancel := context.WithTimeout(c.UserContext(), a.timeout)
+	defer cancel()
+	p, err := a.tokens.Authenticate(ctx, strings.TrimSpace(token))
 	if errors.Is(err, access.ErrUnauthenticated) {
 		return unauthorized("invalid or revoked token")
 	}

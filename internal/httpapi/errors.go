@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -98,7 +99,7 @@ var answers = map[string]answer{
 	"retry": {fiber.StatusServiceUnavailable, "try again",
 		"the tenant's data is busy (it may be moving); retry shortly", true},
 	"timeout": {fiber.StatusServiceUnavailable, "timeout",
-		"the request ran out of time (the tenant may be moving); retry shortly", true},
+		"the request ran out of time (the database may be busy or restarting, or the tenant moving); retry shortly", true},
 	"unavailable": {fiber.StatusServiceUnavailable, "database unavailable",
 		"the database is not reachable right now; retry shortly", true},
 	"conflict":     {fiber.StatusConflict, "conflict", "the change conflicts with existing data", false},
@@ -122,18 +123,14 @@ func problemOf(err error) (*Problem, bool) {
 		cp := *p
 		return &cp, cp.Status >= fiber.StatusInternalServerError
 	case errors.As(err, &fe):
-		p = problem(fe.Code, statusTitle(fe.Code), fe.Message)
-		switch fe.Code {
-		case fiber.StatusRequestEntityTooLarge:
-			p.Detail, p.Code = "request body too large", "body_too_large"
-		case fiber.StatusNotFound:
-			p.Detail, p.Code = "no such route", "route_not_found"
-		case fiber.StatusMethodNotAllowed:
-			p.Code = "method_not_allowed"
-		}
-		return p, false
+		return fiberProblem(fe), false
 	}
 	code := apperr.CodeOf(err)
+	if code == "" {
+		if k := outage(err); k != nil {
+			code = k.Code()
+		}
+	}
 	a, ok := answers[code]
 	if !ok {
 		p = problem(fiber.StatusInternalServerError, "internal error", "an unexpected error occurred; quote the request id when reporting it")
@@ -145,6 +142,50 @@ func problemOf(err error) (*Problem, bool) {
 		p.Detail = err.Error()
 	}
 	return p, a.status >= fiber.StatusInternalServerError
+}
+
+// fiberProblem answers an error of Fiber's: a route or method that does not
+// exist, or a request that fasthttp refused while reading it (its texts
+// may quote the request: never shown).
+func fiberProblem(fe *fiber.Error) *Problem {
+	p := problem(fe.Code, statusTitle(fe.Code), fe.Message)
+	switch fe.Code {
+	case fiber.StatusRequestEntityTooLarge:
+		p.Detail, p.Code = "request body too large", "body_too_large"
+	case fiber.StatusNotFound:
+		p.Detail, p.Code = "no such route", "route_not_found"
+	case fiber.StatusMethodNotAllowed:
+		p.Code = "method_not_allowed"
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		p.Detail = fmt.Sprintf("the request line and headers must fit in %d bytes", ReadBufferSize)
+		p.Code, p.noInstance = "header_too_large", true
+	case fiber.StatusRequestTimeout:
+		p.Detail = "the request was not received in time"
+		p.Code, p.noInstance = "request_timeout", true
+	default:
+		// fasthttp could not read the request (malformed request line or
+		// headers); its message quotes the request.
+		p = problem(fiber.StatusBadRequest, "bad request", "malformed HTTP request")
+		p.Code, p.noInstance = "bad_request", true
+	}
+	return p
+}
+
+// outage returns the kind of an error that no service classified but that
+// says the database is out of reach (ErrUnavailable) or the request ran out
+// of time (ErrTimeout): the landlord queries of tokens, the catalog and
+// geography, the admin connection and every pool acquisition return pgx's
+// own errors, and a request's deadline (see deadline) ends any of them. nil
+// for any other error: a bug, answered 500 and logged.
+func outage(err error) *apperr.Kind {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return pgroute.ErrTimeout
+	}
+	switch k := apperr.KindOf(pgroute.Classify(err)); k {
+	case pgroute.ErrUnavailable, pgroute.ErrTimeout:
+		return k
+	}
+	return nil
 }
 
 // errorHandler is the only place errors become HTTP answers
@@ -164,10 +205,12 @@ func errorHandler(log zerolog.Logger) fiber.ErrorHandler {
 			if t, ok := pgroute.TenantFromContext(c.UserContext()); ok {
 				ev = ev.Str("tenant", t.Slug.String())
 			}
-			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", c.Path()).Str("code", p.Code).
+			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", truncatePath(c.Path())).Str("code", p.Code).
 				Int("status", p.Status).Msg("request failed")
 		}
-		p.Instance = c.Path()
+		if !p.noInstance {
+			p.Instance = c.Path()
+		}
 		p.RequestID = requestIDOf(c)
 		if p.Status == fiber.StatusUnauthorized {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="publicdigit"`)

@@ -244,6 +244,6 @@ func TestTokenEndpoints(t *testing.T) {
 	require.Equal(t, 200, r.status, "%s", r.body)
 	assert.NotNil(t, r.json(t)["revoked_at"])
 	a.call(t, "GET", tenantsPath, secret, nil).problem(t, 401, "unauthorized")
-	a.call(t, "DELETE", toks+"/not-a-uuid", a.platform, nil).problem(t, 404, "token_not_found")
+	a.call(t, "DELETE", toks+"/not-a-uuid", a.platform, nil).problem(t, 400, "invalid_id")
 	a.call(t, "DELETE", toks+"/00000000-0000-0000-0000-000000000000", a.platform, nil).problem(t, 404, "token_not_found")
 }

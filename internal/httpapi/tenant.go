@@ -219,16 +219,20 @@ func actor(c *fiber.Ctx) string {
 	return string(p.Kind) + ":" + p.TokenID
 }
 
-// uuidParam parses a canonical UUID (36 characters) from the path.
+// uuidParam parses a canonical UUID from the path.
 func uuidParam(c *fiber.Ctx, name string) (uuid.UUID, error) {
 	return parseUUID(name, c.Params(name))
 }
 
+// parseUUID accepts a UUID in its canonical form only: 36 characters, lower
+// case hexadecimal digits and four dashes, exactly as the API writes ids.
+// Anything else (upper case, braces, no dashes, a urn: prefix) is 400
+// invalid_id, so that one id has one spelling in URLs, logs and cursors.
 func parseUUID(name, s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
-	if err != nil || len(s) != 36 {
+	if err != nil || len(s) != 36 || id.String() != s {
 		p := problem(fiber.StatusBadRequest, "bad request",
-			name+" must be a UUID in its canonical form, e.g. 0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f")
+			name+" must be a UUID in its canonical form (lower case, with dashes), e.g. 0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f")
 		p.Code = "invalid_id"
 		return uuid.Nil, p
 	}

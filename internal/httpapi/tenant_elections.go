@@ -72,6 +72,24 @@ type electionPatch struct {
 	ScopeUnitID membership.Nullable[int64]     `json:"scope_unit_id"`
 }
 
+// patch is the election change: null is refused but for scope_unit_id.
+func (b electionPatch) patch() (elections.Patch, error) {
+	p := elections.Patch{ScopeUnitID: b.ScopeUnitID}
+	if err := notNull("title", b.Title, &p.Title); err != nil {
+		return elections.Patch{}, err
+	}
+	if err := notNull("description", b.Description, &p.Description); err != nil {
+		return elections.Patch{}, err
+	}
+	if err := notNull("opens_at", b.OpensAt, &p.OpensAt); err != nil {
+		return elections.Patch{}, err
+	}
+	if err := notNull("closes_at", b.ClosesAt, &p.ClosesAt); err != nil {
+		return elections.Patch{}, err
+	}
+	return p, nil
+}
+
 func (t *tenantAPI) patchElection(c *fiber.Ctx) error {
 	id, err := uuidParam(c, "id")
 	if err != nil {
@@ -81,17 +99,8 @@ func (t *tenantAPI) patchElection(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	p := elections.Patch{ScopeUnitID: body.ScopeUnitID}
-	if err := notNull("title", body.Title, &p.Title); err != nil {
-		return err
-	}
-	if err := notNull("description", body.Description, &p.Description); err != nil {
-		return err
-	}
-	if err := notNull("opens_at", body.OpensAt, &p.OpensAt); err != nil {
-		return err
-	}
-	if err := notNull("closes_at", body.ClosesAt, &p.ClosesAt); err != nil {
+	p, err := body.patch()
+	if err != nil {
 		return err
 	}
 	e, err := t.a.Elections.Update(c.UserContext(), tenantOf(c), id, p, actor(c))
@@ -144,6 +153,11 @@ func (t *tenantAPI) removePosition(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
+// candidateAdd is the body of POST …/positions/{position}/candidates.
+type candidateAdd struct {
+	MemberID string `json:"member_id"`
+}
+
 func (t *tenantAPI) addCandidate(c *fiber.Ctx) error {
 	id, err := uuidParam(c, "id")
 	if err != nil {
@@ -153,9 +167,7 @@ func (t *tenantAPI) addCandidate(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var body struct {
-		MemberID string `json:"member_id"`
-	}
+	var body candidateAdd
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
@@ -217,6 +229,34 @@ type ballotBody struct {
 	} `json:"choices"`
 }
 
+// ballot parses the ids of a ballot.
+func (body ballotBody) ballot() (elections.Ballot, error) {
+	var b elections.Ballot
+	var err error
+	if b.MemberID, err = parseUUID("member_id", body.MemberID); err != nil {
+		return elections.Ballot{}, err
+	}
+	if len(body.Choices) > elections.MaxChoices {
+		return elections.Ballot{}, BadRequest(fmt.Sprintf("a ballot names at most %d positions", elections.MaxChoices))
+	}
+	for _, ch := range body.Choices {
+		pid, err := parseUUID("position_id", ch.PositionID)
+		if err != nil {
+			return elections.Ballot{}, err
+		}
+		choice := elections.Choice{PositionID: pid}
+		for _, raw := range ch.CandidateIDs {
+			cid, err := parseUUID("candidate_ids", raw)
+			if err != nil {
+				return elections.Ballot{}, err
+			}
+			choice.CandidateIDs = append(choice.CandidateIDs, cid)
+		}
+		b.Choices = append(b.Choices, choice)
+	}
+	return b, nil
+}
+
 func (t *tenantAPI) castBallot(c *fiber.Ctx) error {
 	id, err := uuidParam(c, "id")
 	if err != nil {
@@ -226,27 +266,9 @@ func (t *tenantAPI) castBallot(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	var b elections.Ballot
-	if b.MemberID, err = parseUUID("member_id", body.MemberID); err != nil {
+	b, err := body.ballot()
+	if err != nil {
 		return err
-	}
-	if len(body.Choices) > elections.MaxChoices {
-		return BadRequest(fmt.Sprintf("a ballot names at most %d positions", elections.MaxChoices))
-	}
-	for _, ch := range body.Choices {
-		pid, err := parseUUID("position_id", ch.PositionID)
-		if err != nil {
-			return err
-		}
-		choice := elections.Choice{PositionID: pid}
-		for _, raw := range ch.CandidateIDs {
-			cid, err := parseUUID("candidate_ids", raw)
-			if err != nil {
-				return err
-			}
-			choice.CandidateIDs = append(choice.CandidateIDs, cid)
-		}
-		b.Choices = append(b.Choices, choice)
 	}
 	r, err := t.a.Elections.Vote(c.UserContext(), tenantOf(c), id, b, viewer(c), actor(c))
 	if err != nil {

@@ -37,11 +37,15 @@ type tenantAPIOptions struct {
 	header    bool
 	writeWait time.Duration
 	bodyLimit int
+	// api holds further options of the server.
+	api apiOptions
 }
 
 func newTenantAPI(t *testing.T, o tenantAPIOptions) *tenantAPI {
 	t.Helper()
-	a := newAPI(t, apiOptions{tenantAPI: true, header: o.header, writeWait: o.writeWait, bodyLimit: o.bodyLimit})
+	ao := o.api
+	ao.tenantAPI, ao.header, ao.writeWait, ao.bodyLimit = true, o.header, o.writeWait, o.bodyLimit
+	a := newAPI(t, ao)
 	return &tenantAPI{api: a, router: a.app.Router}
 }
 
