@@ -225,6 +225,7 @@ func (r Report) Write(w io.Writer, kind string) {
 // run is one run in progress.
 type run struct {
 	o        Options
+	logMu    sync.Mutex // logf is called from the load's goroutines too
 	base     config.Config
 	id       string
 	bouncer  *Proxy // the server's way to PgBouncer
@@ -269,6 +270,8 @@ func Run(ctx context.Context, o Options) (rep Report, err error) {
 }
 
 func (r *run) logf(format string, args ...any) {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
 	fmt.Fprintf(r.o.Out, "%s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 }
 

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -139,5 +140,7 @@ func TestComposePgBouncerINI(t *testing.T) {
 	require.NoError(t, err)
 	b := runBouncer(t, string(raw), newerKeys)
 	require.True(t, b.ready(t), "PgBouncer refused deploy/compose/pgbouncer.ini:\n%s", b.log.String())
-	assert.Contains(t, b.log.String(), "max_client_conn: 2000")
+	// The line reaches the log through a pipe, maybe after the port opens.
+	assert.Eventually(t, func() bool { return strings.Contains(b.log.String(), "max_client_conn: 2000") },
+		10*time.Second, 50*time.Millisecond, "PgBouncer's log: %s", b.log.String())
 }
