@@ -114,8 +114,10 @@ ALTER ROLE :"admin" LOGIN CREATEDB CREATEROLE PASSWORD :'admin_pw';
 -- application role's idle server connections to it.
 GRANT pg_signal_backend TO :"admin";
 -- The application role: reaches PostgreSQL through PgBouncer. Its default
--- search_path is empty, so a statement without a bound tenant fails.
-ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
+-- search_path is empty, so a statement without a bound tenant fails. It is a
+-- member of every tenant role but NOINHERIT: only the role a transaction
+-- assumed (SET LOCAL ROLE tenant_<slug>) reaches that tenant's tables.
+ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER NOINHERIT PASSWORD :'app_pw';
 ALTER ROLE :"app" SET search_path = '';
 SELECT format('CREATE DATABASE %I OWNER %I TEMPLATE template0 ENCODING %L', d, :'admin', 'UTF8')
   FROM unnest(ARRAY[:'db', :'testdb']) d

@@ -471,22 +471,6 @@ func (s *Service) Revoke(ctx context.Context, id string) (Token, error) {
 	return s.withSlug(ctx, t)
 }
 
-// Delete removes a token from the catalog for good (tests and cleanup).
-func (s *Service) Delete(ctx context.Context, id string) error {
-	if !validUUID(id) {
-		return fmt.Errorf("token %q: %w", id, ErrTokenNotFound)
-	}
-	tag, err := s.db.Exec(ctx, `DELETE FROM landlord.api_tokens WHERE id = $1::text::uuid`, id)
-	if err != nil {
-		return fmt.Errorf("delete token: %w", err)
-	}
-	s.forget(id)
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
-	}
-	return nil
-}
-
 // validUUID accepts the canonical 8-4-4-4-12 hex form only.
 func validUUID(s string) bool {
 	if len(s) != 36 {

@@ -93,7 +93,10 @@ type Pool struct {
 type Tenant struct {
 	// StatementTimeout is the default per-statement limit set in every tenant transaction.
 	StatementTimeout time.Duration `koanf:"statement_timeout"`
-	// Roles turns on defense in depth: each transaction assumes the tenant's own role.
+	// Roles makes each transaction assume the tenant's own role. It must be
+	// true: the application role is NOINHERIT, so the tenant's role is the
+	// only way to its tables (kept as a key so that a false one is refused
+	// with a reason rather than ignored).
 	Roles bool `koanf:"roles"`
 	// AppRole is the application role granted every tenant role.
 	AppRole string `koanf:"app_role"`
@@ -375,6 +378,9 @@ func (c Config) Validate() error {
 	}
 	if c.Tenant.WarmPool < 0 || c.Tenant.WarmPool > 1000 {
 		bad("tenant.warm_pool", "must be between 0 and 1000 (got %d)", c.Tenant.WarmPool)
+	}
+	if !c.Tenant.Roles {
+		bad("tenant.roles", "must be true: the application role is NOINHERIT and reaches a tenant's tables only through the tenant's own role")
 	}
 	if c.Tenant.AppRole == "" {
 		bad("tenant.app_role", "must be set")

@@ -63,12 +63,13 @@ clusters:
 
 	t.Setenv("PD_HTTP__ADDR", "127.0.0.1:7002")
 	t.Setenv("PD_POOL__MAX_CONNS", "9")
-	t.Setenv("PD_TENANT__ROLES", "false")
+	t.Setenv("PD_HTTP__TENANT_HEADER", "true")
 	c, err = config.Load(flags(t))
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:7002", c.HTTP.Addr, "environment over file")
 	assert.Equal(t, int32(9), c.Pool.MaxConns)
-	assert.False(t, c.Tenant.Roles)
+	assert.True(t, c.Tenant.Roles)
+	assert.True(t, c.HTTP.TenantHeader)
 	assert.Equal(t, "debug", c.Log.Level, "file value kept where env is silent")
 
 	c, err = config.Load(flags(t, "--http.addr", "127.0.0.1:7003", "--log.level", "error"))
@@ -103,6 +104,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{map[string]string{"PD_TENANT__STATEMENT_TIMEOUT": "-1s"}, "tenant.statement_timeout"},
 		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
 		{map[string]string{"PD_HTTP__CURSOR_SECRET": "short-secret"}, "http.cursor_secret"},
+		{map[string]string{"PD_TENANT__ROLES": "false"}, "tenant.roles"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {

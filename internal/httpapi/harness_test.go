@@ -117,7 +117,7 @@ func (a *api) token(t *testing.T, r access.CreateRequest) string {
 	t.Helper()
 	secret, tok, err := a.tokens.Create(context.Background(), r)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = a.tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	return secret
 }
 

@@ -38,7 +38,7 @@ func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 	base := srv.base
 	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "server test", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 
 	create := func(slug string) (int, string) {
 		t.Helper()
