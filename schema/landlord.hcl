@@ -98,6 +98,16 @@ table "tenants" {
   check "tenants_timeout_check" {
     expr = "statement_timeout_ms IS NULL OR statement_timeout_ms > 0"
   }
+  # The names purge drops are the tenant's own: a slug as tenant.ParseSlug
+  # makes them, schema tenant_<slug>, and a dedicated database tenant_<slug>
+  # (a schema-placed tenant's database is its cluster's shared one, which
+  # purge never drops: checked in Go, internal/provision).
+  check "tenants_slug_check" {
+    expr = "slug ~ '^[a-z][a-z0-9_]{0,55}$'"
+  }
+  check "tenants_names_check" {
+    expr = "schema_name = 'tenant_' || slug AND (placement = 'schema' OR database_name = 'tenant_' || slug)"
+  }
 }
 
 # ModuleRegistry: the catalog of installable modules.
@@ -453,6 +463,12 @@ table "retired_copies" {
   }
   primary_key {
     columns = [column.id]
+  }
+  # Purge-retired drops these names: a retired schema is pd_retired_<12 hex>;
+  # a whole retired database has that name once the move renamed it (its
+  # tenant_<slug> name until then, which purge-retired refuses to drop).
+  check "retired_copies_names_check" {
+    expr = "schema_name ~ '^pd_retired_[0-9a-f]{12}$' AND (NOT whole_database OR database_name IN (schema_name, 'tenant_' || slug))"
   }
   index "retired_copies_pending_idx" {
     columns = [column.retired_at]

@@ -2,7 +2,9 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,10 +21,75 @@ func (p *Provisioner) Purge(ctx context.Context, slug tenant.Slug) error {
 	return p.cat.WithTenantLock(ctx, slug, p.purge)
 }
 
+// ErrUnsafeName: a name read from the catalog is not one that purge may
+// drop (a tampered or corrupted row); nothing was dropped.
+var ErrUnsafeName = errors.New("refusing to drop a name that is not the tenant's own")
+
+// retiredName is the name moves give a retired schema or database.
+var retiredName = regexp.MustCompile(`^pd_retired_[0-9a-f]{12}$`)
+
+// checkTenantNames re-validates, before any DROP, the names of a tenant's
+// catalog row against its slug: schema tenant_<slug>; for schema placement
+// the cluster's shared database (the schema is dropped there, never the
+// database); for database placement tenant_<slug>, never the shared one.
+func (p *Provisioner) checkTenantNames(t tenant.Tenant) error {
+	if t.Schema != t.Slug.SchemaName() {
+		return fmt.Errorf("purge %s: schema %q: %w", t.Slug, t.Schema, ErrUnsafeName)
+	}
+	shared, err := p.cl.SharedDatabase(t.Cluster)
+	if err != nil {
+		return err
+	}
+	switch t.Kind {
+	case tenant.PlacementSchema:
+		if t.Database != shared {
+			return fmt.Errorf("purge %s: schema placement in database %q, not the shared %q: %w", t.Slug, t.Database, shared, ErrUnsafeName)
+		}
+	case tenant.PlacementDatabase:
+		if t.Database != t.Slug.DatabaseName() || t.Database == shared {
+			return fmt.Errorf("purge %s: database %q: %w", t.Slug, t.Database, ErrUnsafeName)
+		}
+	default:
+		return fmt.Errorf("purge %s: placement %q: %w", t.Slug, t.Kind, ErrUnsafeName)
+	}
+	return nil
+}
+
+// checkRetiredNames re-validates the names of a retired copy before it is
+// dropped: schema pd_retired_<hex> in the cluster's shared database, or a
+// whole database renamed pd_retired_<hex> (one still under the tenant's
+// name is not dropped: its move has not finished).
+func (p *Provisioner) checkRetiredNames(c catalog.RetiredCopy) error {
+	if _, err := tenant.ParseSlug(c.Slug); err != nil {
+		return fmt.Errorf("retired copy %s: slug %q: %w", c.ID, c.Slug, ErrUnsafeName)
+	}
+	if !retiredName.MatchString(c.Schema) {
+		return fmt.Errorf("retired copy %s: schema %q: %w", c.ID, c.Schema, ErrUnsafeName)
+	}
+	shared, err := p.cl.SharedDatabase(c.Cluster)
+	if err != nil {
+		return err
+	}
+	if c.WholeDatabase {
+		if c.Database != c.Schema {
+			return fmt.Errorf("retired copy %s: database %q is not renamed %s yet (run the tenant's move again to finish it): %w",
+				c.ID, c.Database, c.Schema, ErrUnsafeName)
+		}
+		return nil
+	}
+	if c.Database != shared {
+		return fmt.Errorf("retired copy %s: schema in database %q, not the shared %q: %w", c.ID, c.Database, shared, ErrUnsafeName)
+	}
+	return nil
+}
+
 func (p *Provisioner) purge(ctx context.Context, t tenant.Tenant) error {
 	slug := t.Slug
 	if t.Status != tenant.StatusDeleted {
 		return &tenant.StatusError{Slug: slug, Status: t.Status, Op: "purge (delete it first)"}
+	}
+	if err := p.checkTenantNames(t); err != nil {
+		return err
 	}
 	// Copies left by moves go too (they keep the tenant's data).
 	if _, err := p.PurgeRetired(ctx, 0, slug); err != nil {

@@ -86,13 +86,6 @@ func SetStatementTimeout(t testing.TB, db DB, slug tenant.Slug, ms int) {
 		slug.String(), ms)
 }
 
-// SetSchema points the row at another schema name (version bumped).
-func SetSchema(t testing.TB, db DB, slug tenant.Slug, schema string) {
-	t.Helper()
-	exec(t, db, "set schema", `UPDATE landlord.tenants SET schema_name = $2, version = version + 1 WHERE slug = $1`,
-		slug.String(), schema)
-}
-
 // SetCluster points the row at another cluster name.
 func SetCluster(t testing.TB, db DB, id uuid.UUID, cluster string) {
 	t.Helper()
