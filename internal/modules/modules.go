@@ -24,7 +24,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -376,9 +376,11 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 
 // Uninstall removes a module from a tenant: the module's tables are dropped
 // (the schema becomes core + the other installed modules) and the install
-// record deleted, in one transaction. It refuses while those tables hold
-// rows unless force is set. Rows written between the check and the drop
-// are dropped with the table.
+// record deleted, in one transaction. Unless force is set it refuses while
+// those tables hold rows; the check runs in the apply's own transaction, on
+// the database where the tables are dropped (the tenant's shared or
+// dedicated one), with the tables locked, so no row written meanwhile is
+// lost with them.
 func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, force bool) error {
 	return s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
 		if err := canChangeModules(t, "uninstall module "+name); err != nil {
@@ -399,20 +401,24 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 		if err != nil {
 			return fmt.Errorf("uninstall module %s: %w", name, err)
 		}
-		if !force {
-			full, err := s.tablesWithRows(ctx, t, drop)
-			if err != nil {
-				return err
-			}
-			if len(full) > 0 {
-				return &DataError{Module: name, Tables: full}
-			}
-		}
 		allowed := map[string]bool{}
 		for _, tb := range drop {
 			allowed["drop table "+tb] = true
 		}
-		_, err = s.prov.ApplySchema(ctx, t, remaining, schemaapply.Options{AllowDestructive: true},
+		o := schemaapply.Options{AllowDestructive: true, LockTimeout: uninstallLockTimeout}
+		if !force {
+			o.BeforeExecute = func(ctx context.Context, tx *sql.Tx) error {
+				full, err := tablesWithRows(ctx, tx, t.Schema, drop)
+				if err != nil {
+					return err
+				}
+				if len(full) > 0 {
+					return &DataError{Module: name, Tables: full}
+				}
+				return nil
+			}
+		}
+		_, err = s.prov.ApplySchema(ctx, t, remaining, o,
 			func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
 				for _, d := range res.Destructive {
 					if !allowed[d] {
@@ -431,24 +437,42 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 	})
 }
 
-// tablesWithRows returns those of the tenant's tables that exist and hold a
-// row, looking where the tenant's schema lives (its cluster's shared
-// database, or its own).
-func (s *Service) tablesWithRows(ctx context.Context, t tenant.Tenant, names []string) ([]string, error) {
-	db, done, err := s.clusters.TenantDB(ctx, t.Placement)
-	if err != nil {
-		return nil, err
+// uninstallLockTimeout bounds an uninstall's wait for the module's tables
+// (in-flight requests of the tenant finish first).
+const uninstallLockTimeout = 5 * time.Second
+
+// tablesWithRows returns those of the named tables of schema that hold a
+// row, in tx: the apply's transaction, on the database where they would be
+// dropped. It locks them (ACCESS EXCLUSIVE, as the drop will) so that no
+// row arrives between the check and the drop. A table that is not in that
+// database is not dropped by the apply either; a missing schema is an
+// error (the apply runs on the wrong database), never "no rows".
+func tablesWithRows(ctx context.Context, tx *sql.Tx, schema string, names []string) ([]string, error) {
+	var exists bool
+	var present []string
+	if err := tx.QueryRowContext(ctx, `
+		SELECT to_regnamespace(quote_ident($1)) IS NOT NULL,
+		       coalesce(array_agg(n ORDER BY n) FILTER (WHERE to_regclass(quote_ident($1) || '.' || quote_ident(n)) IS NOT NULL), '{}')
+		  FROM unnest($2::text[]) n`, schema, names).Scan(&exists, pgtype.NewMap().SQLScanner(&present)); err != nil {
+		return nil, fmt.Errorf("check module tables: %w", err)
 	}
-	defer done()
+	if !exists {
+		return nil, fmt.Errorf("check module tables: schema %s is not in the tenant's database", schema)
+	}
+	if len(present) == 0 {
+		return nil, nil
+	}
+	idents := make([]string, len(present))
+	for i, n := range present {
+		idents[i] = pgx.Identifier{schema, n}.Sanitize()
+	}
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+strings.Join(idents, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return nil, fmt.Errorf("lock module tables: %w", err)
+	}
 	var full []string
-	for _, n := range names {
+	for i, n := range present {
 		var has bool
-		err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{t.Schema, n}.Sanitize()+`)`).Scan(&has)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table: nothing to lose
-			continue
-		}
-		if err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+idents[i]+`)`).Scan(&has); err != nil {
 			return nil, fmt.Errorf("check table %s: %w", n, err)
 		}
 		if has {
