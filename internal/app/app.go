@@ -67,6 +67,9 @@ type App struct {
 	Landlord *pgxpool.Pool
 	// Admin is the direct admin connection to the landlord database.
 	Admin *sql.DB
+	// Locks is a separate pool of direct admin connections to the landlord
+	// database that holds only tenant operation locks (catalog.Options.Locks).
+	Locks *sql.DB
 
 	Clusters    *clusters.Clusters
 	Catalog     *catalog.Catalog
@@ -105,6 +108,10 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, o Options)
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { _ = a.Admin.Close() })
+	if a.Locks, err = clusters.OpenAdmin(cfg.Admin.URL, cfg.Pool); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { _ = a.Locks.Close() })
 	a.Clusters = clusters.New(cfg, a.Admin)
 	a.closers = append(a.closers, a.Clusters.Close)
 
@@ -129,7 +136,8 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	var invalidate func(slug tenant.Slug)
 	var err error
 	a.Catalog, err = catalog.New(catalog.Options{
-		Pool: a.Landlord, Admin: a.Admin, Log: logging.Component(a.Log, "catalog"),
+		Pool: a.Landlord, Admin: a.Admin, Locks: a.Locks, LockWait: cfg.Tenant.LockWait,
+		Log: logging.Component(a.Log, "catalog"),
 		// Changes made through this process reach its router at once; other
 		// processes hear them on landlord.listen_url (Listen).
 		OnChange: func(s tenant.Slug) {

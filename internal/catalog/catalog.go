@@ -39,8 +39,18 @@ type Options struct {
 	// Pool is the landlord pool (application role, through PgBouncer). Required.
 	Pool *pgxpool.Pool
 	// Admin is the direct admin connection to the landlord database (never
-	// PgBouncer): tenant operation locks. Required.
+	// PgBouncer), for the package functions' transactions. Required.
 	Admin *sql.DB
+	// Locks is a pool of direct admin connections to the landlord database
+	// that holds nothing but tenant operation locks (Lock). Kept apart from
+	// Admin so that operations holding a lock never wait for a connection
+	// that other lock holders took (a pool shared by both deadlocks once
+	// every connection holds a lock). Nil: Admin (tests that take few locks).
+	Locks *sql.DB
+	// LockWait bounds the wait for a tenant operation lock (for a lock
+	// connection, then for the lock itself); past it, tenant.ErrBusy.
+	// Default 30s.
+	LockWait time.Duration
 	// Log receives lifecycle events.
 	Log zerolog.Logger
 	// OnChange is called after a tenant's status or placement changed through
@@ -52,6 +62,8 @@ type Options struct {
 type Catalog struct {
 	pool     *pgxpool.Pool
 	admin    *sql.DB
+	locks    *sql.DB
+	lockWait time.Duration
 	log      zerolog.Logger
 	onChange func(tenant.Slug)
 }
@@ -61,7 +73,14 @@ func New(o Options) (*Catalog, error) {
 	if o.Pool == nil || o.Admin == nil {
 		return nil, errors.New("catalog: Pool and Admin are required")
 	}
-	return &Catalog{pool: o.Pool, admin: o.Admin, log: o.Log.Hook(requestid.Hook), onChange: o.OnChange}, nil
+	if o.Locks == nil {
+		o.Locks = o.Admin
+	}
+	if o.LockWait <= 0 {
+		o.LockWait = 30 * time.Second
+	}
+	return &Catalog{pool: o.Pool, admin: o.Admin, locks: o.Locks, lockWait: o.LockWait,
+		log: o.Log.Hook(requestid.Hook), onChange: o.OnChange}, nil
 }
 
 // Admin is the direct admin connection to the landlord database, for the

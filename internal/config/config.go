@@ -106,6 +106,10 @@ type Tenant struct {
 	CacheTTL time.Duration `koanf:"cache_ttl"`
 	// WarmPool is the number of pre-built spare tenant schemas kept ready.
 	WarmPool int `koanf:"warm_pool"`
+	// LockWait bounds how long a tenant operation (provisioning, a module
+	// change, a move, a purge) waits for another one on the same tenant, or
+	// for a lock connection, before it fails with tenant_busy (503).
+	LockWait time.Duration `koanf:"lock_wait"`
 }
 
 // HTTP configures the API server.
@@ -168,6 +172,7 @@ func Defaults() Config {
 			SlowStatement:    200 * time.Millisecond,
 			CacheTTL:         30 * time.Second,
 			WarmPool:         4,
+			LockWait:         30 * time.Second,
 		},
 		HTTP: HTTP{
 			Addr:            "127.0.0.1:8080",
@@ -286,6 +291,7 @@ func defaultsMap() map[string]any {
 		"tenant.slow_statement":     d.Tenant.SlowStatement.String(),
 		"tenant.cache_ttl":          d.Tenant.CacheTTL.String(),
 		"tenant.warm_pool":          d.Tenant.WarmPool,
+		"tenant.lock_wait":          d.Tenant.LockWait.String(),
 		"http.addr":                 d.HTTP.Addr,
 		"http.body_limit":           d.HTTP.BodyLimit,
 		"http.tenant_header":        d.HTTP.TenantHeader,
@@ -365,6 +371,7 @@ func (c Config) Validate() error {
 	positive("pool.dedicated_idle_close", c.Pool.DedicatedIdleClose)
 	positive("tenant.statement_timeout", c.Tenant.StatementTimeout)
 	positive("tenant.cache_ttl", c.Tenant.CacheTTL)
+	positive("tenant.lock_wait", c.Tenant.LockWait)
 	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	positive("http.write_wait", c.HTTP.WriteWait)
 	if c.Tenant.SlowStatement < 0 {

@@ -36,6 +36,8 @@ var answers = map[string]answer{
 	"tenant_suspended":    {fiber.StatusForbidden, "tenant suspended", "the tenant is suspended", false},
 	"tenant_not_ready": {fiber.StatusServiceUnavailable, "tenant not ready",
 		"the tenant is still being provisioned; retry shortly", true},
+	"tenant_busy": {fiber.StatusServiceUnavailable, "tenant busy",
+		"another operation on the tenant is running; retry shortly", true},
 
 	// Moves (internal/move).
 	"same_placement":     {fiber.StatusConflict, "tenant already on that placement", "", false},

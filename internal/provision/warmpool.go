@@ -45,10 +45,11 @@ func (p *Provisioner) coreHash(schemaName string) (string, error) {
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // provisionWarm provisions from the warm pool in one transaction on the
-// landlord database: tenant lock, catalog row, a ready spare (locked, skipping
-// those other claims hold), schema and role renamed to the tenant's, the
-// spare's row deleted, the tenant recorded and active — all or nothing. done
-// is false, with nothing written, when no spare fits: none ready, or the
+// landlord database: tenant lock, catalog row, a ready spare (locked,
+// skipping those other claims hold), schema and role renamed to the
+// tenant's, the spare's row deleted, the tenant recorded and active — all
+// or nothing. done is false, with nothing written, when no spare fits: none
+// ready, the tenant's lock is held (the cold path waits for it), or the
 // tenant's schema or role exists already (an interrupted cold provisioning,
 // which the cold path completes).
 func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Placement) (Result, bool, error) {
@@ -66,7 +67,13 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Pl
 		return res, false, fmt.Errorf("provision %s: %w", r.Slug, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	t, inserted, err := catalog.LockAndInsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
+	// The tenant's lock, if free: a transaction on a work connection never
+	// waits for it (its holder may need a connection); the cold path does.
+	locked, err := catalog.TryLockTx(ctx, tx, r.Slug)
+	if err != nil || !locked {
+		return res, false, err
+	}
+	t, inserted, err := catalog.InsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
 	if err != nil {
 		return res, false, err
 	}

@@ -123,6 +123,9 @@ var (
 	ErrSuspended = apperr.New("tenant_suspended", "tenant suspended")
 	// ErrNotReady: the tenant is still being provisioned (not served yet).
 	ErrNotReady = apperr.New("tenant_not_ready", "tenant not ready")
+	// ErrBusy: another operation on the tenant (provisioning, a module
+	// change, a move, a purge) held its lock too long; retry shortly.
+	ErrBusy = apperr.New("tenant_busy", "another operation on the tenant is running")
 )
 
 // StatusError says which operation a tenant's status refused.
