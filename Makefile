@@ -4,6 +4,9 @@ SHELL := /usr/bin/env bash
 GO ?= go
 GOFLAGS ?=
 export PD_TEST_DB ?= publicdigit_test
+# The local servers' development passwords, written by deploy/local/db-up.sh;
+# the built-in configuration carries none.
+export PGPASSFILE ?= $(CURDIR)/.data/pgpass
 
 .PHONY: help
 help: ## list the targets

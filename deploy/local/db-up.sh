@@ -144,6 +144,20 @@ ALTER ROLE :"auth" LOGIN PASSWORD :'auth_pw';
 SQL
 }
 
+# write_passfile records this instance's passwords for its ports, then joins
+# every instance's into $PD_PASSFILE (0600), which PGPASSFILE names.
+write_passfile() {
+  local esc_admin esc_app
+  esc_admin="$(printf '%s' "$PD_ADMIN_PASSWORD" | sed 's/[\\:]/\\&/g')"
+  esc_app="$(printf '%s' "$PD_APP_PASSWORD" | sed 's/[\\:]/\\&/g')"
+  (umask 077; cat >"$PD_DATA_DIR/pgpass.part" <<PASS
+127.0.0.1:$PD_PG_PORT:*:$PD_ADMIN_USER:$esc_admin
+127.0.0.1:$PD_PG_PORT:*:$PD_APP_USER:$esc_app
+127.0.0.1:$PD_BOUNCER_PORT:*:$PD_APP_USER:$esc_app
+PASS
+  cat "$PD_DATA_ROOT"/*/pgpass.part >"$PD_PASSFILE.new" && mv "$PD_PASSFILE.new" "$PD_PASSFILE")
+}
+
 bouncer_pid() { head -1 "$PD_BOUNCER_DIR/pgbouncer.pid" 2>/dev/null || true; }
 
 bouncer_running() {
@@ -199,6 +213,7 @@ init_cluster
 write_server_conf
 start_postgres
 bootstrap_sql
+write_passfile
 write_bouncer_conf
 start_bouncer
 pd_log "ready: PostgreSQL 127.0.0.1:$PD_PG_PORT (direct, $PD_ADMIN_USER), PgBouncer 127.0.0.1:$PD_BOUNCER_PORT ($PD_APP_USER), data in $PD_DATA_DIR"

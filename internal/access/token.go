@@ -80,9 +80,13 @@ type Principal struct {
 	TokenID string
 	Name    string
 	Kind    Kind
-	// TenantID and Tenant are set for tenant tokens only.
-	TenantID string
-	Tenant   tenant.Slug
+	// TenantID, Tenant and TenantStatus are set for tenant tokens only: the
+	// token's tenant by id, its slug and status at authentication (a
+	// deleted tenant's token does not authenticate; a suspended one's does,
+	// and the API refuses it with tenant_suspended).
+	TenantID     string
+	Tenant       tenant.Slug
+	TenantStatus tenant.Status
 }
 
 // IsPlatform reports whether the principal is a platform administrator.
@@ -109,9 +113,11 @@ type CreateRequest struct {
 
 // Options configure a Service.
 type Options struct {
-	// CacheTTL keeps successful authentications in memory this long (0: no
-	// cache). A token revoked through this Service stops working at once; one
-	// revoked elsewhere (another process, the CLI) within CacheTTL.
+	// CacheTTL keeps authentications in memory this long (0: no cache):
+	// successful ones, and failed ones, so that a bad token repeated costs
+	// one lookup per CacheTTL. A token revoked through this Service stops
+	// working at once; one revoked elsewhere (another process, the CLI), or
+	// whose tenant was suspended or deleted elsewhere, within CacheTTL.
 	CacheTTL time.Duration
 	// CacheSize bounds the cache (default 10,000 entries).
 	CacheSize int
@@ -122,6 +128,7 @@ type Options struct {
 // Tenants is what tokens need of the tenant catalog (catalog.Catalog).
 type Tenants interface {
 	Get(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error)
+	GetByID(ctx context.Context, id uuid.UUID) (tenant.Tenant, error)
 	Slugs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]tenant.Slug, error)
 }
 
@@ -134,6 +141,9 @@ type Service struct {
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cached
+	// refused remembers secrets that failed (unknown, revoked, expired, of a
+	// deleted tenant) until the time kept: none of these ever becomes valid.
+	refused map[[sha256.Size]byte]time.Time
 }
 
 type cached struct {
@@ -150,7 +160,8 @@ func New(db *pgxpool.Pool, tenants Tenants, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{db: db, tenants: tenants, opts: o, cache: map[[sha256.Size]byte]cached{}}
+	return &Service{db: db, tenants: tenants, opts: o, cache: map[[sha256.Size]byte]cached{},
+		refused: map[[sha256.Size]byte]time.Time{}}
 }
 
 // Hash is the SHA-256 digest that the catalog stores for a secret.
@@ -293,7 +304,9 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, e
 
 // Authenticate returns the principal of a secret, or ErrUnauthenticated.
 // It records last_used_at at most once a minute per token, in the same
-// round trip as the lookup.
+// round trip as the lookup. A tenant token authenticates while its tenant
+// exists and is not deleted (compared by id: a token of a purged tenant
+// never acts on a new tenant of the same slug).
 func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, error) {
 	if !wellFormed(secret) {
 		return Principal{}, ErrUnauthenticated
@@ -303,6 +316,23 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 	if p, ok := s.fromCache(h, now); ok {
 		return p, nil
 	}
+	if s.wasRefused(h, now) {
+		return Principal{}, ErrUnauthenticated
+	}
+	p, expiresAt, err := s.lookup(ctx, h)
+	if errors.Is(err, ErrUnauthenticated) {
+		s.refuse(h, now)
+		return Principal{}, err
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	s.toCache(h, p, now, expiresAt)
+	return p, nil
+}
+
+// lookup authenticates a secret's hash against the catalog.
+func (s *Service) lookup(ctx context.Context, h [sha256.Size]byte) (Principal, *time.Time, error) {
 	var (
 		p                Principal
 		kind             string
@@ -325,13 +355,13 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 		  FROM hit`, h[:]).
 		Scan(&p.TokenID, &p.Name, &kind, &p.TenantID, &stored, &revoked, &expired, &expiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, nil, ErrUnauthenticated
 	}
 	if err != nil {
-		return Principal{}, fmt.Errorf("authenticate: %w", err)
+		return Principal{}, nil, fmt.Errorf("authenticate: %w", err)
 	}
 	if subtle.ConstantTimeCompare(stored, h[:]) != 1 || revoked || expired {
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, nil, ErrUnauthenticated
 	}
 	p.Kind = Kind(kind)
 	switch p.Kind {
@@ -339,22 +369,32 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 	case KindTenant:
 		id, err := uuid.Parse(p.TenantID)
 		if err != nil {
-			return Principal{}, ErrUnauthenticated
+			return Principal{}, nil, ErrUnauthenticated
 		}
-		slugs, err := s.tenants.Slugs(ctx, []uuid.UUID{id})
+		ten, err := s.tenants.GetByID(ctx, id)
+		if errors.Is(err, tenant.ErrNotFound) {
+			return Principal{}, nil, ErrUnauthenticated
+		}
 		if err != nil {
-			return Principal{}, fmt.Errorf("authenticate: %w", err)
+			return Principal{}, nil, fmt.Errorf("authenticate: %w", err)
 		}
-		sl, ok := slugs[id]
-		if !ok {
-			return Principal{}, ErrUnauthenticated
+		if ten.Status == tenant.StatusDeleted || ten.DeletedAt != nil {
+			return Principal{}, nil, ErrUnauthenticated
 		}
-		p.Tenant = sl
+		p.Tenant, p.TenantStatus = ten.Slug, ten.Status
 	default:
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, nil, ErrUnauthenticated
 	}
-	s.toCache(h, p, now, expiresAt)
-	return p, nil
+	return p, expiresAt, nil
+}
+
+// Cached returns the principal of a secret if a successful authentication
+// of it is cached, without any lookup.
+func (s *Service) Cached(secret string) (Principal, bool) {
+	if !wellFormed(secret) {
+		return Principal{}, false
+	}
+	return s.fromCache(Hash(secret), s.opts.Now())
 }
 
 func (s *Service) fromCache(h [sha256.Size]byte, now time.Time) (Principal, bool) {
@@ -383,6 +423,45 @@ func (s *Service) toCache(h [sha256.Size]byte, p Principal, now time.Time, token
 		clear(s.cache) // simple and bounded; the next requests refill it
 	}
 	s.cache[h] = cached{p: p, expires: now.Add(s.opts.CacheTTL), tokenEx: tokenEx}
+}
+
+func (s *Service) wasRefused(h [sha256.Size]byte, now time.Time) bool {
+	if s.opts.CacheTTL <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.refused[h]
+	if ok && !now.Before(until) {
+		delete(s.refused, h)
+		return false
+	}
+	return ok
+}
+
+func (s *Service) refuse(h [sha256.Size]byte, now time.Time) {
+	if s.opts.CacheTTL <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.refused) >= s.opts.CacheSize {
+		clear(s.refused)
+	}
+	s.refused[h] = now.Add(s.opts.CacheTTL)
+}
+
+// ForgetTenant drops the cached authentications of a tenant's tokens (of
+// every tenant's, for the zero slug), so that a change of the tenant
+// (suspended, deleted) reaches them at once.
+func (s *Service) ForgetTenant(slug tenant.Slug) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, c := range s.cache {
+		if c.p.Kind == KindTenant && (slug.IsZero() || c.p.Tenant == slug) {
+			delete(s.cache, h)
+		}
+	}
 }
 
 // forget drops cached authentications of a token.

@@ -142,6 +142,9 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 		// processes hear them on landlord.listen_url (Listen).
 		OnChange: func(s tenant.Slug) {
 			invalidate(s)
+			if a.Tokens != nil { // the tenant's tokens see its new status at once
+				a.Tokens.ForgetTenant(s)
+			}
 			if o.OnTenantChange != nil {
 				o.OnTenantChange(s)
 			}
@@ -152,6 +155,12 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	}
 	ro := RouterOptions(cfg, a.Catalog, logging.Component(a.Log, "pgroute"))
 	ro.ConfigurePool = o.ConfigureRouterPool
+	// Changes made by other processes reach the token cache too.
+	ro.OnNotify = func(s tenant.Slug) {
+		if a.Tokens != nil {
+			a.Tokens.ForgetTenant(s)
+		}
+	}
 	if a.Router, err = pgroute.New(ctx, ro); err != nil {
 		return err
 	}

@@ -156,6 +156,18 @@ func (c *Catalog) Get(ctx context.Context, slug tenant.Slug) (tenant.Tenant, err
 	return t, nil
 }
 
+// GetByID returns a tenant by id, in any status.
+func (c *Catalog) GetByID(ctx context.Context, id uuid.UUID) (tenant.Tenant, error) {
+	t, err := scanRow(c.pool.QueryRow(ctx, `SELECT `+columns+` FROM landlord.tenants t WHERE t.id = $1`, id))
+	if isNoRows(err) {
+		return tenant.Tenant{}, fmt.Errorf("tenant %s: %w", id, tenant.ErrNotFound)
+	}
+	if err != nil {
+		return tenant.Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
 // Resolve is Get for the request router (pgroute.Resolver): one query on the
 // landlord pool, any status (the router decides what it serves).
 func (c *Catalog) Resolve(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -123,6 +124,10 @@ type HTTP struct {
 	// at least 32 bytes, the same in every server process. Empty: a random
 	// secret per process (cursors then break on restart and across processes).
 	CursorSecret string `koanf:"cursor_secret"`
+	// AuthFailuresPerMinute is how many requests with a token the catalog
+	// refuses one client address may send per minute; past it the address
+	// gets 429 without a catalog lookup until its minute ends. 0: no limit.
+	AuthFailuresPerMinute int `koanf:"auth_failures_per_minute"`
 }
 
 // Log configures logging.
@@ -137,11 +142,15 @@ type Log struct {
 // whose config does not say.
 const DefaultPgBouncer = "1.18"
 
-// The local development defaults match deploy/local (make db-up).
+// The local development defaults match deploy/local (make db-up). They
+// carry no password: the local ones are in the password file that db-up
+// writes (the Makefile sets PGPASSFILE); a deployment gives its own URLs,
+// with the password in the URL (PD_ADMIN__URL=…), PGPASSWORD or a
+// password file.
 const (
-	localApp       = "postgres://pd_app:pd_app_dev@127.0.0.1:16432/publicdigit?sslmode=disable"
-	localAdmin     = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
-	localAppDirect = "postgres://pd_app:pd_app_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
+	localApp       = "postgres://pd_app@127.0.0.1:16432/publicdigit?sslmode=disable"
+	localAdmin     = "postgres://pd_admin@127.0.0.1:15432/publicdigit?sslmode=disable"
+	localAppDirect = "postgres://pd_app@127.0.0.1:15432/publicdigit?sslmode=disable"
 )
 
 // Defaults returns the built-in configuration: everything on the local
@@ -181,6 +190,8 @@ func Defaults() Config {
 			ShutdownTimeout: 10 * time.Second,
 			WriteWait:       2 * time.Second,
 			CursorSecret:    "",
+
+			AuthFailuresPerMinute: 30,
 		},
 		Log: Log{Level: "info", Format: "auto"},
 	}
@@ -272,34 +283,35 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 func defaultsMap() map[string]any {
 	d := Defaults()
 	m := map[string]any{
-		"landlord.url":              d.Landlord.URL,
-		"landlord.listen_url":       d.Landlord.ListenURL,
-		"admin.url":                 d.Admin.URL,
-		"default_cluster":           d.DefaultCluster,
-		"pool.max_conns":            d.Pool.MaxConns,
-		"pool.min_conns":            d.Pool.MinConns,
-		"pool.max_conn_lifetime":    d.Pool.MaxConnLifetime.String(),
-		"pool.max_conn_idle_time":   d.Pool.MaxConnIdleTime.String(),
-		"pool.health_check_period":  d.Pool.HealthCheckPeriod.String(),
-		"pool.application_name":     d.Pool.ApplicationName,
-		"pool.dedicated_max_pools":  d.Pool.DedicatedMaxPools,
-		"pool.dedicated_max_conns":  d.Pool.DedicatedMaxConns,
-		"pool.dedicated_idle_close": d.Pool.DedicatedIdleClose.String(),
-		"tenant.statement_timeout":  d.Tenant.StatementTimeout.String(),
-		"tenant.roles":              d.Tenant.Roles,
-		"tenant.app_role":           d.Tenant.AppRole,
-		"tenant.slow_statement":     d.Tenant.SlowStatement.String(),
-		"tenant.cache_ttl":          d.Tenant.CacheTTL.String(),
-		"tenant.warm_pool":          d.Tenant.WarmPool,
-		"tenant.lock_wait":          d.Tenant.LockWait.String(),
-		"http.addr":                 d.HTTP.Addr,
-		"http.body_limit":           d.HTTP.BodyLimit,
-		"http.tenant_header":        d.HTTP.TenantHeader,
-		"http.shutdown_timeout":     d.HTTP.ShutdownTimeout.String(),
-		"http.write_wait":           d.HTTP.WriteWait.String(),
-		"http.cursor_secret":        d.HTTP.CursorSecret,
-		"log.level":                 d.Log.Level,
-		"log.format":                d.Log.Format,
+		"landlord.url":                  d.Landlord.URL,
+		"landlord.listen_url":           d.Landlord.ListenURL,
+		"admin.url":                     d.Admin.URL,
+		"default_cluster":               d.DefaultCluster,
+		"pool.max_conns":                d.Pool.MaxConns,
+		"pool.min_conns":                d.Pool.MinConns,
+		"pool.max_conn_lifetime":        d.Pool.MaxConnLifetime.String(),
+		"pool.max_conn_idle_time":       d.Pool.MaxConnIdleTime.String(),
+		"pool.health_check_period":      d.Pool.HealthCheckPeriod.String(),
+		"pool.application_name":         d.Pool.ApplicationName,
+		"pool.dedicated_max_pools":      d.Pool.DedicatedMaxPools,
+		"pool.dedicated_max_conns":      d.Pool.DedicatedMaxConns,
+		"pool.dedicated_idle_close":     d.Pool.DedicatedIdleClose.String(),
+		"tenant.statement_timeout":      d.Tenant.StatementTimeout.String(),
+		"tenant.roles":                  d.Tenant.Roles,
+		"tenant.app_role":               d.Tenant.AppRole,
+		"tenant.slow_statement":         d.Tenant.SlowStatement.String(),
+		"tenant.cache_ttl":              d.Tenant.CacheTTL.String(),
+		"tenant.warm_pool":              d.Tenant.WarmPool,
+		"tenant.lock_wait":              d.Tenant.LockWait.String(),
+		"http.addr":                     d.HTTP.Addr,
+		"http.body_limit":               d.HTTP.BodyLimit,
+		"http.tenant_header":            d.HTTP.TenantHeader,
+		"http.shutdown_timeout":         d.HTTP.ShutdownTimeout.String(),
+		"http.write_wait":               d.HTTP.WriteWait.String(),
+		"http.cursor_secret":            d.HTTP.CursorSecret,
+		"http.auth_failures_per_minute": d.HTTP.AuthFailuresPerMinute,
+		"log.level":                     d.Log.Level,
+		"log.format":                    d.Log.Format,
 	}
 	for name, c := range d.Clusters {
 		m["clusters."+name+".url"] = c.URL
@@ -395,6 +407,9 @@ func (c Config) Validate() error {
 	if _, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || port == "" {
 		bad("http.addr", "must be host:port such as 127.0.0.1:8080 (got %q)", c.HTTP.Addr)
 	}
+	if c.HTTP.AuthFailuresPerMinute < 0 {
+		bad("http.auth_failures_per_minute", "must not be negative (got %d; 0 turns the limit off)", c.HTTP.AuthFailuresPerMinute)
+	}
 	if c.HTTP.BodyLimit < 1024 {
 		bad("http.body_limit", "must be at least 1024 bytes (got %d)", c.HTTP.BodyLimit)
 	}
@@ -457,14 +472,43 @@ func (c Config) Cluster(name string) (Cluster, error) {
 	return cl, nil
 }
 
-// Redact hides the password in a connection URL for logs and status output.
+// Redact hides the passwords in a connection string for logs and status
+// output: a URL's user password and password query parameters, and the
+// password of a keyword/value string (password=… or password='…'). A URL
+// that does not parse is redacted by pattern, never returned as is.
 func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if strings.Contains(raw, "://") {
+		if u, err := url.Parse(raw); err == nil {
+			if u.User != nil {
+				if _, ok := u.User.Password(); ok {
+					u.User = url.UserPassword(u.User.Username(), redacted)
+				}
+			}
+			if q := u.Query(); len(q) > 0 {
+				changed := false
+				for k := range q {
+					if strings.EqualFold(k, "password") {
+						q[k] = []string{redacted}
+						changed = true
+					}
+				}
+				if changed {
+					u.RawQuery = q.Encode()
+				}
+			}
+			return u.String()
+		}
+		raw = urlPassword.ReplaceAllString(raw, "${1}"+redacted+"@")
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
+	return keywordPassword.ReplaceAllString(raw, "${1}"+redacted)
 }
+
+const redacted = "xxxxx"
+
+var (
+	// urlPassword is the user:password@ of a URL (up to its last @).
+	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:).*@`)
+	// keywordPassword is password=value in a keyword/value string or a
+	// query: a quoted value (with \' escapes) or up to a space or &.
+	keywordPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)`)
+)

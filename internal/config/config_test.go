@@ -146,7 +146,27 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	assert.Equal(t, "postgres://u:xxxxx@h:1/d", config.Redact("postgres://u:secret@h:1/d"))
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://u:secret@h:1/d", "postgres://u:xxxxx@h:1/d"},
+		{"postgres://u@h:1/d?sslmode=disable", "postgres://u@h:1/d?sslmode=disable"},
+		{"postgres://u@h:1/d?password=secret&sslmode=disable", "postgres://u@h:1/d?password=xxxxx&sslmode=disable"},
+		{"postgres://u@h:1/d?PASSWORD=secret", "postgres://u@h:1/d?PASSWORD=xxxxx"},
+		{"postgres://u:secret@h:1/d?password=other", "postgres://u:xxxxx@h:1/d?password=xxxxx"},
+		// Not a URL that parses: redacted by pattern.
+		{"postgres://u:sec%zzret@h:1/d", "postgres://u:xxxxx@h:1/d"},
+		{"postgres://u:p@ss@h:1/d?password=x y", "postgres://u:xxxxx@h:1/d?password=xxxxx"},
+		{"postgres://u:sec ret@h:1/d%", "postgres://u:xxxxx@h:1/d%"},
+		// Keyword/value strings.
+		{"host=h port=1 user=u password=secret dbname=d", "host=h port=1 user=u password=xxxxx dbname=d"},
+		{"host=h password = 'a secret with spaces' dbname=d", "host=h password = xxxxx dbname=d"},
+		{`host=h password='it\'s' dbname=d`, "host=h password=xxxxx dbname=d"},
+		{"Password=secret", "Password=xxxxx"},
+		{"host=h dbname=d", "host=h dbname=d"},
+	} {
+		got := config.Redact(tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+		assert.NotContains(t, got, "secret", tc.in)
+	}
 }
 
 func TestClusterFromEnvironmentGetsDefaults(t *testing.T) {

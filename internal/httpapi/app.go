@@ -38,6 +38,10 @@ type Deps struct {
 	Metrics *Metrics
 	// Extensions add route sets, in order.
 	Extensions []Extension
+	// AuthFailuresPerMinute limits failed token authentications per client
+	// address (config http.auth_failures_per_minute); past it the address
+	// gets 429 without a catalog lookup until its minute ends. 0: no limit.
+	AuthFailuresPerMinute int
 }
 
 // Extension is a set of routes that plugs into the app.
@@ -98,7 +102,7 @@ func New(d Deps) *fiber.App {
 		return c.Send(docJSON)
 	})
 
-	auth := Auth{}
+	auth := Auth{failures: newFailureLimiter(d.AuthFailuresPerMinute, time.Minute)}
 	if d.App != nil {
 		auth.tokens = d.App.Tokens
 		h := &handlers{a: d.App, log: d.Log}
@@ -130,7 +134,8 @@ type Problem struct {
 	// RequestID ties the answer to the server's log lines.
 	RequestID string `json:"request_id,omitempty"`
 
-	retry bool // answer with Retry-After
+	retry      bool // answer with Retry-After
+	retryAfter int  // its seconds when more than the default
 }
 
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/rs/zerolog"
@@ -154,7 +155,11 @@ func errorHandler(log zerolog.Logger) fiber.ErrorHandler {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="publicdigit"`)
 		}
 		if p.retry {
-			c.Set(fiber.HeaderRetryAfter, retryAfterSeconds)
+			after := retryAfterSeconds
+			if p.retryAfter > 0 {
+				after = strconv.Itoa(p.retryAfter)
+			}
+			c.Set(fiber.HeaderRetryAfter, after)
 		}
 		c.Status(p.Status)
 		return c.JSON(p, "application/problem+json")

@@ -54,6 +54,12 @@ type apiOptions struct {
 	tenantAPI bool
 	header    bool
 	writeWait time.Duration
+	// tokenCacheTTL caches authentications as the server does (0: none).
+	tokenCacheTTL time.Duration
+	// authFailures limits failed authentications per address and minute (0: none).
+	authFailures int
+	// configure may change the test configuration further.
+	configure func(*config.Config)
 }
 
 func newAPI(t *testing.T, o apiOptions) *api {
@@ -67,11 +73,14 @@ func newAPI(t *testing.T, o apiOptions) *api {
 	a := apptest.Open(t, apptest.Options{
 		Options: app.Options{OnProvision: func(p provision.Path, d time.Duration, err error) {
 			metrics.ObserveProvision(string(p), d, err)
-		}},
+		}, TokenCacheTTL: o.tokenCacheTTL},
 		Configure: func(c *config.Config) {
 			c.Tenant.WarmPool = o.warm
 			if o.writeWait > 0 {
 				c.HTTP.WriteWait = o.writeWait
+			}
+			if o.configure != nil {
+				o.configure(c)
 			}
 			cfg = *c
 		},
@@ -90,7 +99,8 @@ func newAPI(t *testing.T, o apiOptions) *api {
 	if limit == 0 {
 		limit = cfg.HTTP.BodyLimit
 	}
-	d := httpapi.Deps{Log: log, App: a, BodyLimit: limit, Metrics: metrics, TenantHeader: o.header}
+	d := httpapi.Deps{Log: log, App: a, BodyLimit: limit, Metrics: metrics, TenantHeader: o.header,
+		AuthFailuresPerMinute: o.authFailures}
 	if o.tenantAPI {
 		cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
 		require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -29,14 +30,17 @@ type tenantAPI struct {
 }
 
 type tenantAPIOptions struct {
-	header    bool
-	writeWait time.Duration
-	bodyLimit int
+	header        bool
+	writeWait     time.Duration
+	bodyLimit     int
+	tokenCacheTTL time.Duration
+	configure     func(*config.Config)
 }
 
 func newTenantAPI(t *testing.T, o tenantAPIOptions) *tenantAPI {
 	t.Helper()
-	a := newAPI(t, apiOptions{tenantAPI: true, header: o.header, writeWait: o.writeWait, bodyLimit: o.bodyLimit})
+	a := newAPI(t, apiOptions{tenantAPI: true, header: o.header, writeWait: o.writeWait, bodyLimit: o.bodyLimit,
+		tokenCacheTTL: o.tokenCacheTTL, configure: o.configure})
 	return &tenantAPI{api: a, router: a.app.Router}
 }
 

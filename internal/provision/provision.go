@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -94,6 +95,7 @@ type Provisioner struct {
 	admin  *sql.DB // the landlord's admin connection
 	log    zerolog.Logger
 	refill chan struct{}
+	ready  atomic.Int64 // ReadySpares
 
 	mu    sync.Mutex
 	twins map[string]*schemaapply.Twins // cluster → how a new schema of its shared database was built
@@ -113,8 +115,10 @@ func New(o Options) (*Provisioner, error) {
 	if o.WarmPool < 0 {
 		return nil, fmt.Errorf("provision: warm pool size %d is negative", o.WarmPool)
 	}
-	return &Provisioner{o: o, cat: o.Catalog, cl: o.Clusters, admin: o.Catalog.Admin(), log: o.Log.Hook(requestid.Hook),
-		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}, nil
+	p := &Provisioner{o: o, cat: o.Catalog, cl: o.Clusters, admin: o.Catalog.Admin(), log: o.Log.Hook(requestid.Hook),
+		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}
+	p.ready.Store(-1)
+	return p, nil
 }
 
 // applyTenant is schemaapply.ApplyTenant on db. In a cluster's shared

@@ -154,6 +154,9 @@ func (p *Provisioner) RunWarmPool(ctx context.Context, interval time.Duration) {
 		} else if n > 0 {
 			p.log.Debug().Int("built", n).Msg("warm pool refilled")
 		}
+		if st, err := p.WarmPoolStats(ctx); err == nil {
+			p.ready.Store(int64(st.Ready))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -368,6 +371,17 @@ func (p *Provisioner) DrainWarmPool(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("warm pool: drain: %w", err)
 	}
 	return dropped, nil
+}
+
+// ReadySpares is the number of ready spares as RunWarmPool last counted
+// them (after each refill: every interval and after each claim), or -1
+// before the first count; 0 with the warm pool off. It runs no query, so a
+// metrics scrape costs the database nothing.
+func (p *Provisioner) ReadySpares() int64 {
+	if p.o.WarmPool <= 0 {
+		return 0
+	}
+	return p.ready.Load()
 }
 
 // WarmPoolStats counts this Service's spares.

@@ -69,6 +69,7 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 	api := httpapi.New(httpapi.Deps{
 		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
 		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
+		AuthFailuresPerMinute: cfg.HTTP.AuthFailuresPerMinute,
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -127,15 +128,11 @@ func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error)
 func addMetrics(m *httpapi.Metrics, a *app.App) {
 	m.AddPool("landlord", a.Landlord)
 	addRouterPools(m, a.Router)
-	m.AddGauge("publicdigit_warm_pool_ready_spares", "Spare tenant schemas ready in the warm pool.", func() float64 {
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := a.Provisioner.WarmPoolStats(c)
-		if err != nil {
-			return -1
-		}
-		return float64(st.Ready)
-	})
+	// Counted by the warm pool's own loop: /metrics is unauthenticated, and a
+	// scrape must not cost a query.
+	m.AddGauge("publicdigit_warm_pool_ready_spares",
+		"Spare tenant schemas ready in the warm pool, as last counted by its refill loop (-1: not counted yet).",
+		func() float64 { return float64(a.Provisioner.ReadySpares()) })
 }
 
 // addRouterPools exports the tenant pools' statistics, summed over the
