@@ -11,6 +11,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -194,9 +195,8 @@ func moveToOwnDatabase(t *testing.T, tt testTenant) *sql.DB {
 	_, err = db.ExecContext(ctx, `INSERT INTO `+pgx.Identifier{tt.slug.SchemaName(), "members"}.Sanitize()+
 		` (tenant_id, full_name) VALUES ($1, $2)`, tt.id, tt.marker)
 	require.NoError(t, err)
-	_, err = admin.ExecContext(ctx, `UPDATE landlord.tenants SET placement = 'database', database_name = $2, version = version + 1
-		WHERE id = $1`, tt.id, name)
-	require.NoError(t, err)
+	catalogtest.SetPlacement(t, admin, tt.id, tenant.Placement{Kind: tenant.PlacementDatabase, Cluster: "main",
+		Database: name, Schema: tt.slug.SchemaName()})
 	_, err = admin.ExecContext(ctx, `DROP SCHEMA `+pgx.Identifier{tt.slug.SchemaName()}.Sanitize()+` CASCADE`)
 	require.NoError(t, err)
 	return db

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -13,33 +12,6 @@ import (
 	"github.com/publicdigit/publicdigit/internal/provision"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
-
-// The catalog refuses names that are not a tenant's own (CHECK constraints),
-// whoever writes them.
-func TestCatalogChecksTenantAndRetiredNames(t *testing.T) {
-	t.Parallel()
-	b := newBundle(t, setup{})
-	ctx := context.Background()
-	s := b.slug(t, "names")
-	res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Names"})
-	require.NoError(t, err)
-	for _, q := range []string{
-		`UPDATE landlord.tenants SET schema_name = 'landlord' WHERE id = $1`,
-		`UPDATE landlord.tenants SET schema_name = 'public' WHERE id = $1`,
-		`UPDATE landlord.tenants SET placement = 'database', database_name = current_database() WHERE id = $1`,
-		`UPDATE landlord.tenants SET slug = 'Bad Slug' WHERE id = $1`,
-		`INSERT INTO landlord.retired_copies (tenant_id, slug, cluster, database_name, schema_name)
-		 SELECT id, slug, cluster, database_name, 'landlord' FROM landlord.tenants WHERE id = $1`,
-		`INSERT INTO landlord.retired_copies (tenant_id, slug, cluster, database_name, schema_name, whole_database)
-		 SELECT id, slug, cluster, current_database(), 'pd_retired_0123456789ab', true FROM landlord.tenants WHERE id = $1`,
-	} {
-		_, err := b.admin.ExecContext(ctx, q, res.Tenant.ID)
-		var pe *pgconn.PgError
-		if assert.ErrorAs(t, err, &pe, q) {
-			assert.Equal(t, "23514", pe.Code, "check_violation: %s", q)
-		}
-	}
-}
 
 // Purge-retired re-validates every name before it drops anything: a copy
 // whose whole database still has the tenant's name (a move not finished, or

@@ -13,20 +13,14 @@ import (
 )
 
 // The application role holds what the server writes through the landlord
-// pool and nothing else: in particular it cannot rewrite a tenant's
-// placement (the names purge drops), delete rows, or touch the tables only
-// the admin role writes.
+// pool and nothing else: it cannot delete tokens or rewrite them, change
+// installs or the module catalog, or touch the tables only the admin role
+// writes (the tenant catalog's own grants are tested in internal/catalog).
 func TestAppRoleLandlordGrantsAreNarrow(t *testing.T) {
 	dbtest.Landlord(t)
 	ctx := context.Background()
 	app := dbtest.AppPool(t, dbtest.Bouncer, 2)
 	refused := []string{
-		`UPDATE landlord.tenants SET schema_name = 'landlord' WHERE false`,
-		`UPDATE landlord.tenants SET database_name = 'publicdigit' WHERE false`,
-		`UPDATE landlord.tenants SET cluster = 'b', placement = 'database' WHERE false`,
-		`UPDATE landlord.tenants SET schema_hash = NULL WHERE false`,
-		`INSERT INTO landlord.tenants (slug, name, database_name, schema_name) SELECT 'x', 'x', 'x', 'tenant_x' WHERE false`,
-		`DELETE FROM landlord.tenants WHERE false`,
 		`DELETE FROM landlord.api_tokens WHERE false`,
 		`UPDATE landlord.api_tokens SET token_hash = '\x00' WHERE false`,
 		`UPDATE landlord.modules SET schema_files = '{}' WHERE false`,
@@ -42,8 +36,6 @@ func TestAppRoleLandlordGrantsAreNarrow(t *testing.T) {
 		assertDenied(t, err, q)
 	}
 	allowed := []string{
-		`SELECT count(*) FROM landlord.tenants`,
-		`UPDATE landlord.tenants SET status = status, name = name, version = version, updated_at = now(), deleted_at = deleted_at WHERE false`,
 		`UPDATE landlord.api_tokens SET revoked_at = now(), last_used_at = now() WHERE false`,
 		`INSERT INTO landlord.modules (name, display_name, version) SELECT 'x', 'x', '1' WHERE false`,
 		`SELECT count(*) FROM landlord.tenant_modules`,

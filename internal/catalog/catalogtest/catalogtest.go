@@ -86,6 +86,14 @@ func SetStatementTimeout(t testing.TB, db DB, slug tenant.Slug, ms int) {
 		slug.String(), ms)
 }
 
+// SetPlacement points the row at another placement (version bumped),
+// without a notice: what a move leaves, seen by a router that missed it.
+func SetPlacement(t testing.TB, db DB, id uuid.UUID, pl tenant.Placement) {
+	t.Helper()
+	exec(t, db, "set placement", `UPDATE landlord.tenants SET placement = $2, cluster = $3, database_name = $4, schema_name = $5,
+		version = version + 1 WHERE id = $1`, id, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema)
+}
+
 // SetCluster points the row at another cluster name.
 func SetCluster(t testing.TB, db DB, id uuid.UUID, cluster string) {
 	t.Helper()
