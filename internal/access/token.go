@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/audit"
 
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -123,6 +124,9 @@ type Options struct {
 	CacheSize int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Audit records failed token actions (successful ones are recorded in
+	// their own transaction). May be nil.
+	Audit *audit.Log
 }
 
 // Tenants is what tokens need of the tenant catalog (catalog.Catalog).
@@ -206,11 +210,11 @@ func validName(name string) error {
 const tokenCols = `t.id::text, t.name, t.kind, coalesce(t.tenant_id::text, ''),
 	t.prefix, t.created_at, t.expires_at, t.revoked_at, t.last_used_at`
 
-func scanToken(row pgx.Row) (Token, error) {
+func scanToken(row pgx.Row, extra ...any) (Token, error) {
 	var t Token
 	var kind string
-	if err := row.Scan(&t.ID, &t.Name, &kind, &t.TenantID, &t.Prefix, &t.CreatedAt,
-		&t.ExpiresAt, &t.RevokedAt, &t.LastUsedAt); err != nil {
+	if err := row.Scan(append([]any{&t.ID, &t.Name, &kind, &t.TenantID, &t.Prefix, &t.CreatedAt,
+		&t.ExpiresAt, &t.RevokedAt, &t.LastUsedAt}, extra...)...); err != nil {
 		return Token{}, err
 	}
 	t.Kind = Kind(kind)
@@ -249,8 +253,19 @@ func (s *Service) withSlug(ctx context.Context, t Token) (Token, error) {
 	return ts[0], nil
 }
 
-// Create makes a token and returns its secret, which is shown only this once.
+// Create makes a token and returns its secret, which is shown only this
+// once; recorded in the audit trail in the same transaction.
 func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, error) {
+	ev := audit.Event{Action: audit.TokenCreate, Tenant: r.Tenant.String(),
+		Detail: map[string]any{"name": r.Name, "kind": string(r.Kind)}}
+	secret, t, err := s.create(ctx, r, &ev)
+	if err != nil {
+		s.opts.Audit.Failed(ctx, ev, err)
+	}
+	return secret, t, err
+}
+
+func (s *Service) create(ctx context.Context, r CreateRequest, ev *audit.Event) (string, Token, error) {
 	if err := validName(r.Name); err != nil {
 		return "", Token{}, err
 	}
@@ -286,11 +301,21 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, e
 			return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenant.ErrNotFound)
 		}
 		tenantID = &ten.ID
+		ev.TenantID = ten.ID
 	}
-	t, err := scanToken(s.db.QueryRow(ctx, `
-		INSERT INTO landlord.api_tokens AS t (name, kind, tenant_id, token_hash, prefix, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		RETURNING `+tokenCols, r.Name, string(r.Kind), tenantID, h[:], secret[:displayPrefixLen], r.ExpiresAt))
+	var t Token
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		t, err = scanToken(tx.QueryRow(ctx, `
+			INSERT INTO landlord.api_tokens AS t (name, kind, tenant_id, token_hash, prefix, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			RETURNING `+tokenCols, r.Name, string(r.Kind), tenantID, h[:], secret[:displayPrefixLen], r.ExpiresAt))
+		if err != nil {
+			return err
+		}
+		ev.Target = t.ID
+		return audit.RecordTx(ctx, tx, *ev)
+	})
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23503" {
 		return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenant.ErrNotFound)
@@ -530,24 +555,48 @@ func (s *Service) Get(ctx context.Context, id string) (Token, error) {
 }
 
 // Revoke revokes a token by id; revoking a revoked token is a no-op that
-// returns it unchanged.
+// returns it unchanged. Recorded in the audit trail in the same transaction.
 func (s *Service) Revoke(ctx context.Context, id string) (Token, error) {
+	ev := audit.Event{Action: audit.TokenRevoke, Target: id}
+	t, err := s.revoke(ctx, id, &ev)
+	if err != nil {
+		s.opts.Audit.Failed(ctx, ev, err)
+		return Token{}, err
+	}
+	s.forget(t.ID)
+	return s.withSlug(ctx, t)
+}
+
+func (s *Service) revoke(ctx context.Context, id string, ev *audit.Event) (Token, error) {
 	if !validUUID(id) {
 		return Token{}, fmt.Errorf("token %q: %w", id, ErrTokenNotFound)
 	}
-	t, err := scanToken(s.db.QueryRow(ctx, `
-		WITH upd AS (
-			UPDATE landlord.api_tokens SET revoked_at = coalesce(revoked_at, now())
-			 WHERE id = $1::text::uuid RETURNING *)
-		SELECT `+tokenCols+` FROM upd t`, id))
+	var t Token
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var wasRevoked bool
+		var err error
+		t, err = scanToken(tx.QueryRow(ctx, `
+			WITH cur AS (SELECT id, revoked_at IS NOT NULL AS was FROM landlord.api_tokens WHERE id = $1::text::uuid FOR UPDATE),
+			upd AS (
+				UPDATE landlord.api_tokens a SET revoked_at = coalesce(a.revoked_at, now())
+				  FROM cur WHERE a.id = cur.id RETURNING a.*, cur.was)
+			SELECT `+tokenCols+`, t.was FROM upd t`, id), &wasRevoked)
+		if err != nil {
+			return err
+		}
+		if id, err := uuid.Parse(t.TenantID); err == nil {
+			ev.TenantID = id
+		}
+		ev.Detail = map[string]any{"name": t.Name, "kind": string(t.Kind), "changed": !wasRevoked}
+		return audit.RecordTx(ctx, tx, *ev)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Token{}, fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("revoke token: %w", err)
 	}
-	s.forget(t.ID)
-	return s.withSlug(ctx, t)
+	return t, nil
 }
 
 // validUUID accepts the canonical 8-4-4-4-12 hex form only.

@@ -19,11 +19,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/cards"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/geography"
+	"github.com/publicdigit/publicdigit/internal/limits"
 	"github.com/publicdigit/publicdigit/internal/logging"
 	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/modules"
@@ -79,8 +81,13 @@ type App struct {
 	Mover       *move.Mover
 	Geography   *geography.Store
 	Tokens      *access.Service
-	Members     *membership.Service
-	Cards       *cards.Service
+	// Audit is the audit trail: failed actions, listing (successful actions
+	// record themselves in their own transactions).
+	Audit *audit.Log
+	// Limits admits each tenant's API requests up to its concurrency limit.
+	Limits  *limits.Limiter
+	Members *membership.Service
+	Cards   *cards.Service
 
 	closers []func()
 }
@@ -114,12 +121,17 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, o Options)
 	a.closers = append(a.closers, func() { _ = a.Locks.Close() })
 	a.Clusters = clusters.New(cfg, a.Admin)
 	a.closers = append(a.closers, a.Clusters.Close)
+	a.Audit = audit.New(a.Landlord, logging.Component(log, "audit"))
+	a.Limits = limits.New(limits.Options{
+		MaxConcurrent: cfg.Tenant.MaxConcurrentRequests, StatementTimeout: cfg.Tenant.StatementTimeout,
+		QueueWait: cfg.Tenant.QueueWait, MaxQueued: cfg.Tenant.MaxQueuedRequests,
+	})
 
 	if err := a.openTenancy(ctx, o); err != nil {
 		return nil, err
 	}
 	a.Geography = geography.New(a.Landlord)
-	a.Tokens = access.New(a.Landlord, a.Catalog, access.Options{CacheTTL: o.TokenCacheTTL})
+	a.Tokens = access.New(a.Landlord, a.Catalog, access.Options{CacheTTL: o.TokenCacheTTL, Audit: a.Audit})
 	var geo membership.GeoUnits = a.Geography
 	if o.GeoCacheTTL > 0 {
 		geo = membership.CachedGeo(a.Geography, o.GeoCacheTTL, 10_000)
@@ -136,7 +148,7 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	var invalidate func(slug tenant.Slug)
 	var err error
 	a.Catalog, err = catalog.New(catalog.Options{
-		Pool: a.Landlord, Admin: a.Admin, Locks: a.Locks, LockWait: cfg.Tenant.LockWait,
+		Pool: a.Landlord, Admin: a.Admin, Locks: a.Locks, LockWait: cfg.Tenant.LockWait, Audit: a.Audit,
 		Log: logging.Component(a.Log, "catalog"),
 		// Changes made through this process reach its router at once; other
 		// processes hear them on landlord.listen_url (Listen).

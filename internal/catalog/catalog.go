@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/requestid"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -56,6 +57,9 @@ type Options struct {
 	// OnChange is called after a tenant's status or placement changed through
 	// this process (e.g. the router's Invalidate). May be nil.
 	OnChange func(tenant.Slug)
+	// Audit records failed lifecycle actions (successful ones are recorded
+	// in their own transaction). May be nil.
+	Audit *audit.Log
 }
 
 // Catalog reads and changes the tenant catalog. Safe for concurrent use.
@@ -66,6 +70,7 @@ type Catalog struct {
 	lockWait time.Duration
 	log      zerolog.Logger
 	onChange func(tenant.Slug)
+	audit    *audit.Log
 }
 
 // New returns a Catalog.
@@ -80,12 +85,16 @@ func New(o Options) (*Catalog, error) {
 		o.LockWait = 30 * time.Second
 	}
 	return &Catalog{pool: o.Pool, admin: o.Admin, locks: o.Locks, lockWait: o.LockWait,
-		log: o.Log.Hook(requestid.Hook), onChange: o.OnChange}, nil
+		log: o.Log.Hook(requestid.Hook), onChange: o.OnChange, audit: o.Audit}, nil
 }
 
 // Admin is the direct admin connection to the landlord database, for the
 // package functions that take a DBTX.
 func (c *Catalog) Admin() *sql.DB { return c.admin }
+
+// Audit is the audit trail the catalog records failures in (nil: none),
+// for the services that act on tenants with the catalog's functions.
+func (c *Catalog) Audit() *audit.Log { return c.audit }
 
 // Notify tells the OnChange callback that a tenant's status or placement
 // changed (callers that changed it with a package function call it after
@@ -100,7 +109,7 @@ func (c *Catalog) Notify(slug tenant.Slug) {
 // Queries alias landlord.tenants as t.
 const columns = `t.id, t.slug, t.name, t.status, t.placement, t.cluster, t.database_name, t.schema_name,
 	coalesce(t.schema_hash, ''), coalesce(t.schema_fingerprint, ''), coalesce(t.statement_timeout_ms, 0),
-	t.version, t.created_at, t.updated_at, t.deleted_at`
+	coalesce(t.max_concurrent_requests, 0), t.version, t.created_at, t.updated_at, t.deleted_at`
 
 // notifyColumn announces the change of the row aliased t on
 // tenant.NotifyChannel, as a text column (pg_notify returns void).
@@ -110,13 +119,13 @@ const notifyColumn = `pg_notify('` + tenant.NotifyChannel + `', t.slug)::text`
 type scanner struct {
 	t                       tenant.Tenant
 	slug, status, placement string
-	timeoutMS               int64
+	timeoutMS, maxRequests  int64
 }
 
 func (s *scanner) dest() []any {
 	t := &s.t
 	return []any{&t.ID, &s.slug, &t.Name, &s.status, &s.placement, &t.Cluster, &t.Database, &t.Schema,
-		&t.SchemaHash, &t.SchemaFingerprint, &s.timeoutMS, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
+		&t.SchemaHash, &t.SchemaFingerprint, &s.timeoutMS, &s.maxRequests, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
 }
 
 func (s *scanner) tenant() (tenant.Tenant, error) {
@@ -127,6 +136,7 @@ func (s *scanner) tenant() (tenant.Tenant, error) {
 	s.t.Status = tenant.Status(s.status)
 	s.t.Kind = tenant.PlacementKind(s.placement)
 	s.t.StatementTimeout = time.Duration(s.timeoutMS) * time.Millisecond
+	s.t.MaxConcurrentRequests = int(s.maxRequests)
 	return s.t, nil
 }
 

@@ -107,6 +107,17 @@ type Tenant struct {
 	CacheTTL time.Duration `koanf:"cache_ttl"`
 	// WarmPool is the number of pre-built spare tenant schemas kept ready.
 	WarmPool int `koanf:"warm_pool"`
+	// MaxConcurrentRequests is the default cap on one tenant's API requests
+	// in flight in a server process (a tenant's own cap, in the catalog,
+	// overrides it): a flooding tenant holds at most that many of the
+	// shared pool's connections.
+	MaxConcurrentRequests int `koanf:"max_concurrent_requests"`
+	// QueueWait is how long a request over its tenant's cap waits for a
+	// slot before it is refused with 429 (0: refused at once).
+	QueueWait time.Duration `koanf:"queue_wait"`
+	// MaxQueuedRequests bounds a tenant's requests waiting at once (more
+	// are refused at once); 0 means 4 × the tenant's cap.
+	MaxQueuedRequests int `koanf:"max_queued_requests"`
 	// LockWait bounds how long a tenant operation (provisioning, a module
 	// change, a move, a purge) waits for another one on the same tenant, or
 	// for a lock connection, before it fails with tenant_busy (503).
@@ -182,6 +193,10 @@ func Defaults() Config {
 			CacheTTL:         30 * time.Second,
 			WarmPool:         4,
 			LockWait:         30 * time.Second,
+
+			MaxConcurrentRequests: 8,
+			QueueWait:             time.Second,
+			MaxQueuedRequests:     0,
 		},
 		HTTP: HTTP{
 			Addr:            "127.0.0.1:8080",
@@ -283,35 +298,38 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 func defaultsMap() map[string]any {
 	d := Defaults()
 	m := map[string]any{
-		"landlord.url":                  d.Landlord.URL,
-		"landlord.listen_url":           d.Landlord.ListenURL,
-		"admin.url":                     d.Admin.URL,
-		"default_cluster":               d.DefaultCluster,
-		"pool.max_conns":                d.Pool.MaxConns,
-		"pool.min_conns":                d.Pool.MinConns,
-		"pool.max_conn_lifetime":        d.Pool.MaxConnLifetime.String(),
-		"pool.max_conn_idle_time":       d.Pool.MaxConnIdleTime.String(),
-		"pool.health_check_period":      d.Pool.HealthCheckPeriod.String(),
-		"pool.application_name":         d.Pool.ApplicationName,
-		"pool.dedicated_max_pools":      d.Pool.DedicatedMaxPools,
-		"pool.dedicated_max_conns":      d.Pool.DedicatedMaxConns,
-		"pool.dedicated_idle_close":     d.Pool.DedicatedIdleClose.String(),
-		"tenant.statement_timeout":      d.Tenant.StatementTimeout.String(),
-		"tenant.roles":                  d.Tenant.Roles,
-		"tenant.app_role":               d.Tenant.AppRole,
-		"tenant.slow_statement":         d.Tenant.SlowStatement.String(),
-		"tenant.cache_ttl":              d.Tenant.CacheTTL.String(),
-		"tenant.warm_pool":              d.Tenant.WarmPool,
-		"tenant.lock_wait":              d.Tenant.LockWait.String(),
-		"http.addr":                     d.HTTP.Addr,
-		"http.body_limit":               d.HTTP.BodyLimit,
-		"http.tenant_header":            d.HTTP.TenantHeader,
-		"http.shutdown_timeout":         d.HTTP.ShutdownTimeout.String(),
-		"http.write_wait":               d.HTTP.WriteWait.String(),
-		"http.cursor_secret":            d.HTTP.CursorSecret,
-		"http.auth_failures_per_minute": d.HTTP.AuthFailuresPerMinute,
-		"log.level":                     d.Log.Level,
-		"log.format":                    d.Log.Format,
+		"landlord.url":                   d.Landlord.URL,
+		"landlord.listen_url":            d.Landlord.ListenURL,
+		"admin.url":                      d.Admin.URL,
+		"default_cluster":                d.DefaultCluster,
+		"pool.max_conns":                 d.Pool.MaxConns,
+		"pool.min_conns":                 d.Pool.MinConns,
+		"pool.max_conn_lifetime":         d.Pool.MaxConnLifetime.String(),
+		"pool.max_conn_idle_time":        d.Pool.MaxConnIdleTime.String(),
+		"pool.health_check_period":       d.Pool.HealthCheckPeriod.String(),
+		"pool.application_name":          d.Pool.ApplicationName,
+		"pool.dedicated_max_pools":       d.Pool.DedicatedMaxPools,
+		"pool.dedicated_max_conns":       d.Pool.DedicatedMaxConns,
+		"pool.dedicated_idle_close":      d.Pool.DedicatedIdleClose.String(),
+		"tenant.statement_timeout":       d.Tenant.StatementTimeout.String(),
+		"tenant.roles":                   d.Tenant.Roles,
+		"tenant.app_role":                d.Tenant.AppRole,
+		"tenant.slow_statement":          d.Tenant.SlowStatement.String(),
+		"tenant.cache_ttl":               d.Tenant.CacheTTL.String(),
+		"tenant.warm_pool":               d.Tenant.WarmPool,
+		"tenant.lock_wait":               d.Tenant.LockWait.String(),
+		"tenant.max_concurrent_requests": d.Tenant.MaxConcurrentRequests,
+		"tenant.queue_wait":              d.Tenant.QueueWait.String(),
+		"tenant.max_queued_requests":     d.Tenant.MaxQueuedRequests,
+		"http.addr":                      d.HTTP.Addr,
+		"http.body_limit":                d.HTTP.BodyLimit,
+		"http.tenant_header":             d.HTTP.TenantHeader,
+		"http.shutdown_timeout":          d.HTTP.ShutdownTimeout.String(),
+		"http.write_wait":                d.HTTP.WriteWait.String(),
+		"http.cursor_secret":             d.HTTP.CursorSecret,
+		"http.auth_failures_per_minute":  d.HTTP.AuthFailuresPerMinute,
+		"log.level":                      d.Log.Level,
+		"log.format":                     d.Log.Format,
 	}
 	for name, c := range d.Clusters {
 		m["clusters."+name+".url"] = c.URL
@@ -386,6 +404,18 @@ func (c Config) Validate() error {
 	positive("tenant.lock_wait", c.Tenant.LockWait)
 	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	positive("http.write_wait", c.HTTP.WriteWait)
+	if c.Tenant.MaxConcurrentRequests < 1 || c.Tenant.MaxConcurrentRequests > 10_000 {
+		bad("tenant.max_concurrent_requests", "must be between 1 and 10000 (got %d)", c.Tenant.MaxConcurrentRequests)
+	}
+	if c.Tenant.QueueWait < 0 {
+		bad("tenant.queue_wait", "must not be negative (got %s; 0 refuses at once)", c.Tenant.QueueWait)
+	}
+	if c.Tenant.MaxQueuedRequests < 0 {
+		bad("tenant.max_queued_requests", "must not be negative (got %d; 0 means 4 × the tenant's cap)", c.Tenant.MaxQueuedRequests)
+	}
+	if c.Tenant.StatementTimeout > 10*time.Minute {
+		bad("tenant.statement_timeout", "must be at most 10m (got %s)", c.Tenant.StatementTimeout)
+	}
 	if c.Tenant.SlowStatement < 0 {
 		bad("tenant.slow_statement", "must not be negative (got %s)", c.Tenant.SlowStatement)
 	}

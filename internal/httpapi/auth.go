@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -39,9 +40,12 @@ func (a Auth) Platform() fiber.Handler {
 		if err := a.authenticate(c); err != nil {
 			return err
 		}
-		if p, _ := PrincipalOf(c); !p.IsPlatform() {
+		p, _ := PrincipalOf(c)
+		if !p.IsPlatform() {
 			return forbidden("this route needs a platform token")
 		}
+		// Platform actions are recorded in the audit trail with their token.
+		c.SetUserContext(audit.WithActor(c.UserContext(), audit.TokenActor(p.TokenID)))
 		return c.Next()
 	}
 }

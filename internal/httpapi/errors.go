@@ -39,6 +39,8 @@ var answers = map[string]answer{
 		"the tenant is still being provisioned; retry shortly", true},
 	"tenant_busy": {fiber.StatusServiceUnavailable, "tenant busy",
 		"another operation on the tenant is running; retry shortly", true},
+	"tenant_limited": {fiber.StatusTooManyRequests, "too many requests",
+		"the tenant has too many requests in flight; retry shortly", true},
 
 	// Moves (internal/move).
 	"same_placement":     {fiber.StatusConflict, "tenant already on that placement", "", false},
@@ -62,6 +64,9 @@ var answers = map[string]answer{
 	"token_not_found": {fiber.StatusNotFound, "token not found", "", false},
 	"invalid_token":   {fiber.StatusBadRequest, "invalid token request", "", false},
 	"invalid_cursor":  {fiber.StatusBadRequest, "invalid cursor", "", false},
+
+	// The audit trail (internal/audit).
+	"invalid_audit_query": {fiber.StatusBadRequest, "invalid audit query", "", false},
 
 	// Membership and DigitalCard.
 	"member_not_found":   {fiber.StatusNotFound, "member not found", "", false},

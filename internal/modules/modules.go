@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/provision"
@@ -337,7 +338,9 @@ func canChangeModules(t tenant.Tenant, op string) error {
 // transaction (when the tenant's database holds the catalog).
 func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (Install, error) {
 	var out Install
+	ev := audit.Event{Action: audit.ModuleInstall, Tenant: slug.String(), Target: name}
 	err := s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+		ev.TenantID = t.ID
 		if err := canChangeModules(t, "install module "+name); err != nil {
 			return err
 		}
@@ -358,8 +361,11 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 		res, err := s.prov.ApplySchema(ctx, t, files, schemaapply.Options{},
 			func(ctx context.Context, tx *sql.Tx, _ schemaapply.Result) error {
 				out = Install{Module: name, Status: "installed"}
-				return tx.QueryRowContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name, status)
-					VALUES ($1, $2, 'installed') RETURNING installed_at`, t.ID, name).Scan(&out.InstalledAt)
+				if err := tx.QueryRowContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name, status)
+					VALUES ($1, $2, 'installed') RETURNING installed_at`, t.ID, name).Scan(&out.InstalledAt); err != nil {
+					return err
+				}
+				return audit.Record(ctx, tx, ev)
 			})
 		if err != nil {
 			return fmt.Errorf("install module %s: %w", name, err)
@@ -369,6 +375,7 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 		return nil
 	})
 	if err != nil {
+		s.catalog.Audit().Failed(ctx, ev, err)
 		return Install{}, err
 	}
 	return out, nil
@@ -382,7 +389,9 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 // dedicated one), with the tables locked, so no row written meanwhile is
 // lost with them.
 func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, force bool) error {
-	return s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+	ev := audit.Event{Action: audit.ModuleUninstall, Tenant: slug.String(), Target: name, Detail: map[string]any{"force": force}}
+	err := s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+		ev.TenantID = t.ID
 		if err := canChangeModules(t, "uninstall module "+name); err != nil {
 			return err
 		}
@@ -425,8 +434,11 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 						return fmt.Errorf("uninstall would also %s: refused (apply the tenant schema first)", d)
 					}
 				}
-				_, err := tx.ExecContext(ctx, `DELETE FROM landlord.tenant_modules WHERE tenant_id = $1 AND module_name = $2`, t.ID, name)
-				return err
+				if _, err := tx.ExecContext(ctx, `DELETE FROM landlord.tenant_modules WHERE tenant_id = $1 AND module_name = $2`, t.ID, name); err != nil {
+					return err
+				}
+				ev.Detail["dropped"] = drop
+				return audit.Record(ctx, tx, ev)
 			})
 		if err != nil {
 			return fmt.Errorf("uninstall module %s: %w", name, err)
@@ -435,6 +447,10 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 			Msg("module uninstalled")
 		return nil
 	})
+	if err != nil {
+		s.catalog.Audit().Failed(ctx, ev, err)
+	}
+	return err
 }
 
 // uninstallLockTimeout bounds an uninstall's wait for the module's tables

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -418,6 +419,13 @@ func (m *Mover) flip(ctx context.Context, t tenant.Tenant, rec *record) error {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_moves SET state = 'flipped', updated_at = now() WHERE id = $1`, rec.ID); err != nil {
+		return err
+	}
+	if err := audit.Record(ctx, tx, audit.Event{Action: audit.TenantMove, TenantID: t.ID, Tenant: t.Slug.String(),
+		Target: rec.ID, Detail: map[string]any{
+			"from_placement": string(rec.From.Kind), "from_cluster": rec.From.Cluster, "from_database": rec.From.Database,
+			"to_placement": string(rec.To.Kind), "to_cluster": rec.To.Cluster, "to_database": rec.To.Database,
+			"rows": rec.Rows, "retired": rec.Retired}}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {

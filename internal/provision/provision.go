@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/requestid"
@@ -198,6 +199,10 @@ func (p *Provisioner) Provision(ctx context.Context, r Request) (Result, error) 
 	start := time.Now()
 	res, err := p.provision(ctx, r)
 	res.Duration = time.Since(start)
+	if err != nil {
+		p.cat.Audit().Failed(ctx, audit.Event{Action: audit.TenantCreate, TenantID: res.Tenant.ID, Tenant: r.Slug.String(),
+			Detail: map[string]any{"name": r.Name}}, err)
+	}
 	// Observed: every attempt that built (or failed to build) a schema; not
 	// a slug already taken or a refused request.
 	if p.o.OnProvision != nil && res.Path != "" && !errors.Is(err, tenant.ErrExists) {
@@ -266,7 +271,7 @@ func (p *Provisioner) provisionCold(ctx context.Context, r Request, pl tenant.Pl
 		return res, err
 	}
 	defer closeDB()
-	active, err := p.applyAndActivate(ctx, db, t)
+	active, err := p.applyAndActivate(ctx, db, t, res.Resumed)
 	if err != nil {
 		return res, err
 	}
@@ -290,14 +295,17 @@ func (p *Provisioner) Spec(t tenant.Tenant, moduleFiles []string) schemaapply.Te
 // the tenant's cluster database holds the catalog, the record and the
 // activation run in the apply's transaction; elsewhere they follow it (a
 // crash in between is completed by a rerun, the apply being idempotent).
-func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant.Tenant) (tenant.Tenant, error) {
+func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant.Tenant, resumed bool) (tenant.Tenant, error) {
 	var active tenant.Tenant
 	activate := func(ctx context.Context, tx catalog.DBTX, res schemaapply.Result) error {
 		// The record of the apply (schemaapply.RecordApplied) and the
-		// activation in one statement.
+		// activation in one statement, and the audit record with them.
 		a, err := catalog.ActivateApplied(ctx, tx, t, res.Hash, res.Fingerprint)
+		if err != nil {
+			return err
+		}
 		active = a
-		return err
+		return audit.Record(ctx, tx, createdEvent(a, Cold, resumed))
 	}
 	o := schemaapply.Options{}
 	sameDB := db == p.admin
@@ -316,11 +324,31 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant
 	}
 	if !sameDB {
 		p.hook(StepApplied)
-		if err := activate(ctx, p.admin, res); err != nil {
+		if err := inTx(ctx, p.admin, func(tx *sql.Tx) error { return activate(ctx, tx, res) }); err != nil {
 			return tenant.Tenant{}, fmt.Errorf("provision %s: %w", t.Slug, err)
 		}
 	}
 	return active, nil
+}
+
+// createdEvent is the audit record of a tenant provisioned on path.
+func createdEvent(t tenant.Tenant, path Path, resumed bool) audit.Event {
+	return audit.Event{Action: audit.TenantCreate, TenantID: t.ID, Tenant: t.Slug.String(), Detail: map[string]any{
+		"name": t.Name, "path": string(path), "resumed": resumed,
+		"placement": string(t.Kind), "cluster": t.Cluster, "database": t.Database}}
+}
+
+// inTx runs fn in a transaction on db, committed when fn succeeds.
+func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // ApplySchema brings a tenant's schema to core + moduleFiles on its placement

@@ -2,12 +2,15 @@ package provision
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"regexp"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -18,7 +21,31 @@ import (
 // transaction; when the tenant's database holds the catalog, the row goes
 // in it too, else right after (a crash in between is finished by a rerun).
 func (p *Provisioner) Purge(ctx context.Context, slug tenant.Slug) error {
-	return p.cat.WithTenantLock(ctx, slug, p.purge)
+	var id uuid.UUID
+	err := p.cat.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+		id = t.ID
+		return p.purge(ctx, t)
+	})
+	if err != nil {
+		p.cat.Audit().Failed(ctx, audit.Event{Action: audit.TenantPurge, TenantID: id, Tenant: slug.String()}, err)
+	}
+	return err
+}
+
+// purgedEvent is the audit record of a purge, written with the deletion of
+// the catalog row.
+func purgedEvent(t tenant.Tenant) audit.Event {
+	return audit.Event{Action: audit.TenantPurge, TenantID: t.ID, Tenant: t.Slug.String(), Detail: map[string]any{
+		"placement": string(t.Kind), "cluster": t.Cluster, "database": t.Database, "schema": t.Schema}}
+}
+
+// deletePurged deletes the row of a purged tenant and records the purge, in
+// tx.
+func deletePurged(ctx context.Context, tx catalog.DBTX, t tenant.Tenant) error {
+	if err := catalog.DeletePurged(ctx, tx, t); err != nil {
+		return err
+	}
+	return audit.Record(ctx, tx, purgedEvent(t))
 }
 
 // ErrUnsafeName: a name read from the catalog is not one that purge may
@@ -120,7 +147,7 @@ func (p *Provisioner) purge(ctx context.Context, t tenant.Tenant) error {
 	}
 	sameDB := db == p.admin
 	if sameDB {
-		if err := catalog.DeletePurged(ctx, tx, t); err != nil {
+		if err := deletePurged(ctx, tx, t); err != nil {
 			return err
 		}
 	}
@@ -129,8 +156,8 @@ func (p *Provisioner) purge(ctx context.Context, t tenant.Tenant) error {
 		return fmt.Errorf("purge %s: commit: %w", slug, err)
 	}
 	if !sameDB {
-		if err := catalog.DeletePurged(ctx, p.admin, t); err != nil {
-			return err
+		if err := inTx(ctx, p.admin, func(tx *sql.Tx) error { return deletePurged(ctx, tx, t) }); err != nil {
+			return fmt.Errorf("purge %s: %w", slug, err)
 		}
 	}
 	p.log.Info().Ctx(ctx).Str("tenant", slug.String()).Msg("tenant purged")
@@ -152,8 +179,8 @@ func (p *Provisioner) purgeDatabase(ctx context.Context, t tenant.Tenant) error 
 		return fmt.Errorf("purge %s: %w", t.Slug, err)
 	}
 	p.hook(StepDropped)
-	if err := catalog.DeletePurged(ctx, p.admin, t); err != nil {
-		return err
+	if err := inTx(ctx, p.admin, func(tx *sql.Tx) error { return deletePurged(ctx, tx, t) }); err != nil {
+		return fmt.Errorf("purge %s: %w", t.Slug, err)
 	}
 	p.log.Info().Ctx(ctx).Str("tenant", t.Slug.String()).Msg("tenant purged")
 	p.cat.Notify(t.Slug)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -117,6 +118,9 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Pl
 	active, err := catalog.ActivateApplied(ctx, tx, t, hash, fingerprint)
 	if err != nil {
 		return res, false, fmt.Errorf("claim spare %s: activate: %w", spare, err)
+	}
+	if err := audit.Record(ctx, tx, createdEvent(active, Warm, res.Resumed)); err != nil {
+		return res, false, err
 	}
 	if err := tx.Commit(); err != nil {
 		return res, false, fmt.Errorf("claim spare %s: commit: %w", spare, err)

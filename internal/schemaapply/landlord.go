@@ -60,7 +60,8 @@ type AppGrant struct {
 // (cluster, database, schema), the names that purge drops.
 var AppGrants = []AppGrant{
 	{Table: "tenants", Privilege: "SELECT"},
-	{Table: "tenants", Privilege: "UPDATE", Columns: []string{"name", "status", "version", "updated_at", "deleted_at"}},
+	{Table: "tenants", Privilege: "UPDATE", Columns: []string{"name", "status", "version", "updated_at", "deleted_at",
+		"statement_timeout_ms", "max_concurrent_requests"}},
 	{Table: "modules", Privilege: "SELECT"},
 	{Table: "modules", Privilege: "INSERT"},
 	{Table: "tenant_modules", Privilege: "SELECT"},
@@ -68,6 +69,9 @@ var AppGrants = []AppGrant{
 	{Table: "api_tokens", Privilege: "SELECT"},
 	{Table: "api_tokens", Privilege: "INSERT"},
 	{Table: "api_tokens", Privilege: "UPDATE", Columns: []string{"revoked_at", "last_used_at"}},
+	// The audit trail: written and read, never changed (internal/audit).
+	{Table: "audit_events", Privilege: "SELECT"},
+	{Table: "audit_events", Privilege: "INSERT"},
 }
 
 // appGrantKeys are AppGrants as the grants check reads them from the ACLs:

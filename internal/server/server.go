@@ -127,6 +127,7 @@ func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error)
 // addMetrics exports the pools and the warm pool of a.
 func addMetrics(m *httpapi.Metrics, a *app.App) {
 	m.AddPool("landlord", a.Landlord)
+	m.AddLimits(a.Limits)
 	addRouterPools(m, a.Router)
 	// Counted by the warm pool's own loop: /metrics is unauthenticated, and a
 	// scrape must not cost a query.
