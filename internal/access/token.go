@@ -568,11 +568,14 @@ func (s *Service) Revoke(ctx context.Context, id string) (Token, error) {
 }
 
 func (s *Service) revoke(ctx context.Context, id string, ev *audit.Event) (Token, error) {
-	if !validUUID(id) {
-		return Token{}, fmt.Errorf("token %q: %w", id, ErrTokenNotFound)
+	// The token's tenant, for the trail (a token never changes tenant).
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return Token{}, err
 	}
+	ev.Tenant = cur.Tenant.String()
 	var t Token
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var wasRevoked bool
 		var err error
 		t, err = scanToken(tx.QueryRow(ctx, `

@@ -8,9 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -81,6 +83,23 @@ func TestTenantCommands(t *testing.T) {
 	code, _, errOut = run(t, "tenant", "show", slug)
 	assert.Equal(t, cli.ExitFailure, code)
 	assert.Contains(t, errOut, "tenant not found")
+
+	// The operator's actions are in the audit trail, under the CLI's actor.
+	t.Cleanup(func() {
+		_, err := dbtest.AdminDB(t).ExecContext(context.Background(), `DELETE FROM landlord.audit_events WHERE tenant = $1`, slug)
+		assert.NoError(t, err)
+	})
+	page, err := audit.New(dbtest.AppPool(t, dbtest.Bouncer, 2), zerolog.Nop()).List(context.Background(), audit.ListOptions{Tenant: slug})
+	require.NoError(t, err)
+	var got []string
+	for i := len(page.Entries) - 1; i >= 0; i-- {
+		e := page.Entries[i]
+		got = append(got, string(e.Action)+" "+e.Outcome)
+		assert.True(t, strings.HasPrefix(e.Actor, "tenantctl:"), e.Actor)
+		assert.Nil(t, e.TokenID)
+	}
+	assert.Equal(t, []string{"tenant.create ok", "tenant.create error", "tenant.suspend ok", "tenant.resume ok",
+		"tenant.delete ok", "tenant.resume error", "tenant.purge ok"}, got)
 }
 
 func TestTenantCommandUsageErrors(t *testing.T) {

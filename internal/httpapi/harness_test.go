@@ -87,6 +87,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		Log: &log,
 	})
 	metrics.AddPool("landlord", a.Landlord)
+	metrics.AddLimits(a.Limits)
 	x := &api{
 		app:      a,
 		tenants:  a.Catalog,
