@@ -269,3 +269,50 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 	require.Equal(t, cli.ExitOK, code)
 	assert.Contains(t, out, "(new)")
 }
+
+func TestLimitsAndAuditCommands(t *testing.T) {
+	dbtest.SetEnv(t)
+	t.Setenv("PD_TENANT__WARM_POOL", "0")
+	t.Setenv("PD_TENANT__MAX_CONCURRENT_REQUESTS", "8")
+	t.Setenv("PD_TENANT__STATEMENT_TIMEOUT", "5s")
+	dbtest.Landlord(t)
+	slug := dbtest.Name("clilim")
+	dropTenantAfter(t, slug)
+	t.Cleanup(func() {
+		_, err := dbtest.AdminDB(t).ExecContext(context.Background(), `DELETE FROM landlord.audit_events WHERE tenant = $1`, slug)
+		assert.NoError(t, err)
+	})
+	code, _, errOut := run(t, "tenant", "create", slug)
+	require.Equal(t, cli.ExitOK, code, errOut)
+
+	code, out, errOut := run(t, "tenant", "limits", slug)
+	require.Equal(t, cli.ExitOK, code, errOut)
+	assert.Equal(t, "tenant "+slug+": max_concurrent_requests 8 (default), statement_timeout 5s (default)\n", out)
+	code, out, errOut = run(t, "tenant", "limits", slug, "--max-concurrent", "3", "--statement-timeout", "2s")
+	require.Equal(t, cli.ExitOK, code, errOut)
+	assert.Equal(t, "tenant "+slug+": max_concurrent_requests 3, statement_timeout 2s\n", out)
+	code, out, errOut = run(t, "tenant", "limits", slug, "--max-concurrent", "default")
+	require.Equal(t, cli.ExitOK, code, errOut)
+	assert.Equal(t, "tenant "+slug+": max_concurrent_requests 8 (default), statement_timeout 2s\n", out)
+	for _, bad := range [][]string{{"--max-concurrent", "0"}, {"--max-concurrent", "3x"}, {"--statement-timeout", "-1s"},
+		{"--statement-timeout", "11m"}} {
+		code, _, errOut = run(t, append([]string{"tenant", "limits", slug}, bad...)...)
+		assert.Equal(t, cli.ExitUsage, code, "%v: %s", bad, errOut)
+	}
+
+	code, out, errOut = run(t, "audit", "list", "--tenant", slug)
+	require.Equal(t, cli.ExitOK, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 4, out) // header, two limit changes, the create
+	assert.Contains(t, lines[1], "tenant.limits")
+	assert.Contains(t, lines[3], "tenant.create")
+	assert.Contains(t, lines[3], "tenantctl:")
+	code, out, errOut = run(t, "audit", "list", "--tenant", slug, "--action", "tenant.create", "--json")
+	require.Equal(t, cli.ExitOK, code, errOut)
+	var entries []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &entries))
+	require.Len(t, entries, 1)
+	assert.Equal(t, "ok", entries[0]["outcome"])
+	code, _, _ = run(t, "audit", "list", "--action", "tenant.explode")
+	assert.Equal(t, cli.ExitUsage, code)
+}

@@ -92,7 +92,7 @@ func newRoot(e *env) *cobra.Command {
 	config.Flags(root.PersistentFlags())
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDBCmd(e), newSchemaCmd(e), newTenantCmd(e), newTokenCmd(e), newGeoCmd(e), newSeedCmd(e))
+	root.AddCommand(newDBCmd(e), newSchemaCmd(e), newTenantCmd(e), newTokenCmd(e), newGeoCmd(e), newSeedCmd(e), newAuditCmd(e))
 	fixGroups(root)
 	return root
 }

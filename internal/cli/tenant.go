@@ -69,7 +69,7 @@ func newTenantCmd(e *env) *cobra.Command {
 		newTenantStatusCmd(e, "resume", "Resume a suspended tenant"),
 		newTenantStatusCmd(e, "delete", "Soft-delete a tenant (status deleted, data kept until purge)"),
 		newTenantPurgeCmd(e))
-	c.AddCommand(newTenantMoveCmd(e), newTenantPurgeRetiredCmd(e))
+	c.AddCommand(newTenantMoveCmd(e), newTenantPurgeRetiredCmd(e), newTenantLimitsCmd(e))
 	return c
 }
 

@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -109,7 +108,13 @@ func (l latencies) p99() time.Duration {
 // tenant's own cap (1, set through the platform API; the others have the
 // default 4) keeps it from holding more of the shared pool's connections,
 // so PgBouncer's queue never fills with its transactions, and its waiting
-// requests cost nothing. Rounds alternate, and the medians are compared.
+// requests cost nothing.
+//
+// The clients run in processes of their own, as clients do
+// (testdata/loadclient, without the race detector), the flood's at the
+// lowest CPU priority: what competes here is what the server does for
+// each. Rounds with and without the flood alternate (the machine's own
+// load drifts); the medians are compared.
 func TestNoisyNeighbourKeepsTheOthersP99(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
@@ -122,42 +127,29 @@ func TestNoisyNeighbourKeepsTheOthersP99(t *testing.T) {
 	cl := ta.app.Config.Clusters[ta.app.Config.DefaultCluster]
 	require.Contains(t, cl.URL, ":16432/", "the tenant pool goes through PgBouncer")
 
-	var quiet []testTenant
+	var quiet []string
 	for range 4 {
-		quiet = append(quiet, ta.tenant(t, "quiet"))
+		tt := ta.tenant(t, "quiet")
+		seedMembers(t, tt, 20)
+		quiet = append(quiet, ta.base+tt.path("/members?limit=20")+" "+tt.token)
 	}
 	noisy := ta.tenant(t, "noisy")
-	for _, tt := range append(slices.Clone(quiet), noisy) {
-		seedMembers(t, tt, 20)
-	}
+	seedMembers(t, noisy, 20)
 	limitsPath := "/api/v1/platform/tenants/" + noisy.Slug + "/limits"
 	ta.call(t, "PUT", limitsPath, ta.platform, map[string]any{"max_concurrent_requests": 1}).ok(t, 200)
 
-	get := func(tt testTenant) (int, time.Duration) {
-		req, _ := http.NewRequest("GET", ta.base+tt.path("/members?limit=20"), nil)
-		req.Header.Set("Authorization", "Bearer "+tt.token)
-		start := time.Now()
-		resp, err := ta.client.Do(req)
-		if err != nil {
-			return 0, 0
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, time.Since(start)
-	}
-	// phase runs the quiet tenants' clients for d (and the flood with it)
-	// and returns their latencies, the flood's answers by status and the
-	// most requests of the noisy tenant seen in flight at once. The flood
-	// comes from another process at the lowest CPU priority: its clients
-	// would run on other machines, and only what the server does for it
-	// should compete with the quiet tenants here.
-	phase := func(d time.Duration, flood bool) (latencies, map[string]int, int) {
-		var stopFlood func() map[string]int
+	quietLoad := startLoad(t, "quiet", quiet, 2, time.Second)
+	floodLoad := startLoad(t, "flood", []string{ta.base + noisy.path("/members?limit=20") + " " + noisy.token}, 32, 0)
+
+	// phase runs the quiet tenants' clients for a second (and the flood with
+	// it) and returns their latencies, the flood's answers by status and the
+	// most requests of the noisy tenant seen in flight at once.
+	phase := func(flood bool) (latencies, map[string]int, int) {
 		var peak atomic.Int64
 		stop := make(chan struct{})
 		var watch sync.WaitGroup
 		if flood {
-			stopFlood = startFlood(t, ta.base+noisy.path("/members?limit=20"), noisy.token)
+			floodLoad.do(t, "go")
 			watch.Add(1)
 			go func() { // the cap, seen from inside
 				defer watch.Done()
@@ -176,45 +168,27 @@ func TestNoisyNeighbourKeepsTheOthersP99(t *testing.T) {
 			}()
 			require.Eventually(t, func() bool { return peak.Load() > 0 }, 10*time.Second, time.Millisecond, "the flood is on")
 		}
-		var mu sync.Mutex
-		var lat latencies
-		var wg sync.WaitGroup
-		deadline := time.Now().Add(d)
-		for _, tt := range quiet {
-			for range 2 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for time.Now().Before(deadline) {
-						code, dur := get(tt)
-						if !assert.Equal(t, 200, code, "a quiet tenant is always served") {
-							return
-						}
-						mu.Lock()
-						lat = append(lat, dur)
-						mu.Unlock()
-					}
-				}()
-			}
-		}
-		wg.Wait()
+		q := quietLoad.do(t, "go")
 		close(stop)
 		watch.Wait()
 		var statuses map[string]int
 		if flood {
-			statuses = stopFlood()
+			statuses = floodLoad.do(t, "stop").Statuses
+		}
+		assert.Equal(t, map[string]int{"200": len(q.Latencies)}, q.Statuses, "a quiet tenant is always served")
+		lat := make(latencies, len(q.Latencies))
+		for i, us := range q.Latencies {
+			lat[i] = time.Duration(us) * time.Microsecond
 		}
 		return lat, statuses, int(peak.Load())
 	}
 
-	phase(500*time.Millisecond, false) // warm up: pools, caches
-	// Short alternating rounds: the machine's own load drifts (other
-	// processes share it); medians over the rounds compare like with like.
+	phase(false) // warm up: pools, caches, connections
 	const rounds = 5
 	var base, flooded []time.Duration
 	for i := range rounds {
-		b, _, _ := phase(time.Second, false)
-		f, st, peak := phase(time.Second, true)
+		b, _, _ := phase(false)
+		f, st, peak := phase(true)
 		base, flooded = append(base, b.p99()), append(flooded, f.p99())
 		t.Logf("round %d: quiet p99 %v without the flood (%d requests), %v with it (%d requests); flood answers %v, noisy in flight at most %d",
 			i+1, b.p99(), len(b), f.p99(), len(f), st, peak)
@@ -230,7 +204,7 @@ func TestNoisyNeighbourKeepsTheOthersP99(t *testing.T) {
 
 	// For contrast (logged, not asserted): the same flood with the cap lifted.
 	ta.call(t, "PUT", limitsPath, ta.platform, map[string]any{"max_concurrent_requests": 10000}).ok(t, 200)
-	f, _, peak := phase(time.Second, true)
+	f, _, peak := phase(true)
 	t.Logf("noisy_neighbour without_cap quiet_p99_ms=%.2f ratio=%.2f noisy_in_flight_max=%d", ms(f.p99()), float64(f.p99())/float64(mb), peak)
 }
 
@@ -244,86 +218,80 @@ func seedMembers(t *testing.T, tt testTenant, n int) {
 	require.NoError(t, err)
 }
 
-// The flood's client process: TestNoisyNeighbourKeepsTheOthersP99 starts
-// the test binary again with these set.
-const (
-	envFloodURL   = "PD_TEST_FLOOD_URL"
-	envFloodToken = "PD_TEST_FLOOD_TOKEN"
+// loadReport is a load process's answer (testdata/loadclient).
+type loadReport struct {
+	Statuses  map[string]int `json:"statuses"`
+	Latencies []int64        `json:"latencies_us,omitempty"`
+}
+
+// loadProc is a running load process.
+type loadProc struct {
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+var (
+	loadClientOnce sync.Once
+	loadClientBin  string
+	loadClientErr  error
 )
 
-// startFlood starts the flood's client process (32 clients sending GET url
-// as fast as they get answers, at the lowest CPU priority) and returns the
-// function that stops it and returns its answers by status.
-func startFlood(t *testing.T, url, token string) func() map[string]int {
+// loadClient builds testdata/loadclient once per test binary, without the
+// race detector (it plays clients, which would run elsewhere).
+func loadClient(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFloodChild$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), envFloodURL+"="+url, envFloodToken+"="+token)
-	stdin, err := cmd.StdinPipe()
+	loadClientOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pd-loadclient-")
+		if err != nil {
+			loadClientErr = err
+			return
+		}
+		loadClientBin = filepath.Join(dir, "loadclient")
+		out, err := exec.Command("go", "build", "-o", loadClientBin, "./testdata/loadclient").CombinedOutput()
+		if err != nil {
+			loadClientErr = fmt.Errorf("go build testdata/loadclient: %v: %s", err, out)
+		}
+	})
+	require.NoError(t, loadClientErr)
+	return loadClientBin
+}
+
+// startLoad starts a load process (flood or quiet) on the targets ("url
+// token"), with clients per target, measuring for d (quiet), stopped at
+// cleanup.
+func startLoad(t *testing.T, mode string, targets []string, clients int, d time.Duration) *loadProc {
+	t.Helper()
+	cmd := exec.Command(loadClient(t), "-mode", mode, "-clients", strconv.Itoa(clients), "-duration", d.String())
+	cmd.Env = append(os.Environ(), "PD_LOAD_TARGETS="+strings.Join(targets, "\n"))
+	in, err := cmd.StdinPipe()
 	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
+	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
-	lines := bufio.NewScanner(stdout)
-	return func() map[string]int {
-		_ = stdin.Close()
-		counts := map[string]int{}
-		for lines.Scan() {
-			if raw, ok := strings.CutPrefix(strings.TrimSpace(lines.Text()), "flood: "); ok {
-				require.NoError(t, json.Unmarshal([]byte(raw), &counts))
-			}
+	p := &loadProc{in: in, out: bufio.NewScanner(out)}
+	p.out.Buffer(make([]byte, 1<<20), 16<<20)
+	t.Cleanup(func() {
+		_ = in.Close()
+		for p.out.Scan() {
 		}
-		require.NoError(t, cmd.Wait(), "the flood's process")
-		return counts
-	}
+		assert.NoError(t, cmd.Wait(), "the %s load process", mode)
+	})
+	return p
 }
 
-// TestFloodChild is the flood's client process (see startFlood); it does
-// nothing in a normal run.
-func TestFloodChild(t *testing.T) {
-	url := os.Getenv(envFloodURL)
-	if url == "" {
-		t.Skip("the flood's client process of TestNoisyNeighbourKeepsTheOthersP99")
+// do sends a command and returns the process's answer.
+func (p *loadProc) do(t *testing.T, command string) loadReport {
+	t.Helper()
+	_, err := io.WriteString(p.in, command+"\n")
+	require.NoError(t, err)
+	for p.out.Scan() {
+		if raw, ok := strings.CutPrefix(strings.TrimSpace(p.out.Text()), "load: "); ok {
+			var rep loadReport
+			require.NoError(t, json.Unmarshal([]byte(raw), &rep))
+			return rep
+		}
 	}
-	// Its clients would run elsewhere: last in line for this machine's CPU.
-	_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, 19)
-	token := os.Getenv(envFloodToken)
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	stop := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		close(stop)
-	}()
-	var mu sync.Mutex
-	counts := map[string]int{}
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest("GET", url, nil)
-				req.Header.Set("Authorization", "Bearer "+token)
-				status := "error"
-				if resp, err := client.Do(req); err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					status = strconv.Itoa(resp.StatusCode)
-				}
-				mu.Lock()
-				counts[status]++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	b, _ := json.Marshal(counts)
-	fmt.Println("flood: " + string(b))
+	t.Fatalf("the load process ended: %v", p.out.Err())
+	return loadReport{}
 }
