@@ -62,7 +62,8 @@ func lexCheck(sql string) error {
 		c := sql[i]
 		switch {
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			for i < len(sql) && sql[i] != '\n' {
+			// PostgreSQL ends a line comment at \n or \r.
+			for i < len(sql) && sql[i] != '\n' && sql[i] != '\r' {
 				i++
 			}
 			continue
@@ -87,8 +88,15 @@ func lexCheck(sql string) error {
 			}
 			continue
 		case c == '\'' || c == '"':
+			// E'…' (an escape string: the E directly before the quote)
+			// also ends no literal at a backslash-escaped quote.
+			escapes := c == '\'' && i > 0 && (sql[i-1] == 'e' || sql[i-1] == 'E') && (i < 2 || !isIdentChar(sql[i-2]))
 			j := i + 1
 			for ; j < len(sql); j++ {
+				if escapes && sql[j] == '\\' {
+					j++
+					continue
+				}
 				if sql[j] == c {
 					if j+1 < len(sql) && sql[j+1] == c { // doubled quote
 						j++
@@ -99,6 +107,16 @@ func lexCheck(sql string) error {
 			}
 			if j >= len(sql) {
 				return fmt.Errorf("unterminated quote")
+			}
+			if c == '"' {
+				// A quoted identifier names a function as well as a bare
+				// one does; U&"…" can spell any name with escapes.
+				if i >= 2 && sql[i-1] == '&' && (sql[i-2] == 'u' || sql[i-2] == 'U') {
+					return fmt.Errorf("U&\"…\" identifiers are not allowed")
+				}
+				if name := strings.ReplaceAll(sql[i+1:j], `""`, `"`); sessionFunctions[strings.ToLower(name)] {
+					return fmt.Errorf("%s() is not allowed", name)
+				}
 			}
 			i = j + 1
 			markStatement(&inStatement, &statements)

@@ -22,6 +22,10 @@ func TestGuardAllowsDML(t *testing.T) {
 		`VALUES (1), (2)`,
 		`LOCK TABLE members IN SHARE MODE`,
 		`SELECT set_configuration FROM t`, // a column, not the function
+		`SELECT E'it\'s; fine', e'a\\', 'b\' FROM t`,
+		`SELECT "Set_Configuration" FROM t`,
+		"SELECT 1 -- a comment\r\n",
+		`SELECT U&'d\0061t\+000061' FROM t`,
 	} {
 		assert.NoError(t, lexCheck(sql), sql)
 	}
@@ -60,6 +64,17 @@ func TestGuardRefusesSessionStatements(t *testing.T) {
 		`SELECT $$unterminated`,
 		`COPY members TO STDOUT`,
 		`DO $$ BEGIN PERFORM 1; END $$`,
+		// PostgreSQL ends a -- comment at \r too.
+		"SELECT 1 -- a comment\r; SET search_path = tenant_b",
+		// In an escape string \' is a quote inside it: PostgreSQL sees a
+		// second statement, and a comment hiding the last quote.
+		`SELECT E'\''; SET search_path = tenant_b; -- '`,
+		`SELECT e'\''; SET search_path = tenant_b; -- '`,
+		// A quoted name is the same function.
+		`SELECT "set_config"('role', 'tenant_b', false)`,
+		`SELECT pg_catalog."set_config"('role', 'tenant_b', false)`,
+		`SELECT "pg_advisory_lock"(1)`,
+		`SELECT U&"set\005fconfig"('role', 'tenant_b', false)`,
 	} {
 		assert.Error(t, lexCheck(sql), sql)
 	}
