@@ -21,9 +21,10 @@ db-up-b: ## start a second local PostgreSQL + PgBouncer (cluster "b", ports 1543
 	@PD_INSTANCE=b ./deploy/local/db-up.sh
 
 .PHONY: db-down
-db-down: ## stop exactly the processes in the local pid files (both instances)
+db-down: ## stop exactly the processes in the local pid files (every instance)
 	@./deploy/local/db-down.sh
 	@PD_INSTANCE=b ./deploy/local/db-down.sh
+	@PD_INSTANCE=chaos ./deploy/local/db-down.sh
 
 .PHONY: db-reset
 db-reset: ## stop, delete the local data folder, start afresh (cluster b: PD_INSTANCE=b deploy/local/db-reset.sh)
@@ -93,6 +94,19 @@ deploy-tools: ## install docker-compose and systemd-analyze (apt-get) for the de
 		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$${missing[@]}" >/dev/null; \
 	fi
 
+# Each fuzz target with its package; make test runs their seed corpora
+# (testdata/fuzz/…) as ordinary tests.
+FUZZ_TARGETS := FuzzParseSlug:./internal/tenant FuzzCursors:./internal/httpapi FuzzDecodeJSON:./internal/httpapi \
+	FuzzTenantAPIBodies:./internal/httpapi FuzzLoad:./internal/config FuzzGuard:./internal/pgroute
+FUZZTIME ?= 1m
+
+.PHONY: fuzz
+fuzz: db-up ## explore every fuzz target for FUZZTIME each (default 1m; ~8 min in all); new failures land in testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) "$${t#*:}"; \
+	done
+
 .PHONY: bench-scope
 bench-scope: db-up ## tenant binding overhead: plain vs scoped vs naive, c=1/8, direct/PgBouncer (~2 min)
 	$(GO) run ./cmd/pdbench scope
@@ -102,7 +116,7 @@ bench-fleet: db-up ## 1,000 tenant schemas: fleet no-op check, additive rollout 
 	$(GO) run ./cmd/pdbench fleet
 
 .PHONY: bench-api
-bench-api: db-up ## tenant API at c=32: GET card, POST issue card; whole stack vs bare Fiber handler (~1 min)
+bench-api: db-up ## tenant API at c=32: GET card, POST issue card, POST ballot; whole stack vs bare Fiber handler (~2 min)
 	$(GO) run ./cmd/pdbench api
 
 .PHONY: bench-provision
@@ -112,3 +126,30 @@ bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs 
 .PHONY: bench-move
 bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
 	$(GO) run ./cmd/pdbench move
+
+.PHONY: chaos
+chaos: ## faults under load on the "chaos" instance (15434/16434): restarts, kill -9, stalls; checks every acknowledged write (~2 min)
+	$(GO) run ./cmd/pdchaos chaos
+
+.PHONY: soak
+soak: ## steady load with a fault a minute on the "chaos" instance; server memory and goroutines at start and end (~11 min)
+	$(GO) run ./cmd/pdchaos soak
+
+TENANTS ?= 10,100,1000
+REPORT ?= docs/loadtest/report.html
+SCREENSHOT ?= reports/loadtest-screenshot.png
+
+.PHONY: loadtest-quick
+loadtest-quick: db-up ## isolation modes side by side, quick: 10 and 100 tenants, short cells (~3 min); the report folder is the last line
+	@$(GO) build $(GOFLAGS) -o bin/pdload ./cmd/pdload
+	@./bin/pdload -quick $(LOADTEST_FLAGS)
+
+.PHONY: loadtest
+loadtest: db-up ## isolation modes side by side, full matrix: 10, 100, 1,000 tenants (TENANTS=10,100,1000,10000 adds 10,000; ~40 min)
+	@$(GO) build $(GOFLAGS) -o bin/pdload ./cmd/pdload
+	@./bin/pdload -tenants $(TENANTS) $(LOADTEST_FLAGS)
+
+.PHONY: loadtest-screenshot
+loadtest-screenshot: ## headless Chromium opens REPORT (default docs/loadtest/report.html) offline, screenshots it, checks it is not blank
+	@$(GO) build $(GOFLAGS) -o bin/pdload ./cmd/pdload
+	@./bin/pdload screenshot $(REPORT) $(SCREENSHOT)

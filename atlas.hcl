@@ -16,7 +16,7 @@
 #   atlas schema apply   --env landlord
 #   atlas schema inspect --env landlord
 #   atlas schema apply   --env tenant --var tenant=tenant_acme
-#   atlas schema apply   --env tenant --var tenant=tenant_acme --var modules=modules/events.hcl --var modules=modules/donations.hcl
+#   atlas schema apply   --env tenant --var tenant=tenant_acme --var modules=modules/digital_cards.hcl --var modules=modules/elections.hcl
 #   atlas schema inspect --env tenant --var tenant=tenant_acme
 #
 # --var tenant is the tenant's schema name, tenant_<slug> (`tenantctl tenant list`:

@@ -153,7 +153,9 @@ table "modules" {
   }
 }
 
-# Which tenant installed which module.
+# Which tenant installed which module. The router's tenant lookup reads the
+# installed ones with the tenant's row (catalog.Resolve): a module's routes
+# answer 404 module_not_installed before any query of the tenant's schema.
 table "tenant_modules" {
   schema = schema.landlord
   column "tenant_id" {
@@ -186,8 +188,12 @@ table "tenant_modules" {
   index "tenant_modules_module_idx" {
     columns = [column.module_name]
   }
-  check "tenant_modules_status_check" {
-    expr = "status IN ('installing', 'installed', 'uninstalling')"
+  # installed: its routes are live. uninstalling: an uninstall of a tenant in
+  # its own database is under way (routes off, tables not yet dropped).
+  # removed: a default module the tenant uninstalled (the fleet runner does
+  # not install it again).
+  check "tenant_modules_status_check_v2" {
+    expr = "status IN ('installing', 'installed', 'uninstalling', 'removed')"
   }
 }
 

@@ -12,7 +12,9 @@ PD_INSTANCE="${PD_INSTANCE:-main}"
 case "$PD_INSTANCE" in
   main) _pd_default_pg=15432; _pd_default_bouncer=16432 ;;
   b)    _pd_default_pg=15433; _pd_default_bouncer=16433 ;;
-  *)    echo "deploy/local: unknown PD_INSTANCE '$PD_INSTANCE' (use main or b)" >&2; exit 2 ;;
+  # make chaos / make soak restart this one on purpose; nothing else uses it.
+  chaos) _pd_default_pg=15434; _pd_default_bouncer=16434 ;;
+  *)    echo "deploy/local: unknown PD_INSTANCE '$PD_INSTANCE' (use main, b or chaos)" >&2; exit 2 ;;
 esac
 PD_PG_PORT="${PD_PG_PORT:-$_pd_default_pg}"
 PD_BOUNCER_PORT="${PD_BOUNCER_PORT:-$_pd_default_bouncer}"

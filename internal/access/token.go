@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -600,6 +601,23 @@ func (s *Service) revoke(ctx context.Context, id string, ev *audit.Event) (Token
 		return Token{}, fmt.Errorf("revoke token: %w", err)
 	}
 	return t, nil
+}
+
+// Delete removes a token from the catalog for good, on an admin connection
+// (cleanup of test and chaos runs): the application role may create and
+// revoke tokens, never delete them.
+func Delete(ctx context.Context, admin *sql.DB, id string) error {
+	if !validUUID(id) {
+		return fmt.Errorf("token %q: %w", id, ErrTokenNotFound)
+	}
+	res, err := admin.ExecContext(ctx, `DELETE FROM landlord.api_tokens WHERE id = $1::text::uuid`, id)
+	if err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
+	}
+	return nil
 }
 
 // validUUID accepts the canonical 8-4-4-4-12 hex form only.

@@ -135,6 +135,72 @@ func (e CardStatus) Valid() bool {
 	}
 }
 
+// Defines values for ElectionActivityAction.
+const (
+	ElectionActivityActionBallotCast       ElectionActivityAction = "ballot_cast"
+	ElectionActivityActionCandidateAdded   ElectionActivityAction = "candidate_added"
+	ElectionActivityActionCandidateRemoved ElectionActivityAction = "candidate_removed"
+	ElectionActivityActionClosed           ElectionActivityAction = "closed"
+	ElectionActivityActionCreated          ElectionActivityAction = "created"
+	ElectionActivityActionOpened           ElectionActivityAction = "opened"
+	ElectionActivityActionPositionAdded    ElectionActivityAction = "position_added"
+	ElectionActivityActionPositionRemoved  ElectionActivityAction = "position_removed"
+	ElectionActivityActionPublished        ElectionActivityAction = "published"
+	ElectionActivityActionUpdated          ElectionActivityAction = "updated"
+)
+
+// Valid indicates whether the value is a known member of the ElectionActivityAction enum.
+func (e ElectionActivityAction) Valid() bool {
+	switch e {
+	case ElectionActivityActionBallotCast:
+		return true
+	case ElectionActivityActionCandidateAdded:
+		return true
+	case ElectionActivityActionCandidateRemoved:
+		return true
+	case ElectionActivityActionClosed:
+		return true
+	case ElectionActivityActionCreated:
+		return true
+	case ElectionActivityActionOpened:
+		return true
+	case ElectionActivityActionPositionAdded:
+		return true
+	case ElectionActivityActionPositionRemoved:
+		return true
+	case ElectionActivityActionPublished:
+		return true
+	case ElectionActivityActionUpdated:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ElectionStatus.
+const (
+	ElectionStatusClosed    ElectionStatus = "closed"
+	ElectionStatusDraft     ElectionStatus = "draft"
+	ElectionStatusOpen      ElectionStatus = "open"
+	ElectionStatusPublished ElectionStatus = "published"
+)
+
+// Valid indicates whether the value is a known member of the ElectionStatus enum.
+func (e ElectionStatus) Valid() bool {
+	switch e {
+	case ElectionStatusClosed:
+		return true
+	case ElectionStatusDraft:
+		return true
+	case ElectionStatusOpen:
+		return true
+	case ElectionStatusPublished:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for InstallStatus.
 const (
 	Installed    InstallStatus = "installed"
@@ -171,6 +237,24 @@ func (e MemberStatus) Valid() bool {
 	case MemberStatusInactive:
 		return true
 	case MemberStatusSuspended:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ResultsStatus.
+const (
+	ResultsStatusClosed    ResultsStatus = "closed"
+	ResultsStatusPublished ResultsStatus = "published"
+)
+
+// Valid indicates whether the value is a known member of the ResultsStatus enum.
+func (e ResultsStatus) Valid() bool {
+	switch e {
+	case ResultsStatusClosed:
+		return true
+	case ResultsStatusPublished:
 		return true
 	default:
 		return false
@@ -416,6 +500,44 @@ type AuditPage struct {
 	Next *string `json:"next"`
 }
 
+// Ballot defines model for Ballot.
+type Ballot struct {
+	// Choices at most one entry per position; a position left out (or with no candidate) is a blank vote for it
+	Choices *[]struct {
+		// CandidateIds up to the position's seats, each at most once
+		CandidateIds *[]openapi_types.UUID `json:"candidate_ids,omitempty"`
+		PositionId   openapi_types.UUID    `json:"position_id"`
+	} `json:"choices,omitempty"`
+
+	// MemberId the voter
+	MemberId openapi_types.UUID `json:"member_id"`
+}
+
+// Candidate defines model for Candidate.
+type Candidate struct {
+	CreatedAt  time.Time          `json:"created_at"`
+	FullName   string             `json:"full_name"`
+	Id         openapi_types.UUID `json:"id"`
+	MemberId   openapi_types.UUID `json:"member_id"`
+	PositionId openapi_types.UUID `json:"position_id"`
+}
+
+// CandidateCreate defines model for CandidateCreate.
+type CandidateCreate struct {
+	// MemberId an active member of the tenant
+	MemberId openapi_types.UUID `json:"member_id"`
+}
+
+// CandidateResult defines model for CandidateResult.
+type CandidateResult struct {
+	CandidateId openapi_types.UUID `json:"candidate_id"`
+	Elected     bool               `json:"elected"`
+	FullName    string             `json:"full_name"`
+	MemberId    openapi_types.UUID `json:"member_id"`
+	Tied        bool               `json:"tied"`
+	Votes       int                `json:"votes"`
+}
+
 // Card defines model for Card.
 type Card struct {
 	ActivatedAt *time.Time         `json:"activated_at"`
@@ -440,7 +562,7 @@ type CardIssue struct {
 	// ExpiresAt in the future, within 10 years; default: in one year
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 
-	// MemberId an active member of the same tenant
+	// MemberId an active member of the same tenant; canonical form, lower case (else 400 invalid_id)
 	MemberId openapi_types.UUID `json:"member_id"`
 }
 
@@ -455,14 +577,117 @@ type CardPage struct {
 // CardStatus defines model for CardStatus.
 type CardStatus string
 
-// Install defines model for Install.
-type Install struct {
-	InstalledAt time.Time     `json:"installed_at"`
-	Module      string        `json:"module"`
-	Status      InstallStatus `json:"status"`
+// Election defines model for Election.
+type Election struct {
+	// Ballots ballots cast, once closed
+	Ballots  *int       `json:"ballots"`
+	ClosedAt *time.Time `json:"closed_at"`
+
+	// ClosesAt until then
+	ClosesAt    time.Time          `json:"closes_at"`
+	CreatedAt   time.Time          `json:"created_at"`
+	Description string             `json:"description"`
+	Id          openapi_types.UUID `json:"id"`
+	OpenedAt    *time.Time         `json:"opened_at"`
+
+	// OpensAt ballots are accepted from then (while open)
+	OpensAt     time.Time  `json:"opens_at"`
+	PublishedAt *time.Time `json:"published_at"`
+
+	// ScopeUnitId a geography unit: only members whose unit lies in its subtree may vote
+	ScopeUnitId *int64             `json:"scope_unit_id"`
+	Status      ElectionStatus     `json:"status"`
+	TenantId    openapi_types.UUID `json:"tenant_id"`
+	Title       string             `json:"title"`
+	UpdatedAt   time.Time          `json:"updated_at"`
 }
 
-// InstallStatus defines model for Install.Status.
+// ElectionActivity defines model for ElectionActivity.
+type ElectionActivity struct {
+	Action ElectionActivityAction `json:"action"`
+
+	// Actor who acted: platform:<token id> or tenant:<token id>
+	Actor     *string   `json:"actor"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// Detail e.g. {"from": "open", "to": "closed", "ballots": 12} or, for a ballot, {"member_id": …}
+	Detail     map[string]interface{} `json:"detail"`
+	ElectionId openapi_types.UUID     `json:"election_id"`
+	Id         openapi_types.UUID     `json:"id"`
+}
+
+// ElectionActivityAction defines model for ElectionActivity.Action.
+type ElectionActivityAction string
+
+// ElectionActivityPage defines model for ElectionActivityPage.
+type ElectionActivityPage struct {
+	Items []ElectionActivity `json:"items"`
+
+	// Next pass as after for the next page
+	Next *string `json:"next"`
+}
+
+// ElectionCreate defines model for ElectionCreate.
+type ElectionCreate struct {
+	// ClosesAt after opens_at
+	ClosesAt    time.Time `json:"closes_at"`
+	Description *string   `json:"description,omitempty"`
+	OpensAt     time.Time `json:"opens_at"`
+	ScopeUnitId *int64    `json:"scope_unit_id,omitempty"`
+
+	// Title Example: Executive committee 2026
+	Title string `json:"title"`
+}
+
+// ElectionDetail defines model for ElectionDetail.
+type ElectionDetail struct {
+	Ballots     *int               `json:"ballots"`
+	ClosedAt    *time.Time         `json:"closed_at"`
+	ClosesAt    time.Time          `json:"closes_at"`
+	CreatedAt   time.Time          `json:"created_at"`
+	Description string             `json:"description"`
+	Id          openapi_types.UUID `json:"id"`
+	OpenedAt    *time.Time         `json:"opened_at"`
+	OpensAt     time.Time          `json:"opens_at"`
+	Positions   []Position         `json:"positions"`
+	PublishedAt *time.Time         `json:"published_at"`
+	ScopeUnitId *int64             `json:"scope_unit_id"`
+	Status      ElectionStatus     `json:"status"`
+	TenantId    openapi_types.UUID `json:"tenant_id"`
+	Title       string             `json:"title"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+}
+
+// ElectionPage defines model for ElectionPage.
+type ElectionPage struct {
+	Items []Election `json:"items"`
+
+	// Next pass as after for the next page
+	Next *string `json:"next"`
+}
+
+// ElectionPatch absent fields stay; null clears scope_unit_id
+type ElectionPatch struct {
+	ClosesAt    *time.Time `json:"closes_at,omitempty"`
+	Description *string    `json:"description,omitempty"`
+	OpensAt     *time.Time `json:"opens_at,omitempty"`
+	ScopeUnitId *int64     `json:"scope_unit_id,omitempty"`
+	Title       *string    `json:"title,omitempty"`
+}
+
+// ElectionStatus defines model for ElectionStatus.
+type ElectionStatus string
+
+// Install defines model for Install.
+type Install struct {
+	InstalledAt time.Time `json:"installed_at"`
+	Module      string    `json:"module"`
+
+	// Status uninstalling: an uninstall of a tenant in its own database is unfinished (run it again)
+	Status InstallStatus `json:"status"`
+}
+
+// InstallStatus uninstalling: an uninstall of a tenant in its own database is unfinished (run it again)
 type InstallStatus string
 
 // InstallList defines model for InstallList.
@@ -472,7 +697,7 @@ type InstallList struct {
 
 // InstallRequest defines model for InstallRequest.
 type InstallRequest struct {
-	// Module Example: events
+	// Module Example: elections
 	Module string `json:"module"`
 }
 
@@ -531,12 +756,20 @@ type MemberStatus string
 
 // Module defines model for Module.
 type Module struct {
-	CreatedAt   time.Time `json:"created_at"`
-	Description string    `json:"description"`
-	DisplayName string    `json:"display_name"`
-	Name        string    `json:"name"`
-	SchemaFiles []string  `json:"schema_files"`
-	Version     string    `json:"version"`
+	// Builtin a module of this build: its routes, domain package and installer come with the server
+	Builtin   bool      `json:"builtin"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// Default installed for every new tenant (and by the fleet runner for tenants that never had it)
+	Default     bool   `json:"default"`
+	Description string `json:"description"`
+	DisplayName string `json:"display_name"`
+	Name        string `json:"name"`
+
+	// Requires modules that must be installed first
+	Requires    []string `json:"requires"`
+	SchemaFiles []string `json:"schema_files"`
+	Version     string   `json:"version"`
 }
 
 // ModuleCreate defines model for ModuleCreate.
@@ -544,7 +777,7 @@ type ModuleCreate struct {
 	Description *string `json:"description,omitempty"`
 	DisplayName string  `json:"display_name"`
 
-	// Name Example: events
+	// Name Example: my_module
 	Name        string    `json:"name"`
 	SchemaFiles *[]string `json:"schema_files,omitempty"`
 	Version     string    `json:"version"`
@@ -553,6 +786,37 @@ type ModuleCreate struct {
 // ModuleList defines model for ModuleList.
 type ModuleList struct {
 	Items []Module `json:"items"`
+}
+
+// Position defines model for Position.
+type Position struct {
+	Candidates []Candidate        `json:"candidates"`
+	CreatedAt  time.Time          `json:"created_at"`
+	ElectionId openapi_types.UUID `json:"election_id"`
+	Id         openapi_types.UUID `json:"id"`
+	Seats      int                `json:"seats"`
+	Title      string             `json:"title"`
+}
+
+// PositionCreate defines model for PositionCreate.
+type PositionCreate struct {
+	// Seats Example: 1
+	Seats int `json:"seats"`
+
+	// Title Example: President
+	Title string `json:"title"`
+}
+
+// PositionResult defines model for PositionResult.
+type PositionResult struct {
+	// Candidates by votes, most first
+	Candidates []CandidateResult  `json:"candidates"`
+	PositionId openapi_types.UUID `json:"position_id"`
+	Seats      int                `json:"seats"`
+
+	// Tie candidates tie for the last seat: they are marked tied, not elected
+	Tie   bool   `json:"tie"`
+	Title string `json:"title"`
 }
 
 // Problem defines model for Problem.
@@ -566,6 +830,25 @@ type Problem struct {
 	Title     string  `json:"title"`
 	Type      string  `json:"type"`
 }
+
+// Receipt defines model for Receipt.
+type Receipt struct {
+	Counted    bool               `json:"counted"`
+	ElectionId openapi_types.UUID `json:"election_id"`
+	MemberId   openapi_types.UUID `json:"member_id"`
+}
+
+// Results defines model for Results.
+type Results struct {
+	// Ballots ballots cast (blank ones included)
+	Ballots    int                `json:"ballots"`
+	ElectionId openapi_types.UUID `json:"election_id"`
+	Positions  []PositionResult   `json:"positions"`
+	Status     ResultsStatus      `json:"status"`
+}
+
+// ResultsStatus defines model for Results.Status.
+type ResultsStatus string
 
 // Status defines model for Status.
 type Status struct {
@@ -787,6 +1070,9 @@ type ValidationResultResult string
 // After defines model for After.
 type After = string
 
+// CandidateID defines model for CandidateID.
+type CandidateID = string
+
 // ID defines model for ID.
 type ID = string
 
@@ -795,6 +1081,9 @@ type Limit = int
 
 // ModuleName defines model for ModuleName.
 type ModuleName = string
+
+// PositionID defines model for PositionID.
+type PositionID = string
 
 // Slug defines model for Slug.
 type Slug = string
@@ -810,6 +1099,9 @@ type HeadersTooLarge = Problem
 
 // ProblemRetry defines model for ProblemRetry.
 type ProblemRetry = Problem
+
+// URITooLong defines model for URITooLong.
+type URITooLong = Problem
 
 // ListGeoUnitsParams defines parameters for ListGeoUnits.
 type ListGeoUnitsParams struct {
@@ -857,7 +1149,11 @@ type DeleteTenantParams struct {
 
 // UninstallTenantModuleParams defines parameters for UninstallTenantModule.
 type UninstallTenantModuleParams struct {
-	// Force drop the module's tables even when they hold rows
+	// Purge drop the module's tables even when they hold rows
+	Purge *bool `form:"purge,omitempty" json:"purge,omitempty"`
+
+	// Force the former name of purge
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
 	Force *bool `form:"force,omitempty" json:"force,omitempty"`
 }
 
@@ -872,13 +1168,32 @@ type ListCardsParams struct {
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
 	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
-	After    *After              `form:"after,omitempty" json:"after,omitempty"`
+	After *After `form:"after,omitempty" json:"after,omitempty"`
+
+	// MemberId a UUID in its canonical form, lower case (else 400 invalid_id)
 	MemberId *openapi_types.UUID `form:"member_id,omitempty" json:"member_id,omitempty"`
 	Status   *CardStatus         `form:"status,omitempty" json:"status,omitempty"`
 }
 
 // ListCardActivitiesParams defines parameters for ListCardActivities.
 type ListCardActivitiesParams struct {
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
+	After *After `form:"after,omitempty" json:"after,omitempty"`
+}
+
+// ListElectionsParams defines parameters for ListElections.
+type ListElectionsParams struct {
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
+	After  *After          `form:"after,omitempty" json:"after,omitempty"`
+	Status *ElectionStatus `form:"status,omitempty" json:"status,omitempty"`
+}
+
+// ListElectionActivitiesParams defines parameters for ListElectionActivities.
+type ListElectionActivitiesParams struct {
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
 	// After the next cursor of the previous page of the same listing (else 400 invalid_cursor)
@@ -920,6 +1235,21 @@ type IssueCardJSONRequestBody = CardIssue
 
 // ValidateCardJSONRequestBody defines body for ValidateCard for application/json ContentType.
 type ValidateCardJSONRequestBody = ValidateRequest
+
+// CreateElectionJSONRequestBody defines body for CreateElection for application/json ContentType.
+type CreateElectionJSONRequestBody = ElectionCreate
+
+// UpdateElectionJSONRequestBody defines body for UpdateElection for application/json ContentType.
+type UpdateElectionJSONRequestBody = ElectionPatch
+
+// CastBallotJSONRequestBody defines body for CastBallot for application/json ContentType.
+type CastBallotJSONRequestBody = Ballot
+
+// AddElectionPositionJSONRequestBody defines body for AddElectionPosition for application/json ContentType.
+type AddElectionPositionJSONRequestBody = PositionCreate
+
+// AddElectionCandidateJSONRequestBody defines body for AddElectionCandidate for application/json ContentType.
+type AddElectionCandidateJSONRequestBody = CandidateCreate
 
 // CreateMemberJSONRequestBody defines body for CreateMember for application/json ContentType.
 type CreateMemberJSONRequestBody = MemberCreate
@@ -1131,6 +1461,10 @@ type ClientInterface interface {
 
 	// InstallTenantModuleWithBody Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -1138,12 +1472,21 @@ type ClientInterface interface {
 
 	// InstallTenantModule Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
 	InstallTenantModule(ctx context.Context, slug Slug, body InstallTenantModuleJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// UninstallTenantModule Uninstall a module (drops its tables)
+	// UninstallTenantModule Uninstall a module (drops its tables, and no other module's)
+	//
+	// Refused (409 module_has_data) while the module's tables hold rows,
+	// unless purge=true; refused (409 module_in_use) while an installed
+	// module needs it. The module's routes answer 404
+	// module_not_installed on every server from then on.
 	//
 	// Corresponds with DELETE /api/v1/platform/tenants/{slug}/modules/{name} (the `UninstallTenantModule` operationId).
 	UninstallTenantModule(ctx context.Context, slug Slug, name ModuleName, params *UninstallTenantModuleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1170,7 +1513,7 @@ type ClientInterface interface {
 	// RevokeToken Revoke a token
 	//
 	// Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-	RevokeToken(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RevokeToken(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealthz The process is up
 	//
@@ -1267,6 +1610,152 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /{tenant}/api/v1/cards/{id}/revoke (the `RevokeCard` operationId).
 	RevokeCard(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListElections List elections (keyset pages in creation order; drafts for admins only)
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+	ListElections(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateElectionWithBody Create a draft election (admins)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElectionWithBody(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateElection Create a draft election (admins)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElection(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetElection One election with its positions and candidates (a draft is an admin's only)
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+	GetElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateElectionWithBody Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElectionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateElection Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElection(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListElectionActivities The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+	ListElectionActivities(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CastBallotWithBody Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallotWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CastBallot Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallot(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CloseElection open → closed (admins)
+	//
+	// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+	CloseElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenElection draft → open (admins)
+	//
+	// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+	OpenElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionPositionWithBody Add a position to a draft (admins)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPositionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionPosition Add a position to a draft (admins)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPosition(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RemoveElectionPosition Remove a position and its candidates from a draft (admins)
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+	RemoveElectionPosition(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionCandidateWithBody Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidateWithBody(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AddElectionCandidate Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RemoveElectionCandidate Withdraw a candidate of a draft (admins)
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+	RemoveElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PublishElection closed → published (admins)
+	//
+	// The results become readable by every token of the tenant.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+	PublishElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetElectionResults The counts, winners and ties (admins once closed, everyone once published)
+	//
+	// 409 results_not_available before the election closes; 403
+	// results_not_published to a tenant token while it is closed but not
+	// published.
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+	GetElectionResults(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListMembers List members (keyset pages in id order)
 	//
@@ -1626,6 +2115,10 @@ func (c *Client) ListTenantModules(ctx context.Context, slug Slug, reqEditors ..
 
 // InstallTenantModuleWithBody Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -1643,6 +2136,10 @@ func (c *Client) InstallTenantModuleWithBody(ctx context.Context, slug Slug, con
 
 // InstallTenantModule Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -1658,7 +2155,12 @@ func (c *Client) InstallTenantModule(ctx context.Context, slug Slug, body Instal
 	return c.Client.Do(req)
 }
 
-// UninstallTenantModule Uninstall a module (drops its tables)
+// UninstallTenantModule Uninstall a module (drops its tables, and no other module's)
+//
+// Refused (409 module_has_data) while the module's tables hold rows,
+// unless purge=true; refused (409 module_in_use) while an installed
+// module needs it. The module's routes answer 404
+// module_not_installed on every server from then on.
 //
 // Corresponds with DELETE /api/v1/platform/tenants/{slug}/modules/{name} (the `UninstallTenantModule` operationId).
 func (c *Client) UninstallTenantModule(ctx context.Context, slug Slug, name ModuleName, params *UninstallTenantModuleParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1725,7 +2227,7 @@ func (c *Client) CreateToken(ctx context.Context, body CreateTokenJSONRequestBod
 // RevokeToken Revoke a token
 //
 // Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-func (c *Client) RevokeToken(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+func (c *Client) RevokeToken(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeTokenRequest(c.Server, id)
 	if err != nil {
 		return nil, err
@@ -1963,6 +2465,342 @@ func (c *Client) ExpireCard(ctx context.Context, tenant TenantSlug, id ID, reqEd
 // Corresponds with POST /{tenant}/api/v1/cards/{id}/revoke (the `RevokeCard` operationId).
 func (c *Client) RevokeCard(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeCardRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListElections List elections (keyset pages in creation order; drafts for admins only)
+//
+// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+func (c *Client) ListElections(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListElectionsRequest(c.Server, tenant, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateElectionWithBody Create a draft election (admins)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *Client) CreateElectionWithBody(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateElectionRequestWithBody(c.Server, tenant, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateElection Create a draft election (admins)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *Client) CreateElection(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateElectionRequest(c.Server, tenant, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetElection One election with its positions and candidates (a draft is an admin's only)
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+func (c *Client) GetElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateElectionWithBody Change a draft (admins); 409 election_locked once it opened
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *Client) UpdateElectionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateElectionRequestWithBody(c.Server, tenant, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateElection Change a draft (admins); 409 election_locked once it opened
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *Client) UpdateElection(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateElectionRequest(c.Server, tenant, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListElectionActivities The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+func (c *Client) ListElectionActivities(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListElectionActivitiesRequest(c.Server, tenant, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CastBallotWithBody Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *Client) CastBallotWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCastBallotRequestWithBody(c.Server, tenant, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CastBallot Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *Client) CastBallot(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCastBallotRequest(c.Server, tenant, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CloseElection open → closed (admins)
+//
+// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+func (c *Client) CloseElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCloseElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenElection draft → open (admins)
+//
+// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+func (c *Client) OpenElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionPositionWithBody Add a position to a draft (admins)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *Client) AddElectionPositionWithBody(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionPositionRequestWithBody(c.Server, tenant, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionPosition Add a position to a draft (admins)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *Client) AddElectionPosition(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionPositionRequest(c.Server, tenant, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RemoveElectionPosition Remove a position and its candidates from a draft (admins)
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+func (c *Client) RemoveElectionPosition(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRemoveElectionPositionRequest(c.Server, tenant, id, position)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionCandidateWithBody Make an active member a candidate for a position of a draft (admins)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *Client) AddElectionCandidateWithBody(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionCandidateRequestWithBody(c.Server, tenant, id, position, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AddElectionCandidate Make an active member a candidate for a position of a draft (admins)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *Client) AddElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAddElectionCandidateRequest(c.Server, tenant, id, position, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RemoveElectionCandidate Withdraw a candidate of a draft (admins)
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+func (c *Client) RemoveElectionCandidate(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRemoveElectionCandidateRequest(c.Server, tenant, id, position, candidate)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PublishElection closed → published (admins)
+//
+// The results become readable by every token of the tenant.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+func (c *Client) PublishElection(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPublishElectionRequest(c.Server, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetElectionResults The counts, winners and ties (admins once closed, everyone once published)
+//
+// 409 results_not_available before the election closes; 403
+// results_not_published to a tenant token while it is closed but not
+// published.
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+func (c *Client) GetElectionResults(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetElectionResultsRequest(c.Server, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -2896,6 +3734,18 @@ func NewUninstallTenantModuleRequest(server string, slug Slug, name ModuleName, 
 		// per the OpenAPI spec (e.g. "color=blue,black,brown").
 		var rawQueryFragments []string
 
+		if params.Purge != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "purge", *params.Purge, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Force != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "force", *params.Force, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
@@ -3029,7 +3879,7 @@ func NewCreateTokenRequestWithBody(server string, contentType string, body io.Re
 }
 
 // NewRevokeTokenRequest constructs an http.Request for the RevokeToken method
-func NewRevokeTokenRequest(server string, id string) (*http.Request, error) {
+func NewRevokeTokenRequest(server string, id ID) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -3605,6 +4455,749 @@ func NewRevokeCardRequest(server string, tenant TenantSlug, id ID) (*http.Reques
 	return req, nil
 }
 
+// NewListElectionsRequest constructs an http.Request for the ListElections method
+func NewListElectionsRequest(server string, tenant TenantSlug, params *ListElectionsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateElectionRequest calls the generic CreateElection builder with application/json body
+func NewCreateElectionRequest(server string, tenant TenantSlug, body CreateElectionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateElectionRequestWithBody(server, tenant, "application/json", bodyReader)
+}
+
+// NewCreateElectionRequestWithBody constructs an http.Request for the CreateElection method, with any body, and a specified content type
+func NewCreateElectionRequestWithBody(server string, tenant TenantSlug, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetElectionRequest constructs an http.Request for the GetElection method
+func NewGetElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateElectionRequest calls the generic UpdateElection builder with application/json body
+func NewUpdateElectionRequest(server string, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateElectionRequestWithBody(server, tenant, id, "application/json", bodyReader)
+}
+
+// NewUpdateElectionRequestWithBody constructs an http.Request for the UpdateElection method, with any body, and a specified content type
+func NewUpdateElectionRequestWithBody(server string, tenant TenantSlug, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewListElectionActivitiesRequest constructs an http.Request for the ListElectionActivities method
+func NewListElectionActivitiesRequest(server string, tenant TenantSlug, id ID, params *ListElectionActivitiesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/activities", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCastBallotRequest calls the generic CastBallot builder with application/json body
+func NewCastBallotRequest(server string, tenant TenantSlug, id ID, body CastBallotJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCastBallotRequestWithBody(server, tenant, id, "application/json", bodyReader)
+}
+
+// NewCastBallotRequestWithBody constructs an http.Request for the CastBallot method, with any body, and a specified content type
+func NewCastBallotRequestWithBody(server string, tenant TenantSlug, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/ballots", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewCloseElectionRequest constructs an http.Request for the CloseElection method
+func NewCloseElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/close", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOpenElectionRequest constructs an http.Request for the OpenElection method
+func NewOpenElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/open", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAddElectionPositionRequest calls the generic AddElectionPosition builder with application/json body
+func NewAddElectionPositionRequest(server string, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAddElectionPositionRequestWithBody(server, tenant, id, "application/json", bodyReader)
+}
+
+// NewAddElectionPositionRequestWithBody constructs an http.Request for the AddElectionPosition method, with any body, and a specified content type
+func NewAddElectionPositionRequestWithBody(server string, tenant TenantSlug, id ID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRemoveElectionPositionRequest constructs an http.Request for the RemoveElectionPosition method
+func NewRemoveElectionPositionRequest(server string, tenant TenantSlug, id ID, position PositionID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "position", position, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions/%s", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAddElectionCandidateRequest calls the generic AddElectionCandidate builder with application/json body
+func NewAddElectionCandidateRequest(server string, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAddElectionCandidateRequestWithBody(server, tenant, id, position, "application/json", bodyReader)
+}
+
+// NewAddElectionCandidateRequestWithBody constructs an http.Request for the AddElectionCandidate method, with any body, and a specified content type
+func NewAddElectionCandidateRequestWithBody(server string, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "position", position, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions/%s/candidates", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewRemoveElectionCandidateRequest constructs an http.Request for the RemoveElectionCandidate method
+func NewRemoveElectionCandidateRequest(server string, tenant TenantSlug, id ID, position PositionID, candidate CandidateID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "position", position, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam3 string
+
+	pathParam3, err = runtime.StyleParamWithOptions("simple", false, "candidate", candidate, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/positions/%s/candidates/%s", pathParam0, pathParam1, pathParam2, pathParam3)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPublishElectionRequest constructs an http.Request for the PublishElection method
+func NewPublishElectionRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/publish", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetElectionResultsRequest constructs an http.Request for the GetElectionResults method
+func NewGetElectionResultsRequest(server string, tenant TenantSlug, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "tenant", tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/%s/api/v1/elections/%s/results", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListMembersRequest constructs an http.Request for the ListMembers method
 func NewListMembersRequest(server string, tenant TenantSlug, params *ListMembersParams) (*http.Request, error) {
 	var err error
@@ -4079,6 +5672,10 @@ type ClientWithResponsesInterface interface {
 
 	// InstallTenantModuleWithBodyWithResponse Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -4086,12 +5683,21 @@ type ClientWithResponsesInterface interface {
 
 	// InstallTenantModuleWithResponse Install a module (applies its tenant schema)
 	//
+	// The module's routes are live on every server as soon as this answers
+	// (the install is announced with the tenant's change notice). 409
+	// module_required when it needs a module the tenant has not installed.
+	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
 	InstallTenantModuleWithResponse(ctx context.Context, slug Slug, body InstallTenantModuleJSONRequestBody, reqEditors ...RequestEditorFn) (*InstallTenantModuleResponse, error)
 
-	// UninstallTenantModuleWithResponse Uninstall a module (drops its tables)
+	// UninstallTenantModuleWithResponse Uninstall a module (drops its tables, and no other module's)
+	//
+	// Refused (409 module_has_data) while the module's tables hold rows,
+	// unless purge=true; refused (409 module_in_use) while an installed
+	// module needs it. The module's routes answer 404
+	// module_not_installed on every server from then on.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4124,7 +5730,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-	RevokeTokenWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error)
+	RevokeTokenWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error)
 
 	// GetHealthzWithResponse The process is up
 	//
@@ -4242,6 +5848,170 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /{tenant}/api/v1/cards/{id}/revoke (the `RevokeCard` operationId).
 	RevokeCardWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*RevokeCardResponse, error)
 
+	// ListElectionsWithResponse List elections (keyset pages in creation order; drafts for admins only)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+	ListElectionsWithResponse(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*ListElectionsResponse, error)
+
+	// CreateElectionWithBodyWithResponse Create a draft election (admins)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error)
+
+	// CreateElectionWithResponse Create a draft election (admins)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+	CreateElectionWithResponse(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error)
+
+	// GetElectionWithResponse One election with its positions and candidates (a draft is an admin's only)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+	GetElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResponse, error)
+
+	// UpdateElectionWithBodyWithResponse Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error)
+
+	// UpdateElectionWithResponse Change a draft (admins); 409 election_locked once it opened
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+	UpdateElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error)
+
+	// ListElectionActivitiesWithResponse The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+	ListElectionActivitiesWithResponse(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*ListElectionActivitiesResponse, error)
+
+	// CastBallotWithBodyWithResponse Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallotWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CastBallotResponse, error)
+
+	// CastBallotWithResponse Cast a member's ballot (secret; counts once)
+	//
+	// One statement: the voter must be an active member holding an active
+	// digital card (and, for a scoped election, a member of a geography
+	// unit inside the scope: else 403 not_eligible), the election open
+	// (409 election_not_open) and inside its window (409
+	// outside_voting_window), every choice a candidate of its position in
+	// this election, at most its seats (400 invalid_ballot). A second
+	// ballot of the member is 409 already_voted: the database's roll of
+	// voters refuses it. The receipt names no ballot.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+	CastBallotWithResponse(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*CastBallotResponse, error)
+
+	// CloseElectionWithResponse open → closed (admins)
+	//
+	// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+	CloseElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*CloseElectionResponse, error)
+
+	// OpenElectionWithResponse draft → open (admins)
+	//
+	// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+	OpenElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*OpenElectionResponse, error)
+
+	// AddElectionPositionWithBodyWithResponse Add a position to a draft (admins)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPositionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error)
+
+	// AddElectionPositionWithResponse Add a position to a draft (admins)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+	AddElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error)
+
+	// RemoveElectionPositionWithResponse Remove a position and its candidates from a draft (admins)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+	RemoveElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*RemoveElectionPositionResponse, error)
+
+	// AddElectionCandidateWithBodyWithResponse Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidateWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error)
+
+	// AddElectionCandidateWithResponse Make an active member a candidate for a position of a draft (admins)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+	AddElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error)
+
+	// RemoveElectionCandidateWithResponse Withdraw a candidate of a draft (admins)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+	RemoveElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*RemoveElectionCandidateResponse, error)
+
+	// PublishElectionWithResponse closed → published (admins)
+	//
+	// The results become readable by every token of the tenant.
+	// Any other transition is 409 illegal_election_transition. No body (or {}).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+	PublishElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*PublishElectionResponse, error)
+
+	// GetElectionResultsWithResponse The counts, winners and ties (admins once closed, everyone once published)
+	//
+	// 409 results_not_available before the election closes; 403
+	// results_not_published to a tenant token while it is closed but not
+	// published.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+	GetElectionResultsWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResultsResponse, error)
+
 	// ListMembersWithResponse List members (keyset pages in id order)
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -4316,6 +6086,11 @@ type ListGeoUnitsResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListGeoUnitsResponse414Headers the declared response headers of an HTTP 414 response for ListGeoUnits
+type ListGeoUnitsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListGeoUnitsResponse429Headers the declared response headers of an HTTP 429 response for ListGeoUnits
 type ListGeoUnitsResponse429Headers struct {
 	RetryAfter *string
@@ -4324,6 +6099,12 @@ type ListGeoUnitsResponse429Headers struct {
 
 // ListGeoUnitsResponse431Headers the declared response headers of an HTTP 431 response for ListGeoUnits
 type ListGeoUnitsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListGeoUnitsResponse503Headers the declared response headers of an HTTP 503 response for ListGeoUnits
+type ListGeoUnitsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -4340,10 +6121,14 @@ type ListGeoUnitsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListGeoUnitsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4352,10 +6137,14 @@ type ListGeoUnitsResponse struct {
 	Headers403 *ListGeoUnitsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListGeoUnitsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListGeoUnitsResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListGeoUnitsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListGeoUnitsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListGeoUnitsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4383,6 +6172,11 @@ func (r ListGeoUnitsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListGeoUnitsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r ListGeoUnitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -4391,6 +6185,11 @@ func (r ListGeoUnitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListGeoUnitsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListGeoUnitsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4442,6 +6241,11 @@ type GetGeoUnitResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetGeoUnitResponse414Headers the declared response headers of an HTTP 414 response for GetGeoUnit
+type GetGeoUnitResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetGeoUnitResponse429Headers the declared response headers of an HTTP 429 response for GetGeoUnit
 type GetGeoUnitResponse429Headers struct {
 	RetryAfter *string
@@ -4450,6 +6254,12 @@ type GetGeoUnitResponse429Headers struct {
 
 // GetGeoUnitResponse431Headers the declared response headers of an HTTP 431 response for GetGeoUnit
 type GetGeoUnitResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetGeoUnitResponse503Headers the declared response headers of an HTTP 503 response for GetGeoUnit
+type GetGeoUnitResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -4466,10 +6276,14 @@ type GetGeoUnitResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetGeoUnitResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -4478,10 +6292,14 @@ type GetGeoUnitResponse struct {
 	Headers403 *GetGeoUnitResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetGeoUnitResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetGeoUnitResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetGeoUnitResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetGeoUnitResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetGeoUnitResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4509,6 +6327,11 @@ func (r GetGeoUnitResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetGeoUnitResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r GetGeoUnitResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -4517,6 +6340,11 @@ func (r GetGeoUnitResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetGeoUnitResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetGeoUnitResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4563,6 +6391,11 @@ type ListAuditEventsResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListAuditEventsResponse414Headers the declared response headers of an HTTP 414 response for ListAuditEvents
+type ListAuditEventsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListAuditEventsResponse429Headers the declared response headers of an HTTP 429 response for ListAuditEvents
 type ListAuditEventsResponse429Headers struct {
 	RetryAfter *string
@@ -4571,6 +6404,12 @@ type ListAuditEventsResponse429Headers struct {
 
 // ListAuditEventsResponse431Headers the declared response headers of an HTTP 431 response for ListAuditEvents
 type ListAuditEventsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListAuditEventsResponse503Headers the declared response headers of an HTTP 503 response for ListAuditEvents
+type ListAuditEventsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -4585,20 +6424,28 @@ type ListAuditEventsResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListAuditEventsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListAuditEventsResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListAuditEventsResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListAuditEventsResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListAuditEventsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListAuditEventsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListAuditEventsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4621,6 +6468,11 @@ func (r ListAuditEventsResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r ListAuditEventsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -4629,6 +6481,11 @@ func (r ListAuditEventsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListAuditEventsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4670,6 +6527,11 @@ type ListModulesResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListModulesResponse414Headers the declared response headers of an HTTP 414 response for ListModules
+type ListModulesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListModulesResponse429Headers the declared response headers of an HTTP 429 response for ListModules
 type ListModulesResponse429Headers struct {
 	RetryAfter *string
@@ -4678,6 +6540,12 @@ type ListModulesResponse429Headers struct {
 
 // ListModulesResponse431Headers the declared response headers of an HTTP 431 response for ListModules
 type ListModulesResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListModulesResponse503Headers the declared response headers of an HTTP 503 response for ListModules
+type ListModulesResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -4690,18 +6558,26 @@ type ListModulesResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListModulesResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListModulesResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListModulesResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListModulesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListModulesResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListModulesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4719,6 +6595,11 @@ func (r ListModulesResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListModulesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r ListModulesResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -4727,6 +6608,11 @@ func (r ListModulesResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListModulesResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListModulesResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4788,6 +6674,11 @@ type RegisterModuleResponse413Headers struct {
 	XRequestId *string
 }
 
+// RegisterModuleResponse414Headers the declared response headers of an HTTP 414 response for RegisterModule
+type RegisterModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // RegisterModuleResponse415Headers the declared response headers of an HTTP 415 response for RegisterModule
 type RegisterModuleResponse415Headers struct {
 	XRequestId *string
@@ -4801,6 +6692,12 @@ type RegisterModuleResponse429Headers struct {
 
 // RegisterModuleResponse431Headers the declared response headers of an HTTP 431 response for RegisterModule
 type RegisterModuleResponse431Headers struct {
+	XRequestId *string
+}
+
+// RegisterModuleResponse503Headers the declared response headers of an HTTP 503 response for RegisterModule
+type RegisterModuleResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -4819,12 +6716,16 @@ type RegisterModuleResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *RegisterModuleResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4837,12 +6738,16 @@ type RegisterModuleResponse struct {
 	Headers409 *RegisterModuleResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *RegisterModuleResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RegisterModuleResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *RegisterModuleResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *RegisterModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RegisterModuleResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RegisterModuleResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -4875,6 +6780,11 @@ func (r RegisterModuleResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RegisterModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r RegisterModuleResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -4888,6 +6798,11 @@ func (r RegisterModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r RegisterModuleResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RegisterModuleResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4934,6 +6849,11 @@ type GetModuleResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetModuleResponse414Headers the declared response headers of an HTTP 414 response for GetModule
+type GetModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetModuleResponse429Headers the declared response headers of an HTTP 429 response for GetModule
 type GetModuleResponse429Headers struct {
 	RetryAfter *string
@@ -4942,6 +6862,12 @@ type GetModuleResponse429Headers struct {
 
 // GetModuleResponse431Headers the declared response headers of an HTTP 431 response for GetModule
 type GetModuleResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetModuleResponse503Headers the declared response headers of an HTTP 503 response for GetModule
+type GetModuleResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -4956,20 +6882,28 @@ type GetModuleResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetModuleResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *GetModuleResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetModuleResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetModuleResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetModuleResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetModuleResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4992,6 +6926,11 @@ func (r GetModuleResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r GetModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -5000,6 +6939,11 @@ func (r GetModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetModuleResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetModuleResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5046,6 +6990,11 @@ type ListTenantsResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListTenantsResponse414Headers the declared response headers of an HTTP 414 response for ListTenants
+type ListTenantsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListTenantsResponse429Headers the declared response headers of an HTTP 429 response for ListTenants
 type ListTenantsResponse429Headers struct {
 	RetryAfter *string
@@ -5054,6 +7003,12 @@ type ListTenantsResponse429Headers struct {
 
 // ListTenantsResponse431Headers the declared response headers of an HTTP 431 response for ListTenants
 type ListTenantsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListTenantsResponse503Headers the declared response headers of an HTTP 503 response for ListTenants
+type ListTenantsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5068,20 +7023,28 @@ type ListTenantsResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListTenantsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListTenantsResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListTenantsResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListTenantsResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListTenantsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTenantsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTenantsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5104,6 +7067,11 @@ func (r ListTenantsResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListTenantsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r ListTenantsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -5112,6 +7080,11 @@ func (r ListTenantsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListTenantsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTenantsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5174,6 +7147,11 @@ type CreateTenantResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateTenantResponse414Headers the declared response headers of an HTTP 414 response for CreateTenant
+type CreateTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateTenantResponse415Headers the declared response headers of an HTTP 415 response for CreateTenant
 type CreateTenantResponse415Headers struct {
 	XRequestId *string
@@ -5211,6 +7189,8 @@ type CreateTenantResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -5231,6 +7211,8 @@ type CreateTenantResponse struct {
 	Headers409 *CreateTenantResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateTenantResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateTenantResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5269,6 +7251,11 @@ func (r CreateTenantResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CreateTenantResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -5345,6 +7332,11 @@ type DeleteTenantResponse409Headers struct {
 	XRequestId *string
 }
 
+// DeleteTenantResponse414Headers the declared response headers of an HTTP 414 response for DeleteTenant
+type DeleteTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // DeleteTenantResponse429Headers the declared response headers of an HTTP 429 response for DeleteTenant
 type DeleteTenantResponse429Headers struct {
 	RetryAfter *string
@@ -5377,6 +7369,8 @@ type DeleteTenantResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -5393,6 +7387,8 @@ type DeleteTenantResponse struct {
 	Headers404 *DeleteTenantResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *DeleteTenantResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *DeleteTenantResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -5429,6 +7425,11 @@ func (r DeleteTenantResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r DeleteTenantResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r DeleteTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -5495,6 +7496,11 @@ type GetTenantResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetTenantResponse414Headers the declared response headers of an HTTP 414 response for GetTenant
+type GetTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetTenantResponse429Headers the declared response headers of an HTTP 429 response for GetTenant
 type GetTenantResponse429Headers struct {
 	RetryAfter *string
@@ -5503,6 +7509,12 @@ type GetTenantResponse429Headers struct {
 
 // GetTenantResponse431Headers the declared response headers of an HTTP 431 response for GetTenant
 type GetTenantResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetTenantResponse503Headers the declared response headers of an HTTP 503 response for GetTenant
+type GetTenantResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5519,10 +7531,14 @@ type GetTenantResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetTenantResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5531,10 +7547,14 @@ type GetTenantResponse struct {
 	Headers403 *GetTenantResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetTenantResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetTenantResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetTenantResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetTenantResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5562,6 +7582,11 @@ func (r GetTenantResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r GetTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -5570,6 +7595,11 @@ func (r GetTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetTenantResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetTenantResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5631,6 +7661,11 @@ type UpdateTenantResponse413Headers struct {
 	XRequestId *string
 }
 
+// UpdateTenantResponse414Headers the declared response headers of an HTTP 414 response for UpdateTenant
+type UpdateTenantResponse414Headers struct {
+	XRequestId *string
+}
+
 // UpdateTenantResponse415Headers the declared response headers of an HTTP 415 response for UpdateTenant
 type UpdateTenantResponse415Headers struct {
 	XRequestId *string
@@ -5670,6 +7705,8 @@ type UpdateTenantResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -5690,6 +7727,8 @@ type UpdateTenantResponse struct {
 	Headers409 *UpdateTenantResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateTenantResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateTenantResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5733,6 +7772,11 @@ func (r UpdateTenantResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r UpdateTenantResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateTenantResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -5804,6 +7848,11 @@ type GetTenantLimitsResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetTenantLimitsResponse414Headers the declared response headers of an HTTP 414 response for GetTenantLimits
+type GetTenantLimitsResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetTenantLimitsResponse429Headers the declared response headers of an HTTP 429 response for GetTenantLimits
 type GetTenantLimitsResponse429Headers struct {
 	RetryAfter *string
@@ -5812,6 +7861,12 @@ type GetTenantLimitsResponse429Headers struct {
 
 // GetTenantLimitsResponse431Headers the declared response headers of an HTTP 431 response for GetTenantLimits
 type GetTenantLimitsResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse503Headers the declared response headers of an HTTP 503 response for GetTenantLimits
+type GetTenantLimitsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5828,10 +7883,14 @@ type GetTenantLimitsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *GetTenantLimitsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5840,10 +7899,14 @@ type GetTenantLimitsResponse struct {
 	Headers403 *GetTenantLimitsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetTenantLimitsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetTenantLimitsResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetTenantLimitsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetTenantLimitsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetTenantLimitsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5871,6 +7934,11 @@ func (r GetTenantLimitsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r GetTenantLimitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -5879,6 +7947,11 @@ func (r GetTenantLimitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetTenantLimitsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -5940,6 +8013,11 @@ type SetTenantLimitsResponse413Headers struct {
 	XRequestId *string
 }
 
+// SetTenantLimitsResponse414Headers the declared response headers of an HTTP 414 response for SetTenantLimits
+type SetTenantLimitsResponse414Headers struct {
+	XRequestId *string
+}
+
 // SetTenantLimitsResponse415Headers the declared response headers of an HTTP 415 response for SetTenantLimits
 type SetTenantLimitsResponse415Headers struct {
 	XRequestId *string
@@ -5953,6 +8031,12 @@ type SetTenantLimitsResponse429Headers struct {
 
 // SetTenantLimitsResponse431Headers the declared response headers of an HTTP 431 response for SetTenantLimits
 type SetTenantLimitsResponse431Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse503Headers the declared response headers of an HTTP 503 response for SetTenantLimits
+type SetTenantLimitsResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5973,12 +8057,16 @@ type SetTenantLimitsResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *SetTenantLimitsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5991,12 +8079,16 @@ type SetTenantLimitsResponse struct {
 	Headers409 *SetTenantLimitsResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *SetTenantLimitsResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *SetTenantLimitsResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *SetTenantLimitsResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *SetTenantLimitsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *SetTenantLimitsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetTenantLimitsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6034,6 +8126,11 @@ func (r SetTenantLimitsResponse) GetApplicationproblemJSON413() *Problem {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r SetTenantLimitsResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -6047,6 +8144,11 @@ func (r SetTenantLimitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r SetTenantLimitsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6098,6 +8200,11 @@ type ListTenantModulesResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListTenantModulesResponse414Headers the declared response headers of an HTTP 414 response for ListTenantModules
+type ListTenantModulesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListTenantModulesResponse429Headers the declared response headers of an HTTP 429 response for ListTenantModules
 type ListTenantModulesResponse429Headers struct {
 	RetryAfter *string
@@ -6106,6 +8213,12 @@ type ListTenantModulesResponse429Headers struct {
 
 // ListTenantModulesResponse431Headers the declared response headers of an HTTP 431 response for ListTenantModules
 type ListTenantModulesResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListTenantModulesResponse503Headers the declared response headers of an HTTP 503 response for ListTenantModules
+type ListTenantModulesResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6122,10 +8235,14 @@ type ListTenantModulesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListTenantModulesResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6134,10 +8251,14 @@ type ListTenantModulesResponse struct {
 	Headers403 *ListTenantModulesResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListTenantModulesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListTenantModulesResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListTenantModulesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTenantModulesResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTenantModulesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6165,6 +8286,11 @@ func (r ListTenantModulesResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListTenantModulesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r ListTenantModulesResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -6173,6 +8299,11 @@ func (r ListTenantModulesResponse) GetApplicationproblemJSON429() *ProblemRetry 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListTenantModulesResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTenantModulesResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6239,6 +8370,11 @@ type InstallTenantModuleResponse413Headers struct {
 	XRequestId *string
 }
 
+// InstallTenantModuleResponse414Headers the declared response headers of an HTTP 414 response for InstallTenantModule
+type InstallTenantModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // InstallTenantModuleResponse415Headers the declared response headers of an HTTP 415 response for InstallTenantModule
 type InstallTenantModuleResponse415Headers struct {
 	XRequestId *string
@@ -6278,6 +8414,8 @@ type InstallTenantModuleResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -6300,6 +8438,8 @@ type InstallTenantModuleResponse struct {
 	Headers409 *InstallTenantModuleResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *InstallTenantModuleResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *InstallTenantModuleResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *InstallTenantModuleResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -6343,6 +8483,11 @@ func (r InstallTenantModuleResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r InstallTenantModuleResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r InstallTenantModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -6419,6 +8564,11 @@ type UninstallTenantModuleResponse409Headers struct {
 	XRequestId *string
 }
 
+// UninstallTenantModuleResponse414Headers the declared response headers of an HTTP 414 response for UninstallTenantModule
+type UninstallTenantModuleResponse414Headers struct {
+	XRequestId *string
+}
+
 // UninstallTenantModuleResponse429Headers the declared response headers of an HTTP 429 response for UninstallTenantModule
 type UninstallTenantModuleResponse429Headers struct {
 	RetryAfter *string
@@ -6449,6 +8599,8 @@ type UninstallTenantModuleResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -6465,6 +8617,8 @@ type UninstallTenantModuleResponse struct {
 	Headers404 *UninstallTenantModuleResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *UninstallTenantModuleResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UninstallTenantModuleResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UninstallTenantModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -6496,6 +8650,11 @@ func (r UninstallTenantModuleResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r UninstallTenantModuleResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UninstallTenantModuleResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -6557,6 +8716,11 @@ type ListTokensResponse403Headers struct {
 	XRequestId *string
 }
 
+// ListTokensResponse414Headers the declared response headers of an HTTP 414 response for ListTokens
+type ListTokensResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListTokensResponse429Headers the declared response headers of an HTTP 429 response for ListTokens
 type ListTokensResponse429Headers struct {
 	RetryAfter *string
@@ -6565,6 +8729,12 @@ type ListTokensResponse429Headers struct {
 
 // ListTokensResponse431Headers the declared response headers of an HTTP 431 response for ListTokens
 type ListTokensResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListTokensResponse503Headers the declared response headers of an HTTP 503 response for ListTokens
+type ListTokensResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6579,20 +8749,28 @@ type ListTokensResponse struct {
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *ListTokensResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListTokensResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *ListTokensResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListTokensResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListTokensResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTokensResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTokensResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -6615,6 +8793,11 @@ func (r ListTokensResponse) GetApplicationproblemJSON403() *Problem {
 	return r.ApplicationproblemJSON403
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListTokensResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r ListTokensResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -6623,6 +8806,11 @@ func (r ListTokensResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r ListTokensResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTokensResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6679,6 +8867,11 @@ type CreateTokenResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateTokenResponse414Headers the declared response headers of an HTTP 414 response for CreateToken
+type CreateTokenResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateTokenResponse415Headers the declared response headers of an HTTP 415 response for CreateToken
 type CreateTokenResponse415Headers struct {
 	XRequestId *string
@@ -6692,6 +8885,12 @@ type CreateTokenResponse429Headers struct {
 
 // CreateTokenResponse431Headers the declared response headers of an HTTP 431 response for CreateToken
 type CreateTokenResponse431Headers struct {
+	XRequestId *string
+}
+
+// CreateTokenResponse503Headers the declared response headers of an HTTP 503 response for CreateToken
+type CreateTokenResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6710,12 +8909,16 @@ type CreateTokenResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *CreateTokenResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6726,12 +8929,16 @@ type CreateTokenResponse struct {
 	Headers404 *CreateTokenResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateTokenResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateTokenResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateTokenResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CreateTokenResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateTokenResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateTokenResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -6764,6 +8971,11 @@ func (r CreateTokenResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateTokenResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateTokenResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
@@ -6777,6 +8989,11 @@ func (r CreateTokenResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r CreateTokenResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateTokenResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6808,6 +9025,11 @@ func (r CreateTokenResponse) ContentType() string {
 	return ""
 }
 
+// RevokeTokenResponse400Headers the declared response headers of an HTTP 400 response for RevokeToken
+type RevokeTokenResponse400Headers struct {
+	XRequestId *string
+}
+
 // RevokeTokenResponse401Headers the declared response headers of an HTTP 401 response for RevokeToken
 type RevokeTokenResponse401Headers struct {
 	XRequestId *string
@@ -6823,6 +9045,11 @@ type RevokeTokenResponse404Headers struct {
 	XRequestId *string
 }
 
+// RevokeTokenResponse414Headers the declared response headers of an HTTP 414 response for RevokeToken
+type RevokeTokenResponse414Headers struct {
+	XRequestId *string
+}
+
 // RevokeTokenResponse429Headers the declared response headers of an HTTP 429 response for RevokeToken
 type RevokeTokenResponse429Headers struct {
 	RetryAfter *string
@@ -6834,36 +9061,59 @@ type RevokeTokenResponse431Headers struct {
 	XRequestId *string
 }
 
+// RevokeTokenResponse503Headers the declared response headers of an HTTP 503 response for RevokeToken
+type RevokeTokenResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 type RevokeTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Token
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Problem
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *RevokeTokenResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *RevokeTokenResponse401Headers
 	// Headers403 the parsed response headers for an HTTP 403 response
 	Headers403 *RevokeTokenResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *RevokeTokenResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RevokeTokenResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *RevokeTokenResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RevokeTokenResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RevokeTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r RevokeTokenResponse) GetJSON200() *Token {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -6881,6 +9131,11 @@ func (r RevokeTokenResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
 func (r RevokeTokenResponse) GetApplicationproblemJSON429() *ProblemRetry {
 	return r.ApplicationproblemJSON429
@@ -6889,6 +9144,11 @@ func (r RevokeTokenResponse) GetApplicationproblemJSON429() *ProblemRetry {
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r RevokeTokenResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6920,6 +9180,11 @@ func (r RevokeTokenResponse) ContentType() string {
 	return ""
 }
 
+// GetHealthzResponse414Headers the declared response headers of an HTTP 414 response for GetHealthz
+type GetHealthzResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetHealthzResponse431Headers the declared response headers of an HTTP 431 response for GetHealthz
 type GetHealthzResponse431Headers struct {
 	XRequestId *string
@@ -6930,8 +9195,12 @@ type GetHealthzResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Status
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetHealthzResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetHealthzResponse431Headers
 }
@@ -6939,6 +9208,11 @@ type GetHealthzResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetHealthzResponse) GetJSON200() *Status {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetHealthzResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6975,6 +9249,11 @@ func (r GetHealthzResponse) ContentType() string {
 	return ""
 }
 
+// GetMetricsResponse414Headers the declared response headers of an HTTP 414 response for GetMetrics
+type GetMetricsResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetMetricsResponse431Headers the declared response headers of an HTTP 431 response for GetMetrics
 type GetMetricsResponse431Headers struct {
 	XRequestId *string
@@ -6983,10 +9262,19 @@ type GetMetricsResponse431Headers struct {
 type GetMetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetMetricsResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetMetricsResponse431Headers
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetMetricsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7023,6 +9311,11 @@ func (r GetMetricsResponse) ContentType() string {
 	return ""
 }
 
+// GetOpenAPIDocumentResponse414Headers the declared response headers of an HTTP 414 response for GetOpenAPIDocument
+type GetOpenAPIDocumentResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetOpenAPIDocumentResponse431Headers the declared response headers of an HTTP 431 response for GetOpenAPIDocument
 type GetOpenAPIDocumentResponse431Headers struct {
 	XRequestId *string
@@ -7033,8 +9326,12 @@ type GetOpenAPIDocumentResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *map[string]interface{}
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetOpenAPIDocumentResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetOpenAPIDocumentResponse431Headers
 }
@@ -7042,6 +9339,11 @@ type GetOpenAPIDocumentResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetOpenAPIDocumentResponse) GetJSON200() *map[string]interface{} {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetOpenAPIDocumentResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7078,6 +9380,11 @@ func (r GetOpenAPIDocumentResponse) ContentType() string {
 	return ""
 }
 
+// GetReadyzResponse414Headers the declared response headers of an HTTP 414 response for GetReadyz
+type GetReadyzResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetReadyzResponse431Headers the declared response headers of an HTTP 431 response for GetReadyz
 type GetReadyzResponse431Headers struct {
 	XRequestId *string
@@ -7085,6 +9392,7 @@ type GetReadyzResponse431Headers struct {
 
 // GetReadyzResponse503Headers the declared response headers of an HTTP 503 response for GetReadyz
 type GetReadyzResponse503Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7093,10 +9401,14 @@ type GetReadyzResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Status
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Problem
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetReadyzResponse414Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetReadyzResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7108,13 +9420,18 @@ func (r GetReadyzResponse) GetJSON200() *Status {
 	return r.JSON200
 }
 
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetReadyzResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
 func (r GetReadyzResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
 	return r.ApplicationproblemJSON431
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r GetReadyzResponse) GetApplicationproblemJSON503() *Problem {
+func (r GetReadyzResponse) GetApplicationproblemJSON503() *ProblemRetry {
 	return r.ApplicationproblemJSON503
 }
 
@@ -7167,6 +9484,11 @@ type ListCardsResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListCardsResponse414Headers the declared response headers of an HTTP 414 response for ListCards
+type ListCardsResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListCardsResponse429Headers the declared response headers of an HTTP 429 response for ListCards
 type ListCardsResponse429Headers struct {
 	RetryAfter *string
@@ -7197,6 +9519,8 @@ type ListCardsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -7211,6 +9535,8 @@ type ListCardsResponse struct {
 	Headers403 *ListCardsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListCardsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListCardsResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListCardsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -7242,6 +9568,11 @@ func (r ListCardsResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListCardsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListCardsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -7323,6 +9654,11 @@ type IssueCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// IssueCardResponse414Headers the declared response headers of an HTTP 414 response for IssueCard
+type IssueCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // IssueCardResponse415Headers the declared response headers of an HTTP 415 response for IssueCard
 type IssueCardResponse415Headers struct {
 	XRequestId *string
@@ -7362,6 +9698,8 @@ type IssueCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -7384,6 +9722,8 @@ type IssueCardResponse struct {
 	Headers409 *IssueCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *IssueCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *IssueCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *IssueCardResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -7427,6 +9767,11 @@ func (r IssueCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r IssueCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r IssueCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -7503,6 +9848,11 @@ type ValidateCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// ValidateCardResponse414Headers the declared response headers of an HTTP 414 response for ValidateCard
+type ValidateCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // ValidateCardResponse415Headers the declared response headers of an HTTP 415 response for ValidateCard
 type ValidateCardResponse415Headers struct {
 	XRequestId *string
@@ -7540,6 +9890,8 @@ type ValidateCardResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -7558,6 +9910,8 @@ type ValidateCardResponse struct {
 	Headers404 *ValidateCardResponse404Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *ValidateCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ValidateCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ValidateCardResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -7596,6 +9950,11 @@ func (r ValidateCardResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r ValidateCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ValidateCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -7667,6 +10026,11 @@ type GetCardResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetCardResponse414Headers the declared response headers of an HTTP 414 response for GetCard
+type GetCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetCardResponse429Headers the declared response headers of an HTTP 429 response for GetCard
 type GetCardResponse429Headers struct {
 	RetryAfter *string
@@ -7697,6 +10061,8 @@ type GetCardResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -7711,6 +10077,8 @@ type GetCardResponse struct {
 	Headers403 *GetCardResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetCardResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetCardResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -7742,6 +10110,11 @@ func (r GetCardResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetCardResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -7818,6 +10191,11 @@ type ActivateCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// ActivateCardResponse414Headers the declared response headers of an HTTP 414 response for ActivateCard
+type ActivateCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // ActivateCardResponse415Headers the declared response headers of an HTTP 415 response for ActivateCard
 type ActivateCardResponse415Headers struct {
 	XRequestId *string
@@ -7857,6 +10235,8 @@ type ActivateCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -7877,6 +10257,8 @@ type ActivateCardResponse struct {
 	Headers409 *ActivateCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *ActivateCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ActivateCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ActivateCardResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -7920,6 +10302,11 @@ func (r ActivateCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r ActivateCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ActivateCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -7991,6 +10378,11 @@ type ListCardActivitiesResponse404Headers struct {
 	XRequestId *string
 }
 
+// ListCardActivitiesResponse414Headers the declared response headers of an HTTP 414 response for ListCardActivities
+type ListCardActivitiesResponse414Headers struct {
+	XRequestId *string
+}
+
 // ListCardActivitiesResponse429Headers the declared response headers of an HTTP 429 response for ListCardActivities
 type ListCardActivitiesResponse429Headers struct {
 	RetryAfter *string
@@ -8021,6 +10413,8 @@ type ListCardActivitiesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -8035,6 +10429,8 @@ type ListCardActivitiesResponse struct {
 	Headers403 *ListCardActivitiesResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListCardActivitiesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListCardActivitiesResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListCardActivitiesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -8066,6 +10462,11 @@ func (r ListCardActivitiesResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListCardActivitiesResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListCardActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -8142,6 +10543,11 @@ type ExpireCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// ExpireCardResponse414Headers the declared response headers of an HTTP 414 response for ExpireCard
+type ExpireCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // ExpireCardResponse415Headers the declared response headers of an HTTP 415 response for ExpireCard
 type ExpireCardResponse415Headers struct {
 	XRequestId *string
@@ -8181,6 +10587,8 @@ type ExpireCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -8201,6 +10609,8 @@ type ExpireCardResponse struct {
 	Headers409 *ExpireCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *ExpireCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ExpireCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ExpireCardResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -8244,6 +10654,11 @@ func (r ExpireCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r ExpireCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ExpireCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -8325,6 +10740,11 @@ type RevokeCardResponse413Headers struct {
 	XRequestId *string
 }
 
+// RevokeCardResponse414Headers the declared response headers of an HTTP 414 response for RevokeCard
+type RevokeCardResponse414Headers struct {
+	XRequestId *string
+}
+
 // RevokeCardResponse415Headers the declared response headers of an HTTP 415 response for RevokeCard
 type RevokeCardResponse415Headers struct {
 	XRequestId *string
@@ -8364,6 +10784,8 @@ type RevokeCardResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -8384,6 +10806,8 @@ type RevokeCardResponse struct {
 	Headers409 *RevokeCardResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *RevokeCardResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RevokeCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *RevokeCardResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -8427,6 +10851,11 @@ func (r RevokeCardResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r RevokeCardResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RevokeCardResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -8478,6 +10907,2533 @@ func (r RevokeCardResponse) ContentType() string {
 	return ""
 }
 
+// ListElectionsResponse400Headers the declared response headers of an HTTP 400 response for ListElections
+type ListElectionsResponse400Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse401Headers the declared response headers of an HTTP 401 response for ListElections
+type ListElectionsResponse401Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse403Headers the declared response headers of an HTTP 403 response for ListElections
+type ListElectionsResponse403Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse404Headers the declared response headers of an HTTP 404 response for ListElections
+type ListElectionsResponse404Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse414Headers the declared response headers of an HTTP 414 response for ListElections
+type ListElectionsResponse414Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse429Headers the declared response headers of an HTTP 429 response for ListElections
+type ListElectionsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// ListElectionsResponse431Headers the declared response headers of an HTTP 431 response for ListElections
+type ListElectionsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListElectionsResponse503Headers the declared response headers of an HTTP 503 response for ListElections
+type ListElectionsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type ListElectionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ElectionPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListElectionsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListElectionsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListElectionsResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ListElectionsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListElectionsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListElectionsResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListElectionsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListElectionsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListElectionsResponse) GetJSON200() *ElectionPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListElectionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListElectionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListElectionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListElectionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateElectionResponse201Headers the declared response headers of an HTTP 201 response for CreateElection
+type CreateElectionResponse201Headers struct {
+	Location *string
+}
+
+// CreateElectionResponse400Headers the declared response headers of an HTTP 400 response for CreateElection
+type CreateElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse401Headers the declared response headers of an HTTP 401 response for CreateElection
+type CreateElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse403Headers the declared response headers of an HTTP 403 response for CreateElection
+type CreateElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse404Headers the declared response headers of an HTTP 404 response for CreateElection
+type CreateElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse413Headers the declared response headers of an HTTP 413 response for CreateElection
+type CreateElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse414Headers the declared response headers of an HTTP 414 response for CreateElection
+type CreateElectionResponse414Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse415Headers the declared response headers of an HTTP 415 response for CreateElection
+type CreateElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse429Headers the declared response headers of an HTTP 429 response for CreateElection
+type CreateElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// CreateElectionResponse431Headers the declared response headers of an HTTP 431 response for CreateElection
+type CreateElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// CreateElectionResponse503Headers the declared response headers of an HTTP 503 response for CreateElection
+type CreateElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type CreateElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreateElectionResponse201Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CreateElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CreateElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CreateElectionResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CreateElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateElectionResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CreateElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateElectionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *CreateElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateElectionResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateElectionResponse) GetJSON201() *Election {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetElectionResponse400Headers the declared response headers of an HTTP 400 response for GetElection
+type GetElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse401Headers the declared response headers of an HTTP 401 response for GetElection
+type GetElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse403Headers the declared response headers of an HTTP 403 response for GetElection
+type GetElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse404Headers the declared response headers of an HTTP 404 response for GetElection
+type GetElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse414Headers the declared response headers of an HTTP 414 response for GetElection
+type GetElectionResponse414Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse429Headers the declared response headers of an HTTP 429 response for GetElection
+type GetElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// GetElectionResponse431Headers the declared response headers of an HTTP 431 response for GetElection
+type GetElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResponse503Headers the declared response headers of an HTTP 503 response for GetElection
+type GetElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type GetElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ElectionDetail
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetElectionResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetElectionResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetElectionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetElectionResponse) GetJSON200() *ElectionDetail {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateElectionResponse400Headers the declared response headers of an HTTP 400 response for UpdateElection
+type UpdateElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse401Headers the declared response headers of an HTTP 401 response for UpdateElection
+type UpdateElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse403Headers the declared response headers of an HTTP 403 response for UpdateElection
+type UpdateElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse404Headers the declared response headers of an HTTP 404 response for UpdateElection
+type UpdateElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse409Headers the declared response headers of an HTTP 409 response for UpdateElection
+type UpdateElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse413Headers the declared response headers of an HTTP 413 response for UpdateElection
+type UpdateElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse414Headers the declared response headers of an HTTP 414 response for UpdateElection
+type UpdateElectionResponse414Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse415Headers the declared response headers of an HTTP 415 response for UpdateElection
+type UpdateElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse429Headers the declared response headers of an HTTP 429 response for UpdateElection
+type UpdateElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// UpdateElectionResponse431Headers the declared response headers of an HTTP 431 response for UpdateElection
+type UpdateElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// UpdateElectionResponse503Headers the declared response headers of an HTTP 503 response for UpdateElection
+type UpdateElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type UpdateElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *UpdateElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *UpdateElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *UpdateElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *UpdateElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *UpdateElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateElectionResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *UpdateElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateElectionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *UpdateElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListElectionActivitiesResponse400Headers the declared response headers of an HTTP 400 response for ListElectionActivities
+type ListElectionActivitiesResponse400Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse401Headers the declared response headers of an HTTP 401 response for ListElectionActivities
+type ListElectionActivitiesResponse401Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse403Headers the declared response headers of an HTTP 403 response for ListElectionActivities
+type ListElectionActivitiesResponse403Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse404Headers the declared response headers of an HTTP 404 response for ListElectionActivities
+type ListElectionActivitiesResponse404Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse414Headers the declared response headers of an HTTP 414 response for ListElectionActivities
+type ListElectionActivitiesResponse414Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse429Headers the declared response headers of an HTTP 429 response for ListElectionActivities
+type ListElectionActivitiesResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListElectionActivities
+type ListElectionActivitiesResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListElectionActivitiesResponse503Headers the declared response headers of an HTTP 503 response for ListElectionActivities
+type ListElectionActivitiesResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type ListElectionActivitiesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ElectionActivityPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListElectionActivitiesResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListElectionActivitiesResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListElectionActivitiesResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *ListElectionActivitiesResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListElectionActivitiesResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListElectionActivitiesResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListElectionActivitiesResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListElectionActivitiesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListElectionActivitiesResponse) GetJSON200() *ElectionActivityPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListElectionActivitiesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListElectionActivitiesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListElectionActivitiesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListElectionActivitiesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CastBallotResponse400Headers the declared response headers of an HTTP 400 response for CastBallot
+type CastBallotResponse400Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse401Headers the declared response headers of an HTTP 401 response for CastBallot
+type CastBallotResponse401Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse403Headers the declared response headers of an HTTP 403 response for CastBallot
+type CastBallotResponse403Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse404Headers the declared response headers of an HTTP 404 response for CastBallot
+type CastBallotResponse404Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse409Headers the declared response headers of an HTTP 409 response for CastBallot
+type CastBallotResponse409Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse413Headers the declared response headers of an HTTP 413 response for CastBallot
+type CastBallotResponse413Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse414Headers the declared response headers of an HTTP 414 response for CastBallot
+type CastBallotResponse414Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse415Headers the declared response headers of an HTTP 415 response for CastBallot
+type CastBallotResponse415Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse429Headers the declared response headers of an HTTP 429 response for CastBallot
+type CastBallotResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// CastBallotResponse431Headers the declared response headers of an HTTP 431 response for CastBallot
+type CastBallotResponse431Headers struct {
+	XRequestId *string
+}
+
+// CastBallotResponse503Headers the declared response headers of an HTTP 503 response for CastBallot
+type CastBallotResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type CastBallotResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Receipt
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CastBallotResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CastBallotResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CastBallotResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CastBallotResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *CastBallotResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CastBallotResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CastBallotResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CastBallotResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CastBallotResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *CastBallotResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CastBallotResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CastBallotResponse) GetJSON201() *Receipt {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CastBallotResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CastBallotResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CastBallotResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CastBallotResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CloseElectionResponse400Headers the declared response headers of an HTTP 400 response for CloseElection
+type CloseElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse401Headers the declared response headers of an HTTP 401 response for CloseElection
+type CloseElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse403Headers the declared response headers of an HTTP 403 response for CloseElection
+type CloseElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse404Headers the declared response headers of an HTTP 404 response for CloseElection
+type CloseElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse409Headers the declared response headers of an HTTP 409 response for CloseElection
+type CloseElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse413Headers the declared response headers of an HTTP 413 response for CloseElection
+type CloseElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse414Headers the declared response headers of an HTTP 414 response for CloseElection
+type CloseElectionResponse414Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse415Headers the declared response headers of an HTTP 415 response for CloseElection
+type CloseElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse429Headers the declared response headers of an HTTP 429 response for CloseElection
+type CloseElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// CloseElectionResponse431Headers the declared response headers of an HTTP 431 response for CloseElection
+type CloseElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// CloseElectionResponse503Headers the declared response headers of an HTTP 503 response for CloseElection
+type CloseElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type CloseElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CloseElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CloseElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CloseElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CloseElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *CloseElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *CloseElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CloseElectionResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *CloseElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CloseElectionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *CloseElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CloseElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CloseElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CloseElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CloseElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CloseElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CloseElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OpenElectionResponse400Headers the declared response headers of an HTTP 400 response for OpenElection
+type OpenElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse401Headers the declared response headers of an HTTP 401 response for OpenElection
+type OpenElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse403Headers the declared response headers of an HTTP 403 response for OpenElection
+type OpenElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse404Headers the declared response headers of an HTTP 404 response for OpenElection
+type OpenElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse409Headers the declared response headers of an HTTP 409 response for OpenElection
+type OpenElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse413Headers the declared response headers of an HTTP 413 response for OpenElection
+type OpenElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse414Headers the declared response headers of an HTTP 414 response for OpenElection
+type OpenElectionResponse414Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse415Headers the declared response headers of an HTTP 415 response for OpenElection
+type OpenElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse429Headers the declared response headers of an HTTP 429 response for OpenElection
+type OpenElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// OpenElectionResponse431Headers the declared response headers of an HTTP 431 response for OpenElection
+type OpenElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// OpenElectionResponse503Headers the declared response headers of an HTTP 503 response for OpenElection
+type OpenElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type OpenElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OpenElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OpenElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *OpenElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OpenElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *OpenElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *OpenElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *OpenElectionResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *OpenElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenElectionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *OpenElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OpenElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AddElectionPositionResponse400Headers the declared response headers of an HTTP 400 response for AddElectionPosition
+type AddElectionPositionResponse400Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse401Headers the declared response headers of an HTTP 401 response for AddElectionPosition
+type AddElectionPositionResponse401Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse403Headers the declared response headers of an HTTP 403 response for AddElectionPosition
+type AddElectionPositionResponse403Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse404Headers the declared response headers of an HTTP 404 response for AddElectionPosition
+type AddElectionPositionResponse404Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse409Headers the declared response headers of an HTTP 409 response for AddElectionPosition
+type AddElectionPositionResponse409Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse413Headers the declared response headers of an HTTP 413 response for AddElectionPosition
+type AddElectionPositionResponse413Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse414Headers the declared response headers of an HTTP 414 response for AddElectionPosition
+type AddElectionPositionResponse414Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse415Headers the declared response headers of an HTTP 415 response for AddElectionPosition
+type AddElectionPositionResponse415Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse429Headers the declared response headers of an HTTP 429 response for AddElectionPosition
+type AddElectionPositionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// AddElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for AddElectionPosition
+type AddElectionPositionResponse431Headers struct {
+	XRequestId *string
+}
+
+// AddElectionPositionResponse503Headers the declared response headers of an HTTP 503 response for AddElectionPosition
+type AddElectionPositionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type AddElectionPositionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Position
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *AddElectionPositionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AddElectionPositionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *AddElectionPositionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *AddElectionPositionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *AddElectionPositionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *AddElectionPositionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *AddElectionPositionResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *AddElectionPositionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *AddElectionPositionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *AddElectionPositionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AddElectionPositionResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AddElectionPositionResponse) GetJSON201() *Position {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AddElectionPositionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AddElectionPositionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AddElectionPositionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AddElectionPositionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RemoveElectionPositionResponse400Headers the declared response headers of an HTTP 400 response for RemoveElectionPosition
+type RemoveElectionPositionResponse400Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse401Headers the declared response headers of an HTTP 401 response for RemoveElectionPosition
+type RemoveElectionPositionResponse401Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse403Headers the declared response headers of an HTTP 403 response for RemoveElectionPosition
+type RemoveElectionPositionResponse403Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse404Headers the declared response headers of an HTTP 404 response for RemoveElectionPosition
+type RemoveElectionPositionResponse404Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse409Headers the declared response headers of an HTTP 409 response for RemoveElectionPosition
+type RemoveElectionPositionResponse409Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse414Headers the declared response headers of an HTTP 414 response for RemoveElectionPosition
+type RemoveElectionPositionResponse414Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse429Headers the declared response headers of an HTTP 429 response for RemoveElectionPosition
+type RemoveElectionPositionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionPosition
+type RemoveElectionPositionResponse431Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionPositionResponse503Headers the declared response headers of an HTTP 503 response for RemoveElectionPosition
+type RemoveElectionPositionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type RemoveElectionPositionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *RemoveElectionPositionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RemoveElectionPositionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *RemoveElectionPositionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *RemoveElectionPositionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *RemoveElectionPositionResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RemoveElectionPositionResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RemoveElectionPositionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *RemoveElectionPositionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RemoveElectionPositionResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r RemoveElectionPositionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RemoveElectionPositionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RemoveElectionPositionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RemoveElectionPositionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AddElectionCandidateResponse400Headers the declared response headers of an HTTP 400 response for AddElectionCandidate
+type AddElectionCandidateResponse400Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse401Headers the declared response headers of an HTTP 401 response for AddElectionCandidate
+type AddElectionCandidateResponse401Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse403Headers the declared response headers of an HTTP 403 response for AddElectionCandidate
+type AddElectionCandidateResponse403Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse404Headers the declared response headers of an HTTP 404 response for AddElectionCandidate
+type AddElectionCandidateResponse404Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse409Headers the declared response headers of an HTTP 409 response for AddElectionCandidate
+type AddElectionCandidateResponse409Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse413Headers the declared response headers of an HTTP 413 response for AddElectionCandidate
+type AddElectionCandidateResponse413Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse414Headers the declared response headers of an HTTP 414 response for AddElectionCandidate
+type AddElectionCandidateResponse414Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse415Headers the declared response headers of an HTTP 415 response for AddElectionCandidate
+type AddElectionCandidateResponse415Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse429Headers the declared response headers of an HTTP 429 response for AddElectionCandidate
+type AddElectionCandidateResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for AddElectionCandidate
+type AddElectionCandidateResponse431Headers struct {
+	XRequestId *string
+}
+
+// AddElectionCandidateResponse503Headers the declared response headers of an HTTP 503 response for AddElectionCandidate
+type AddElectionCandidateResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type AddElectionCandidateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Candidate
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *AddElectionCandidateResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AddElectionCandidateResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *AddElectionCandidateResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *AddElectionCandidateResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *AddElectionCandidateResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *AddElectionCandidateResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *AddElectionCandidateResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *AddElectionCandidateResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *AddElectionCandidateResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *AddElectionCandidateResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AddElectionCandidateResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AddElectionCandidateResponse) GetJSON201() *Candidate {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AddElectionCandidateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AddElectionCandidateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AddElectionCandidateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AddElectionCandidateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RemoveElectionCandidateResponse400Headers the declared response headers of an HTTP 400 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse400Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse401Headers the declared response headers of an HTTP 401 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse401Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse403Headers the declared response headers of an HTTP 403 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse403Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse404Headers the declared response headers of an HTTP 404 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse404Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse409Headers the declared response headers of an HTTP 409 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse409Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse414Headers the declared response headers of an HTTP 414 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse414Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse429Headers the declared response headers of an HTTP 429 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse431Headers struct {
+	XRequestId *string
+}
+
+// RemoveElectionCandidateResponse503Headers the declared response headers of an HTTP 503 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type RemoveElectionCandidateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *RemoveElectionCandidateResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RemoveElectionCandidateResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *RemoveElectionCandidateResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *RemoveElectionCandidateResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *RemoveElectionCandidateResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *RemoveElectionCandidateResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RemoveElectionCandidateResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *RemoveElectionCandidateResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RemoveElectionCandidateResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r RemoveElectionCandidateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RemoveElectionCandidateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RemoveElectionCandidateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RemoveElectionCandidateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PublishElectionResponse400Headers the declared response headers of an HTTP 400 response for PublishElection
+type PublishElectionResponse400Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse401Headers the declared response headers of an HTTP 401 response for PublishElection
+type PublishElectionResponse401Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse403Headers the declared response headers of an HTTP 403 response for PublishElection
+type PublishElectionResponse403Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse404Headers the declared response headers of an HTTP 404 response for PublishElection
+type PublishElectionResponse404Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse409Headers the declared response headers of an HTTP 409 response for PublishElection
+type PublishElectionResponse409Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse413Headers the declared response headers of an HTTP 413 response for PublishElection
+type PublishElectionResponse413Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse414Headers the declared response headers of an HTTP 414 response for PublishElection
+type PublishElectionResponse414Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse415Headers the declared response headers of an HTTP 415 response for PublishElection
+type PublishElectionResponse415Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse429Headers the declared response headers of an HTTP 429 response for PublishElection
+type PublishElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// PublishElectionResponse431Headers the declared response headers of an HTTP 431 response for PublishElection
+type PublishElectionResponse431Headers struct {
+	XRequestId *string
+}
+
+// PublishElectionResponse503Headers the declared response headers of an HTTP 503 response for PublishElection
+type PublishElectionResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type PublishElectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Election
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PublishElectionResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *PublishElectionResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *PublishElectionResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *PublishElectionResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *PublishElectionResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *PublishElectionResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *PublishElectionResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *PublishElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *PublishElectionResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *PublishElectionResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PublishElectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PublishElectionResponse) GetJSON200() *Election {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r PublishElectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PublishElectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PublishElectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PublishElectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetElectionResultsResponse400Headers the declared response headers of an HTTP 400 response for GetElectionResults
+type GetElectionResultsResponse400Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse401Headers the declared response headers of an HTTP 401 response for GetElectionResults
+type GetElectionResultsResponse401Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse403Headers the declared response headers of an HTTP 403 response for GetElectionResults
+type GetElectionResultsResponse403Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse404Headers the declared response headers of an HTTP 404 response for GetElectionResults
+type GetElectionResultsResponse404Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse409Headers the declared response headers of an HTTP 409 response for GetElectionResults
+type GetElectionResultsResponse409Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse414Headers the declared response headers of an HTTP 414 response for GetElectionResults
+type GetElectionResultsResponse414Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse429Headers the declared response headers of an HTTP 429 response for GetElectionResults
+type GetElectionResultsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// GetElectionResultsResponse431Headers the declared response headers of an HTTP 431 response for GetElectionResults
+type GetElectionResultsResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetElectionResultsResponse503Headers the declared response headers of an HTTP 503 response for GetElectionResults
+type GetElectionResultsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type GetElectionResultsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Results
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetElectionResultsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetElectionResultsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetElectionResultsResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetElectionResultsResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *GetElectionResultsResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetElectionResultsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetElectionResultsResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetElectionResultsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetElectionResultsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetElectionResultsResponse) GetJSON200() *Results {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetElectionResultsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetElectionResultsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetElectionResultsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetElectionResultsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListMembersResponse400Headers the declared response headers of an HTTP 400 response for ListMembers
 type ListMembersResponse400Headers struct {
 	XRequestId *string
@@ -8495,6 +13451,11 @@ type ListMembersResponse403Headers struct {
 
 // ListMembersResponse404Headers the declared response headers of an HTTP 404 response for ListMembers
 type ListMembersResponse404Headers struct {
+	XRequestId *string
+}
+
+// ListMembersResponse414Headers the declared response headers of an HTTP 414 response for ListMembers
+type ListMembersResponse414Headers struct {
 	XRequestId *string
 }
 
@@ -8528,6 +13489,8 @@ type ListMembersResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -8542,6 +13505,8 @@ type ListMembersResponse struct {
 	Headers403 *ListMembersResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListMembersResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListMembersResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ListMembersResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -8573,6 +13538,11 @@ func (r ListMembersResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListMembersResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListMembersResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -8654,6 +13624,11 @@ type CreateMemberResponse413Headers struct {
 	XRequestId *string
 }
 
+// CreateMemberResponse414Headers the declared response headers of an HTTP 414 response for CreateMember
+type CreateMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // CreateMemberResponse415Headers the declared response headers of an HTTP 415 response for CreateMember
 type CreateMemberResponse415Headers struct {
 	XRequestId *string
@@ -8693,6 +13668,8 @@ type CreateMemberResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -8715,6 +13692,8 @@ type CreateMemberResponse struct {
 	Headers409 *CreateMemberResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *CreateMemberResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *CreateMemberResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateMemberResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -8758,6 +13737,11 @@ func (r CreateMemberResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r CreateMemberResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r CreateMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -8834,6 +13818,11 @@ type DeleteMemberResponse409Headers struct {
 	XRequestId *string
 }
 
+// DeleteMemberResponse414Headers the declared response headers of an HTTP 414 response for DeleteMember
+type DeleteMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // DeleteMemberResponse429Headers the declared response headers of an HTTP 429 response for DeleteMember
 type DeleteMemberResponse429Headers struct {
 	RetryAfter *string
@@ -8864,6 +13853,8 @@ type DeleteMemberResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -8880,6 +13871,8 @@ type DeleteMemberResponse struct {
 	Headers404 *DeleteMemberResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *DeleteMemberResponse409Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *DeleteMemberResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DeleteMemberResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -8911,6 +13904,11 @@ func (r DeleteMemberResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r DeleteMemberResponse) GetApplicationproblemJSON409() *Problem {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r DeleteMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -8977,6 +13975,11 @@ type GetMemberResponse404Headers struct {
 	XRequestId *string
 }
 
+// GetMemberResponse414Headers the declared response headers of an HTTP 414 response for GetMember
+type GetMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // GetMemberResponse429Headers the declared response headers of an HTTP 429 response for GetMember
 type GetMemberResponse429Headers struct {
 	RetryAfter *string
@@ -9007,6 +14010,8 @@ type GetMemberResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
@@ -9021,6 +14026,8 @@ type GetMemberResponse struct {
 	Headers403 *GetMemberResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetMemberResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetMemberResponse414Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetMemberResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
@@ -9052,6 +14059,11 @@ func (r GetMemberResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetMemberResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -9128,6 +14140,11 @@ type UpdateMemberResponse413Headers struct {
 	XRequestId *string
 }
 
+// UpdateMemberResponse414Headers the declared response headers of an HTTP 414 response for UpdateMember
+type UpdateMemberResponse414Headers struct {
+	XRequestId *string
+}
+
 // UpdateMemberResponse415Headers the declared response headers of an HTTP 415 response for UpdateMember
 type UpdateMemberResponse415Headers struct {
 	XRequestId *string
@@ -9167,6 +14184,8 @@ type UpdateMemberResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -9187,6 +14206,8 @@ type UpdateMemberResponse struct {
 	Headers409 *UpdateMemberResponse409Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateMemberResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *UpdateMemberResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateMemberResponse415Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -9230,6 +14251,11 @@ func (r UpdateMemberResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r UpdateMemberResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r UpdateMemberResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
 }
 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
@@ -9539,6 +14565,10 @@ func (c *ClientWithResponses) ListTenantModulesWithResponse(ctx context.Context,
 
 // InstallTenantModuleWithBodyWithResponse Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -9552,6 +14582,10 @@ func (c *ClientWithResponses) InstallTenantModuleWithBodyWithResponse(ctx contex
 
 // InstallTenantModuleWithResponse Install a module (applies its tenant schema)
 //
+// The module's routes are live on every server as soon as this answers
+// (the install is announced with the tenant's change notice). 409
+// module_required when it needs a module the tenant has not installed.
+//
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /api/v1/platform/tenants/{slug}/modules (the `InstallTenantModule` operationId).
@@ -9563,7 +14597,12 @@ func (c *ClientWithResponses) InstallTenantModuleWithResponse(ctx context.Contex
 	return ParseInstallTenantModuleResponse(rsp)
 }
 
-// UninstallTenantModuleWithResponse Uninstall a module (drops its tables)
+// UninstallTenantModuleWithResponse Uninstall a module (drops its tables, and no other module's)
+//
+// Refused (409 module_has_data) while the module's tables hold rows,
+// unless purge=true; refused (409 module_in_use) while an installed
+// module needs it. The module's routes answer 404
+// module_not_installed on every server from then on.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -9620,7 +14659,7 @@ func (c *ClientWithResponses) CreateTokenWithResponse(ctx context.Context, body 
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /api/v1/platform/tokens/{id} (the `RevokeToken` operationId).
-func (c *ClientWithResponses) RevokeTokenWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error) {
+func (c *ClientWithResponses) RevokeTokenWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*RevokeTokenResponse, error) {
 	rsp, err := c.RevokeToken(ctx, id, reqEditors...)
 	if err != nil {
 		return nil, err
@@ -9828,6 +14867,284 @@ func (c *ClientWithResponses) RevokeCardWithResponse(ctx context.Context, tenant
 	return ParseRevokeCardResponse(rsp)
 }
 
+// ListElectionsWithResponse List elections (keyset pages in creation order; drafts for admins only)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections (the `ListElections` operationId).
+func (c *ClientWithResponses) ListElectionsWithResponse(ctx context.Context, tenant TenantSlug, params *ListElectionsParams, reqEditors ...RequestEditorFn) (*ListElectionsResponse, error) {
+	rsp, err := c.ListElections(ctx, tenant, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListElectionsResponse(rsp)
+}
+
+// CreateElectionWithBodyWithResponse Create a draft election (admins)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *ClientWithResponses) CreateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error) {
+	rsp, err := c.CreateElectionWithBody(ctx, tenant, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateElectionResponse(rsp)
+}
+
+// CreateElectionWithResponse Create a draft election (admins)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections (the `CreateElection` operationId).
+func (c *ClientWithResponses) CreateElectionWithResponse(ctx context.Context, tenant TenantSlug, body CreateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateElectionResponse, error) {
+	rsp, err := c.CreateElection(ctx, tenant, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateElectionResponse(rsp)
+}
+
+// GetElectionWithResponse One election with its positions and candidates (a draft is an admin's only)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id} (the `GetElection` operationId).
+func (c *ClientWithResponses) GetElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResponse, error) {
+	rsp, err := c.GetElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetElectionResponse(rsp)
+}
+
+// UpdateElectionWithBodyWithResponse Change a draft (admins); 409 election_locked once it opened
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *ClientWithResponses) UpdateElectionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error) {
+	rsp, err := c.UpdateElectionWithBody(ctx, tenant, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateElectionResponse(rsp)
+}
+
+// UpdateElectionWithResponse Change a draft (admins); 409 election_locked once it opened
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /{tenant}/api/v1/elections/{id} (the `UpdateElection` operationId).
+func (c *ClientWithResponses) UpdateElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body UpdateElectionJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateElectionResponse, error) {
+	rsp, err := c.UpdateElection(ctx, tenant, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateElectionResponse(rsp)
+}
+
+// ListElectionActivitiesWithResponse The election's log, oldest first (admins; a ballot's entry names the member, not the choices)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/activities (the `ListElectionActivities` operationId).
+func (c *ClientWithResponses) ListElectionActivitiesWithResponse(ctx context.Context, tenant TenantSlug, id ID, params *ListElectionActivitiesParams, reqEditors ...RequestEditorFn) (*ListElectionActivitiesResponse, error) {
+	rsp, err := c.ListElectionActivities(ctx, tenant, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListElectionActivitiesResponse(rsp)
+}
+
+// CastBallotWithBodyWithResponse Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *ClientWithResponses) CastBallotWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CastBallotResponse, error) {
+	rsp, err := c.CastBallotWithBody(ctx, tenant, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCastBallotResponse(rsp)
+}
+
+// CastBallotWithResponse Cast a member's ballot (secret; counts once)
+//
+// One statement: the voter must be an active member holding an active
+// digital card (and, for a scoped election, a member of a geography
+// unit inside the scope: else 403 not_eligible), the election open
+// (409 election_not_open) and inside its window (409
+// outside_voting_window), every choice a candidate of its position in
+// this election, at most its seats (400 invalid_ballot). A second
+// ballot of the member is 409 already_voted: the database's roll of
+// voters refuses it. The receipt names no ballot.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/ballots (the `CastBallot` operationId).
+func (c *ClientWithResponses) CastBallotWithResponse(ctx context.Context, tenant TenantSlug, id ID, body CastBallotJSONRequestBody, reqEditors ...RequestEditorFn) (*CastBallotResponse, error) {
+	rsp, err := c.CastBallot(ctx, tenant, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCastBallotResponse(rsp)
+}
+
+// CloseElectionWithResponse open → closed (admins)
+//
+// Waits for the ballots under way, seals the ballots (rewritten under fresh ids, in random order) and writes the tally, in one transaction; later ballots are refused.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/close (the `CloseElection` operationId).
+func (c *ClientWithResponses) CloseElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*CloseElectionResponse, error) {
+	rsp, err := c.CloseElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCloseElectionResponse(rsp)
+}
+
+// OpenElectionWithResponse draft → open (admins)
+//
+// Needs a position, a candidate for each, and a voting window that has not ended. A scoped election fixes its voters' geography (the scope unit's subtree) now.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/open (the `OpenElection` operationId).
+func (c *ClientWithResponses) OpenElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*OpenElectionResponse, error) {
+	rsp, err := c.OpenElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenElectionResponse(rsp)
+}
+
+// AddElectionPositionWithBodyWithResponse Add a position to a draft (admins)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *ClientWithResponses) AddElectionPositionWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error) {
+	rsp, err := c.AddElectionPositionWithBody(ctx, tenant, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionPositionResponse(rsp)
+}
+
+// AddElectionPositionWithResponse Add a position to a draft (admins)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions (the `AddElectionPosition` operationId).
+func (c *ClientWithResponses) AddElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, body AddElectionPositionJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionPositionResponse, error) {
+	rsp, err := c.AddElectionPosition(ctx, tenant, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionPositionResponse(rsp)
+}
+
+// RemoveElectionPositionWithResponse Remove a position and its candidates from a draft (admins)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position} (the `RemoveElectionPosition` operationId).
+func (c *ClientWithResponses) RemoveElectionPositionWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, reqEditors ...RequestEditorFn) (*RemoveElectionPositionResponse, error) {
+	rsp, err := c.RemoveElectionPosition(ctx, tenant, id, position, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRemoveElectionPositionResponse(rsp)
+}
+
+// AddElectionCandidateWithBodyWithResponse Make an active member a candidate for a position of a draft (admins)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *ClientWithResponses) AddElectionCandidateWithBodyWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error) {
+	rsp, err := c.AddElectionCandidateWithBody(ctx, tenant, id, position, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionCandidateResponse(rsp)
+}
+
+// AddElectionCandidateWithResponse Make an active member a candidate for a position of a draft (admins)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/positions/{position}/candidates (the `AddElectionCandidate` operationId).
+func (c *ClientWithResponses) AddElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, body AddElectionCandidateJSONRequestBody, reqEditors ...RequestEditorFn) (*AddElectionCandidateResponse, error) {
+	rsp, err := c.AddElectionCandidate(ctx, tenant, id, position, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAddElectionCandidateResponse(rsp)
+}
+
+// RemoveElectionCandidateWithResponse Withdraw a candidate of a draft (admins)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /{tenant}/api/v1/elections/{id}/positions/{position}/candidates/{candidate} (the `RemoveElectionCandidate` operationId).
+func (c *ClientWithResponses) RemoveElectionCandidateWithResponse(ctx context.Context, tenant TenantSlug, id ID, position PositionID, candidate CandidateID, reqEditors ...RequestEditorFn) (*RemoveElectionCandidateResponse, error) {
+	rsp, err := c.RemoveElectionCandidate(ctx, tenant, id, position, candidate, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRemoveElectionCandidateResponse(rsp)
+}
+
+// PublishElectionWithResponse closed → published (admins)
+//
+// The results become readable by every token of the tenant.
+// Any other transition is 409 illegal_election_transition. No body (or {}).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /{tenant}/api/v1/elections/{id}/publish (the `PublishElection` operationId).
+func (c *ClientWithResponses) PublishElectionWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*PublishElectionResponse, error) {
+	rsp, err := c.PublishElection(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePublishElectionResponse(rsp)
+}
+
+// GetElectionResultsWithResponse The counts, winners and ties (admins once closed, everyone once published)
+//
+// 409 results_not_available before the election closes; 403
+// results_not_published to a tenant token while it is closed but not
+// published.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /{tenant}/api/v1/elections/{id}/results (the `GetElectionResults` operationId).
+func (c *ClientWithResponses) GetElectionResultsWithResponse(ctx context.Context, tenant TenantSlug, id ID, reqEditors ...RequestEditorFn) (*GetElectionResultsResponse, error) {
+	rsp, err := c.GetElectionResults(ctx, tenant, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetElectionResultsResponse(rsp)
+}
+
 // ListMembersWithResponse List members (keyset pages in id order)
 //
 // Returns a wrapper object for the known response body format(s).
@@ -9972,6 +15289,13 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9985,6 +15309,13 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10029,6 +15360,16 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListGeoUnitsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListGeoUnitsResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -10056,6 +15397,23 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListGeoUnitsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10110,6 +15468,13 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -10123,6 +15488,13 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10167,6 +15539,16 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetGeoUnitResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers GetGeoUnitResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -10194,6 +15576,23 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetGeoUnitResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10241,6 +15640,13 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -10254,6 +15660,13 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10288,6 +15701,16 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListAuditEventsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListAuditEventsResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -10315,6 +15738,23 @@ func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListAuditEventsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10355,6 +15795,13 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -10368,6 +15815,13 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10392,6 +15846,16 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListModulesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListModulesResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -10419,6 +15883,23 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListModulesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10480,6 +15961,13 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -10500,6 +15988,13 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10564,6 +16059,16 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers RegisterModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers RegisterModuleResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -10601,6 +16106,23 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RegisterModuleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10648,6 +16170,13 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -10661,6 +16190,13 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10695,6 +16231,16 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers GetModuleResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -10722,6 +16268,23 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetModuleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10769,6 +16332,13 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -10782,6 +16352,13 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -10816,6 +16393,16 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListTenantsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListTenantsResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -10843,6 +16430,23 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTenantsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -10903,6 +16507,13 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
@@ -11002,6 +16613,16 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateTenantResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -11120,6 +16741,13 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -11194,6 +16822,16 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers DeleteTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers DeleteTenantResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -11292,6 +16930,13 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -11305,6 +16950,13 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -11349,6 +17001,16 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers GetTenantResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -11376,6 +17038,23 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11443,6 +17122,13 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
@@ -11535,6 +17221,16 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateTenantResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers UpdateTenantResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -11643,6 +17339,13 @@ func ParseGetTenantLimitsResponse(rsp *http.Response) (*GetTenantLimitsResponse,
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -11656,6 +17359,13 @@ func ParseGetTenantLimitsResponse(rsp *http.Response) (*GetTenantLimitsResponse,
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -11700,6 +17410,16 @@ func ParseGetTenantLimitsResponse(rsp *http.Response) (*GetTenantLimitsResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetTenantLimitsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers GetTenantLimitsResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -11727,6 +17447,23 @@ func ParseGetTenantLimitsResponse(rsp *http.Response) (*GetTenantLimitsResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetTenantLimitsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11795,6 +17532,13 @@ func ParseSetTenantLimitsResponse(rsp *http.Response) (*SetTenantLimitsResponse,
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -11815,6 +17559,13 @@ func ParseSetTenantLimitsResponse(rsp *http.Response) (*SetTenantLimitsResponse,
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -11879,6 +17630,16 @@ func ParseSetTenantLimitsResponse(rsp *http.Response) (*SetTenantLimitsResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers SetTenantLimitsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers SetTenantLimitsResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -11916,6 +17677,23 @@ func ParseSetTenantLimitsResponse(rsp *http.Response) (*SetTenantLimitsResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers SetTenantLimitsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -11970,6 +17748,13 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -11983,6 +17768,13 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -12027,6 +17819,16 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListTenantModulesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListTenantModulesResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -12054,6 +17856,23 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTenantModulesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12121,6 +17940,13 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 			return nil, err
 		}
 		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
@@ -12223,6 +18049,16 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers InstallTenantModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers InstallTenantModuleResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -12334,6 +18170,13 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12408,6 +18251,16 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers UninstallTenantModuleResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers UninstallTenantModuleResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -12499,6 +18352,13 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 		}
 		response.ApplicationproblemJSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12512,6 +18372,13 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -12546,6 +18413,16 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListTokensResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListTokensResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -12573,6 +18450,23 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTokensResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12634,6 +18528,13 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12654,6 +18555,13 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			return nil, err
 		}
 		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
 
 	}
 
@@ -12708,6 +18616,16 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateTokenResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateTokenResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -12745,6 +18663,23 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12771,6 +18706,13 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12792,6 +18734,13 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12806,9 +18755,26 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON431 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
+	case rsp.StatusCode == 400:
+		var headers RevokeTokenResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
 	case rsp.StatusCode == 401:
 		var headers RevokeTokenResponse401Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -12839,6 +18805,16 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers RevokeTokenResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers RevokeTokenResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -12866,6 +18842,23 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RevokeTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -12892,6 +18885,13 @@ func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12902,6 +18902,16 @@ func ParseGetHealthzResponse(rsp *http.Response) (*GetHealthzResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetHealthzResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetHealthzResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -12931,6 +18941,13 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	}
 
 	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12941,6 +18958,16 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetMetricsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetMetricsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -12977,6 +19004,13 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12987,6 +19021,16 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetOpenAPIDocumentResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetOpenAPIDocumentResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13023,6 +19067,13 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13031,7 +19082,7 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 		response.ApplicationproblemJSON431 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Problem
+		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13040,6 +19091,16 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 414:
+		var headers GetReadyzResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetReadyzResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13052,6 +19113,13 @@ func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 		response.Headers431 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetReadyzResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -13113,6 +19181,13 @@ func ParseListCardsResponse(rsp *http.Response) (*ListCardsResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
@@ -13178,6 +19253,16 @@ func ParseListCardsResponse(rsp *http.Response) (*ListCardsResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListCardsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListCardsResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -13290,6 +19375,13 @@ func ParseIssueCardResponse(rsp *http.Response) (*IssueCardResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13391,6 +19483,16 @@ func ParseIssueCardResponse(rsp *http.Response) (*IssueCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers IssueCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers IssueCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13506,6 +19608,13 @@ func ParseValidateCardResponse(rsp *http.Response) (*ValidateCardResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13587,6 +19696,16 @@ func ParseValidateCardResponse(rsp *http.Response) (*ValidateCardResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers ValidateCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ValidateCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -13695,6 +19814,13 @@ func ParseGetCardResponse(rsp *http.Response) (*GetCardResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13759,6 +19885,16 @@ func ParseGetCardResponse(rsp *http.Response) (*GetCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers GetCardResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -13871,6 +20007,13 @@ func ParseActivateCardResponse(rsp *http.Response) (*ActivateCardResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13962,6 +20105,16 @@ func ParseActivateCardResponse(rsp *http.Response) (*ActivateCardResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers ActivateCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ActivateCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14070,6 +20223,13 @@ func ParseListCardActivitiesResponse(rsp *http.Response) (*ListCardActivitiesRes
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14134,6 +20294,16 @@ func ParseListCardActivitiesResponse(rsp *http.Response) (*ListCardActivitiesRes
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListCardActivitiesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListCardActivitiesResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -14246,6 +20416,13 @@ func ParseExpireCardResponse(rsp *http.Response) (*ExpireCardResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14337,6 +20514,16 @@ func ParseExpireCardResponse(rsp *http.Response) (*ExpireCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers ExpireCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers ExpireCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14459,6 +20646,13 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14550,6 +20744,16 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers RevokeCardResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers RevokeCardResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14589,6 +20793,2956 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 		response.Headers431 = &headers
 	case rsp.StatusCode == 503:
 		var headers RevokeCardResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListElectionsResponse parses an HTTP response from a ListElectionsWithResponse call
+func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListElectionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ElectionPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers ListElectionsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListElectionsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListElectionsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers ListElectionsResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListElectionsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListElectionsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListElectionsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListElectionsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateElectionResponse parses an HTTP response from a CreateElectionWithResponse call
+func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreateElectionResponse201Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 400:
+		var headers CreateElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CreateElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CreateElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CreateElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers CreateElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers CreateElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers CreateElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetElectionResponse parses an HTTP response from a GetElectionWithResponse call
+func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ElectionDetail
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateElectionResponse parses an HTTP response from a UpdateElectionWithResponse call
+func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers UpdateElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers UpdateElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers UpdateElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers UpdateElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers UpdateElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers UpdateElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers UpdateElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers UpdateElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListElectionActivitiesResponse parses an HTTP response from a ListElectionActivitiesWithResponse call
+func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActivitiesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListElectionActivitiesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ElectionActivityPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers ListElectionActivitiesResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListElectionActivitiesResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListElectionActivitiesResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers ListElectionActivitiesResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListElectionActivitiesResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListElectionActivitiesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListElectionActivitiesResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListElectionActivitiesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCastBallotResponse parses an HTTP response from a CastBallotWithResponse call
+func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CastBallotResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Receipt
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers CastBallotResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CastBallotResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CastBallotResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CastBallotResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers CastBallotResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers CastBallotResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CastBallotResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers CastBallotResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CastBallotResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers CastBallotResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CastBallotResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCloseElectionResponse parses an HTTP response from a CloseElectionWithResponse call
+func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CloseElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers CloseElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers CloseElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers CloseElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CloseElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers CloseElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers CloseElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CloseElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers CloseElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CloseElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers CloseElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers CloseElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOpenElectionResponse parses an HTTP response from a OpenElectionWithResponse call
+func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OpenElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers OpenElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers OpenElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers OpenElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers OpenElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers OpenElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers OpenElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers OpenElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers OpenElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers OpenElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAddElectionPositionResponse parses an HTTP response from a AddElectionPositionWithResponse call
+func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AddElectionPositionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Position
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers AddElectionPositionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers AddElectionPositionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers AddElectionPositionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers AddElectionPositionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers AddElectionPositionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers AddElectionPositionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers AddElectionPositionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers AddElectionPositionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers AddElectionPositionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers AddElectionPositionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers AddElectionPositionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRemoveElectionPositionResponse parses an HTTP response from a RemoveElectionPositionWithResponse call
+func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPositionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RemoveElectionPositionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers RemoveElectionPositionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers RemoveElectionPositionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers RemoveElectionPositionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers RemoveElectionPositionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers RemoveElectionPositionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers RemoveElectionPositionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers RemoveElectionPositionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers RemoveElectionPositionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RemoveElectionPositionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAddElectionCandidateResponse parses an HTTP response from a AddElectionCandidateWithResponse call
+func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AddElectionCandidateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Candidate
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers AddElectionCandidateResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers AddElectionCandidateResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers AddElectionCandidateResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers AddElectionCandidateResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers AddElectionCandidateResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers AddElectionCandidateResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers AddElectionCandidateResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers AddElectionCandidateResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers AddElectionCandidateResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers AddElectionCandidateResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers AddElectionCandidateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRemoveElectionCandidateResponse parses an HTTP response from a RemoveElectionCandidateWithResponse call
+func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCandidateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RemoveElectionCandidateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers RemoveElectionCandidateResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers RemoveElectionCandidateResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers RemoveElectionCandidateResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers RemoveElectionCandidateResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers RemoveElectionCandidateResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers RemoveElectionCandidateResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers RemoveElectionCandidateResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers RemoveElectionCandidateResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers RemoveElectionCandidateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePublishElectionResponse parses an HTTP response from a PublishElectionWithResponse call
+func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PublishElectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Election
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest BodyTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers PublishElectionResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers PublishElectionResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers PublishElectionResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers PublishElectionResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers PublishElectionResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers PublishElectionResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers PublishElectionResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers PublishElectionResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers PublishElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers PublishElectionResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers PublishElectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetElectionResultsResponse parses an HTTP response from a GetElectionResultsWithResponse call
+func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetElectionResultsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Results
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetElectionResultsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetElectionResultsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetElectionResultsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetElectionResultsResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers GetElectionResultsResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetElectionResultsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetElectionResultsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetElectionResultsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetElectionResultsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -14658,6 +23812,13 @@ func ParseListMembersResponse(rsp *http.Response) (*ListMembersResponse, error) 
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14722,6 +23883,16 @@ func ParseListMembersResponse(rsp *http.Response) (*ListMembersResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListMembersResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers ListMembersResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -14834,6 +24005,13 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14935,6 +24113,16 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers CreateMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers CreateMemberResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15046,6 +24234,13 @@ func ParseDeleteMemberResponse(rsp *http.Response) (*DeleteMemberResponse, error
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15120,6 +24315,16 @@ func ParseDeleteMemberResponse(rsp *http.Response) (*DeleteMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 414:
+		var headers DeleteMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers DeleteMemberResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -15218,6 +24423,13 @@ func ParseGetMemberResponse(rsp *http.Response) (*GetMemberResponse, error) {
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest ProblemRetry
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15282,6 +24494,16 @@ func ParseGetMemberResponse(rsp *http.Response) (*GetMemberResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 429:
 		var headers GetMemberResponse429Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -15394,6 +24616,13 @@ func ParseUpdateMemberResponse(rsp *http.Response) (*UpdateMemberResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15485,6 +24714,16 @@ func ParseUpdateMemberResponse(rsp *http.Response) (*UpdateMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers UpdateMemberResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
 	case rsp.StatusCode == 415:
 		var headers UpdateMemberResponse415Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

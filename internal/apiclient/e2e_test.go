@@ -194,13 +194,19 @@ func TestGeneratedClientDrivesTheServer(t *testing.T) {
 	require.Equal(t, 413, huge.StatusCode())
 	assert.Equal(t, "body_too_large", code(huge.ApplicationproblemJSON413))
 
-	// A URI longer than the server's read buffer: 431 (documented; never 414).
+	// A URI longer than 2,048 bytes: 414; a request line beyond the read buffer (16 KiB): 431.
 	longAfter := apiclient.After(strings.Repeat("a", 5000))
 	long, err := c.ListMembersWithResponse(ctx, slug, &apiclient.ListMembersParams{After: &longAfter}, tenant)
 	require.NoError(t, err)
-	require.Equal(t, 431, long.StatusCode())
-	require.NotNil(t, long.ApplicationproblemJSON431, "%s", long.Body)
-	assert.Equal(t, 431, long.ApplicationproblemJSON431.Status)
+	require.Equal(t, 414, long.StatusCode())
+	require.NotNil(t, long.ApplicationproblemJSON414, "%s", long.Body)
+	assert.Equal(t, "uri_too_long", code(long.ApplicationproblemJSON414))
+	longerAfter := apiclient.After(strings.Repeat("a", 20_000))
+	longer, err := c.ListMembersWithResponse(ctx, slug, &apiclient.ListMembersParams{After: &longerAfter}, tenant)
+	require.NoError(t, err)
+	require.Equal(t, 431, longer.StatusCode())
+	require.NotNil(t, longer.ApplicationproblemJSON431, "%s", longer.Body)
+	assert.Equal(t, "header_too_large", code(longer.ApplicationproblemJSON431))
 
 	// Revoking the tenant token through the API stops it at once.
 	rev, err := c.RevokeTokenWithResponse(ctx, tok.JSON201.Id.String(), platform)

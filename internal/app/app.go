@@ -5,7 +5,7 @@
 // of a running program.
 //
 //	landlord pool (app role, PgBouncer) ─┬─ catalog ── router (tenant pools)
-//	admin connection (direct) ───────────┤      └── membership, cards
+//	admin connection (direct) ───────────┤      └── membership, cards, elections
 //	clusters (direct, per server) ───────┴─ provision ── modules, move
 package app
 
@@ -24,6 +24,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/elections"
 	"github.com/publicdigit/publicdigit/internal/geography"
 	"github.com/publicdigit/publicdigit/internal/limits"
 	"github.com/publicdigit/publicdigit/internal/logging"
@@ -85,9 +86,10 @@ type App struct {
 	// record themselves in their own transactions).
 	Audit *audit.Log
 	// Limits admits each tenant's API requests up to its concurrency limit.
-	Limits  *limits.Limiter
-	Members *membership.Service
-	Cards   *cards.Service
+	Limits    *limits.Limiter
+	Members   *membership.Service
+	Cards     *cards.Service
+	Elections *elections.Service
 
 	closers []func()
 }
@@ -138,6 +140,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, o Options)
 	}
 	a.Members = membership.NewService(a.Router, geo)
 	a.Cards = cards.NewService(a.Router)
+	a.Elections = elections.NewService(a.Router, a.Geography)
 	return a, nil
 }
 
@@ -182,7 +185,7 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	a.Provisioner, err = provision.New(provision.Options{
 		Catalog: a.Catalog, Clusters: a.Clusters, AppRole: cfg.Tenant.AppRole,
 		WarmPool: cfg.Tenant.WarmPool, SparePrefix: o.SparePrefix, OnProvision: o.OnProvision, Hook: o.ProvisionHook,
-		Log: logging.Component(a.Log, "provision"),
+		Defaults: modules.ForNewTenants(), Log: logging.Component(a.Log, "provision"),
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"database/sql"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
@@ -13,6 +14,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // PoolConfig is the pgroute pool setting of the configuration.
@@ -47,10 +49,13 @@ func RouterOptions(cfg config.Config, r pgroute.Resolver, log zerolog.Logger) pg
 	}
 }
 
-// Fleet is the fleet runner over this App's catalog and clusters.
+// Fleet is the fleet runner over this App's catalog and clusters. It also
+// installs the default modules (modules.DefaultNames) on every tenant that
+// never had them: their files join the tenant's desired schema and their
+// install records commit with the apply's record.
 func (a *App) Fleet() *schemaapply.Fleet {
 	return &schemaapply.Fleet{
-		Catalog:  fleetCatalog{admin: a.Admin, modules: a.Modules},
+		Catalog:  &fleetCatalog{admin: a.Admin, modules: a.Modules, pending: map[uuid.UUID]pendingDefaults{}},
 		Landlord: a.Admin,
 		TenantDB: a.Clusters.TenantDB,
 		AppRole:  a.Config.Tenant.AppRole,
@@ -63,9 +68,17 @@ func (a *App) Fleet() *schemaapply.Fleet {
 type fleetCatalog struct {
 	admin   *sql.DB
 	modules *modules.Service
+
+	mu      sync.Mutex
+	pending map[uuid.UUID]pendingDefaults // default modules to record with each tenant's apply
 }
 
-func (f fleetCatalog) FleetTenants(ctx context.Context, sel schemaapply.Selection) ([]schemaapply.FleetTenant, error) {
+type pendingDefaults struct {
+	t     tenant.Tenant
+	names []string
+}
+
+func (f *fleetCatalog) FleetTenants(ctx context.Context, sel schemaapply.Selection) ([]schemaapply.FleetTenant, error) {
 	ts, err := catalog.Select(ctx, f.admin, catalog.Selection{Slugs: sel.Slugs, Prefix: sel.SlugPrefix})
 	if err != nil {
 		return nil, err
@@ -74,24 +87,37 @@ func (f fleetCatalog) FleetTenants(ctx context.Context, sel schemaapply.Selectio
 	for i, t := range ts {
 		ids[i] = t.ID
 	}
-	files, err := f.modules.FilesOfMany(ctx, ids)
+	mods, err := f.modules.FilesOfMany(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]schemaapply.FleetTenant, len(ts))
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i, t := range ts {
-		out[i] = schemaapply.FleetTenant{Tenant: t, Modules: files[t.ID]}
+		m := mods[t.ID]
+		out[i] = schemaapply.FleetTenant{Tenant: t, Modules: m.Files}
+		if len(m.Pending) > 0 {
+			f.pending[t.ID] = pendingDefaults{t: t, names: m.Pending}
+		}
 	}
 	return out, nil
 }
 
-func (f fleetCatalog) RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error {
+func (f *fleetCatalog) RecordApplied(ctx context.Context, tx *sql.Tx, id uuid.UUID, hash, fingerprint string) error {
+	f.mu.Lock()
+	p := f.pending[id]
+	f.mu.Unlock()
+	var db catalog.DBTX = f.admin
 	if tx != nil {
-		return catalog.RecordApplied(ctx, tx, id, hash, fingerprint)
+		db = tx
 	}
-	return catalog.RecordApplied(ctx, f.admin, id, hash, fingerprint)
+	if err := modules.RecordInstalled(ctx, db, p.t, p.names); err != nil {
+		return err
+	}
+	return catalog.RecordApplied(ctx, db, id, hash, fingerprint)
 }
 
-func (f fleetCatalog) RecordFailed(ctx context.Context, id uuid.UUID, cause error) error {
+func (f *fleetCatalog) RecordFailed(ctx context.Context, id uuid.UUID, cause error) error {
 	return catalog.RecordFailed(ctx, f.admin, id, cause)
 }

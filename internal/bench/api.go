@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -25,14 +27,16 @@ import (
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/cards"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/elections"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/server"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-// apiCase is one way of serving one of the two requests.
+// apiCase is one way of serving one of the three requests.
 type apiCase struct {
-	name string // get-stack, get-bare, issue-stack, issue-bare
+	name string // get-stack, get-bare, issue-stack, issue-bare, vote-stack, vote-bare
 	run  func(ctx context.Context, id uuid.UUID) error
 }
 
@@ -49,7 +53,8 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	conc := fs.Int("conc", 32, "concurrent clients")
 	nMembers := fs.Int("members", 1000, "members (and pre-issued cards) in the bench tenant")
 	bareMode := fs.String("bare-mode", "simple", "exec mode of the bare pool: simple (as the tenant pools) or exec (extended protocol)")
-	only := fs.String("only", "", "run only this case (get-stack, get-bare, issue-stack, issue-bare), for profiling")
+	only := fs.String("only", "", "run only this case (get-stack, get-bare, issue-stack, issue-bare, vote-stack, vote-bare), for profiling")
+	nElections := fs.Int("elections", 200, "open elections in the bench tenant (each member votes once in each: members × elections ballots at most)")
 	profile := fs.String("cpuprofile", "", "with -only: write a CPU profile of that case to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,7 +78,7 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	defer sb.Drop(context.WithoutCancel(ctx))
 
 	slug := tenant.MustSlug("bench_api")
-	tenantID, err := sb.Tenant(ctx, slug)
+	tenantID, err := sb.Tenant(ctx, slug, modules.Elections)
 	if err != nil {
 		return err
 	}
@@ -82,6 +87,10 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	cardIDs, err := preIssue(ctx, sb, slug, tenantID)
+	if err != nil {
+		return err
+	}
+	ballots, err := openElections(ctx, sb, slug, tenantID, members, *nElections)
 	if err != nil {
 		return err
 	}
@@ -150,12 +159,14 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		{"get-bare", bareClient.get("/bare/cards/")},
 		{"issue-stack", stackClient.issue(prefix + "/cards")},
 		{"issue-bare", bareClient.issue("/bare/cards")},
+		{"vote-stack", stackClient.vote(ballots, func(e uuid.UUID) string { return prefix + "/elections/" + e.String() + "/ballots" })},
+		{"vote-bare", bareClient.vote(ballots, func(e uuid.UUID) string { return "/bare/elections/" + e.String() + "/ballots" })},
 	}
 	idsOf := func(name string) []uuid.UUID {
 		if strings.HasPrefix(name, "get") {
 			return cardIDs
 		}
-		return members
+		return members // vote cases take their (election, member) pairs from ballots
 	}
 	// Warm both paths (connections, placement cache, token cache).
 	for _, c := range cases {
@@ -171,7 +182,7 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		*conc, *dur, *rounds, *bareMode, len(members), len(cardIDs))
 	qps, cpu, srv := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	for round := 0; round < *rounds; round++ {
-		for pair := 0; pair < 2; pair++ {
+		for pair := 0; pair < len(cases)/2; pair++ {
 			order := cases[2*pair : 2*pair+2]
 			if round%2 == 1 { // alternate the order against drift
 				order = []apiCase{order[1], order[0]}
@@ -188,13 +199,22 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	med := func(m map[string][]float64, k string) float64 { return median(m[k]) }
-	for _, op := range []string{"get", "issue"} {
+	for _, op := range []string{"get", "issue", "vote"} {
 		fmt.Fprintf(out, "api_overhead %s %.3f\n", op, med(qps, op+"-bare")/med(qps, op+"-stack"))
 	}
-	for _, op := range []string{"get", "issue"} {
+	for _, op := range []string{"get", "issue", "vote"} {
 		s, b := op+"-stack", op+"-bare"
 		fmt.Fprintf(out, "api_cpu_overhead %s %.3f\n", op, (med(cpu, s)+med(srv, s))/(med(cpu, b)+med(srv, b)))
 	}
+	fmt.Fprintln(out, "\n# api_overhead per round (bare/stack req/s, rounds in order): the spread of the medians above")
+	for _, op := range []string{"get", "issue", "vote"} {
+		var rs []string
+		for i := range qps[op+"-bare"] {
+			rs = append(rs, fmt.Sprintf("%.3f", qps[op+"-bare"][i]/qps[op+"-stack"][i]))
+		}
+		fmt.Fprintf(out, "# %s: %s\n", op, strings.Join(rs, " "))
+	}
+	fmt.Fprintf(out, "# ballots cast: %d of %d possible\n", ballots.used(), ballots.capacity())
 	fmt.Fprintln(out, "\n# requests/s (median of rounds, min–max); CPU µs per request: this process (client + HTTP servers + pgx) + database (PostgreSQL backends + PgBouncer)")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\treq/s\trange\tprocess µs\tdatabase µs\ttotal µs")
@@ -257,9 +277,10 @@ func barePool(ctx context.Context, url string, p pgroute.PoolConfig, mode pgx.Qu
 
 const cardColumns = `id, tenant_id, member_id, qr_code, status, issued_at, activated_at, revoked_at, expires_at, created_at, updated_at`
 
-// serveBare serves GET /bare/cards/:id and POST /bare/cards with the
-// statements of cards.Service.Get and cards.Service.Issue, schema-qualified,
-// on pool: no auth, no tenant resolution, no binding, no middleware.
+// serveBare serves GET /bare/cards/:id, POST /bare/cards and POST
+// /bare/elections/:id/ballots with the statements of cards.Service.Get,
+// cards.Service.Issue and elections.Service.Vote, schema-qualified, on pool:
+// no auth, no tenant resolution, no module check, no binding, no middleware.
 func serveBare(pool *pgxpool.Pool, slug tenant.Slug, tenantID uuid.UUID, bodyLimit int) (string, func(), error) {
 	cardsTable := pgx.Identifier{slug.SchemaName(), "digital_cards"}.Sanitize()
 	membersTable := pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()
@@ -311,6 +332,40 @@ func serveBare(pool *pgxpool.Pool, slug tenant.Slug, tenantID uuid.UUID, bodyLim
 			return err
 		}
 		return c.Status(fiber.StatusCreated).JSON(card)
+	})
+	voteSQL := qualify(elections.VoteSQL, slug.SchemaName())
+	app.Post("/bare/elections/:id/ballots", func(c *fiber.Ctx) error {
+		id, err := uuid.Parse(c.Params("id"))
+		if err != nil {
+			return c.SendStatus(fiber.StatusBadRequest)
+		}
+		var b struct {
+			MemberID uuid.UUID `json:"member_id"`
+			Choices  []struct {
+				PositionID   uuid.UUID   `json:"position_id"`
+				CandidateIDs []uuid.UUID `json:"candidate_ids"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(c.Body(), &b); err != nil {
+			return c.SendStatus(fiber.StatusBadRequest)
+		}
+		var positions, candidates []string
+		for _, ch := range b.Choices {
+			for _, cand := range ch.CandidateIDs {
+				positions, candidates = append(positions, ch.PositionID.String()), append(candidates, cand.String())
+			}
+		}
+		var status, memberStatus *string
+		var inWindow, card, scope, valid *bool
+		var counted bool
+		if err := pool.QueryRow(c.UserContext(), voteSQL, tenantID, id, b.MemberID, positions, candidates,
+			uuid.Must(uuid.NewV7()), "bench").Scan(&status, &inWindow, &memberStatus, &card, &scope, &valid, &counted); err != nil {
+			return err
+		}
+		if !counted {
+			return c.SendStatus(fiber.StatusConflict)
+		}
+		return c.Status(fiber.StatusCreated).JSON(elections.Receipt{ElectionID: id, MemberID: b.MemberID, Counted: true})
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -397,4 +452,90 @@ func profileAPICase(ctx context.Context, cases []apiCase, name, profile string, 
 		return err
 	}
 	return fmt.Errorf("no case %q", name)
+}
+
+// qualify schema-qualifies the tables of the elections' and cards' SQL
+// (after FROM, JOIN and INTO), for the bare handler.
+func qualify(sql, schema string) string {
+	tables := `elections|members|digital_cards|election_scope_units|election_candidates|election_positions|` +
+		`election_voters|election_ballots|election_activities`
+	re := regexp.MustCompile(`\b(FROM|JOIN|INTO)\s+(` + tables + `)\b`)
+	return re.ReplaceAllString(sql, "$1 "+pgx.Identifier{schema}.Sanitize()+".$2")
+}
+
+// ballotPairs hands out (election, member) pairs, each once: every ballot
+// of the benchmark is a member's first in that election, on both paths.
+type ballotPairs struct {
+	elections []benchElection
+	members   []uuid.UUID
+	next      atomic.Int64
+}
+
+type benchElection struct {
+	id, position uuid.UUID
+	candidates   []uuid.UUID
+}
+
+func (b *ballotPairs) capacity() int { return len(b.elections) * len(b.members) }
+
+func (b *ballotPairs) used() int { return int(min(b.next.Load(), int64(b.capacity()))) }
+
+// take returns the next pair's election and the ballot's body.
+func (b *ballotPairs) take() (uuid.UUID, []byte, error) {
+	k := int(b.next.Add(1) - 1)
+	if k >= b.capacity() {
+		return uuid.Nil, nil, fmt.Errorf("all %d ballots are cast: raise -elections", b.capacity())
+	}
+	e, m := b.elections[k/len(b.members)], b.members[k%len(b.members)]
+	body := `{"member_id":"` + m.String() + `","choices":[{"position_id":"` + e.position.String() +
+		`","candidate_ids":["` + e.candidates[k%len(e.candidates)].String() + `"]}]}`
+	return e.id, []byte(body), nil
+}
+
+// vote casts the next ballot at path(election), expecting 201.
+func (ac *apiClient) vote(b *ballotPairs, path func(uuid.UUID) string) func(context.Context, uuid.UUID) error {
+	return func(context.Context, uuid.UUID) error {
+		e, body, err := b.take()
+		if err != nil {
+			return err
+		}
+		return ac.do(fasthttp.MethodPost, path(e), body, fasthttp.StatusCreated)
+	}
+}
+
+// openElections activates every member's card and makes n open elections,
+// each with one position (1 seat) and three candidates, directly in the
+// bench tenant's schema.
+func openElections(ctx context.Context, sb *Scratch, slug tenant.Slug, tenantID uuid.UUID, members []uuid.UUID, n int) (*ballotPairs, error) {
+	s := pgx.Identifier{slug.SchemaName()}.Sanitize()
+	if _, err := sb.Admin.ExecContext(ctx, `UPDATE `+s+`.digital_cards SET status = 'active', activated_at = now()`); err != nil {
+		return nil, err
+	}
+	b := &ballotPairs{members: members}
+	for i := 0; i < n; i++ {
+		e := benchElection{id: uuid.Must(uuid.NewV7()), position: uuid.Must(uuid.NewV7())}
+		if _, err := sb.Admin.ExecContext(ctx, `INSERT INTO `+s+`.elections (id, tenant_id, title, status, opens_at, closes_at, opened_at)
+			VALUES ($1, $2, $3, 'open', now() - interval '1 hour', now() + interval '1 day', now())`, e.id, tenantID, fmt.Sprintf("Bench %d", i)); err != nil {
+			return nil, err
+		}
+		if _, err := sb.Admin.ExecContext(ctx, `INSERT INTO `+s+`.election_positions (id, tenant_id, election_id, title, seats)
+			VALUES ($1, $2, $3, 'Chair', 1)`, e.position, tenantID, e.id); err != nil {
+			return nil, err
+		}
+		for _, m := range members[:3] {
+			c := uuid.Must(uuid.NewV7())
+			if _, err := sb.Admin.ExecContext(ctx, `INSERT INTO `+s+`.election_candidates (id, tenant_id, election_id, position_id, member_id)
+				VALUES ($1, $2, $3, $4, $5)`, c, tenantID, e.id, e.position, m); err != nil {
+				return nil, err
+			}
+			e.candidates = append(e.candidates, c)
+		}
+		b.elections = append(b.elections, e)
+	}
+	for _, t := range []string{"elections", "election_positions", "election_candidates", "digital_cards"} {
+		if _, err := sb.Admin.ExecContext(ctx, `ANALYZE `+s+`.`+pgx.Identifier{t}.Sanitize()); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -69,17 +70,33 @@ func NewScratch(ctx context.Context, cfg config.Config, name string) (*Scratch, 
 	if _, err := schemaapply.Apply(ctx, sb.Admin, schemaapply.Landlord(sb.appRole), schemaapply.Options{}); err != nil {
 		return nil, fmt.Errorf("scratch landlord: %w", err)
 	}
+	if _, err := modules.Register(ctx, sb.Admin); err != nil {
+		return nil, fmt.Errorf("scratch landlord: %w", err)
+	}
 	return sb, nil
 }
 
-// Tenant creates a schema-placed tenant with the core schema and its role.
-func (sb *Scratch) Tenant(ctx context.Context, slug tenant.Slug) (uuid.UUID, error) {
+// Tenant creates a schema-placed tenant with its role and the core schema,
+// the default modules (as provisioning does) and the named built-in ones.
+func (sb *Scratch) Tenant(ctx context.Context, slug tenant.Slug, extra ...string) (uuid.UUID, error) {
 	t, err := registerTenant(ctx, sb.Admin, slug, "main", sb.Name)
 	if err != nil {
 		return uuid.Nil, err
 	}
 	id := t.ID
-	spec := schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: sb.appRole}
+	names := append(modules.DefaultNames(), extra...)
+	var files []string
+	for _, n := range names {
+		d, ok := modules.Lookup(n)
+		if !ok {
+			return id, fmt.Errorf("no built-in module %q", n)
+		}
+		files = append(files, d.SchemaFiles...)
+	}
+	if err := modules.RecordInstalled(ctx, sb.Admin, t, names); err != nil {
+		return id, err
+	}
+	spec := schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: sb.appRole, Modules: files}
 	if _, err := schemaapply.ApplyTenant(ctx, sb.Admin, spec, schemaapply.Options{}); err != nil {
 		return id, err
 	}

@@ -178,10 +178,29 @@ func (c *Catalog) GetByID(ctx context.Context, id uuid.UUID) (tenant.Tenant, err
 	return t, nil
 }
 
-// Resolve is Get for the request router (pgroute.Resolver): one query on the
-// landlord pool, any status (the router decides what it serves).
+// Resolve is Get for the request router (pgroute.Resolver), with the
+// tenant's installed modules (landlord.tenant_modules, written by
+// internal/modules) read by the same query: the router caches them with the
+// tenant, so a module's routes are refused or served without another round
+// trip, and the notice that drops a changed tenant (tenant.NotifyChannel)
+// also announces an install. Any status: the router decides what it serves.
 func (c *Catalog) Resolve(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error) {
-	return c.Get(ctx, slug)
+	if slug.IsZero() {
+		return tenant.Tenant{}, fmt.Errorf("%w: empty slug", tenant.ErrInvalidSlug)
+	}
+	var mods []string
+	t, err := scanRow(c.pool.QueryRow(ctx, `SELECT `+columns+`,
+		ARRAY(SELECT tm.module_name FROM landlord.tenant_modules tm
+		       WHERE tm.tenant_id = t.id AND tm.status = 'installed' ORDER BY tm.module_name)
+		FROM landlord.tenants t WHERE t.slug = $1`, slug.String()), &mods)
+	if isNoRows(err) {
+		return tenant.Tenant{}, fmt.Errorf("tenant %s: %w", slug, tenant.ErrNotFound)
+	}
+	if err != nil {
+		return tenant.Tenant{}, fmt.Errorf("resolve tenant %s: %w", slug, err)
+	}
+	t.Modules = mods
+	return t, nil
 }
 
 // Slugs returns the slugs of the tenants with the given ids (those that exist).

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 )
 
@@ -29,7 +31,9 @@ func newDBInitCmd(e *env) *cobra.Command {
 schema/landlord.hcl to the platform database over the direct admin connection:
 parse, transaction, advisory lock, inspect, diff, refuse destructive changes
 unless --allow-destructive, plan, apply, grant the application role, commit.
-Running it again when nothing changed runs no statement.`,
+Then registers the modules of this build (digital_cards, elections) in the
+module catalog, or updates them. Running it again when nothing changed runs
+no statement.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
@@ -43,12 +47,31 @@ Running it again when nothing changed runs no statement.`,
 			if err != nil {
 				return fmt.Errorf("landlord: %w", err)
 			}
-			return printApply(e, "landlord", res, dryRun)
+			if err := printApply(e, "landlord", res, dryRun); err != nil {
+				return err
+			}
+			return e.registerModules(ctx, db, dryRun, true)
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print the SQL and change nothing")
 	c.Flags().BoolVar(&allowDestructive, "allow-destructive", false, "allow drops and column type changes")
 	return c
+}
+
+// registerModules writes the built-in modules into the module catalog
+// (never in a dry run) and says so when it changed something.
+func (e *env) registerModules(ctx context.Context, db *sql.DB, dryRun, print bool) error {
+	if dryRun {
+		return nil
+	}
+	n, err := modules.Register(ctx, db)
+	if err != nil {
+		return err
+	}
+	if n > 0 && print {
+		fmt.Fprintf(e.out, "modules: %d built-in modules registered or updated\n", n)
+	}
+	return nil
 }
 
 func printApply(e *env, what string, res schemaapply.Result, dryRun bool) error {

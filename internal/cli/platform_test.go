@@ -229,7 +229,6 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = db.ExecContext(ctx, `DELETE FROM landlord.geo_administrative_units WHERE code = 'NP' OR starts_with(code, 'NP-')`)
 		_, _ = db.ExecContext(ctx, `DELETE FROM landlord.api_tokens WHERE name = 'demo'`)
-		_, _ = db.ExecContext(ctx, `DELETE FROM landlord.modules WHERE name IN ('events', 'donations')`)
 	})
 	dropTenantAfter(t, "rotary")
 	dropTenantAfter(t, "nrna")
@@ -237,10 +236,12 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 
 	code, out, errOut := run(t, "seed", "demo", "--token-file", tokenFile)
 	require.Equal(t, cli.ExitOK, code, errOut)
-	for _, want := range []string{"module events: registered", "tenant nrna: provisioned", "tenant rotary: module donations installed",
-		"geography: 17 created", "demo token: " + tokenFile + " (new)"} {
+	for _, want := range []string{"modules digital_cards, elections: present", "tenant nrna: provisioned",
+		"tenant nrna: module elections installed", "geography: 17 created", "tenant nrna: 6 demo members with active cards (6 created)",
+		"created (open)", "demo token: " + tokenFile + " (new)"} {
 		assert.Contains(t, out, want)
 	}
+	assert.NotContains(t, out, "tenant rotary: module elections")
 	secret, err := os.ReadFile(tokenFile)
 	require.NoError(t, err)
 	st, err := os.Stat(tokenFile)
@@ -249,8 +250,8 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 
 	code, out, errOut = run(t, "seed", "demo", "--token-file", tokenFile)
 	require.Equal(t, cli.ExitOK, code, errOut)
-	for _, want := range []string{"module events: present", "tenant nrna: present", "tenant rotary: present",
-		"geography: 0 created, 0 updated, 17 unchanged", "(kept)"} {
+	for _, want := range []string{"modules digital_cards, elections: present", "tenant nrna: present", "tenant rotary: present",
+		"geography: 0 created, 0 updated, 17 unchanged", "(0 created)", "present (open)", "(kept)"} {
 		assert.Contains(t, out, want)
 	}
 	assert.NotContains(t, out, "installed")
@@ -260,7 +261,10 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 
 	code, out, _ = run(t, "tenant", "show", "rotary")
 	require.Equal(t, cli.ExitOK, code)
-	assert.Contains(t, out, "donations, events")
+	assert.Regexp(t, `modules:\s+digital_cards\n`, out)
+	code, out, _ = run(t, "election", "list", "nrna")
+	require.Equal(t, cli.ExitOK, code)
+	assert.Regexp(t, `open\s+\S+\s+\S+\s+-\s+NRNA Executive Committee 2026`, out)
 
 	// A revoked token is replaced.
 	code, _, _ = run(t, "token", "revoke", tokenID(t, strings.TrimSpace(string(secret))))

@@ -1,5 +1,6 @@
 // Package cli is tenantctl, the DBA and operator command line: database
-// setup and status, tenant schemas, tenants, tokens and the demo seed.
+// setup and status, tenant schemas, tenants, modules, elections, tokens and
+// the demo seed.
 // Commands write to injected writers and are tested end to end.
 package cli
 
@@ -92,7 +93,8 @@ func newRoot(e *env) *cobra.Command {
 	config.Flags(root.PersistentFlags())
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDBCmd(e), newSchemaCmd(e), newTenantCmd(e), newTokenCmd(e), newGeoCmd(e), newSeedCmd(e), newAuditCmd(e))
+	root.AddCommand(newDBCmd(e), newSchemaCmd(e), newTenantCmd(e), newModuleCmd(e), newElectionCmd(e), newTokenCmd(e),
+		newGeoCmd(e), newSeedCmd(e), newAuditCmd(e))
 	fixGroups(root)
 	return root
 }

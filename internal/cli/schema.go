@@ -203,9 +203,15 @@ func (e *env) applyLandlord(ctx context.Context, f *schemaFlags, o schemaapply.O
 		return fmt.Errorf("landlord: %w", err)
 	}
 	if f.asJSON {
+		if err := e.registerModules(ctx, db, o.DryRun, false); err != nil {
+			return err
+		}
 		return writeJSON(e.out, res)
 	}
-	return printApply(e, "landlord", res, o.DryRun)
+	if err := printApply(e, "landlord", res, o.DryRun); err != nil {
+		return err
+	}
+	return e.registerModules(ctx, db, o.DryRun, true)
 }
 
 // applyOne applies the one tenant of fo.Slugs and prints what it did.

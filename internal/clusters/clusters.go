@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -100,6 +101,9 @@ func OpenAdmin(url string, p config.Pool) (*sql.DB, error) {
 		return nil, fmt.Errorf("admin connection %s: %w", config.Redact(url), err)
 	}
 	pc.DefaultQueryExecMode = pgx.QueryExecModeExec
+	if pc.ConnectTimeout == 0 {
+		pc.ConnectTimeout = pgroute.DefaultConnectTimeout
+	}
 	db := stdlib.OpenDB(*pc)
 	db.SetMaxOpenConns(int(max(p.MaxConns, 4)))
 	db.SetMaxIdleConns(4)

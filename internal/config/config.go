@@ -131,6 +131,15 @@ type HTTP struct {
 	TenantHeader    bool          `koanf:"tenant_header"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 	WriteWait       time.Duration `koanf:"write_wait"`
+	// RequestTimeout is the deadline of every request but changes through
+	// the platform routes, and of every token lookup: waiting for a pool
+	// connection, the lookup and the tenant's statements all end by then
+	// (503 timeout + Retry-After).
+	RequestTimeout time.Duration `koanf:"request_timeout"`
+	// PlatformTimeout is the deadline of changes (POST, PATCH, DELETE)
+	// through the platform routes (/api/v1/platform/…), which provision
+	// and install modules.
+	PlatformTimeout time.Duration `koanf:"platform_timeout"`
 	// CursorSecret signs the tenant API's pagination cursors (HMAC-SHA256):
 	// at least 32 bytes, the same in every server process. Empty: a random
 	// secret per process (cursors then break on restart and across processes).
@@ -204,6 +213,8 @@ func Defaults() Config {
 			TenantHeader:    false,
 			ShutdownTimeout: 10 * time.Second,
 			WriteWait:       2 * time.Second,
+			RequestTimeout:  10 * time.Second,
+			PlatformTimeout: 2 * time.Minute,
 			CursorSecret:    "",
 
 			AuthFailuresPerMinute: 30,
@@ -326,6 +337,8 @@ func defaultsMap() map[string]any {
 		"http.tenant_header":             d.HTTP.TenantHeader,
 		"http.shutdown_timeout":          d.HTTP.ShutdownTimeout.String(),
 		"http.write_wait":                d.HTTP.WriteWait.String(),
+		"http.request_timeout":           d.HTTP.RequestTimeout.String(),
+		"http.platform_timeout":          d.HTTP.PlatformTimeout.String(),
 		"http.cursor_secret":             d.HTTP.CursorSecret,
 		"http.auth_failures_per_minute":  d.HTTP.AuthFailuresPerMinute,
 		"log.level":                      d.Log.Level,
@@ -404,6 +417,8 @@ func (c Config) Validate() error {
 	positive("tenant.lock_wait", c.Tenant.LockWait)
 	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	positive("http.write_wait", c.HTTP.WriteWait)
+	positive("http.request_timeout", c.HTTP.RequestTimeout)
+	positive("http.platform_timeout", c.HTTP.PlatformTimeout)
 	if c.Tenant.MaxConcurrentRequests < 1 || c.Tenant.MaxConcurrentRequests > 10_000 {
 		bad("tenant.max_concurrent_requests", "must be between 1 and 10000 (got %d)", c.Tenant.MaxConcurrentRequests)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 )
 
@@ -165,7 +166,8 @@ func pool(t testing.TB, raw string, maxConns int32) *pgxpool.Pool {
 var landlordOnce sync.Once
 var landlordErr error
 
-// Landlord makes sure the landlord catalog exists in the test database.
+// Landlord makes sure the landlord catalog exists in the test database, with
+// the built-in modules registered.
 func Landlord(t testing.TB) {
 	t.Helper()
 	db := AdminDB(t)
@@ -173,6 +175,9 @@ func Landlord(t testing.TB) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		_, landlordErr = schemaapply.Apply(ctx, db, schemaapply.Landlord(Config(t).Tenant.AppRole), schemaapply.Options{})
+		if landlordErr == nil {
+			_, landlordErr = modules.Register(ctx, db)
+		}
 	})
 	if landlordErr != nil {
 		t.Fatalf("dbtest: landlord apply: %v", landlordErr)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -53,11 +54,24 @@ func Module(t testing.TB, prefix string, files ...string) string {
 
 // TenantRow inserts a catalog row for a new tenant — slug prefix +
 // random suffix, status active, placement schema, cluster main, this test
-// database, schema tenant_<slug> — with the named modules installed, without
-// creating its schema. Cleanup deletes the row and drops the schema and the
-// role (tenant roles are cluster-wide; the random slug keeps them apart).
-// The prefix must start with a lower-case letter.
-func TenantRow(t testing.TB, prefix string, modules ...string) TestTenant {
+// database, schema tenant_<slug> — with the default modules
+// (modules.DefaultNames: digital_cards, as provisioning gives every tenant)
+// and the named modules installed, without creating its schema. Cleanup
+// deletes the row and drops the schema and the role (tenant roles are
+// cluster-wide; the random slug keeps them apart). The prefix must start
+// with a lower-case letter.
+func TenantRow(t testing.TB, prefix string, mods ...string) TestTenant {
+	t.Helper()
+	return tenantRow(t, prefix, append(modules.DefaultNames(), mods...))
+}
+
+// BareTenantRow is TenantRow with only the named modules (no default ones).
+func BareTenantRow(t testing.TB, prefix string, mods ...string) TestTenant {
+	t.Helper()
+	return tenantRow(t, prefix, mods)
+}
+
+func tenantRow(t testing.TB, prefix string, mods []string) TestTenant {
 	t.Helper()
 	Landlord(t)
 	db := AdminDB(t)
@@ -81,9 +95,9 @@ func TenantRow(t testing.TB, prefix string, modules ...string) TestTenant {
 	row := catalogtest.Insert(t, tx, slug, tenant.StatusActive, tenant.Placement{
 		Kind: tenant.PlacementSchema, Cluster: "main", Database: database, Schema: slug.SchemaName()})
 	tt := TestTenant{ID: row.ID, Slug: slug.String(), Schema: slug.SchemaName(), Role: slug.RoleName()}
-	for _, m := range modules {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name) VALUES ($1, $2)`,
-			tt.ID, m); err != nil {
+	for _, m := range mods {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name) VALUES ($1, $2)
+			ON CONFLICT DO NOTHING`, tt.ID, m); err != nil {
 			t.Fatalf("dbtest: install module %s: %v", m, err)
 		}
 	}
@@ -96,18 +110,29 @@ func TenantRow(t testing.TB, prefix string, modules ...string) TestTenant {
 
 // Tenant is TenantRow followed by schemaapply.ApplyTenant (schema, role,
 // grants to the configured application role, in one transaction, with the
-// schema files of the named modules) and the record of the applied hash and
-// fingerprint, so the tenant starts converged.
-func Tenant(t testing.TB, prefix string, modules ...string) TestTenant {
+// schema files of its modules: the default ones and those named) and the
+// record of the applied hash and fingerprint, so the tenant starts converged.
+func Tenant(t testing.TB, prefix string, mods ...string) TestTenant {
 	t.Helper()
-	tt := TenantRow(t, prefix, modules...)
+	return applied(t, TenantRow(t, prefix, mods...))
+}
+
+// BareTenant is Tenant with only the named modules (no default ones).
+func BareTenant(t testing.TB, prefix string, mods ...string) TestTenant {
+	t.Helper()
+	return applied(t, BareTenantRow(t, prefix, mods...))
+}
+
+func applied(t testing.TB, tt TestTenant) TestTenant {
+	t.Helper()
 	db := AdminDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var files []string
-	if err := db.QueryRowContext(ctx, `SELECT coalesce(array_agg(f ORDER BY f), '{}')
-		FROM landlord.modules m CROSS JOIN LATERAL unnest(m.schema_files) f WHERE m.name = ANY($1)`,
-		modules).Scan(pgtype.NewMap().SQLScanner(&files)); err != nil {
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{}')
+		FROM landlord.tenant_modules tm JOIN landlord.modules m ON m.name = tm.module_name
+		CROSS JOIN LATERAL unnest(m.schema_files) f WHERE tm.tenant_id = $1`,
+		tt.ID).Scan(pgtype.NewMap().SQLScanner(&files)); err != nil {
 		t.Fatalf("dbtest: module files: %v", err)
 	}
 	_, err := schemaapply.ApplyTenant(ctx, db, tt.Spec(Config(t).Tenant.AppRole, files...), schemaapply.Options{

@@ -101,6 +101,33 @@ func (s *Store) Exists(ctx context.Context, id int64) (bool, error) {
 	return ok, nil
 }
 
+// MaxSubtree caps Subtree.
+const MaxSubtree = 100_000
+
+// Subtree returns the ids of a unit and of every unit below it (ltree
+// descendants), in one indexed query. An unknown unit is ErrUnitNotFound; a
+// subtree larger than MaxSubtree is ErrInvalidQuery.
+func (s *Store) Subtree(ctx context.Context, id int64) ([]int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT u.id
+		   FROM landlord.geo_administrative_units u, landlord.geo_administrative_units me
+		  WHERE me.id = $1 AND u.path OPERATOR(public.<@) me.path
+		  ORDER BY u.id LIMIT $2`, id, MaxSubtree+1)
+	if err != nil {
+		return nil, fmt.Errorf("unit %d subtree: %w", id, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("unit %d subtree: %w", id, err)
+	}
+	switch {
+	case len(ids) == 0:
+		return nil, fmt.Errorf("unit %d: %w", id, ErrUnitNotFound)
+	case len(ids) > MaxSubtree:
+		return nil, fmt.Errorf("%w: unit %d has more than %d units below it", ErrInvalidQuery, id, MaxSubtree)
+	}
+	return ids, nil
+}
+
 // MaxDescendants caps Detail's descendants.
 const MaxDescendants = 1000
 

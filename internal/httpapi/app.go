@@ -28,6 +28,12 @@ type Deps struct {
 	App *app.App
 	// BodyLimit caps request bodies in bytes.
 	BodyLimit int
+	// RequestTimeout is the deadline of each request and of every token
+	// lookup (default 10s), PlatformTimeout that of changes through the
+	// platform routes (default 2m): pool acquisition, token lookups and
+	// statements end by then, answered 503 timeout with Retry-After.
+	RequestTimeout  time.Duration
+	PlatformTimeout time.Duration
 	// Cursors signs the tenant API's pagination cursors; nil leaves the
 	// tenant API out.
 	Cursors *Cursors
@@ -59,6 +65,12 @@ func New(d Deps) *fiber.App {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics()
 	}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 10 * time.Second
+	}
+	if d.PlatformTimeout <= 0 {
+		d.PlatformTimeout = 2 * time.Minute
+	}
 	fa := fiber.New(fiber.Config{
 		AppName:               "publicdigit",
 		DisableStartupMessage: true,
@@ -67,8 +79,14 @@ func New(d Deps) *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
+		// The request line and headers must fit in the read buffer; a
+		// longer one is refused by fasthttp before any handler (431
+		// header_too_large). A URI that fits but is longer than MaxURI is
+		// refused by uriLimit (414 uri_too_long).
+		ReadBufferSize: ReadBufferSize,
 	})
-	fa.Use(requestID(), d.Metrics.middleware(), accessLog(d.Log))
+	fa.Use(requestID(), deadline(d.RequestTimeout, d.PlatformTimeout), d.Metrics.middleware(), accessLog(d.Log),
+		recoverPanics(d.Log), uriLimit())
 
 	fa.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
@@ -77,11 +95,11 @@ func New(d Deps) *fiber.App {
 		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
 		defer cancel()
 		if d.App == nil {
-			return problem(fiber.StatusServiceUnavailable, "not ready", "no readiness check configured")
+			return notReady("no readiness check configured")
 		}
 		if err := d.App.Ready(ctx); err != nil {
-			d.Log.Warn().Err(err).Msg("readiness check failed")
-			return problem(fiber.StatusServiceUnavailable, "not ready", "the landlord catalog is not reachable")
+			d.Log.Warn().Err(err).Str("request_id", RequestID(c)).Msg("readiness check failed")
+			return notReady("the landlord catalog is not reachable")
 		}
 		return c.JSON(fiber.Map{"status": "ready"})
 	})
@@ -102,7 +120,7 @@ func New(d Deps) *fiber.App {
 		return c.Send(docJSON)
 	})
 
-	auth := Auth{failures: newFailureLimiter(d.AuthFailuresPerMinute, time.Minute)}
+	auth := Auth{failures: newFailureLimiter(d.AuthFailuresPerMinute, time.Minute), timeout: d.RequestTimeout}
 	if d.App != nil {
 		auth.tokens = d.App.Tokens
 		h := &handlers{a: d.App, log: d.Log}
@@ -136,12 +154,20 @@ type Problem struct {
 
 	retry      bool // answer with Retry-After
 	retryAfter int  // its seconds when more than the default
+	noInstance bool // the request's URI is unknown or too long to echo
 }
 
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
 
 func problem(status int, title, detail string) *Problem {
 	return &Problem{Type: "about:blank", Title: title, Status: status, Detail: detail}
+}
+
+// notReady is /readyz's 503.
+func notReady(detail string) *Problem {
+	p := problem(fiber.StatusServiceUnavailable, "not ready", detail)
+	p.Code, p.retry = "not_ready", true
+	return p
 }
 
 // BadRequest is a 400 problem with the given detail (safe to show a client).

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strings"
@@ -20,6 +21,8 @@ type Auth struct {
 	tokens *access.Service
 	// failures limits failed authentications per client address (nil: no limit).
 	failures *failureLimiter
+	// timeout bounds a token lookup, also under a platform route's longer deadline.
+	timeout time.Duration
 }
 
 // Required authenticates the request's bearer token (Authorization: Bearer
@@ -73,8 +76,10 @@ func (a Auth) authenticate(c *fiber.Ctx) error {
 			return tooManyFailures(wait)
 		}
 		// The principal holds nothing borrowed from the request's buffers.
+		ctx, cancel := context.WithTimeout(c.UserContext(), a.timeout)
+		defer cancel()
 		var err error
-		p, err = a.tokens.Authenticate(c.UserContext(), token)
+		p, err = a.tokens.Authenticate(ctx, token)
 		if errors.Is(err, access.ErrUnauthenticated) {
 			a.failures.fail(addr)
 			return unauthorized("invalid or revoked token")

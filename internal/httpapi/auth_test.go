@@ -29,7 +29,7 @@ func randomToken() string {
 // A token already authenticated (cached) still works from that address.
 func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 	t.Parallel()
-	a := newAPI(t, apiOptions{authFailures: 5, tokenCacheTTL: time.Minute})
+	a := newAPI(t, apiOptions{authFailures: 5, tokenCache: time.Minute})
 	const route = "/api/v1/platform/modules"
 	require.Equal(t, 200, a.call(t, "GET", route, a.platform, nil).status, "the platform token, cached")
 	for range 5 {
@@ -52,7 +52,7 @@ func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 // no lookup. A token revoked through the API stops at once.
 func TestRefusedTokensAreRemembered(t *testing.T) {
 	t.Parallel()
-	a := newAPI(t, apiOptions{tokenCacheTTL: time.Minute})
+	a := newAPI(t, apiOptions{tokenCache: time.Minute})
 	const route = "/api/v1/platform/modules"
 	bad := randomToken()
 	a.call(t, "GET", route, bad, nil).problem(t, 401, "unauthorized")
@@ -74,7 +74,7 @@ func TestRefusedTokensAreRemembered(t *testing.T) {
 // tenant's token no longer authenticates — at once, cache or not.
 func TestTokensOfSuspendedAndDeletedTenants(t *testing.T) {
 	t.Parallel()
-	ta := newTenantAPI(t, tenantAPIOptions{tokenCacheTTL: time.Minute})
+	ta := newTenantAPI(t, tenantAPIOptions{api: apiOptions{tokenCache: time.Minute}})
 	tt := ta.tenant(t, "tokst")
 	const geo = "/api/v1/geography/units"
 	tenantPath := "/api/v1/platform/tenants/" + tt.Slug
@@ -98,7 +98,7 @@ func TestTokensOfSuspendedAndDeletedTenants(t *testing.T) {
 // in this server's authentication cache — acts on nothing.
 func TestATokenOfAPurgedTenantNeverActsOnItsSuccessor(t *testing.T) {
 	t.Parallel()
-	ta := newTenantAPI(t, tenantAPIOptions{tokenCacheTTL: time.Minute})
+	ta := newTenantAPI(t, tenantAPIOptions{api: apiOptions{tokenCache: time.Minute}})
 	old := ta.tenant(t, "succ")
 	require.Equal(t, 200, ta.call(t, "GET", old.path("/members"), old.token, nil).status)
 

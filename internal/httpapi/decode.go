@@ -15,7 +15,7 @@ import (
 
 // DecodeJSON decodes the request body into v strictly: the content type must
 // be application/json, unknown fields are refused, and the body must hold
-// exactly one JSON value. Failures are 400 (415 for another content type)
+// exactly one JSON object. Failures are 400 (415 for another content type)
 // problems whose detail is safe to show.
 func DecodeJSON(c *fiber.Ctx, v any) error {
 	if ct := c.Get(fiber.HeaderContentType); ct != "" {
@@ -27,7 +27,8 @@ func DecodeJSON(c *fiber.Ctx, v any) error {
 		}
 	}
 	body := c.Body()
-	if len(bytes.TrimSpace(body)) == 0 {
+	if trimmed := bytes.TrimSpace(body); len(trimmed) == 0 || trimmed[0] != '{' {
+		// Every body is an object (json would take null as an empty one).
 		return BadRequest("the request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))

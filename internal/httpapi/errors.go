@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -54,6 +55,8 @@ var answers = map[string]answer{
 	"module_installed":     {fiber.StatusConflict, "module already installed", "", false},
 	"module_not_installed": {fiber.StatusNotFound, "module not installed", "", false},
 	"module_has_data":      {fiber.StatusConflict, "module tables hold data", "", false},
+	"module_required":      {fiber.StatusConflict, "module needs another module", "", false},
+	"module_in_use":        {fiber.StatusConflict, "module needed by another module", "", false},
 	"destructive_change":   {fiber.StatusConflict, "destructive schema change refused", "", false},
 
 	// Geography, tokens, cursors.
@@ -78,6 +81,23 @@ var answers = map[string]answer{
 	"member_not_active":  {fiber.StatusConflict, "member not active", "", false},
 	"illegal_transition": {fiber.StatusConflict, "illegal card transition", "", false},
 	"invalid_card":       {fiber.StatusBadRequest, "invalid card", "", false},
+	"member_in_use":      {fiber.StatusConflict, "member in use", "", false},
+
+	// Elections.
+	"election_not_found":          {fiber.StatusNotFound, "election not found", "", false},
+	"position_not_found":          {fiber.StatusNotFound, "position not found", "", false},
+	"candidate_not_found":         {fiber.StatusNotFound, "candidate not found", "", false},
+	"invalid_election":            {fiber.StatusBadRequest, "invalid election", "", false},
+	"invalid_ballot":              {fiber.StatusBadRequest, "invalid ballot", "", false},
+	"election_locked":             {fiber.StatusConflict, "election no longer a draft", "", false},
+	"illegal_election_transition": {fiber.StatusConflict, "illegal election transition", "", false},
+	"election_not_open":           {fiber.StatusConflict, "election not open", "", false},
+	"outside_voting_window":       {fiber.StatusConflict, "outside the voting window", "", false},
+	"not_eligible":                {fiber.StatusForbidden, "member not eligible", "", false},
+	"already_voted":               {fiber.StatusConflict, "already voted", "", false},
+	"candidate_exists":            {fiber.StatusConflict, "candidate exists", "", false},
+	"results_not_available":       {fiber.StatusConflict, "results not available", "", false},
+	"results_not_published":       {fiber.StatusForbidden, "results not published", "", false},
 
 	// The tenant router (internal/pgroute): fixed texts.
 	"tenant_unavailable": {fiber.StatusServiceUnavailable, "tenant unavailable",
@@ -85,7 +105,7 @@ var answers = map[string]answer{
 	"retry": {fiber.StatusServiceUnavailable, "try again",
 		"the tenant's data is busy (it may be moving); retry shortly", true},
 	"timeout": {fiber.StatusServiceUnavailable, "timeout",
-		"the request ran out of time (the tenant may be moving); retry shortly", true},
+		"the request ran out of time (the database may be busy or restarting, or the tenant moving); retry shortly", true},
 	"unavailable": {fiber.StatusServiceUnavailable, "database unavailable",
 		"the database is not reachable right now; retry shortly", true},
 	"conflict":     {fiber.StatusConflict, "conflict", "the change conflicts with existing data", false},
@@ -109,18 +129,14 @@ func problemOf(err error) (*Problem, bool) {
 		cp := *p
 		return &cp, cp.Status >= fiber.StatusInternalServerError
 	case errors.As(err, &fe):
-		p = problem(fe.Code, statusTitle(fe.Code), fe.Message)
-		switch fe.Code {
-		case fiber.StatusRequestEntityTooLarge:
-			p.Detail, p.Code = "request body too large", "body_too_large"
-		case fiber.StatusNotFound:
-			p.Detail, p.Code = "no such route", "route_not_found"
-		case fiber.StatusMethodNotAllowed:
-			p.Code = "method_not_allowed"
-		}
-		return p, false
+		return fiberProblem(fe), false
 	}
 	code := apperr.CodeOf(err)
+	if code == "" {
+		if k := outage(err); k != nil {
+			code = k.Code()
+		}
+	}
 	a, ok := answers[code]
 	if !ok {
 		p = problem(fiber.StatusInternalServerError, "internal error", "an unexpected error occurred; quote the request id when reporting it")
@@ -132,6 +148,50 @@ func problemOf(err error) (*Problem, bool) {
 		p.Detail = err.Error()
 	}
 	return p, a.status >= fiber.StatusInternalServerError
+}
+
+// fiberProblem answers an error of Fiber's: a route or method that does not
+// exist, or a request that fasthttp refused while reading it (its texts
+// may quote the request: never shown).
+func fiberProblem(fe *fiber.Error) *Problem {
+	p := problem(fe.Code, statusTitle(fe.Code), fe.Message)
+	switch fe.Code {
+	case fiber.StatusRequestEntityTooLarge:
+		p.Detail, p.Code = "request body too large", "body_too_large"
+	case fiber.StatusNotFound:
+		p.Detail, p.Code = "no such route", "route_not_found"
+	case fiber.StatusMethodNotAllowed:
+		p.Code = "method_not_allowed"
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		p.Detail = fmt.Sprintf("the request line and headers must fit in %d bytes", ReadBufferSize)
+		p.Code, p.noInstance = "header_too_large", true
+	case fiber.StatusRequestTimeout:
+		p.Detail = "the request was not received in time"
+		p.Code, p.noInstance = "request_timeout", true
+	default:
+		// fasthttp could not read the request (malformed request line or
+		// headers); its message quotes the request.
+		p = problem(fiber.StatusBadRequest, "bad request", "malformed HTTP request")
+		p.Code, p.noInstance = "bad_request", true
+	}
+	return p
+}
+
+// outage returns the kind of an error that no service classified but that
+// says the database is out of reach (ErrUnavailable) or the request ran out
+// of time (ErrTimeout): the landlord queries of tokens, the catalog and
+// geography, the admin connection and every pool acquisition return pgx's
+// own errors, and a request's deadline (see deadline) ends any of them. nil
+// for any other error: a bug, answered 500 and logged.
+func outage(err error) *apperr.Kind {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return pgroute.ErrTimeout
+	}
+	switch k := apperr.KindOf(pgroute.Classify(err)); k {
+	case pgroute.ErrUnavailable, pgroute.ErrTimeout:
+		return k
+	}
+	return nil
 }
 
 // errorHandler is the only place errors become HTTP answers
@@ -151,10 +211,12 @@ func errorHandler(log zerolog.Logger) fiber.ErrorHandler {
 			if t, ok := pgroute.TenantFromContext(c.UserContext()); ok {
 				ev = ev.Str("tenant", t.Slug.String())
 			}
-			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", c.Path()).Str("code", p.Code).
+			ev.Err(err).Str("request_id", requestIDOf(c)).Str("path", truncatePath(c.Path())).Str("code", p.Code).
 				Int("status", p.Status).Msg("request failed")
 		}
-		p.Instance = c.Path()
+		if !p.noInstance {
+			p.Instance = c.Path()
+		}
 		p.RequestID = requestIDOf(c)
 		if p.Status == fiber.StatusUnauthorized {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="publicdigit"`)

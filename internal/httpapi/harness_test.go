@@ -54,12 +54,14 @@ type apiOptions struct {
 	tenantAPI bool
 	header    bool
 	writeWait time.Duration
-	// tokenCacheTTL caches authentications as the server does (0: none).
-	tokenCacheTTL time.Duration
+	// configure may change the configuration (e.g. the database URLs).
+	configure func(*config.Config)
+	// tokenCache keeps token lookups this long (default: none).
+	tokenCache time.Duration
+	// requestTimeout is each request's deadline (default httpapi's).
+	requestTimeout time.Duration
 	// authFailures limits failed authentications per address and minute (0: none).
 	authFailures int
-	// configure may change the test configuration further.
-	configure func(*config.Config)
 }
 
 func newAPI(t *testing.T, o apiOptions) *api {
@@ -73,7 +75,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 	a := apptest.Open(t, apptest.Options{
 		Options: app.Options{OnProvision: func(p provision.Path, d time.Duration, err error) {
 			metrics.ObserveProvision(string(p), d, err)
-		}, TokenCacheTTL: o.tokenCacheTTL},
+		}, TokenCacheTTL: o.tokenCache},
 		Configure: func(c *config.Config) {
 			c.Tenant.WarmPool = o.warm
 			if o.writeWait > 0 {
@@ -101,7 +103,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		limit = cfg.HTTP.BodyLimit
 	}
 	d := httpapi.Deps{Log: log, App: a, BodyLimit: limit, Metrics: metrics, TenantHeader: o.header,
-		AuthFailuresPerMinute: o.authFailures}
+		AuthFailuresPerMinute: o.authFailures, RequestTimeout: o.requestTimeout}
 	if o.tenantAPI {
 		cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
 		require.NoError(t, err)
@@ -110,7 +112,10 @@ func newAPI(t *testing.T, o apiOptions) *api {
 	fa := httpapi.New(d)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go func() { _ = fa.Listener(ln) }()
+	go func() { _ = httpapi.Serve(fa, ln) }()
+	// Cleanups run last-registered first: the server stops, then the
+	// client's kept-alive connections are closed so their goroutines end.
+	t.Cleanup(x.client.CloseIdleConnections)
 	t.Cleanup(func() { _ = fa.ShutdownWithTimeout(5 * time.Second) })
 	x.base = "http://" + ln.Addr().String()
 

@@ -32,10 +32,10 @@ import (
 // in PostgreSQL, the concurrency cap in the server), and show in /metrics.
 func TestTenantLimitsThroughTheAPI(t *testing.T) {
 	t.Parallel()
-	ta := newTenantAPI(t, tenantAPIOptions{configure: func(c *config.Config) {
+	ta := newTenantAPI(t, tenantAPIOptions{api: apiOptions{configure: func(c *config.Config) {
 		c.Tenant.MaxConcurrentRequests = 6
 		c.Tenant.StatementTimeout = 5 * time.Second
-	}})
+	}}})
 	tt := ta.tenant(t, "lim")
 	path := "/api/v1/platform/tenants/" + tt.Slug + "/limits"
 	ctx := context.Background()
@@ -119,11 +119,11 @@ func TestNoisyNeighbourKeepsTheOthersP99(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
-	ta := newTenantAPI(t, tenantAPIOptions{configure: func(c *config.Config) {
+	ta := newTenantAPI(t, tenantAPIOptions{api: apiOptions{configure: func(c *config.Config) {
 		c.Tenant.MaxConcurrentRequests = 4
 		c.Tenant.QueueWait = 2 * time.Second
 		c.Tenant.MaxQueuedRequests = 64
-	}})
+	}}})
 	cl := ta.app.Config.Clusters[ta.app.Config.DefaultCluster]
 	require.Contains(t, cl.URL, ":16432/", "the tenant pool goes through PgBouncer")
 

@@ -1,11 +1,16 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/rs/zerolog"
 
@@ -64,6 +69,70 @@ func requestIDOf(c *fiber.Ctx) string {
 	return id
 }
 
+// ReadBufferSize bounds a request's line and headers together, in bytes.
+const ReadBufferSize = 16 << 10
+
+// MaxURI is the longest request URI (path and query) served; the longest
+// of the API's own is about 150 bytes.
+const MaxURI = 2048
+
+// uriLimit answers 414 uri_too_long for a URI longer than MaxURI, before
+// anything else reads it.
+func uriLimit() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if len(c.Request().Header.RequestURI()) > MaxURI {
+			p := problem(fiber.StatusRequestURITooLong, "URI too long",
+				fmt.Sprintf("the request URI must be at most %d bytes", MaxURI))
+			p.Code = "uri_too_long"
+			p.noInstance = true
+			return p
+		}
+		return c.Next()
+	}
+}
+
+// platformPrefix starts the platform routes.
+const platformPrefix = "/api/v1/platform/"
+
+// deadline gives each request a context with a deadline: every pool
+// acquisition, token lookup and statement of the request ends by then, so
+// that a stalled database is a 503 (timeout, Retry-After), never a hang.
+// Changes through the platform routes (provisioning, module installs) get
+// platform; moves run to their end regardless (see moveTenant).
+func deadline(request, platform time.Duration) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		d := request
+		if c.Method() != fiber.MethodGet && strings.HasPrefix(c.Path(), platformPrefix) {
+			d = platform
+		}
+		ctx, cancel := context.WithTimeout(c.UserContext(), d)
+		defer cancel()
+		c.SetUserContext(ctx)
+		return c.Next()
+	}
+}
+
+// recoverPanics turns a handler's panic into an error (a logged 500, see
+// errorHandler) instead of the end of the process; the stack goes to the
+// log with the request id, never to the client.
+func recoverPanics(log zerolog.Logger) fiber.Handler {
+	return recover.New(recover.Config{
+		EnableStackTrace: true,
+		StackTraceHandler: func(c *fiber.Ctx, e any) {
+			log.Error().Str("request_id", requestIDOf(c)).Str("path", truncatePath(c.Path())).
+				Str("panic", fmt.Sprint(e)).Bytes("stack", debug.Stack()).Msg("handler panicked")
+		},
+	})
+}
+
+// truncatePath keeps a hostile path from filling the log.
+func truncatePath(p string) string {
+	if len(p) > MaxURI {
+		return p[:MaxURI] + "…"
+	}
+	return p
+}
+
 // accessLog writes one line per request, after the error handler has run.
 func accessLog(log zerolog.Logger) fiber.Handler {
 	return func(c *fiber.Ctx) error {
@@ -81,7 +150,7 @@ func accessLog(log zerolog.Logger) fiber.Handler {
 		}
 		ev.Str("request_id", requestIDOf(c)).
 			Str("method", c.Method()).
-			Str("path", c.Path()).
+			Str("path", truncatePath(c.Path())).
 			Int("status", status).
 			Dur("duration", time.Since(start)).
 			Msg("request")

@@ -65,23 +65,34 @@ type tenantPage struct {
 	Next *string `json:"next"`
 }
 
-func (h *handlers) createTenant(c *fiber.Ctx) error {
-	var body struct {
-		Slug string `json:"slug"`
-		Name string `json:"name"`
+// tenantCreate is the body of POST /api/v1/platform/tenants.
+type tenantCreate struct {
+	Slug string `json:"slug"`
+	Name string `json:"name"`
+}
+
+func (b tenantCreate) request() (provision.Request, error) {
+	slug, err := tenant.ParseSlug(b.Slug)
+	if err != nil {
+		return provision.Request{}, err
 	}
+	return provision.Request{Slug: slug, Name: b.Name}, nil
+}
+
+func (h *handlers) createTenant(c *fiber.Ctx) error {
+	var body tenantCreate
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	slug, err := tenant.ParseSlug(body.Slug)
+	req, err := body.request()
 	if err != nil {
 		return err
 	}
-	res, err := h.a.Provisioner.Provision(c.UserContext(), provision.Request{Slug: slug, Name: body.Name})
+	res, err := h.a.Provisioner.Provision(c.UserContext(), req)
 	if err != nil {
 		return err
 	}
-	c.Set(fiber.HeaderLocation, "/api/v1/platform/tenants/"+slug.String())
+	c.Set(fiber.HeaderLocation, "/api/v1/platform/tenants/"+req.Slug.String())
 	c.Set(HeaderProvisionPath, string(res.Path))
 	return c.Status(fiber.StatusCreated).JSON(res.Tenant)
 }
@@ -154,33 +165,76 @@ const (
 	HeaderMoveRows       = "X-Move-Rows"
 )
 
+// tenantPatch is the body of PATCH /api/v1/platform/tenants/{slug}: a
+// rename and/or status change, or a move (placement and/or cluster alone).
+type tenantPatch struct {
+	Name      *string `json:"name"`
+	Status    *string `json:"status"`
+	Placement *string `json:"placement"`
+	Cluster   *string `json:"cluster"`
+}
+
+// isMove reports whether the patch is a move; it refuses a move mixed with other changes.
+func (b tenantPatch) isMove() (bool, error) {
+	if b.Placement == nil && b.Cluster == nil {
+		return false, nil
+	}
+	if b.Name != nil || b.Status != nil {
+		return false, BadRequest("a placement change is a move: send placement (and cluster) alone")
+	}
+	return true, nil
+}
+
+// patch is the catalog change of a patch that is not a move.
+func (b tenantPatch) patch() (catalog.Patch, error) {
+	p := catalog.Patch{Name: b.Name}
+	if b.Status != nil {
+		st, err := tenant.ParseStatus(*b.Status)
+		if err != nil {
+			return catalog.Patch{}, err
+		}
+		p.Status = &st
+	}
+	return p, nil
+}
+
+// move is the move request of a patch that is one, for a tenant now on
+// placement kind cur.
+func (b tenantPatch) move(slug tenant.Slug, cur tenant.PlacementKind) (move.Request, error) {
+	req := move.Request{Slug: slug, To: cur}
+	if b.Placement != nil {
+		req.To = tenant.PlacementKind(*b.Placement)
+		if req.To != tenant.PlacementSchema && req.To != tenant.PlacementDatabase {
+			return move.Request{}, BadRequest("placement must be schema or database")
+		}
+	}
+	if b.Cluster != nil {
+		if *b.Cluster == "" {
+			return move.Request{}, BadRequest("cluster must name a configured cluster")
+		}
+		req.Cluster = *b.Cluster
+	}
+	return req, nil
+}
+
 func (h *handlers) patchTenant(c *fiber.Ctx) error {
 	slug, err := slugParam(c)
 	if err != nil {
 		return err
 	}
-	var body struct {
-		Name      *string `json:"name"`
-		Status    *string `json:"status"`
-		Placement *string `json:"placement"`
-		Cluster   *string `json:"cluster"`
-	}
+	var body tenantPatch
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	if body.Placement != nil || body.Cluster != nil {
-		if body.Name != nil || body.Status != nil {
-			return BadRequest("a placement change is a move: send placement (and cluster) alone")
-		}
-		return h.moveTenant(c, slug, body.Placement, body.Cluster)
-	}
-	p := catalog.Patch{Name: body.Name}
-	if body.Status != nil {
-		st, err := tenant.ParseStatus(*body.Status)
+	if mv, err := body.isMove(); err != nil || mv {
 		if err != nil {
 			return err
 		}
-		p.Status = &st
+		return h.moveTenant(c, slug, body)
+	}
+	p, err := body.patch()
+	if err != nil {
+		return err
 	}
 	t, err := h.a.Catalog.Update(c.UserContext(), slug, p)
 	if err != nil {
@@ -191,24 +245,15 @@ func (h *handlers) patchTenant(c *fiber.Ctx) error {
 
 // moveTenant moves a tenant online (PATCH with placement and/or cluster) and
 // answers with the tenant on its new placement once the move is done.
-func (h *handlers) moveTenant(c *fiber.Ctx, slug tenant.Slug, placement, cluster *string) error {
+func (h *handlers) moveTenant(c *fiber.Ctx, slug tenant.Slug, body tenantPatch) error {
 	ctx := c.UserContext()
 	cur, err := h.a.Catalog.Get(ctx, slug)
 	if err != nil {
 		return err
 	}
-	req := move.Request{Slug: slug, To: cur.Kind}
-	if placement != nil {
-		req.To = tenant.PlacementKind(*placement)
-		if req.To != tenant.PlacementSchema && req.To != tenant.PlacementDatabase {
-			return BadRequest("placement must be schema or database")
-		}
-	}
-	if cluster != nil {
-		if *cluster == "" {
-			return BadRequest("cluster must name a configured cluster")
-		}
-		req.Cluster = *cluster
+	req, err := body.move(slug, cur.Kind)
+	if err != nil {
+		return err
 	}
 	// The move runs to its end even if the client goes away: it holds locks
 	// and is safe to finish, not to abandon halfway (a rerun would finish it).
@@ -258,18 +303,23 @@ func (h *handlers) listInstalled(c *fiber.Ctx) error {
 	return c.JSON(items[modules.Install]{Items: in})
 }
 
+// moduleInstall is the body of POST /api/v1/platform/tenants/{slug}/modules.
+type moduleInstall struct {
+	Module string `json:"module"`
+}
+
+func (b moduleInstall) validate() error { return modules.ValidName(b.Module) }
+
 func (h *handlers) installModule(c *fiber.Ctx) error {
 	slug, err := slugParam(c)
 	if err != nil {
 		return err
 	}
-	var body struct {
-		Module string `json:"module"`
-	}
+	var body moduleInstall
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	if err := modules.ValidName(body.Module); err != nil {
+	if err := body.validate(); err != nil {
 		return err
 	}
 	in, err := h.a.Modules.Install(c.UserContext(), slug, body.Module)
@@ -289,11 +339,15 @@ func (h *handlers) uninstallModule(c *fiber.Ctx) error {
 	if err := modules.ValidName(name); err != nil {
 		return err
 	}
-	force, err := QueryBool(c, "force")
+	purge, err := QueryBool(c, "purge")
 	if err != nil {
 		return err
 	}
-	if err := h.a.Modules.Uninstall(c.UserContext(), slug, name, force); err != nil {
+	force, err := QueryBool(c, "force") // the former name of purge
+	if err != nil {
+		return err
+	}
+	if err := h.a.Modules.Uninstall(c.UserContext(), slug, name, purge || force); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -307,21 +361,26 @@ func (h *handlers) listModules(c *fiber.Ctx) error {
 	return c.JSON(items[modules.Module]{Items: ms})
 }
 
+// moduleCreate is the body of POST /api/v1/platform/modules.
+type moduleCreate struct {
+	Name        string   `json:"name"`
+	DisplayName string   `json:"display_name"`
+	Version     string   `json:"version"`
+	Description string   `json:"description"`
+	SchemaFiles []string `json:"schema_files"`
+}
+
+func (b moduleCreate) module() modules.Module {
+	return modules.Module{Name: b.Name, DisplayName: b.DisplayName, Version: b.Version,
+		Description: b.Description, SchemaFiles: b.SchemaFiles}
+}
+
 func (h *handlers) createModule(c *fiber.Ctx) error {
-	var body struct {
-		Name        string   `json:"name"`
-		DisplayName string   `json:"display_name"`
-		Version     string   `json:"version"`
-		Description string   `json:"description"`
-		SchemaFiles []string `json:"schema_files"`
-	}
+	var body moduleCreate
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	m, err := h.a.Modules.Create(c.UserContext(), modules.Module{
-		Name: body.Name, DisplayName: body.DisplayName, Version: body.Version,
-		Description: body.Description, SchemaFiles: body.SchemaFiles,
-	})
+	m, err := h.a.Modules.Create(c.UserContext(), body.module())
 	if err != nil {
 		return err
 	}
@@ -344,23 +403,34 @@ type createdToken struct {
 	Secret string `json:"token"`
 }
 
-func (h *handlers) createToken(c *fiber.Ctx) error {
-	var body struct {
-		Name      string     `json:"name"`
-		Kind      string     `json:"kind"`
-		Tenant    string     `json:"tenant"`
-		ExpiresAt *time.Time `json:"expires_at"`
+// tokenCreate is the body of POST /api/v1/platform/tokens.
+type tokenCreate struct {
+	Name      string     `json:"name"`
+	Kind      string     `json:"kind"`
+	Tenant    string     `json:"tenant"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+func (b tokenCreate) request() (access.CreateRequest, error) {
+	r := access.CreateRequest{Name: b.Name, Kind: access.Kind(b.Kind), ExpiresAt: b.ExpiresAt}
+	if b.Tenant != "" {
+		slug, err := tenant.ParseSlug(b.Tenant)
+		if err != nil {
+			return access.CreateRequest{}, err
+		}
+		r.Tenant = slug
 	}
+	return r, nil
+}
+
+func (h *handlers) createToken(c *fiber.Ctx) error {
+	var body tokenCreate
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	r := access.CreateRequest{Name: body.Name, Kind: access.Kind(body.Kind), ExpiresAt: body.ExpiresAt}
-	if body.Tenant != "" {
-		slug, err := tenant.ParseSlug(body.Tenant)
-		if err != nil {
-			return err
-		}
-		r.Tenant = slug
+	r, err := body.request()
+	if err != nil {
+		return err
 	}
 	secret, tok, err := h.a.Tokens.Create(c.UserContext(), r)
 	if err != nil {
@@ -394,7 +464,11 @@ func (h *handlers) listTokens(c *fiber.Ctx) error {
 }
 
 func (h *handlers) revokeToken(c *fiber.Ctx) error {
-	tok, err := h.a.Tokens.Revoke(c.UserContext(), c.Params("id"))
+	id, err := uuidParam(c, "id")
+	if err != nil {
+		return err
+	}
+	tok, err := h.a.Tokens.Revoke(c.UserContext(), id.String())
 	if err != nil {
 		return err
 	}

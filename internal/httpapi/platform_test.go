@@ -168,9 +168,17 @@ func TestModuleEndpoints(t *testing.T) {
 	a.call(t, "POST", tenantsPath+"/"+dbtest.Name("ghost")+"/modules", a.platform, map[string]any{"module": name}).problem(t, 404, "tenant_not_found")
 	r = a.call(t, "GET", inst, a.platform, nil)
 	require.Equal(t, 200, r.status)
-	assert.Len(t, r.json(t)["items"], 1)
+	assert.Len(t, r.json(t)["items"], 2, "the default module (digital_cards) and this one")
+	// The built-in modules: elections needs digital_cards.
+	el := a.call(t, "GET", mods+"/elections", a.platform, nil).ok(t, 200)
+	assert.Equal(t, []any{"digital_cards"}, el["requires"])
+	assert.Equal(t, true, el["builtin"])
+	a.call(t, "DELETE", inst+"/elections", a.platform, nil).problem(t, 404, "module_not_installed")
+	a.call(t, "POST", inst, a.platform, map[string]any{"module": "elections"}).ok(t, 201)
+	a.call(t, "DELETE", inst+"/digital_cards", a.platform, nil).problem(t, 409, "module_in_use")
+	assert.Equal(t, 204, a.call(t, "DELETE", inst+"/elections", a.platform, nil).status)
 
-	// Uninstall refuses while the tables hold rows (409), unless forced (204).
+	// Uninstall refuses while the tables hold rows (409), unless purged (204).
 	ten, err := a.tenants.Get(ctx, tenant.MustSlug(slug))
 	require.NoError(t, err)
 	_, err = dbtest.AdminDB(t).ExecContext(ctx, `INSERT INTO `+pgx.Identifier{ten.Schema, "events"}.Sanitize()+
@@ -178,8 +186,8 @@ func TestModuleEndpoints(t *testing.T) {
 	require.NoError(t, err)
 	m := a.call(t, "DELETE", inst+"/"+name, a.platform, nil).problem(t, 409, "module_has_data")
 	assert.Contains(t, m["detail"], "events")
-	a.call(t, "DELETE", inst+"/"+name+"?force=yes", a.platform, nil).problem(t, 400, "bad_request")
-	r = a.call(t, "DELETE", inst+"/"+name+"?force=true", a.platform, nil)
+	a.call(t, "DELETE", inst+"/"+name+"?purge=yes", a.platform, nil).problem(t, 400, "bad_request")
+	r = a.call(t, "DELETE", inst+"/"+name+"?purge=true", a.platform, nil)
 	require.Equal(t, 204, r.status, "%s", r.body)
 	a.call(t, "DELETE", inst+"/"+name, a.platform, nil).problem(t, 404, "module_not_installed")
 	a.call(t, "DELETE", inst+"/"+dbtest.Name("nomod"), a.platform, nil).problem(t, 404, "module_not_found")
@@ -236,6 +244,6 @@ func TestTokenEndpoints(t *testing.T) {
 	require.Equal(t, 200, r.status, "%s", r.body)
 	assert.NotNil(t, r.json(t)["revoked_at"])
 	a.call(t, "GET", tenantsPath, secret, nil).problem(t, 401, "unauthorized")
-	a.call(t, "DELETE", toks+"/not-a-uuid", a.platform, nil).problem(t, 404, "token_not_found")
+	a.call(t, "DELETE", toks+"/not-a-uuid", a.platform, nil).problem(t, 400, "invalid_id")
 	a.call(t, "DELETE", toks+"/00000000-0000-0000-0000-000000000000", a.platform, nil).problem(t, 404, "token_not_found")
 }

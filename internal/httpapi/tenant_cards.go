@@ -16,16 +16,24 @@ type cardIssue struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 }
 
+func (b cardIssue) issue() (cards.Issue, error) {
+	memberID, err := parseUUID("member_id", b.MemberID)
+	if err != nil {
+		return cards.Issue{}, err
+	}
+	return cards.Issue{MemberID: memberID, ExpiresAt: b.ExpiresAt}, nil
+}
+
 func (t *tenantAPI) issueCard(c *fiber.Ctx) error {
 	var body cardIssue
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	memberID, err := parseUUID("member_id", body.MemberID)
+	in, err := body.issue()
 	if err != nil {
 		return err
 	}
-	card, err := t.a.Cards.Issue(c.UserContext(), tenantOf(c), cards.Issue{MemberID: memberID, ExpiresAt: body.ExpiresAt}, actor(c))
+	card, err := t.a.Cards.Issue(c.UserContext(), tenantOf(c), in, actor(c))
 	if err != nil {
 		return err
 	}
@@ -113,10 +121,13 @@ func (t *tenantAPI) listActivities(c *fiber.Ctx) error {
 	return c.JSON(newPage(t.cursors, scope, as, more, func(a cards.Activity) uuid.UUID { return a.ID }))
 }
 
+// cardValidate is the body of POST …/cards/validate.
+type cardValidate struct {
+	QRCode string `json:"qr_code"`
+}
+
 func (t *tenantAPI) validateCard(c *fiber.Ctx) error {
-	var body struct {
-		QRCode string `json:"qr_code"`
-	}
+	var body cardValidate
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}

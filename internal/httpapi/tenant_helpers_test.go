@@ -6,17 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
-	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -30,17 +34,18 @@ type tenantAPI struct {
 }
 
 type tenantAPIOptions struct {
-	header        bool
-	writeWait     time.Duration
-	bodyLimit     int
-	tokenCacheTTL time.Duration
-	configure     func(*config.Config)
+	header    bool
+	writeWait time.Duration
+	bodyLimit int
+	// api holds further options of the server.
+	api apiOptions
 }
 
 func newTenantAPI(t *testing.T, o tenantAPIOptions) *tenantAPI {
 	t.Helper()
-	a := newAPI(t, apiOptions{tenantAPI: true, header: o.header, writeWait: o.writeWait, bodyLimit: o.bodyLimit,
-		tokenCacheTTL: o.tokenCacheTTL, configure: o.configure})
+	ao := o.api
+	ao.tenantAPI, ao.header, ao.writeWait, ao.bodyLimit = true, o.header, o.writeWait, o.bodyLimit
+	a := newAPI(t, ao)
 	return &tenantAPI{api: a, router: a.app.Router}
 }
 
@@ -50,9 +55,20 @@ type testTenant struct {
 	token string
 }
 
-func (ta *tenantAPI) tenant(t *testing.T, prefix string) testTenant {
+// tenant makes a tenant with the default modules and mods.
+func (ta *tenantAPI) tenant(t *testing.T, prefix string, mods ...string) testTenant {
 	t.Helper()
-	tt := dbtest.Tenant(t, prefix)
+	return ta.withToken(t, dbtest.Tenant(t, prefix, mods...))
+}
+
+// bareTenant makes a tenant with only the modules mods (no default ones).
+func (ta *tenantAPI) bareTenant(t *testing.T, prefix string, mods ...string) testTenant {
+	t.Helper()
+	return ta.withToken(t, dbtest.BareTenant(t, prefix, mods...))
+}
+
+func (ta *tenantAPI) withToken(t *testing.T, tt dbtest.TestTenant) testTenant {
+	t.Helper()
 	tok := ta.token(t, access.CreateRequest{Name: "tenant " + tt.Slug, Kind: access.KindTenant, Tenant: tenant.MustSlug(tt.Slug)})
 	return testTenant{TestTenant: tt, token: tok}
 }
@@ -102,12 +118,22 @@ func (r resp) comparable(t *testing.T) string {
 	return fmt.Sprintf("%d %s %s", r.status, r.header.Get("Content-Type"), b)
 }
 
-// counts returns the rows of each tenant table, read directly.
+// counts returns the rows of each tenant table, read directly (those of
+// the modules the tenant has).
 func counts(t *testing.T, tt testTenant) map[string]int {
 	t.Helper()
 	db := dbtest.AdminDB(t)
 	out := map[string]int{}
-	for _, table := range []string{"members", "digital_cards", "card_activities"} {
+	rows, err := db.QueryContext(context.Background(), `SELECT tablename FROM pg_tables WHERE schemaname = $1`, tt.Schema)
+	require.NoError(t, err)
+	var tables []string
+	for rows.Next() {
+		var table string
+		require.NoError(t, rows.Scan(&table))
+		tables = append(tables, table)
+	}
+	require.NoError(t, rows.Close())
+	for _, table := range tables {
 		var n int
 		require.NoError(t, db.QueryRowContext(context.Background(),
 			`SELECT count(*) FROM `+pgx.Identifier{tt.Schema, table}.Sanitize()).Scan(&n))
@@ -154,4 +180,39 @@ func (ta *tenantAPI) callWith(t *testing.T, method, path, token string, headers 
 	r := resp{status: hr.StatusCode, header: hr.Header, body: out}
 	ta.checkOpenAPI(t, req, raw, r)
 	return r
+}
+
+// secondServer starts another server process's worth of the tenant API on
+// the same test database — its own App, router and cache — that hears
+// tenant changes only through LISTEN (landlord.listen_url), as another
+// server of a deployment does; it returns its base URL.
+func (ta *tenantAPI) secondServer(t *testing.T) string {
+	t.Helper()
+	cfg := dbtest.Config(t)
+	require.NotEmpty(t, cfg.Landlord.ListenURL)
+	a := apptest.Open(t, apptest.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Router.Listen(ctx, cfg.Landlord.ListenURL, ready)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second server's listener did not start")
+	}
+	cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
+	require.NoError(t, err)
+	fa := httpapi.New(httpapi.Deps{Log: zerolog.Nop(), App: a, BodyLimit: cfg.HTTP.BodyLimit, Cursors: cursors})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = fa.Listener(ln) }()
+	t.Cleanup(func() { _ = fa.ShutdownWithTimeout(5 * time.Second) })
+	return "http://" + ln.Addr().String()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/httpapi"
+	"github.com/publicdigit/publicdigit/internal/modules"
 )
 
 // Bad input of every kind is a 4xx problem+json that names the problem,
@@ -168,4 +169,118 @@ func TestTenantOpenAPICheckCatchesMismatches(t *testing.T) {
 	} {
 		assert.Error(t, validateResponse(router, req, r), name)
 	}
+}
+
+// Hostile input on the election routes: every one a 4xx problem+json that
+// names the problem, never a 500, and nothing changes.
+func TestTenantAPIElectionBadInput(t *testing.T) {
+	t.Parallel()
+	ta := newTenantAPI(t, tenantAPIOptions{bodyLimit: 4096})
+	a := ta.tenant(t, "tebad", modules.Elections)
+	b := ta.tenant(t, "tebadb", modules.Elections)
+	m := ta.voter(t, a, "Voter")
+	draft := ta.draftElection(t, a, m)
+	open := ta.draftElection(t, a, m)
+	ta.call(t, "POST", a.path("/elections/"+open.election+"/open"), ta.platform, nil).ok(t, 200)
+	ta.draftElection(t, b, ta.voter(t, b, "B"))
+	ta.draftElection(t, b, ta.voter(t, b, "B2"))
+	next := func(tt testTenant, path string) string {
+		t.Helper()
+		n := ta.call(t, "GET", tt.path(path), ta.platform, nil).ok(t, 200)["next"]
+		require.NotNil(t, n, path)
+		return n.(string)
+	}
+	aList := next(a, "/elections?limit=1")
+	bList := next(b, "/elections?limit=1")
+	aActs := next(a, "/elections/"+draft.election+"/activities?limit=1")
+	d, o := "/elections/"+draft.election, "/elections/"+open.election
+	pos, cand := d+"/positions/"+draft.position, d+"/positions/"+draft.position+"/candidates"
+	before := counts(t, a)
+	long := strings.Repeat("é", 201)
+	okTimes := `"opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z"`
+	cases := []struct {
+		name, method, path string
+		body               any
+		status             int
+		code               string
+	}{
+		{"malformed JSON", "POST", "/elections", `{"title": `, 400, "bad_request"},
+		{"not an object", "POST", "/elections", `[1, 2]`, 400, "bad_request"},
+		{"empty body", "POST", "/elections", nil, 400, "bad_request"},
+		{"unknown field", "POST", "/elections", `{"title": "x", ` + okTimes + `, "status": "open"}`, 400, "bad_request"},
+		{"title wrong type", "POST", "/elections", `{"title": 5, ` + okTimes + `}`, 400, "bad_request"},
+		{"title empty", "POST", "/elections", `{"title": "  ", ` + okTimes + `}`, 400, "invalid_election"},
+		{"title too long", "POST", "/elections", `{"title": "` + long + `", ` + okTimes + `}`, 400, "invalid_election"},
+		{"title NUL", "POST", "/elections", `{"title": "a\u0000b", ` + okTimes + `}`, 400, "invalid_election"},
+		{"description control", "POST", "/elections", `{"title": "x", "description": "a\u0007", ` + okTimes + `}`, 400, "invalid_election"},
+		{"oversize body", "POST", "/elections", `{"title": "x", "description": "` + strings.Repeat("d", 5000) + `", ` + okTimes + `}`, 413, "body_too_large"},
+		{"no times", "POST", "/elections", `{"title": "x"}`, 400, "invalid_election"},
+		{"time not a time", "POST", "/elections", `{"title": "x", "opens_at": "tomorrow", "closes_at": "2030-01-02T00:00:00Z"}`, 400, "bad_request"},
+		{"closes before opens", "POST", "/elections", `{"title": "x", "opens_at": "2030-01-02T00:00:00Z", "closes_at": "2030-01-01T00:00:00Z"}`, 400, "invalid_election"},
+		{"year 1", "POST", "/elections", `{"title": "x", "opens_at": "0001-01-01T00:00:00Z", "closes_at": "2030-01-01T00:00:00Z"}`, 400, "invalid_election"},
+		{"year 9999", "POST", "/elections", `{"title": "x", "opens_at": "2030-01-01T00:00:00Z", "closes_at": "9999-12-31T23:59:59Z"}`, 400, "invalid_election"},
+		{"scope unknown", "POST", "/elections", `{"title": "x", ` + okTimes + `, "scope_unit_id": 9007199254740000}`, 400, "unknown_geo_unit"},
+		{"scope negative", "POST", "/elections", `{"title": "x", ` + okTimes + `, "scope_unit_id": -1}`, 400, "invalid_election"},
+		{"scope a string", "POST", "/elections", `{"title": "x", ` + okTimes + `, "scope_unit_id": "1"}`, 400, "bad_request"},
+		{"scope huge", "POST", "/elections", `{"title": "x", ` + okTimes + `, "scope_unit_id": 1e40}`, 400, "bad_request"},
+		{"patch nothing", "PATCH", d, `{}`, 400, "invalid_election"},
+		{"patch null title", "PATCH", d, `{"title": null}`, 400, "bad_request"},
+		{"patch null opens_at", "PATCH", d, `{"opens_at": null}`, 400, "bad_request"},
+		{"patch window inverted", "PATCH", d, `{"closes_at": "2001-01-01T00:00:00Z"}`, 400, "invalid_election"},
+		{"patch unknown field", "PATCH", d, `{"seats": 3}`, 400, "bad_request"},
+		{"patch bad id", "PATCH", "/elections/nope", `{"title": "x"}`, 400, "invalid_id"},
+		{"get bad id", "GET", "/elections/1' OR '1'='1", nil, 400, "invalid_id"},
+		{"get unknown", "GET", "/elections/0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f", nil, 404, "election_not_found"},
+		{"position seats zero", "POST", d + "/positions", `{"title": "x", "seats": 0}`, 400, "invalid_election"},
+		{"position seats negative", "POST", d + "/positions", `{"title": "x", "seats": -3}`, 400, "invalid_election"},
+		{"position seats huge", "POST", d + "/positions", `{"title": "x", "seats": 99999999999}`, 400, "invalid_election"},
+		{"position seats fraction", "POST", d + "/positions", `{"title": "x", "seats": 1.5}`, 400, "bad_request"},
+		{"position seats string", "POST", d + "/positions", `{"title": "x", "seats": "1"}`, 400, "bad_request"},
+		{"position no title", "POST", d + "/positions", `{"seats": 1}`, 400, "invalid_election"},
+		{"position of an open election", "POST", o + "/positions", `{"title": "x", "seats": 1}`, 409, "election_locked"},
+		{"position bad id", "DELETE", d + "/positions/xyz", nil, 400, "invalid_id"},
+		{"position unknown", "DELETE", d + "/positions/0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f", nil, 404, "position_not_found"},
+		{"candidate member missing", "POST", cand, `{}`, 400, "invalid_id"},
+		{"candidate member not a uuid", "POST", cand, `{"member_id": "me"}`, 400, "invalid_id"},
+		{"candidate member wrong type", "POST", cand, `{"member_id": 7}`, 400, "bad_request"},
+		{"candidate member unknown", "POST", cand, `{"member_id": "0190f5a4-7c1e-7d3b-9a2e-4f6b8c0d1e2f"}`, 404, "member_not_found"},
+		{"candidate twice", "POST", cand, `{"member_id": "` + m + `"}`, 409, "candidate_exists"},
+		{"candidate bad id", "DELETE", pos + "/candidates/42", nil, 400, "invalid_id"},
+		{"transition body", "POST", d + "/open", `{"force": true}`, 400, "bad_request"},
+		{"transition text", "POST", d + "/publish", `please`, 400, "bad_request"},
+		{"ballot empty", "POST", o + "/ballots", `{}`, 400, "invalid_id"},
+		{"ballot member wrong type", "POST", o + "/ballots", `{"member_id": ["x"]}`, 400, "bad_request"},
+		{"ballot choices an object", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": {"a": 1}}`, 400, "bad_request"},
+		{"ballot choice without position", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": [{"candidate_ids": []}]}`, 400, "invalid_id"},
+		{"ballot candidate not a uuid", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": [{"position_id": "` + open.position + `", "candidate_ids": ["x"]}]}`, 400, "invalid_id"},
+		{"ballot candidate ids a string", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": [{"position_id": "` + open.position + `", "candidate_ids": "` + open.candidate + `"}]}`, 400, "bad_request"},
+		{"ballot unknown field", "POST", o + "/ballots", `{"member_id": "` + m + `", "weight": 2}`, 400, "bad_request"},
+		{"ballot nested garbage", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": [[[[]]]]}`, 400, "bad_request"},
+		{"ballot duplicate candidate", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": [{"position_id": "` + open.position + `", "candidate_ids": ["` + open.candidate + `", "` + open.candidate + `"]}]}`, 400, "invalid_ballot"},
+		{"ballot in a draft", "POST", d + "/ballots", `{"member_id": "` + m + `"}`, 409, "election_not_open"},
+		{"ballot of a draft candidate", "POST", o + "/ballots", `{"member_id": "` + m + `", "choices": [{"position_id": "` + draft.position + `", "candidate_ids": ["` + draft.candidate + `"]}]}`, 400, "invalid_ballot"},
+		{"results of a draft", "GET", d + "/results", nil, 409, "results_not_available"},
+		{"results bad id", "GET", "/elections/%00/results", nil, 400, "invalid_id"},
+		{"list status", "GET", "/elections?status=running", nil, 400, "invalid_election"},
+		{"list limit", "GET", "/elections?limit=0", nil, 400, "bad_request"},
+		{"list limit huge", "GET", "/elections?limit=1000", nil, 400, "bad_request"},
+		{"activities limit", "GET", d + "/activities?limit=-1", nil, 400, "bad_request"},
+		{"cursor of another tenant", "GET", "/elections?limit=1&after=" + bList, nil, 400, "invalid_cursor"},
+		{"cursor of another filter", "GET", "/elections?status=open&after=" + aList, nil, 400, "invalid_cursor"},
+		{"cursor of the activities", "GET", "/elections?after=" + aActs, nil, 400, "invalid_cursor"},
+		{"activities cursor, other election", "GET", o + "/activities?after=" + aActs, nil, 400, "invalid_cursor"},
+		{"garbage cursor", "GET", "/elections?after=" + url.QueryEscape("'; DROP TABLE elections; --"), nil, 400, "invalid_cursor"},
+	}
+	for _, c := range cases {
+		r := ta.call(t, c.method, a.path(c.path), ta.platform, c.body)
+		assertNo500(t, r, c.name)
+		p := r.problem(t, c.status, c.code)
+		assert.NotEmpty(t, p["detail"], c.name)
+	}
+	// The tenant's own token: an admin's cursor is not its listing's; a
+	// draft's ballot is a missing election.
+	ta.call(t, "GET", a.path("/elections?limit=1&after="+aList), a.token, nil).problem(t, 400, "invalid_cursor")
+	ta.call(t, "POST", a.path(d+"/ballots"), a.token, map[string]any{"member_id": m}).problem(t, 404, "election_not_found")
+	ta.callCT(t, "POST", a.path(o+"/ballots"), a.token, "text/plain", `{"member_id": "`+m+`"}`).problem(t, 415, "unsupported_media_type")
+	assert.Equal(t, before, counts(t, a), "no bad request changed anything")
 }

@@ -72,6 +72,25 @@ type memberPatch struct {
 	GeoUnitID membership.Nullable[int64]  `json:"geo_unit_id"`
 }
 
+// patch is the membership change: null is refused for full_name and status.
+func (b memberPatch) patch() (membership.Patch, error) {
+	p := membership.Patch{Email: b.Email, Phone: b.Phone, GeoUnitID: b.GeoUnitID}
+	for _, f := range []struct {
+		name string
+		v    membership.Nullable[string]
+		to   **string
+	}{{"full_name", b.FullName, &p.FullName}, {"status", b.Status, &p.Status}} {
+		if f.v.Set && !f.v.Valid {
+			return membership.Patch{}, BadRequest(f.name + " may not be null")
+		}
+		if f.v.Valid {
+			v := f.v.V
+			*f.to = &v
+		}
+	}
+	return p, nil
+}
+
 func (t *tenantAPI) patchMember(c *fiber.Ctx) error {
 	id, err := uuidParam(c, "id")
 	if err != nil {
@@ -81,19 +100,9 @@ func (t *tenantAPI) patchMember(c *fiber.Ctx) error {
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	p := membership.Patch{Email: body.Email, Phone: body.Phone, GeoUnitID: body.GeoUnitID}
-	for _, f := range []struct {
-		name string
-		v    membership.Nullable[string]
-		to   **string
-	}{{"full_name", body.FullName, &p.FullName}, {"status", body.Status, &p.Status}} {
-		if f.v.Set && !f.v.Valid {
-			return BadRequest(f.name + " may not be null")
-		}
-		if f.v.Valid {
-			v := f.v.V
-			*f.to = &v
-		}
+	p, err := body.patch()
+	if err != nil {
+		return err
 	}
 	m, err := t.a.Members.Update(c.UserContext(), tenantOf(c), id, p)
 	if err != nil {

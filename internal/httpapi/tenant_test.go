@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -11,12 +12,15 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/httpapi"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -141,26 +145,51 @@ func TestTenantAPICardLifecycle(t *testing.T) {
 type endpoint struct {
 	method, path string
 	body         any
+	// admin marks the routes of the tenant's admins (platform tokens).
+	admin bool
+}
+
+// fixture is the ids of one tenant's data that the endpoints name.
+type fixture struct {
+	member, card, qr              string
+	election, position, candidate string
 }
 
 // tenantEndpoints lists every tenant route, with ids of t's own data.
-func tenantEndpoints(tt testTenant, memberID, cardID, qr string) []endpoint {
+func tenantEndpoints(tt testTenant, f fixture) []endpoint {
+	e := "/elections/" + f.election
 	return []endpoint{
-		{"POST", tt.path("/members"), map[string]any{"full_name": "Intruder"}},
-		{"GET", tt.path("/members"), nil},
-		{"GET", tt.path("/members?status=active&limit=5"), nil},
-		{"GET", tt.pathf("/members/%s", memberID), nil},
-		{"PATCH", tt.pathf("/members/%s", memberID), map[string]any{"full_name": "Renamed"}},
-		{"DELETE", tt.pathf("/members/%s", memberID), nil},
-		{"POST", tt.path("/cards"), map[string]any{"member_id": memberID}},
-		{"GET", tt.path("/cards"), nil},
-		{"GET", tt.pathf("/cards?member_id=%s", memberID), nil},
-		{"GET", tt.pathf("/cards/%s", cardID), nil},
-		{"POST", tt.pathf("/cards/%s/activate", cardID), nil},
-		{"POST", tt.pathf("/cards/%s/revoke", cardID), nil},
-		{"POST", tt.pathf("/cards/%s/expire", cardID), nil},
-		{"GET", tt.pathf("/cards/%s/activities", cardID), nil},
-		{"POST", tt.path("/cards/validate"), map[string]any{"qr_code": qr}},
+		{"POST", tt.path("/members"), map[string]any{"full_name": "Intruder"}, false},
+		{"GET", tt.path("/members"), nil, false},
+		{"GET", tt.path("/members?status=active&limit=5"), nil, false},
+		{"GET", tt.pathf("/members/%s", f.member), nil, false},
+		{"PATCH", tt.pathf("/members/%s", f.member), map[string]any{"full_name": "Renamed"}, false},
+		{"DELETE", tt.pathf("/members/%s", f.member), nil, false},
+		{"POST", tt.path("/cards"), map[string]any{"member_id": f.member}, false},
+		{"GET", tt.path("/cards"), nil, false},
+		{"GET", tt.pathf("/cards?member_id=%s", f.member), nil, false},
+		{"GET", tt.pathf("/cards/%s", f.card), nil, false},
+		{"POST", tt.pathf("/cards/%s/activate", f.card), nil, false},
+		{"POST", tt.pathf("/cards/%s/revoke", f.card), nil, false},
+		{"POST", tt.pathf("/cards/%s/expire", f.card), nil, false},
+		{"GET", tt.pathf("/cards/%s/activities", f.card), nil, false},
+		{"POST", tt.path("/cards/validate"), map[string]any{"qr_code": f.qr}, false},
+		{"POST", tt.path("/elections"), map[string]any{"title": "Intrusion", "opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z"}, true},
+		{"GET", tt.path("/elections"), nil, false},
+		{"GET", tt.path("/elections?status=draft&limit=5"), nil, false},
+		{"GET", tt.path(e), nil, false},
+		{"PATCH", tt.path(e), map[string]any{"title": "Renamed"}, true},
+		{"POST", tt.path(e + "/positions"), map[string]any{"title": "Intruder", "seats": 1}, true},
+		{"DELETE", tt.path(e + "/positions/" + f.position), nil, true},
+		{"POST", tt.path(e + "/positions/" + f.position + "/candidates"), map[string]any{"member_id": f.member}, true},
+		{"DELETE", tt.path(e + "/positions/" + f.position + "/candidates/" + f.candidate), nil, true},
+		{"POST", tt.path(e + "/open"), nil, true},
+		{"POST", tt.path(e + "/close"), nil, true},
+		{"POST", tt.path(e + "/publish"), nil, true},
+		{"POST", tt.path(e + "/ballots"), map[string]any{"member_id": f.member,
+			"choices": []any{map[string]any{"position_id": f.position, "candidate_ids": []string{f.candidate}}}}, false},
+		{"GET", tt.path(e + "/results"), nil, false},
+		{"GET", tt.path(e + "/activities"), nil, true},
 	}
 }
 
@@ -170,12 +199,13 @@ func tenantEndpoints(tt testTenant, memberID, cardID, qr string) []endpoint {
 func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	ta := newTenantAPI(t, tenantAPIOptions{})
-	a := ta.tenant(t, "tauthza")
-	b := ta.tenant(t, "tauthzb")
-	suspended := ta.tenant(t, "tauthzs")
+	a := ta.tenant(t, "tauthza", modules.Elections)
+	b := ta.tenant(t, "tauthzb", modules.Elections)
+	suspended := ta.tenant(t, "tauthzs", modules.Elections)
 
 	bMember := ta.member(t, b, map[string]any{"full_name": "B member", "email": "b@example.org"})
 	bCard := ta.card(t, b, bMember)
+	bEl := ta.draftElection(t, b, bMember)
 	aMember := ta.member(t, a, map[string]any{"full_name": "A member"})
 	_, err := ta.tenants.Update(context.Background(), tenant.MustSlug(suspended.Slug), catalog.Patch{Status: ptr(tenant.Status("suspended"))})
 	require.NoError(t, err)
@@ -183,7 +213,10 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 	before := counts(t, b)
 	ghost := testTenant{TestTenant: dbtest.TestTenant{Slug: dbtest.Name("ghost")}}
 	invalid := testTenant{TestTenant: dbtest.TestTenant{Slug: "Not-A-Slug"}}
-	for _, e := range tenantEndpoints(b, bMember, bCard["id"].(string), bCard["qr_code"].(string)) {
+	bFix := fixture{member: bMember, card: bCard["id"].(string), qr: bCard["qr_code"].(string),
+		election: bEl.election, position: bEl.position, candidate: bEl.candidate}
+	assertCoversEveryTenantRoute(t, tenantEndpoints(b, bFix))
+	for _, e := range tenantEndpoints(b, bFix) {
 		rest := strings.TrimPrefix(e.path, "/"+b.Slug)
 		want := ta.call(t, e.method, "/"+ghost.Slug+rest, a.token, e.body)
 		want.problem(t, 404, "tenant_not_found")
@@ -200,6 +233,11 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 		ta.call(t, e.method, e.path, "", e.body).problem(t, 401, "unauthorized")
 		ta.call(t, e.method, "/"+suspended.Slug+rest, suspended.token, e.body).problem(t, 403, "tenant_suspended")
 		ta.call(t, e.method, "/"+suspended.Slug+rest, ta.platform, e.body).problem(t, 403, "tenant_suspended")
+		if e.admin {
+			// B's own application token is not B's admin.
+			p := ta.call(t, e.method, e.path, b.token, e.body).problem(t, 403, "forbidden")
+			assert.Contains(t, p["detail"], "admins")
+		}
 	}
 	assert.Equal(t, before, counts(t, b), "nothing of B changed")
 	bm := ta.call(t, "GET", b.pathf("/members/%s", bMember), b.token, nil).ok(t, 200)
@@ -218,6 +256,18 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 		map[string]any{"qr_code": bCard["qr_code"]}).ok(t, 200)["result"])
 	page := ta.call(t, "GET", a.pathf("/cards?member_id=%s", bMember), a.token, nil).ok(t, 200)
 	assert.Empty(t, page["items"])
+	// … nor B's election, not even with the platform token on A's path.
+	for _, tok := range []string{a.token, ta.platform} {
+		ta.call(t, "GET", a.path("/elections/"+bEl.election), tok, nil).problem(t, 404, "election_not_found")
+		ta.call(t, "GET", a.path("/elections/"+bEl.election+"/results"), tok, nil).problem(t, 404, "election_not_found")
+		ta.call(t, "POST", a.path("/elections/"+bEl.election+"/ballots"), tok, map[string]any{"member_id": bMember}).
+			problem(t, 404, "election_not_found")
+	}
+	ta.call(t, "GET", a.path("/elections/"+bEl.election+"/activities"), ta.platform, nil).problem(t, 404, "election_not_found")
+	ta.call(t, "POST", a.path("/elections/"+bEl.election+"/open"), ta.platform, nil).problem(t, 404, "election_not_found")
+	ta.call(t, "PATCH", a.path("/elections/"+bEl.election), ta.platform, map[string]any{"title": "x"}).problem(t, 404, "election_not_found")
+	ta.call(t, "POST", a.path("/elections/"+bEl.election+"/positions"), ta.platform, map[string]any{"title": "x", "seats": 1}).
+		problem(t, 404, "election_not_found")
 	assert.Equal(t, before, counts(t, b), "nothing of B changed")
 
 	// The platform token acts on both tenants; each tenant token on its own.
@@ -233,6 +283,34 @@ func TestTenantAPIAuthorizationMatrix(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// assertCoversEveryTenantRoute checks that the endpoints name every
+// operation of every tenant path of the OpenAPI document.
+func assertCoversEveryTenantRoute(t *testing.T, es []endpoint) {
+	t.Helper()
+	doc := httpapi.OpenAPI()
+	router, err := gorillamux.NewRouter(doc)
+	require.NoError(t, err)
+	covered := map[string]bool{}
+	for _, e := range es {
+		req, err := http.NewRequest(e.method, "http://x"+e.path, nil)
+		require.NoError(t, err)
+		route, _, err := router.FindRoute(req)
+		require.NoError(t, err, "%s %s is not in the document", e.method, e.path)
+		covered[e.method+" "+route.Path] = true
+	}
+	n := 0
+	for path, item := range doc.Paths.Map() {
+		if !strings.HasPrefix(path, "/{tenant}/") {
+			continue
+		}
+		for method := range item.Operations() {
+			n++
+			assert.True(t, covered[method+" "+path], "the matrix misses %s %s", method, path)
+		}
+	}
+	assert.Equal(t, n, len(covered))
+}
 
 // Keyset pages stay exact while other clients insert: every member present
 // before the walk is seen exactly once, in id order, and no page repeats one.
@@ -404,10 +482,10 @@ func TestTenantAPIMovingTenantWritesAnswer503(t *testing.T) {
 	ta.call(t, "GET", a.pathf("/cards/%s", cardID), a.token, nil).ok(t, 200)
 	ta.call(t, "GET", a.path("/members"), a.token, nil).ok(t, 200)
 	for _, e := range []endpoint{
-		{"POST", a.path("/members"), map[string]any{"full_name": "Late"}},
-		{"PATCH", a.pathf("/members/%s", memberID), map[string]any{"full_name": "Late"}},
-		{"POST", a.path("/cards"), map[string]any{"member_id": memberID}},
-		{"POST", a.pathf("/cards/%s/activate", cardID), nil},
+		{"POST", a.path("/members"), map[string]any{"full_name": "Late"}, false},
+		{"PATCH", a.pathf("/members/%s", memberID), map[string]any{"full_name": "Late"}, false},
+		{"POST", a.path("/cards"), map[string]any{"member_id": memberID}, false},
+		{"POST", a.pathf("/cards/%s/activate", cardID), nil, false},
 	} {
 		start := time.Now()
 		r := ta.call(t, e.method, e.path, a.token, e.body)

@@ -29,6 +29,7 @@ import (
 var (
 	ErrNotFound    = apperr.New("member_not_found", "member not found")
 	ErrHasCards    = apperr.New("member_has_cards", "member still has digital cards")
+	ErrInUse       = apperr.New("member_in_use", "member is a candidate or on a voters' roll")
 	ErrEmailTaken  = apperr.New("email_taken", "email already used by another member")
 	ErrUnknownGeo  = apperr.New("unknown_geo_unit", "unknown geography unit")
 	ErrInvalidData = apperr.New("invalid_member", "invalid member data")
@@ -297,7 +298,8 @@ func (s *Service) Update(ctx context.Context, slug tenant.Slug, id uuid.UUID, p 
 	return m, mapErr(err)
 }
 
-// Delete removes a member without cards.
+// Delete removes a member without cards, who never stood or voted in an
+// election.
 func (s *Service) Delete(ctx context.Context, slug tenant.Slug, id uuid.UUID) error {
 	var n int64
 	err := s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
@@ -374,7 +376,11 @@ func mapErr(err error) error {
 	case errors.Is(err, pgx.ErrNoRows):
 		return ErrNotFound
 	case errors.Is(err, pgroute.ErrReferenced):
-		return ErrHasCards
+		var e *pgroute.Error
+		if errors.As(err, &e) && strings.HasPrefix(e.Constraint, "digital_cards_") {
+			return ErrHasCards
+		}
+		return ErrInUse
 	case errors.Is(err, pgroute.ErrConflict):
 		var e *pgroute.Error
 		if errors.As(err, &e) && e.Constraint == "members_tenant_email_key" {

@@ -1,17 +1,22 @@
-// Package modules is the module registry: the catalog of installable
-// modules (landlord.modules) and which tenant installed what
+// Package modules is the module registry: the modules this build serves
+// (Builtin: digital_cards and elections, each a bounded context with its
+// tenant schema files, a domain package, its routes in internal/httpapi and
+// this package as its installer), the catalog of installable modules
+// (landlord.modules) and which tenant installed what
 // (landlord.tenant_modules). Installing a module applies its tenant HCL to
 // the tenant's schema — the tenant's full desired schema, core plus every
 // installed module — through the Atlas applier; uninstalling applies the
 // schema without it, refusing while the module's tables hold data unless
-// forced. The install record commits in the same transaction as the schema.
+// purged, and never touching another module's tables. The install record
+// commits in the same transaction as the schema (when the tenant's database
+// holds the catalog) and is announced on tenant.NotifyChannel, so every
+// server serves or refuses the module's routes at once.
 package modules
 
 import (
-	"github.com/publicdigit/publicdigit/internal/apperr"
-
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -28,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/apperr"
 	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
@@ -51,7 +57,156 @@ var (
 	ErrNotInstalled = apperr.New("module_not_installed", "module not installed")
 	// ErrModuleHasData is wrapped by *DataError: the module's tables hold rows.
 	ErrModuleHasData = apperr.New("module_has_data", "module tables hold data")
+	// ErrRequired: the module needs another module the tenant has not installed.
+	ErrRequired = apperr.New("module_required", "module needs another module")
+	// ErrInUse: another installed module needs this one.
+	ErrInUse = apperr.New("module_in_use", "module needed by another installed module")
 )
+
+// The modules of this build.
+const (
+	// DigitalCards is cards issued to members (internal/cards), installed for
+	// every tenant by default.
+	DigitalCards = "digital_cards"
+	// Elections is elections with a secret ballot (internal/elections).
+	Elections = "elections"
+)
+
+// Definition is a module this build serves: its catalog entry, the modules
+// it needs, and whether every tenant gets it.
+type Definition struct {
+	Module
+	// Requires lists the modules that must be installed first; they cannot
+	// be uninstalled while this one is.
+	Requires []string
+	// Default modules are installed for every new tenant, and by the fleet
+	// runner for every tenant that never had them (a tenant that uninstalls
+	// one keeps it uninstalled).
+	Default bool
+}
+
+var builtin = []Definition{
+	{Module: Module{Name: DigitalCards, DisplayName: "Digital cards", Version: "1.0.0",
+		Description: "Membership cards with a QR code, their state machine and activity log.",
+		SchemaFiles: []string{"modules/digital_cards.hcl"}}, Default: true},
+	{Module: Module{Name: Elections, DisplayName: "Elections", Version: "1.0.0",
+		Description: "Elections with positions, candidates and a secret ballot that counts once; results after closing.",
+		SchemaFiles: []string{"modules/elections.hcl"}}, Requires: []string{DigitalCards}},
+}
+
+// Builtin lists the modules of this build.
+func Builtin() []Definition {
+	out := make([]Definition, len(builtin))
+	for i, d := range builtin {
+		out[i] = d
+		out[i].SchemaFiles = slices.Clone(d.SchemaFiles)
+		out[i].Requires = slices.Clone(d.Requires)
+	}
+	return out
+}
+
+// Lookup returns the built-in module of that name.
+func Lookup(name string) (Definition, bool) {
+	for _, d := range Builtin() {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return Definition{}, false
+}
+
+// DefaultNames lists the default modules, sorted.
+func DefaultNames() []string {
+	var out []string
+	for _, d := range builtin {
+		if d.Default {
+			out = append(out, d.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// DefaultFiles lists the schema files of the default modules, sorted.
+func DefaultFiles() []string {
+	var out []string
+	for _, d := range builtin {
+		if d.Default {
+			out = append(out, d.SchemaFiles...)
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// ForNewTenants is what provisioning needs to start every new tenant with
+// the default modules.
+func ForNewTenants() provision.DefaultModules {
+	return provision.DefaultModules{
+		Files: DefaultFiles(),
+		Record: func(ctx context.Context, db catalog.DBTX, t tenant.Tenant) error {
+			return RecordInstalled(ctx, db, t, DefaultNames())
+		},
+	}
+}
+
+// RecordInstalled records modules as installed for a tenant on db (the
+// landlord database), keeping the records the tenant already has (a module
+// it uninstalled stays removed), and announces the change to every server.
+func RecordInstalled(ctx context.Context, db catalog.DBTX, t tenant.Tenant, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name, status)
+		SELECT $1, n, 'installed' FROM unnest($2::text[]) n
+		ON CONFLICT (tenant_id, module_name) DO NOTHING`, t.ID, names); err != nil {
+		return fmt.Errorf("record modules %v of tenant %s: %w", names, t.Slug, err)
+	}
+	if _, err := db.ExecContext(ctx, notifySQL, t.Slug.String()); err != nil {
+		return fmt.Errorf("record modules %v of tenant %s: %w", names, t.Slug, err)
+	}
+	return nil
+}
+
+// Register writes the built-in modules into the catalog (landlord.modules)
+// on db, updating those that changed, and returns how many it wrote. The
+// landlord's setup runs it after the landlord schema (tenantctl db init, the
+// test and benchmark catalogs); a second run writes nothing.
+func Register(ctx context.Context, db catalog.DBTX) (int, error) {
+	type row struct {
+		Name        string   `json:"name"`
+		DisplayName string   `json:"display_name"`
+		Version     string   `json:"version"`
+		Description string   `json:"description"`
+		SchemaFiles []string `json:"schema_files"`
+	}
+	rows := make([]row, len(builtin))
+	for i, d := range builtin {
+		if err := d.Validate(); err != nil {
+			return 0, err
+		}
+		rows[i] = row{d.Name, d.DisplayName, d.Version, d.Description, d.SchemaFiles}
+	}
+	doc, err := json.Marshal(rows)
+	if err != nil {
+		return 0, err
+	}
+	res, err := db.ExecContext(ctx, `
+		INSERT INTO landlord.modules AS m (name, display_name, version, description, schema_files)
+		SELECT b.name, b.display_name, b.version, b.description, b.schema_files
+		  FROM jsonb_to_recordset($1::jsonb) AS b(name text, display_name text, version text, description text, schema_files text[])
+		ON CONFLICT (name) DO UPDATE
+		   SET display_name = EXCLUDED.display_name, version = EXCLUDED.version,
+		       description = EXCLUDED.description, schema_files = EXCLUDED.schema_files
+		 WHERE (m.display_name, m.version, m.description, m.schema_files)
+		       IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.version, EXCLUDED.description, EXCLUDED.schema_files)`,
+		string(doc))
+	if err != nil {
+		return 0, fmt.Errorf("register built-in modules: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
 
 // DataError names the module tables that hold rows and stopped an uninstall.
 type DataError struct {
@@ -72,9 +227,14 @@ type Module struct {
 	DisplayName string `json:"display_name"`
 	Version     string `json:"version"`
 	Description string `json:"description"`
-	// SchemaFiles are tenant HCL files relative to schema/tenant/, e.g. "modules/events.hcl".
+	// SchemaFiles are tenant HCL files relative to schema/tenant/, e.g. "modules/elections.hcl".
 	SchemaFiles []string  `json:"schema_files"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Builtin, Requires and Default describe the modules of this build
+	// (see Definition); a module registered otherwise has schema files only.
+	Builtin  bool     `json:"builtin"`
+	Requires []string `json:"requires"`
+	Default  bool     `json:"default"`
 }
 
 // Install is one module installed by one tenant.
@@ -216,6 +376,10 @@ func scanModule(row pgx.Row) (Module, error) {
 	if m.SchemaFiles == nil {
 		m.SchemaFiles = []string{}
 	}
+	m.Requires = []string{}
+	if d, ok := Lookup(m.Name); ok {
+		m.Builtin, m.Requires, m.Default = true, append(m.Requires, d.Requires...), d.Default
+	}
 	return m, err
 }
 
@@ -272,11 +436,28 @@ func (s *Service) List(ctx context.Context) ([]Module, error) {
 	return ms, nil
 }
 
-// installed is a tenant's installs with each module's schema files.
+// Install statuses (landlord.tenant_modules.status).
+const (
+	// StatusInstalled: the module's tables exist and its routes are live.
+	StatusInstalled = "installed"
+	// StatusUninstalling: an uninstall of a tenant outside the landlord's
+	// database is under way: its routes are off, its tables not yet dropped.
+	// Running the uninstall again finishes it.
+	StatusUninstalling = "uninstalling"
+	// StatusRemoved: a default module the tenant uninstalled; the fleet
+	// runner leaves it so. Listed nowhere; installing it again is allowed.
+	StatusRemoved = "removed"
+)
+
+// installed is a tenant's install records with each module's schema files.
 type installed struct {
 	Install
 	files []string
 }
+
+// live reports whether the module's tables belong to the tenant's desired
+// schema: installed, or not yet dropped by an unfinished uninstall.
+func (i installed) live() bool { return i.Status == StatusInstalled || i.Status == StatusUninstalling }
 
 func (s *Service) installedOf(ctx context.Context, tenantID uuid.UUID) ([]installed, error) {
 	rows, err := s.db.Query(ctx, `
@@ -297,7 +478,8 @@ func (s *Service) installedOf(ctx context.Context, tenantID uuid.UUID) ([]instal
 	return out, nil
 }
 
-// Installed lists the modules a tenant installed.
+// Installed lists the modules a tenant installed (and any whose uninstall
+// is unfinished).
 func (s *Service) Installed(ctx context.Context, slug tenant.Slug) ([]Install, error) {
 	t, err := s.catalog.Get(ctx, slug)
 	if err != nil {
@@ -307,22 +489,35 @@ func (s *Service) Installed(ctx context.Context, slug tenant.Slug) ([]Install, e
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Install, len(in))
-	for i, x := range in {
-		out[i] = x.Install
+	out := []Install{}
+	for _, x := range in {
+		if x.live() {
+			out = append(out, x.Install)
+		}
 	}
 	return out, nil
 }
 
+// filesOf lists the schema files of the live modules in, but except.
 func filesOf(in []installed, except string) []string {
 	var files []string
 	for _, x := range in {
-		if x.Module != except {
+		if x.Module != except && x.live() {
 			files = append(files, x.files...)
 		}
 	}
 	sort.Strings(files)
 	return slices.Compact(files)
+}
+
+// find returns the record of the module in in.
+func find(in []installed, name string) (installed, bool) {
+	for _, x := range in {
+		if x.Module == name {
+			return x, true
+		}
+	}
+	return installed{}, false
 }
 
 // canChangeModules: modules change on active and suspended tenants only.
@@ -333,9 +528,14 @@ func canChangeModules(t tenant.Tenant, op string) error {
 	return nil
 }
 
+// notifySQL announces a change of the tenant ($1: its slug) to every server.
+const notifySQL = `SELECT pg_notify('` + tenant.NotifyChannel + `', $1)`
+
 // Install installs a module for a tenant: the tenant's schema becomes core +
-// every installed module + this one, and the install is recorded in the same
-// transaction (when the tenant's database holds the catalog).
+// every installed module + this one, and the install is recorded and
+// announced in the same transaction (when the tenant's database holds the
+// catalog; otherwise right after the schema commits). A module that needs
+// another (Definition.Requires) is refused until that one is installed.
 func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (Install, error) {
 	var out Install
 	ev := audit.Event{Action: audit.ModuleInstall, Tenant: slug.String(), Target: name}
@@ -352,17 +552,28 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 		if err != nil {
 			return err
 		}
-		for _, x := range in {
-			if x.Module == name {
-				return fmt.Errorf("tenant %s, module %s: %w", slug, name, ErrAlreadyInstalled)
+		if x, ok := find(in, name); ok && x.live() {
+			if x.Status == StatusUninstalling {
+				return fmt.Errorf("tenant %s, module %s: an uninstall is unfinished (uninstall it again): %w", slug, name, ErrAlreadyInstalled)
+			}
+			return fmt.Errorf("tenant %s, module %s: %w", slug, name, ErrAlreadyInstalled)
+		}
+		for _, r := range m.Requires {
+			if x, ok := find(in, r); !ok || x.Status != StatusInstalled {
+				return fmt.Errorf("%w: module %s needs module %s: install it first", ErrRequired, name, r)
 			}
 		}
 		files := append(filesOf(in, ""), m.SchemaFiles...)
 		res, err := s.prov.ApplySchema(ctx, t, files, schemaapply.Options{},
 			func(ctx context.Context, tx *sql.Tx, _ schemaapply.Result) error {
-				out = Install{Module: name, Status: "installed"}
+				out = Install{Module: name, Status: StatusInstalled}
 				if err := tx.QueryRowContext(ctx, `INSERT INTO landlord.tenant_modules (tenant_id, module_name, status)
-					VALUES ($1, $2, 'installed') RETURNING installed_at`, t.ID, name).Scan(&out.InstalledAt); err != nil {
+					VALUES ($1, $2, 'installed')
+					ON CONFLICT (tenant_id, module_name) DO UPDATE SET status = 'installed', installed_at = now()
+					RETURNING installed_at`, t.ID, name).Scan(&out.InstalledAt); err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, notifySQL, slug.String()); err != nil {
 					return err
 				}
 				return audit.Record(ctx, tx, ev)
@@ -370,6 +581,7 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 		if err != nil {
 			return fmt.Errorf("install module %s: %w", name, err)
 		}
+		s.catalog.Notify(slug)
 		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("module", name).Int("statements", len(res.Statements)).
 			Dur("duration", res.Duration).Msg("module installed")
 		return nil
@@ -382,14 +594,23 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 }
 
 // Uninstall removes a module from a tenant: the module's tables are dropped
-// (the schema becomes core + the other installed modules) and the install
-// record deleted, in one transaction. Unless force is set it refuses while
-// those tables hold rows; the check runs in the apply's own transaction, on
-// the database where the tables are dropped (the tenant's shared or
-// dedicated one), with the tables locked, so no row written meanwhile is
-// lost with them.
-func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, force bool) error {
-	ev := audit.Event{Action: audit.ModuleUninstall, Tenant: slug.String(), Target: name, Detail: map[string]any{"force": force}}
+// (the schema becomes core + the other installed modules, so no other
+// module's table is touched) and the install record deleted — or, for a
+// default module, kept as removed so that the fleet runner does not install
+// it again — and announced, in one transaction. It refuses while the
+// module's tables hold rows unless purge is set, and while another installed
+// module needs it. The check runs in the apply's own transaction, on the
+// database where the tables are dropped (the tenant's shared or dedicated
+// one), with the tables locked, so no row written meanwhile is lost with
+// them.
+//
+// A tenant outside the landlord's database cannot drop and record in one
+// transaction: its routes are switched off first (status uninstalling,
+// announced), then its tables dropped, then the record finished; a failure
+// in between turns the routes back on, and a crash leaves an uninstall that
+// running it again finishes.
+func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, purge bool) error {
+	ev := audit.Event{Action: audit.ModuleUninstall, Tenant: slug.String(), Target: name, Detail: map[string]any{"purge": purge}}
 	err := s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
 		ev.TenantID = t.ID
 		if err := canChangeModules(t, "uninstall module "+name); err != nil {
@@ -399,51 +620,42 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 		if err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(in, func(x installed) bool { return x.Module == name }) {
+		x, ok := find(in, name)
+		if !ok || !x.live() {
 			if _, err := s.Get(ctx, name); err != nil {
 				return err
 			}
 			return fmt.Errorf("tenant %s, module %s: %w", slug, name, ErrNotInstalled)
+		}
+		for _, y := range in {
+			if d, ok := Lookup(y.Module); ok && y.live() && slices.Contains(d.Requires, name) {
+				return fmt.Errorf("%w: module %s needs module %s: uninstall it first", ErrInUse, y.Module, name)
+			}
 		}
 		remaining := filesOf(in, name)
 		drop, err := addedTables(remaining, filesOf(in, ""))
 		if err != nil {
 			return fmt.Errorf("uninstall module %s: %w", name, err)
 		}
-		allowed := map[string]bool{}
-		for _, tb := range drop {
-			allowed["drop table "+tb] = true
+		shared, err := s.prov.SharesCatalog(t)
+		if err != nil {
+			return err
 		}
-		o := schemaapply.Options{AllowDestructive: true, LockTimeout: uninstallLockTimeout}
-		if !force {
-			o.BeforeExecute = func(ctx context.Context, tx *sql.Tx) error {
-				full, err := tablesWithRows(ctx, tx, t.Schema, drop)
-				if err != nil {
-					return err
-				}
-				if len(full) > 0 {
-					return &DataError{Module: name, Tables: full}
-				}
-				return nil
+		if !shared && x.Status == StatusInstalled {
+			if err := s.setStatus(ctx, t, name, StatusUninstalling); err != nil {
+				return fmt.Errorf("uninstall module %s: %w", name, err)
 			}
 		}
-		_, err = s.prov.ApplySchema(ctx, t, remaining, o,
-			func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
-				for _, d := range res.Destructive {
-					if !allowed[d] {
-						return fmt.Errorf("uninstall would also %s: refused (apply the tenant schema first)", d)
-					}
+		ev.Detail["dropped"] = drop
+		if err := s.dropModule(ctx, t, name, remaining, drop, purge, ev); err != nil {
+			if !shared {
+				if rerr := s.setStatus(context.WithoutCancel(ctx), t, name, StatusInstalled); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("routes stay off until the uninstall is run again: %w", rerr))
 				}
-				if _, err := tx.ExecContext(ctx, `DELETE FROM landlord.tenant_modules WHERE tenant_id = $1 AND module_name = $2`, t.ID, name); err != nil {
-					return err
-				}
-				ev.Detail["dropped"] = drop
-				return audit.Record(ctx, tx, ev)
-			})
-		if err != nil {
+			}
 			return fmt.Errorf("uninstall module %s: %w", name, err)
 		}
-		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("module", name).Strs("dropped", drop).Bool("force", force).
+		s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("module", name).Strs("dropped", drop).Bool("purge", purge).
 			Msg("module uninstalled")
 		return nil
 	})
@@ -451,6 +663,78 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 		s.catalog.Audit().Failed(ctx, ev, err)
 	}
 	return err
+}
+
+// dropModule applies the schema without the module (dropping exactly the
+// tables drop) and finishes its record, announced and audited (ev). Unless
+// purge is set, it first checks in the apply's transaction that those
+// tables hold no row (tablesWithRows).
+func (s *Service) dropModule(ctx context.Context, t tenant.Tenant, name string, remaining, drop []string, purge bool,
+	ev audit.Event) error {
+	allowed := map[string]bool{}
+	for _, tb := range drop {
+		allowed["drop table "+tb] = true
+	}
+	d, _ := Lookup(name)
+	o := schemaapply.Options{AllowDestructive: true, LockTimeout: uninstallLockTimeout}
+	if !purge {
+		o.BeforeExecute = func(ctx context.Context, tx *sql.Tx) error {
+			full, err := tablesWithRows(ctx, tx, t.Schema, drop)
+			if err != nil {
+				return err
+			}
+			if len(full) > 0 {
+				return &DataError{Module: name, Tables: full}
+			}
+			return nil
+		}
+	}
+	_, err := s.prov.ApplySchema(ctx, t, remaining, o,
+		func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
+			for _, dd := range res.Destructive {
+				if !allowed[dd] {
+					return fmt.Errorf("uninstall would also %s: refused (apply the tenant schema first)", dd)
+				}
+			}
+			q := `DELETE FROM landlord.tenant_modules WHERE tenant_id = $1 AND module_name = $2`
+			if d.Default {
+				q = `UPDATE landlord.tenant_modules SET status = 'removed' WHERE tenant_id = $1 AND module_name = $2`
+			}
+			if _, err := tx.ExecContext(ctx, q, t.ID, name); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, notifySQL, t.Slug.String()); err != nil {
+				return err
+			}
+			return audit.Record(ctx, tx, ev)
+		})
+	if err != nil {
+		return err
+	}
+	s.catalog.Notify(t.Slug)
+	return nil
+}
+
+// setStatus changes a tenant's install record and announces it, as the
+// admin role (the application role only reads install records).
+func (s *Service) setStatus(ctx context.Context, t tenant.Tenant, name, status string) error {
+	tx, err := s.catalog.Admin().BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_modules SET status = $3 WHERE tenant_id = $1 AND module_name = $2`,
+		t.ID, name, status); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, notifySQL, t.Slug.String()); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.catalog.Notify(t.Slug)
+	return nil
 }
 
 // uninstallLockTimeout bounds an uninstall's wait for the module's tables
@@ -508,31 +792,58 @@ func (s *Service) FilesOf(ctx context.Context, tenantID uuid.UUID) ([]string, er
 	return filesOf(in, ""), nil
 }
 
-// FilesOfMany is FilesOf for many tenants in one query (the fleet runner).
-func (s *Service) FilesOfMany(ctx context.Context, tenantIDs []uuid.UUID) (map[uuid.UUID][]string, error) {
+// FleetModules are, for the fleet runner, the schema files of each tenant's
+// modules and the default modules it never had.
+type FleetModules struct {
+	// Files are the schema files of the tenant's desired schema, sorted:
+	// installed modules and Pending ones.
+	Files []string
+	// Pending are default modules with no record for the tenant (tenants
+	// created before the module became a default): the fleet runner builds
+	// them and records them installed (RecordInstalled) with the apply.
+	Pending []string
+}
+
+// FilesOfMany returns, in one query, the fleet runner's view of many
+// tenants' modules (FleetModules).
+func (s *Service) FilesOfMany(ctx context.Context, tenantIDs []uuid.UUID) (map[uuid.UUID]FleetModules, error) {
 	ids := make([]string, len(tenantIDs))
 	for i, id := range tenantIDs {
 		ids[i] = id.String()
 	}
 	rows, err := s.db.Query(ctx, `
-		SELECT tm.tenant_id, array_agg(DISTINCT f ORDER BY f)
+		SELECT tm.tenant_id, tm.module_name, tm.status, m.schema_files
 		  FROM landlord.tenant_modules tm
 		  JOIN landlord.modules m ON m.name = tm.module_name
-		  CROSS JOIN LATERAL unnest(m.schema_files) f
-		 WHERE tm.tenant_id = ANY($1::uuid[])
-		 GROUP BY tm.tenant_id`, ids)
+		 WHERE tm.tenant_id = ANY($1::uuid[])`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("module files: %w", err)
 	}
-	defer rows.Close()
-	out := make(map[uuid.UUID][]string, len(tenantIDs))
-	for rows.Next() {
-		var id uuid.UUID
-		var files []string
-		if err := rows.Scan(&id, &files); err != nil {
-			return nil, fmt.Errorf("module files: %w", err)
-		}
-		out[id] = files
+	byTenant := make(map[uuid.UUID][]installed, len(tenantIDs))
+	var id uuid.UUID
+	var x installed
+	_, err = pgx.ForEachRow(rows, []any{&id, &x.Module, &x.Status, &x.files}, func() error {
+		y := x
+		y.files = slices.Clone(x.files)
+		byTenant[id] = append(byTenant[id], y)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("module files: %w", err)
 	}
-	return out, rows.Err()
+	out := make(map[uuid.UUID]FleetModules, len(tenantIDs))
+	for _, id := range tenantIDs {
+		in := byTenant[id]
+		fm := FleetModules{Files: filesOf(in, "")}
+		for _, d := range builtin {
+			if _, ok := find(in, d.Name); d.Default && !ok {
+				fm.Pending = append(fm.Pending, d.Name)
+				fm.Files = append(fm.Files, d.SchemaFiles...)
+			}
+		}
+		sort.Strings(fm.Files)
+		fm.Files = slices.Compact(fm.Files)
+		out[id] = fm
+	}
+	return out, nil
 }

@@ -141,12 +141,12 @@ func TestInstallAndUninstall(t *testing.T) {
 	require.NoError(t, err)
 	list, err := f.reg.Installed(ctx, ten.Slug)
 	require.NoError(t, err)
-	require.Len(t, list, 2)
+	require.Len(t, list, 3, "the default module and both")
 
-	// The recorded hash is that of core + both modules, and the schema matches it.
+	// The recorded hash is that of core + the three modules, and the schema matches it.
 	cur, err := f.tenants.Get(ctx, ten.Slug)
 	require.NoError(t, err)
-	target, err := schemaapply.TenantTarget(f.prov.Spec(cur, []string{"modules/donations.hcl", "modules/events.hcl"}))
+	target, err := schemaapply.TenantTarget(f.prov.Spec(cur, []string{"modules/digital_cards.hcl", "modules/donations.hcl", "modules/events.hcl"}))
 	require.NoError(t, err)
 	assert.Equal(t, target.Hash(), cur.SchemaHash)
 	stmts, _, err := schemaapply.Plan(ctx, dbtest.AdminDB(t), target)
@@ -167,11 +167,12 @@ func TestInstallAndUninstall(t *testing.T) {
 	require.NoError(t, f.reg.Uninstall(ctx, ten.Slug, events.Name, true))
 	assert.False(t, tableExists(t, ten.Schema, "events"))
 	assert.False(t, tableExists(t, ten.Schema, "event_registrations"))
-	assert.True(t, tableExists(t, ten.Schema, "donations"), "the other module stays")
+	assert.True(t, tableExists(t, ten.Schema, "donations"), "the other modules stay")
+	assert.True(t, tableExists(t, ten.Schema, "digital_cards"), "the other modules stay")
 	list, err = f.reg.Installed(ctx, ten.Slug)
 	require.NoError(t, err)
-	require.Len(t, list, 1)
-	assert.Equal(t, donations.Name, list[0].Module)
+	require.Len(t, list, 2)
+	assert.Equal(t, []string{modules.DigitalCards, donations.Name}, []string{list[0].Module, list[1].Module})
 
 	// An empty module uninstalls without force.
 	require.NoError(t, f.reg.Uninstall(ctx, ten.Slug, donations.Name, false))

@@ -25,6 +25,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/move"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
@@ -139,7 +140,8 @@ func TestMoveAcrossPlacementsAndClusters(t *testing.T) {
 	// the schema wants them: Atlas plans nothing for it.
 	tdb, err := e.clusters.Open(ctx, "b", slug.DatabaseName())
 	require.NoError(t, err)
-	target, err := schemaapply.TenantTarget(schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: "pd_app"})
+	target, err := schemaapply.TenantTarget(schemaapply.TenantSpec{Schema: slug.SchemaName(), Role: slug.RoleName(), AppRole: "pd_app",
+		Modules: modules.DefaultFiles()})
 	require.NoError(t, err)
 	stmts, _, err := schemaapply.Plan(ctx, tdb, target)
 	tdb.Close()

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/publicdigit/publicdigit/internal/apperr"
 )
@@ -84,11 +87,27 @@ func Classify(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	var connectErr *pgconn.ConnectError
-	if errors.As(err, &connectErr) || pgconn.SafeToRetry(err) || isNetError(err) {
+	if connectionLost(err) {
 		return &Error{Kind: ErrUnavailable, Err: err}
 	}
 	return err
+}
+
+// connectionLost reports whether err says that the database could not be
+// reached or that the connection broke: no connection could be made, the
+// peer closed or reset it (a restarted PgBouncer or PostgreSQL, a
+// terminated backend), the pool is closed.
+func connectionLost(err error) bool {
+	var connectErr *pgconn.ConnectError
+	switch {
+	case errors.As(err, &connectErr), pgconn.SafeToRetry(err), isNetError(err):
+		return true
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, puddle.ErrClosedPool):
+		return true
+	}
+	return false
 }
 
 func kindOf(code string) *apperr.Kind {

@@ -80,7 +80,8 @@ func provision(db *sql.DB, tt *testTenant) error {
 		return err
 	}
 	tt.id = row.ID
-	spec := schemaapply.TenantSpec{Schema: schemaName, Role: tt.slug.RoleName(), AppRole: "pd_app"}
+	spec := schemaapply.TenantSpec{Schema: schemaName, Role: tt.slug.RoleName(), AppRole: "pd_app",
+		Modules: []string{"modules/digital_cards.hcl"}}
 	if _, err := schemaapply.ApplyTenant(ctx, db, spec, schemaapply.Options{}); err != nil {
 		return err
 	}

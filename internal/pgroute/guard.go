@@ -29,6 +29,10 @@ var sessionFunctions = map[string]bool{
 	"dblink_connect": true, "pg_cancel_backend": true, "pg_terminate_backend": true,
 }
 
+// sessionRelations are relations whose change is a session-level SET:
+// UPDATE pg_settings SET setting = … is set_config(…, false).
+var sessionRelations = map[string]bool{"pg_settings": true}
+
 // checked remembers statements that passed the check (an LRU: the code's
 // SQL is a few hundred constant strings; anything built at run time ages out).
 var checked = mustLRU[string, struct{}](4096)
@@ -53,16 +57,22 @@ func mustLRU[K comparable, V any](size int) *lru.Cache[K, V] {
 }
 
 // lexCheck walks sql outside string literals, quoted identifiers, dollar
-// quotes and comments.
+// quotes and comments, the way PostgreSQL's lexer does (with
+// standard_conforming_strings on, which the pooled path requires): a "--"
+// comment ends at a newline or a carriage return, E'…' strings take
+// backslash escapes, and a quoted identifier names a function as its bare
+// spelling does.
 func lexCheck(sql string) error {
 	var first string
 	statements := 0
 	inStatement := false
+	// prevWord is the identifier that ended right at wordEnd: E'…' is an
+	// escape string only when the E is a token of its own, touching the quote.
+	prevWord, wordEnd := "", -1
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			// PostgreSQL ends a line comment at \n or \r.
 			for i < len(sql) && sql[i] != '\n' && sql[i] != '\r' {
 				i++
 			}
@@ -88,37 +98,15 @@ func lexCheck(sql string) error {
 			}
 			continue
 		case c == '\'' || c == '"':
-			// E'…' (an escape string: the E directly before the quote)
-			// also ends no literal at a backslash-escaped quote.
-			escapes := c == '\'' && i > 0 && (sql[i-1] == 'e' || sql[i-1] == 'E') && (i < 2 || !isIdentChar(sql[i-2]))
-			j := i + 1
-			for ; j < len(sql); j++ {
-				if escapes && sql[j] == '\\' {
-					j++
-					continue
-				}
-				if sql[j] == c {
-					if j+1 < len(sql) && sql[j+1] == c { // doubled quote
-						j++
-						continue
-					}
-					break
-				}
+			escapes := c == '\'' && wordEnd == i && (prevWord == "e")
+			end, text, err := quoted(sql, i, escapes)
+			if err != nil {
+				return err
 			}
-			if j >= len(sql) {
-				return fmt.Errorf("unterminated quote")
+			if c == '"' && (sessionFunctions[text] || sessionRelations[text]) {
+				return fmt.Errorf("%q is not allowed", text)
 			}
-			if c == '"' {
-				// A quoted identifier names a function as well as a bare
-				// one does; U&"…" can spell any name with escapes.
-				if i >= 2 && sql[i-1] == '&' && (sql[i-2] == 'u' || sql[i-2] == 'U') {
-					return fmt.Errorf("U&\"…\" identifiers are not allowed")
-				}
-				if name := strings.ReplaceAll(sql[i+1:j], `""`, `"`); sessionFunctions[strings.ToLower(name)] {
-					return fmt.Errorf("%s() is not allowed", name)
-				}
-			}
-			i = j + 1
+			i = end
 			markStatement(&inStatement, &statements)
 			continue
 		case c == '$':
@@ -143,6 +131,11 @@ func lexCheck(sql string) error {
 				j++
 			}
 			word := strings.ToLower(sql[i:j])
+			if word == "u" && j+1 < len(sql) && sql[j] == '&' && (sql[j+1] == '\'' || sql[j+1] == '"') {
+				// U&'…' and U&"…" spell characters as escapes: a name
+				// could hide in them.
+				return fmt.Errorf("unicode escape strings and identifiers are not allowed")
+			}
 			if !inStatement {
 				markStatement(&inStatement, &statements)
 				if statements > 1 {
@@ -156,6 +149,10 @@ func lexCheck(sql string) error {
 			if sessionFunctions[word] {
 				return fmt.Errorf("%s() is not allowed", word)
 			}
+			if sessionRelations[word] {
+				return fmt.Errorf("%s is not allowed", word)
+			}
+			prevWord, wordEnd = word, j
 			i = j
 			continue
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
@@ -178,6 +175,32 @@ func lexCheck(sql string) error {
 		return fmt.Errorf("empty statement")
 	}
 	return nil
+}
+
+// quoted reads the quoted string or identifier that starts at sql[i] (a
+// single or double quote): a doubled quote stands for itself and, in an
+// escape string, a backslash escapes the next byte. It returns the index
+// after the closing quote and the text between the quotes, undoubled.
+func quoted(sql string, i int, escapes bool) (int, string, error) {
+	q := sql[i]
+	var text strings.Builder
+	for j := i + 1; j < len(sql); j++ {
+		switch {
+		case escapes && sql[j] == '\\':
+			j++ // the escaped byte, whatever it is
+			if j < len(sql) {
+				text.WriteByte(sql[j])
+			}
+		case sql[j] == q && j+1 < len(sql) && sql[j+1] == q:
+			text.WriteByte(q)
+			j++
+		case sql[j] == q:
+			return j + 1, text.String(), nil
+		default:
+			text.WriteByte(sql[j])
+		}
+	}
+	return 0, "", fmt.Errorf("unterminated quote")
 }
 
 func markStatement(in *bool, n *int) {

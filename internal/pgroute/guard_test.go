@@ -22,10 +22,14 @@ func TestGuardAllowsDML(t *testing.T) {
 		`VALUES (1), (2)`,
 		`LOCK TABLE members IN SHARE MODE`,
 		`SELECT set_configuration FROM t`, // a column, not the function
-		`SELECT E'it\'s; fine', e'a\\', 'b\' FROM t`,
-		`SELECT "Set_Configuration" FROM t`,
-		"SELECT 1 -- a comment\r\n",
-		`SELECT U&'d\0061t\+000061' FROM t`,
+		`SELECT E'it\'s; fine', e'\\', E'\\\'; SET x'`,
+		`SELECT 'a\', 'b'`,           // no escapes in a standard string
+		`SELECT "SET_CONFIG" FROM t`, // a quoted name is exact: not the function
+		`SELECT 1 -- comment\n`,
+		`SELECT x'1F', b'101', n'text'`, // bit and national strings
+		`SELECT some_e'x' FROM t`,       // not an escape string (invalid SQL, but one statement)
+		`SELECT "set_""config" FROM t`,  // the name set_"config, not the function
+		"SELECT 1 --x\rFROM t",          // one statement: the comment ends at \r
 	} {
 		assert.NoError(t, lexCheck(sql), sql)
 	}
@@ -64,17 +68,20 @@ func TestGuardRefusesSessionStatements(t *testing.T) {
 		`SELECT $$unterminated`,
 		`COPY members TO STDOUT`,
 		`DO $$ BEGIN PERFORM 1; END $$`,
-		// PostgreSQL ends a -- comment at \r too.
-		"SELECT 1 -- a comment\r; SET search_path = tenant_b",
-		// In an escape string \' is a quote inside it: PostgreSQL sees a
-		// second statement, and a comment hiding the last quote.
-		`SELECT E'\''; SET search_path = tenant_b; -- '`,
-		`SELECT e'\''; SET search_path = tenant_b; -- '`,
-		// A quoted name is the same function.
+		// A "--" comment ends at a carriage return too.
+		"SELECT 1 --x\r; SET ROLE tenant_b",
+		// E'…' takes backslash escapes: \' does not end it.
+		`SELECT E'\''; SET ROLE tenant_b; --'`,
+		`SELECT e'\\\''; SET ROLE tenant_b; --'`,
+		// A quoted name is still the function or the settings view.
 		`SELECT "set_config"('role', 'tenant_b', false)`,
-		`SELECT pg_catalog."set_config"('role', 'tenant_b', false)`,
+		`SELECT pg_catalog."set_config"('search_path', 'tenant_b', false)`,
 		`SELECT "pg_advisory_lock"(1)`,
-		`SELECT U&"set\005fconfig"('role', 'tenant_b', false)`,
+		`UPDATE pg_settings SET setting = 'tenant_b' WHERE name = 'search_path'`,
+		`UPDATE pg_catalog."pg_settings" SET setting = 'x' WHERE name = 'role'`,
+		// Unicode escapes could spell any name.
+		`SELECT U&"\0073et_config"('role', 'x', false)`,
+		`SELECT u&'\0027'`,
 	} {
 		assert.Error(t, lexCheck(sql), sql)
 	}

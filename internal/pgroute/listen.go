@@ -51,6 +51,9 @@ func (r *Router) listenOnce(ctx context.Context, url string, listening func()) e
 		return err
 	}
 	cfg.RuntimeParams["application_name"] = r.o.Pool.ApplicationName + "-listen"
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err

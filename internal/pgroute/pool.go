@@ -24,6 +24,10 @@ type PoolConfig struct {
 	ApplicationName   string
 }
 
+// DefaultConnectTimeout bounds a new connection's dial and login when the
+// URL sets no connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
+
 // DedicatedConfig bounds the pools of dedicated tenant databases, opened
 // lazily on first use.
 type DedicatedConfig struct {
@@ -80,6 +84,11 @@ func poolConfig(url string, p PoolConfig, mode pgx.QueryExecMode) (*pgxpool.Conf
 	// sent is retried once by the router instead.
 	cfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
 		return p.IdleDuration > time.Minute
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A connection attempt holds a pool slot; one that hangs (a stalled
+		// network, a pooler that never answers the login) must give it back.
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	cfg.ConnConfig.DefaultQueryExecMode = mode
 	cfg.ConnConfig.StatementCacheCapacity = 0

@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"database/sql"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/modules"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -83,8 +85,9 @@ func (b *bundle) changes() []tenant.Slug {
 }
 
 // assertHealthy checks one active tenant whose live schema is exactly its
-// desired one, whose role exists, is granted to the application role and
-// can use its tables.
+// desired one (the core, the default modules and moduleFiles), whose
+// default modules are recorded installed, whose role exists, is granted to
+// the application role and can use its tables.
 func assertHealthy(t *testing.T, b *bundle, s tenant.Slug, moduleFiles ...string) tenant.Tenant {
 	t.Helper()
 	ctx := context.Background()
@@ -93,8 +96,15 @@ func assertHealthy(t *testing.T, b *bundle, s tenant.Slug, moduleFiles ...string
 	assert.Equal(t, tenant.StatusActive, ten.Status)
 	assert.Equal(t, s.SchemaName(), ten.Schema)
 	assert.NotEmpty(t, ten.SchemaHash)
+	resolved, err := b.tenants.Resolve(ctx, s)
+	require.NoError(t, err)
+	for _, m := range modules.DefaultNames() {
+		assert.True(t, resolved.HasModule(m), "default module %s installed", m)
+	}
 
-	target, err := schemaapply.TenantTarget(b.prov.Spec(ten, moduleFiles))
+	files := append(modules.DefaultFiles(), moduleFiles...)
+	sort.Strings(files)
+	target, err := schemaapply.TenantTarget(b.prov.Spec(ten, files))
 	require.NoError(t, err)
 	assert.Equal(t, target.Hash(), ten.SchemaHash, "recorded hash is the desired one")
 	stmts, _, err := schemaapply.Plan(ctx, b.admin, target)

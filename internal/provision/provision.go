@@ -82,6 +82,28 @@ type Options struct {
 	OnProvision func(path Path, d time.Duration, err error)
 	// Hook, when set, is called at each Step (fault injection in tests).
 	Hook func(Step)
+	// Defaults are the modules every new tenant starts with
+	// (internal/modules.ForNewTenants); zero: the core schema only.
+	Defaults DefaultModules
+}
+
+// DefaultModules are the modules a new tenant gets: their schema files are
+// built with the core (by the apply, or in the warm pool's spares), and
+// Record marks them installed in the transaction that activates the tenant.
+type DefaultModules struct {
+	// Files are the modules' tenant schema files, sorted.
+	Files []string
+	// Record writes the install records of t on db (the landlord database,
+	// in the activation's transaction). Required with Files.
+	Record func(ctx context.Context, db catalog.DBTX, t tenant.Tenant) error
+}
+
+// record marks the default modules installed (nothing without them).
+func (d DefaultModules) record(ctx context.Context, db catalog.DBTX, t tenant.Tenant) error {
+	if d.Record == nil {
+		return nil
+	}
+	return d.Record(ctx, db, t)
 }
 
 // DefaultSparePrefix prefixes spare schema and role names.
@@ -115,6 +137,9 @@ func New(o Options) (*Provisioner, error) {
 	}
 	if o.WarmPool < 0 {
 		return nil, fmt.Errorf("provision: warm pool size %d is negative", o.WarmPool)
+	}
+	if len(o.Defaults.Files) > 0 && o.Defaults.Record == nil {
+		return nil, errors.New("provision: default modules need their Record")
 	}
 	p := &Provisioner{o: o, cat: o.Catalog, cl: o.Clusters, admin: o.Catalog.Admin(), log: o.Log.Hook(requestid.Hook),
 		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}
@@ -291,13 +316,18 @@ func (p *Provisioner) Spec(t tenant.Tenant, moduleFiles []string) schemaapply.Te
 	}
 }
 
-// applyAndActivate applies the core schema and activates the tenant. When
-// the tenant's cluster database holds the catalog, the record and the
-// activation run in the apply's transaction; elsewhere they follow it (a
-// crash in between is completed by a rerun, the apply being idempotent).
+// applyAndActivate applies the core schema with the default modules and
+// activates the tenant. When the tenant's cluster database holds the
+// catalog, the record, the default modules' installs, the activation and its
+// audit record run in the apply's transaction; elsewhere they follow it, in
+// a transaction of their own (a crash in between is completed by a rerun,
+// the apply being idempotent).
 func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant.Tenant, resumed bool) (tenant.Tenant, error) {
 	var active tenant.Tenant
 	activate := func(ctx context.Context, tx catalog.DBTX, res schemaapply.Result) error {
+		if err := p.o.Defaults.record(ctx, tx, t); err != nil {
+			return err
+		}
 		// The record of the apply (schemaapply.RecordApplied) and the
 		// activation in one statement, and the audit record with them.
 		a, err := catalog.ActivateApplied(ctx, tx, t, res.Hash, res.Fingerprint)
@@ -315,7 +345,7 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant
 			return activate(ctx, tx, res)
 		}
 	}
-	res, err := p.applyTenant(ctx, twinsKey(t), db, p.Spec(t, nil), o)
+	res, err := p.applyTenant(ctx, twinsKey(t), db, p.Spec(t, p.o.Defaults.Files), o)
 	if err != nil {
 		if !errors.Is(err, tenant.ErrWrongStatus) {
 			_ = catalog.RecordFailed(context.WithoutCancel(ctx), p.admin, t.ID, err)
@@ -324,7 +354,7 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant
 	}
 	if !sameDB {
 		p.hook(StepApplied)
-		if err := inTx(ctx, p.admin, func(tx *sql.Tx) error { return activate(ctx, tx, res) }); err != nil {
+		if err := p.inTx(ctx, func(tx *sql.Tx) error { return activate(ctx, tx, res) }); err != nil {
 			return tenant.Tenant{}, fmt.Errorf("provision %s: %w", t.Slug, err)
 		}
 	}
@@ -338,9 +368,9 @@ func createdEvent(t tenant.Tenant, path Path, resumed bool) audit.Event {
 		"placement": string(t.Kind), "cluster": t.Cluster, "database": t.Database}}
 }
 
-// inTx runs fn in a transaction on db, committed when fn succeeds.
-func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
+// inTx runs fn in a transaction on the landlord's admin connection.
+func (p *Provisioner) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := p.admin.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -349,6 +379,19 @@ func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// SharesCatalog reports whether t's schema lives in the landlord's own
+// database, where a schema change and its catalog record commit together.
+func (p *Provisioner) SharesCatalog(t tenant.Tenant) (bool, error) {
+	if t.Kind != tenant.PlacementSchema {
+		return false, nil
+	}
+	db, err := p.cl.Admin(t.Cluster)
+	if err != nil {
+		return false, err
+	}
+	return db == p.admin, nil
 }
 
 // ApplySchema brings a tenant's schema to core + moduleFiles on its placement

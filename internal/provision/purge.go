@@ -156,7 +156,7 @@ func (p *Provisioner) purge(ctx context.Context, t tenant.Tenant) error {
 		return fmt.Errorf("purge %s: commit: %w", slug, err)
 	}
 	if !sameDB {
-		if err := inTx(ctx, p.admin, func(tx *sql.Tx) error { return deletePurged(ctx, tx, t) }); err != nil {
+		if err := p.inTx(ctx, func(tx *sql.Tx) error { return deletePurged(ctx, tx, t) }); err != nil {
 			return fmt.Errorf("purge %s: %w", slug, err)
 		}
 	}
@@ -179,7 +179,7 @@ func (p *Provisioner) purgeDatabase(ctx context.Context, t tenant.Tenant) error 
 		return fmt.Errorf("purge %s: %w", t.Slug, err)
 	}
 	p.hook(StepDropped)
-	if err := inTx(ctx, p.admin, func(tx *sql.Tx) error { return deletePurged(ctx, tx, t) }); err != nil {
+	if err := p.inTx(ctx, func(tx *sql.Tx) error { return deletePurged(ctx, tx, t) }); err != nil {
 		return fmt.Errorf("purge %s: %w", t.Slug, err)
 	}
 	p.log.Info().Ctx(ctx).Str("tenant", t.Slug.String()).Msg("tenant purged")

@@ -20,7 +20,7 @@ import (
 // The warm pool keeps Config.Tenant.WarmPool spare tenant schemas ready on
 // the default cluster when its database holds the landlord catalog. A spare
 // is named <prefix><random> — schema and role alike — and built by the same
-// schema apply as a tenant (core, no modules). Provisioning claims one by
+// schema apply as a tenant (the core and the default modules). Provisioning claims one by
 // renaming its schema and role to tenant_<slug> in the transaction that
 // activates the tenant, which takes a few milliseconds instead of a full
 // apply. landlord.tenant_spares tracks every spare (a row exists before
@@ -31,12 +31,17 @@ func (p *Provisioner) warmEligible(db *sql.DB) bool {
 	return p.o.WarmPool > 0 && db == p.admin
 }
 
-// coreHash is the hash of the desired schema of a tenant without modules,
-// which Target.Hash makes independent of the schema and role name.
+// spareSpec is the spec of a spare (or of a tenant claiming one): the core
+// with the default modules, under one name for schema and role.
+func (p *Provisioner) spareSpec(name string) schemaapply.TenantSpec {
+	return schemaapply.TenantSpec{Schema: name, Role: name, AppRole: p.o.AppRole, Modules: p.o.Defaults.Files}
+}
+
+// coreHash is the hash of the desired schema of a new tenant (the core and
+// the default modules), which Target.Hash makes independent of the schema
+// and role name.
 func (p *Provisioner) coreHash(schemaName string) (string, error) {
-	t, err := schemaapply.TenantTarget(schemaapply.TenantSpec{
-		Schema: schemaName, Role: schemaName, AppRole: p.o.AppRole,
-	})
+	t, err := schemaapply.TenantTarget(p.spareSpec(schemaName))
 	if err != nil {
 		return "", err
 	}
@@ -114,6 +119,9 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Pl
 	p.hook(StepClaiming)
 	if _, err := tx.ExecContext(ctx, `DELETE FROM landlord.tenant_spares WHERE name = $1`, spare); err != nil {
 		return res, false, fmt.Errorf("claim spare %s: %w", spare, err)
+	}
+	if err := p.o.Defaults.record(ctx, tx, t); err != nil {
+		return res, false, fmt.Errorf("claim spare %s: default modules: %w", spare, err)
 	}
 	active, err := catalog.ActivateApplied(ctx, tx, t, hash, fingerprint)
 	if err != nil {
@@ -225,9 +233,7 @@ func (p *Provisioner) buildOneSpare(ctx context.Context) (bool, error) {
 	}
 	p.hook(StepSpareInserted)
 
-	_, err = p.applyTenant(ctx, cluster, p.admin, schemaapply.TenantSpec{
-		Schema: name, Role: name, AppRole: p.o.AppRole,
-	}, schemaapply.Options{BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
+	_, err = p.applyTenant(ctx, cluster, p.admin, p.spareSpec(name), schemaapply.Options{BeforeCommit: func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
 		p.hook(StepSpareBuilt)
 		r, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_spares
 			SET status = 'ready', schema_fingerprint = nullif($2, '') WHERE name = $1`, name, res.Fingerprint)

@@ -26,7 +26,7 @@ type TenantSpec struct {
 	// transaction; empty means no grant.
 	AppRole string
 	// Modules are module schema files relative to schema/tenant/, e.g.
-	// "modules/events.hcl" (landlord.modules.schema_files of the installed modules).
+	// "modules/elections.hcl" (landlord.modules.schema_files of the installed modules).
 	Modules []string
 }
 

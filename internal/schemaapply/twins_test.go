@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/dbtest"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 )
 
@@ -36,7 +38,7 @@ func TestTwinsBuildNewTenantsLikeTheFirst(t *testing.T) {
 	var firstSchema string
 	for i := range 4 {
 		tt := dbtest.TenantRow(t, prefix+"_")
-		spec := tt.Spec("pd_app")
+		spec := tt.Spec("pd_app", modules.DefaultFiles()...)
 		target, err := schemaapply.TenantTarget(spec)
 		require.NoError(t, err)
 		res, err := twins.ApplyTenant(ctx, db, spec, recordIn(tt))
@@ -81,15 +83,15 @@ func TestTwinsMismatchIsBuiltAgain(t *testing.T) {
 	twins := schemaapply.NewTwins()
 	for range 2 { // a twin, checked once
 		tt := dbtest.TenantRow(t, prefix+"_")
-		_, err := twins.ApplyTenant(ctx, db, tt.Spec("pd_app"), recordIn(tt))
+		_, err := twins.ApplyTenant(ctx, db, tt.Spec("pd_app", modules.DefaultFiles()...), recordIn(tt))
 		require.NoError(t, err)
 	}
 	odd := dbtest.TenantRow(t, prefix+"_")
 	_, err := db.Exec("CREATE ROLE " + pgx.Identifier{odd.Role}.Sanitize() + " LOGIN")
 	require.NoError(t, err)
-	res, err := twins.ApplyTenant(ctx, db, odd.Spec("pd_app"), recordIn(odd))
+	res, err := twins.ApplyTenant(ctx, db, odd.Spec("pd_app", modules.DefaultFiles()...), recordIn(odd))
 	require.NoError(t, err)
-	target, err := schemaapply.TenantTarget(odd.Spec("pd_app"))
+	target, err := schemaapply.TenantTarget(odd.Spec("pd_app", modules.DefaultFiles()...))
 	require.NoError(t, err)
 	held, verified := schemaapply.TwinState(twins, target.Hash())
 	assert.True(t, held)
@@ -99,7 +101,7 @@ func TestTwinsMismatchIsBuiltAgain(t *testing.T) {
 	assert.Equal(t, live, res.Fingerprint)
 
 	normal := dbtest.TenantRow(t, prefix+"_")
-	res2, err := twins.ApplyTenant(ctx, db, normal.Spec("pd_app"), recordIn(normal))
+	res2, err := twins.ApplyTenant(ctx, db, normal.Spec("pd_app", modules.DefaultFiles()...), recordIn(normal))
 	require.NoError(t, err)
 	assert.NotEqual(t, res.Fingerprint, res2.Fingerprint, "a login role is part of the fingerprint")
 	live, err = schemaapply.Fingerprint(ctx, db, normal.Schema, normal.Role)
@@ -119,11 +121,12 @@ func TestFailingStatementRollsBackTheApply(t *testing.T) {
 	db := dbtest.AdminDB(t)
 	ctx := context.Background()
 	tt := dbtest.TenantRow(t, "fail")
-	target, err := schemaapply.TenantTarget(tt.Spec("pd_app"))
+	target, err := schemaapply.TenantTarget(tt.Spec("pd_app", modules.DefaultFiles()...))
 	require.NoError(t, err)
-	anchor := []byte(`  column "action" {`)
-	require.True(t, bytes.Contains(target.HCL[0], anchor))
-	target.HCL[0] = bytes.Replace(target.HCL[0], anchor, append([]byte(
+	anchor := []byte(`  column "action" {`) // in card_activities (modules/digital_cards.hcl)
+	f := slices.IndexFunc(target.HCL, func(b []byte) bool { return bytes.Contains(b, anchor) })
+	require.GreaterOrEqual(t, f, 0)
+	target.HCL[f] = bytes.Replace(target.HCL[f], anchor, append([]byte(
 		"  column \"broken\" {\n    type = text\n    default = sql(\"no_such_function()\")\n  }\n"), anchor...), 1)
 
 	_, err = schemaapply.Apply(ctx, db, target, schemaapply.Options{})

@@ -70,6 +70,7 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
 		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
 		AuthFailuresPerMinute: cfg.HTTP.AuthFailuresPerMinute,
+		RequestTimeout:        cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -95,7 +96,7 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 	}()
 
 	served := make(chan error, 1)
-	go func() { served <- api.Listener(ln) }()
+	go func() { served <- httpapi.Serve(api, ln) }()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)

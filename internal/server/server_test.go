@@ -101,6 +101,7 @@ func TestReadyzFollowsTheDatabase(t *testing.T) {
 	code, body = get(t, base+"/readyz")
 	assert.Equal(t, 503, code)
 	assert.Equal(t, "not ready", body["title"])
+	assert.Equal(t, "not_ready", body["code"])
 	assert.NotContains(t, body["detail"], "dial", "no internal error text reaches the client")
 	code, _ = get(t, base+"/healthz")
 	assert.Equal(t, 200, code, "the process is still up")

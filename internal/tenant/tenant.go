@@ -96,6 +96,9 @@ type Tenant struct {
 	// MaxConcurrentRequests overrides the configured cap on the tenant's
 	// concurrent API requests when non-zero.
 	MaxConcurrentRequests int `json:"-"`
+	// Modules are the modules the tenant installed (their routes are live),
+	// sorted; filled by the router's lookup (catalog.Resolve) only.
+	Modules []string `json:"-"`
 	// Version is bumped on every status or placement change.
 	Version   int64      `json:"version"`
 	CreatedAt time.Time  `json:"created_at"`
@@ -103,9 +106,20 @@ type Tenant struct {
 	DeletedAt *time.Time `json:"deleted_at"`
 }
 
+// HasModule reports whether the tenant installed the module (per Modules).
+func (t Tenant) HasModule(name string) bool {
+	for _, m := range t.Modules {
+		if m == name {
+			return true
+		}
+	}
+	return false
+}
+
 // NotifyChannel is the PostgreSQL channel on which a change to a tenant's
-// placement or status is announced (payload: the slug), so that every server
-// process drops its cached placement at once (pgroute.Router.Listen).
+// placement, status or installed modules is announced (payload: the slug),
+// so that every server process drops its cached tenant at once
+// (pgroute.Router.Listen).
 const NotifyChannel = "publicdigit_tenants"
 
 // The tenant error kinds (codes are part of the API).
