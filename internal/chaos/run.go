@@ -196,7 +196,7 @@ func (r Report) Summary(kind string) string {
 // Write prints the report: the summary line, then the details.
 func (r Report) Write(w io.Writer, kind string) {
 	fmt.Fprintln(w, r.Summary(kind))
-	fmt.Fprintf(w, "  retryable (503 + Retry-After): %d; no answer while the server was down on purpose: %d; other failures: %d; hangs past the deadline: %d; duplicated: %d\n",
+	fmt.Fprintf(w, "  retryable (503 or 429, + Retry-After): %d; no answer while the server was down on purpose: %d; other failures: %d; hangs past the deadline: %d; duplicated: %d\n",
 		r.Retryable, r.Down, r.Bad, r.Hung, r.Dup)
 	for _, f := range r.Faults {
 		state := fmt.Sprintf("readyz failed during it: %v; ready again after %s", f.NotReady, f.RecoveredIn.Round(10*time.Millisecond))
