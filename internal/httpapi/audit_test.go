@@ -182,7 +182,9 @@ func TestAuditRecordIsInTheActionsTransaction(t *testing.T) {
 	require.NoError(t, admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'events'`,
 		"tenant_"+live).Scan(&tables))
 	assert.Zero(t, tables, "install rolled back: no table")
-	assert.Empty(t, a.call(t, "GET", ten+"/modules", a.platform, nil).ok(t, 200)["items"], "nor install record")
+	for _, x := range a.call(t, "GET", ten+"/modules", a.platform, nil).ok(t, 200)["items"].([]any) {
+		assert.NotEqual(t, module, x.(map[string]any)["module"], "nor install record")
+	}
 	a.faulty(t, "POST", "/api/v1/platform/tokens", map[string]any{"name": "x", "kind": "tenant", "tenant": live})
 	require.NoError(t, admin.QueryRowContext(ctx, `SELECT count(*) FROM landlord.api_tokens WHERE tenant_id = $1`, cur.ID).Scan(&tokens))
 	assert.Zero(t, tokens, "token create rolled back")

@@ -78,6 +78,10 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		}, TokenCacheTTL: o.tokenCache},
 		Configure: func(c *config.Config) {
 			c.Tenant.WarmPool = o.warm
+			// Room for the tests' concurrent clients on a loaded machine;
+			// the limits' own tests set theirs.
+			c.Tenant.MaxConcurrentRequests = 64
+			c.Tenant.QueueWait = 5 * time.Second
 			if o.writeWait > 0 {
 				c.HTTP.WriteWait = o.writeWait
 			}
