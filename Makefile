@@ -123,6 +123,10 @@ bench-api: db-up ## tenant API at c=32: GET card, POST issue card, POST ballot; 
 bench-provision: db-init ## 200 tenants through the API: cold (schema apply) vs warm pool, p50/p95 (~1 min)
 	$(GO) run ./cmd/pdbench provision
 
+.PHONY: bench-export
+bench-export: db-up ## tenant archive of 100k rows: export to a file, import as another slug, vs raw COPY (~1 min)
+	$(GO) run ./cmd/pdbench export
+
 .PHONY: bench-move
 bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
 	$(GO) run ./cmd/pdbench move

@@ -217,3 +217,58 @@ func TestGeneratedClientDrivesTheServer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 401, after.StatusCode())
 }
+
+// The generated client exports a tenant and imports it under another slug,
+// the export's body streamed straight into the import's request.
+func TestGeneratedClientExportsAndImports(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := servertest.Start(t, servertest.Config(t))
+	platform := bearer(srv.PlatformToken(t))
+	c, err := apiclient.NewClientWithResponses(srv.Base)
+	require.NoError(t, err)
+	purge := func(slug string) {
+		t.Cleanup(func() {
+			_, _ = c.DeleteTenantWithResponse(ctx, slug, nil, platform)
+			yes := true
+			_, _ = c.DeleteTenantWithResponse(ctx, slug, &apiclient.DeleteTenantParams{Purge: &yes}, platform)
+		})
+	}
+	slug, copySlug := dbtest.Name("e2x_"), dbtest.Name("e2y_")
+	purge(slug)
+	purge(copySlug)
+	created, err := c.CreateTenantWithResponse(ctx, apiclient.TenantCreate{Slug: slug, Name: "Exported"}, platform)
+	require.NoError(t, err)
+	require.Equal(t, 201, created.StatusCode(), "%s", created.Body)
+	for _, name := range []string{"Grace Hopper", "Ada Lovelace"} {
+		m, err := c.CreateMemberWithResponse(ctx, slug, apiclient.MemberCreate{FullName: name}, platform)
+		require.NoError(t, err)
+		require.Equal(t, 201, m.StatusCode(), "%s", m.Body)
+	}
+
+	exp, err := c.ExportTenant(ctx, slug, platform)
+	require.NoError(t, err)
+	defer exp.Body.Close()
+	require.Equal(t, 200, exp.StatusCode)
+	assert.Equal(t, "application/gzip", exp.Header.Get("Content-Type"))
+	assert.Equal(t, "2", exp.Header.Get("X-Export-Rows"))
+	imp, err := c.ImportTenantWithBodyWithResponse(ctx, &apiclient.ImportTenantParams{As: &copySlug}, "application/gzip", exp.Body, platform)
+	require.NoError(t, err)
+	require.Equal(t, 201, imp.StatusCode(), "%s", imp.Body)
+	require.NotNil(t, imp.JSON201)
+	assert.Equal(t, copySlug, imp.JSON201.Slug)
+	assert.Equal(t, "Exported", imp.JSON201.Name)
+	assert.NotEqual(t, created.JSON201.Id, imp.JSON201.Id)
+
+	members, err := c.ListMembersWithResponse(ctx, copySlug, nil, platform)
+	require.NoError(t, err)
+	require.Equal(t, 200, members.StatusCode(), "%s", members.Body)
+	require.Len(t, members.JSON200.Items, 2)
+	assert.Equal(t, imp.JSON201.Id, members.JSON200.Items[0].TenantId)
+
+	again, err := c.ImportTenantWithBodyWithResponse(ctx, &apiclient.ImportTenantParams{As: &copySlug}, "application/gzip",
+		strings.NewReader("not an archive"), platform)
+	require.NoError(t, err)
+	require.Equal(t, 400, again.StatusCode())
+	assert.Equal(t, "invalid_archive", code(again.ApplicationproblemJSON400))
+}

@@ -6,7 +6,7 @@
 //
 //	landlord pool (app role, PgBouncer) ─┬─ catalog ── router (tenant pools)
 //	admin connection (direct) ───────────┤      └── membership, cards, elections
-//	clusters (direct, per server) ───────┴─ provision ── modules, move
+//	clusters (direct, per server) ───────┴─ provision ── modules, move, transfer
 package app
 
 import (
@@ -34,6 +34,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/provision"
 	"github.com/publicdigit/publicdigit/internal/tenant"
+	"github.com/publicdigit/publicdigit/internal/transfer"
 )
 
 // Options adjust what Open builds; the zero value suits tenantctl.
@@ -47,9 +48,11 @@ type Options struct {
 	GeoCacheTTL time.Duration
 	// OnProvision observes every provisioning attempt (metrics).
 	OnProvision func(path provision.Path, d time.Duration, err error)
-	// ProvisionHook and MoveHook are called at each step (fault injection in tests).
+	// ProvisionHook, MoveHook and TransferHook are called at each step
+	// (fault injection in tests).
 	ProvisionHook func(provision.Step)
 	MoveHook      func(move.Step)
+	TransferHook  func(transfer.Step)
 	// ConfigureRouterPool may adjust each tenant pool's config (tests).
 	ConfigureRouterPool func(*pgxpool.Config)
 	// OnTenantChange is called after a tenant's status or placement changed
@@ -80,6 +83,7 @@ type App struct {
 	Provisioner *provision.Provisioner
 	Modules     *modules.Service
 	Mover       *move.Mover
+	Transfer    *transfer.Service
 	Geography   *geography.Store
 	Tokens      *access.Service
 	// Audit is the audit trail: failed actions, listing (successful actions
@@ -194,6 +198,13 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	a.Mover, err = move.New(move.Options{
 		Catalog: a.Catalog, Clusters: a.Clusters, Modules: a.Modules, AppRole: cfg.Tenant.AppRole,
 		Hook: o.MoveHook, Log: logging.Component(a.Log, "move"),
+	})
+	if err != nil {
+		return err
+	}
+	a.Transfer, err = transfer.New(transfer.Options{
+		Catalog: a.Catalog, Clusters: a.Clusters, Provisioner: a.Provisioner, Modules: a.Modules,
+		Hook: o.TransferHook, Log: logging.Component(a.Log, "transfer"),
 	})
 	return err
 }

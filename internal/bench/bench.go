@@ -21,6 +21,7 @@ type benchmark struct {
 // benchmarks lists them all, by name.
 var benchmarks = []benchmark{
 	{name: "api", summary: "tenant API overhead at c=32: GET card, POST issue card, POST ballot; whole stack vs bare Fiber handler", run: runAPI},
+	{name: "export", summary: "a tenant of 100k rows exported to a file and imported as another slug, vs raw binary COPY", run: runExport},
 	{name: "fleet", summary: "1,000 tenant schemas: fleet no-op check, additive rollout, naive inspect-every-tenant loop", run: runFleet},
 	{name: "move", summary: "online move of a tenant holding 100k cards: write pause and copy speed", run: runMove},
 	{name: "provision", summary: "tenant provisioning through the API: cold (schema apply) vs warm pool, p50/p95", run: runProvision},

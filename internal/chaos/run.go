@@ -25,6 +25,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/access"
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -324,7 +325,7 @@ func (r *run) urls(bouncerPort, pgPort string) (appURL, adminURL, appDirect stri
 }
 
 // openApp opens the run's own App, straight to the instance, and applies
-// the landlord catalog.
+// the landlord catalog with the built-in modules.
 func (r *run) openApp(ctx context.Context) error {
 	appURL, adminURL, _, err := r.urls(r.o.Instance.BouncerPort, r.o.Instance.PGPort)
 	if err != nil {
@@ -340,6 +341,9 @@ func (r *run) openApp(ctx context.Context) error {
 		return err
 	}
 	if _, err := schemaapply.Apply(ctx, r.a.Admin, schemaapply.Landlord(cfg.Tenant.AppRole), schemaapply.Options{}); err != nil {
+		return fmt.Errorf("landlord catalog: %w", err)
+	}
+	if _, err := modules.Register(ctx, r.a.Admin); err != nil {
 		return fmt.Errorf("landlord catalog: %w", err)
 	}
 	return nil

@@ -63,13 +63,14 @@ func exactlyOneSlug(cmd *cobra.Command, args []string) error {
 }
 
 func newTenantCmd(e *env) *cobra.Command {
-	c := &cobra.Command{Use: "tenant", Short: "Create, list, show, suspend, resume, delete and purge tenants"}
+	c := &cobra.Command{Use: "tenant", Short: "Create, list, show, suspend, resume, delete, purge, move, export and import tenants"}
 	c.AddCommand(newTenantCreateCmd(e), newTenantListCmd(e), newTenantShowCmd(e),
 		newTenantStatusCmd(e, "suspend", "Suspend a tenant (its endpoints answer 403; data kept)"),
 		newTenantStatusCmd(e, "resume", "Resume a suspended tenant"),
 		newTenantStatusCmd(e, "delete", "Soft-delete a tenant (status deleted, data kept until purge)"),
 		newTenantPurgeCmd(e))
-	c.AddCommand(newTenantMoveCmd(e), newTenantPurgeRetiredCmd(e), newTenantLimitsCmd(e))
+	c.AddCommand(newTenantMoveCmd(e), newTenantPurgeRetiredCmd(e), newTenantLimitsCmd(e), newTenantExportCmd(e),
+		newTenantImportCmd(e))
 	return c
 }
 

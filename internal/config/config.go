@@ -126,7 +126,10 @@ type Tenant struct {
 
 // HTTP configures the API server.
 type HTTP struct {
-	Addr            string        `koanf:"addr"`
+	Addr string `koanf:"addr"`
+	// MetricsAddr, when set, is where /metrics is served, and only there
+	// (not next to the API on Addr): a private address for Prometheus.
+	MetricsAddr     string        `koanf:"metrics_addr"`
 	BodyLimit       int           `koanf:"body_limit"`
 	TenantHeader    bool          `koanf:"tenant_header"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
@@ -209,6 +212,7 @@ func Defaults() Config {
 		},
 		HTTP: HTTP{
 			Addr:            "127.0.0.1:8080",
+			MetricsAddr:     "",
 			BodyLimit:       64 * 1024,
 			TenantHeader:    false,
 			ShutdownTimeout: 10 * time.Second,
@@ -333,6 +337,7 @@ func defaultsMap() map[string]any {
 		"tenant.queue_wait":              d.Tenant.QueueWait.String(),
 		"tenant.max_queued_requests":     d.Tenant.MaxQueuedRequests,
 		"http.addr":                      d.HTTP.Addr,
+		"http.metrics_addr":              d.HTTP.MetricsAddr,
 		"http.body_limit":                d.HTTP.BodyLimit,
 		"http.tenant_header":             d.HTTP.TenantHeader,
 		"http.shutdown_timeout":          d.HTTP.ShutdownTimeout.String(),
@@ -454,6 +459,16 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.AuthFailuresPerMinute < 0 {
 		bad("http.auth_failures_per_minute", "must not be negative (got %d; 0 turns the limit off)", c.HTTP.AuthFailuresPerMinute)
+	}
+	if c.HTTP.MetricsAddr != "" {
+		_, mport, err := net.SplitHostPort(c.HTTP.MetricsAddr)
+		_, aport, _ := net.SplitHostPort(c.HTTP.Addr)
+		switch {
+		case err != nil || mport == "":
+			bad("http.metrics_addr", "must be host:port such as 127.0.0.1:9090, or empty to serve /metrics on http.addr (got %q)", c.HTTP.MetricsAddr)
+		case mport == aport && mport != "0":
+			bad("http.metrics_addr", "must use another port than http.addr (both %s)", mport)
+		}
 	}
 	if c.HTTP.BodyLimit < 1024 {
 		bad("http.body_limit", "must be at least 1024 bytes (got %d)", c.HTTP.BodyLimit)

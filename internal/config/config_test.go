@@ -105,6 +105,8 @@ func TestValidationNamesTheField(t *testing.T) {
 		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
 		{map[string]string{"PD_HTTP__CURSOR_SECRET": "short-secret"}, "http.cursor_secret"},
 		{map[string]string{"PD_TENANT__ROLES": "false"}, "tenant.roles"},
+		{map[string]string{"PD_HTTP__METRICS_ADDR": "9090"}, "http.metrics_addr"},
+		{map[string]string{"PD_HTTP__ADDR": "0.0.0.0:8080", "PD_HTTP__METRICS_ADDR": "127.0.0.1:8080"}, "http.metrics_addr"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
@@ -182,4 +184,14 @@ func TestClusterFromEnvironmentGetsDefaults(t *testing.T) {
 	_, err = config.Load(nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "clusters.c.admin_url: must be set")
+}
+
+func TestMetricsAddrFromTheEnvironment(t *testing.T) {
+	c, err := config.Load(nil)
+	require.NoError(t, err)
+	assert.Empty(t, c.HTTP.MetricsAddr, "by default /metrics is served on http.addr")
+	t.Setenv("PD_HTTP__METRICS_ADDR", "127.0.0.1:9090")
+	c, err = config.Load(nil)
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:9090", c.HTTP.MetricsAddr)
 }

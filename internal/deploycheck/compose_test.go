@@ -3,6 +3,7 @@ package deploycheck_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,7 @@ type composeFile struct {
 		Healthcheck struct {
 			Test []string `json:"test"`
 		} `json:"healthcheck"`
+		Ports []string `json:"ports"`
 	} `json:"services"`
 }
 
@@ -105,6 +107,18 @@ func TestComposeFile(t *testing.T) {
 	assert.Equal(t, "service_completed_successfully", cf.Services["server"].DependsOn["db-init"].Condition)
 	assert.Equal(t, "service_healthy", cf.Services["server"].DependsOn["pgbouncer"].Condition)
 	assert.Equal(t, []string{"/usr/local/bin/tenantctl", "db", "init"}, cf.Services["db-init"].Command)
+
+	// The API and /metrics (on an address of its own) are published on the
+	// host's loopback only.
+	server := cf.Services["server"]
+	cfg := checkEnv(t, "deploy/compose server", server.Environment)
+	_, api, err := net.SplitHostPort(cfg.HTTP.Addr)
+	require.NoError(t, err)
+	require.NotEmpty(t, cfg.HTTP.MetricsAddr, "the server serves /metrics apart from the API (http.metrics_addr)")
+	_, metrics, err := net.SplitHostPort(cfg.HTTP.MetricsAddr)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"127.0.0.1:" + api + ":" + api + "/tcp", "127.0.0.1:" + metrics + ":" + metrics + "/tcp"},
+		server.Ports)
 }
 
 // docker-compose config is not vacuous: a file that depends on a service it

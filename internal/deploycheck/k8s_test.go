@@ -125,7 +125,8 @@ func subset(sel, labels map[string]string) bool {
 
 // deploy/k8s: every manifest decodes strictly into its API type; selectors
 // select their pods; the server's probes are /readyz and /healthz on its
-// listen port; every command of the image's programs and every flag is one
+// listen port, its /metrics on a port of its own that Prometheus scrapes
+// and no Service exposes; every command of the image's programs and every flag is one
 // the binaries take; every PD_ variable is a configuration key and, with the
 // ConfigMap and the example Secret, makes a valid configuration; every
 // ConfigMap and Secret key referenced exists; the PgBouncer ConfigMap carries
@@ -210,17 +211,32 @@ func TestKubernetesManifests(t *testing.T) {
 			if filepath.Base(c.Command[0]) != "publicdigit" {
 				continue
 			}
-			// The server: probes on its listen port, the right paths.
+			// The server: probes on its listen port, the right paths; /metrics
+			// on its own port, scraped there, exposed by no Service.
 			_, port, err := net.SplitHostPort(cfg.HTTP.Addr)
 			require.NoError(t, err)
-			require.Len(t, c.Ports, 1, where)
-			assert.Equal(t, port, itoa(c.Ports[0].ContainerPort), "%s listens where the container port is", where)
+			ports := map[string]string{}
+			for _, p := range c.Ports {
+				ports[p.Name] = itoa(p.ContainerPort)
+			}
+			assert.Equal(t, port, ports["http"], "%s listens where the http container port is", where)
+			require.NotEmpty(t, cfg.HTTP.MetricsAddr, "%s serves /metrics apart from the API (http.metrics_addr)", where)
+			_, mport, err := net.SplitHostPort(cfg.HTTP.MetricsAddr)
+			require.NoError(t, err)
+			assert.Equal(t, map[string]string{"http": port, "metrics": mport}, ports, "%s: the container ports", where)
+			assert.Equal(t, mport, pod.Annotations["prometheus.io/port"], "%s: Prometheus scrapes the metrics port", where)
+			assert.Equal(t, "/metrics", pod.Annotations["prometheus.io/path"], where)
+			for _, s := range m.services {
+				for _, p := range s.Spec.Ports {
+					assert.NotContains(t, []string{"metrics", mport}, p.TargetPort.String(), "service %s does not expose /metrics", s.Name)
+				}
+			}
 			require.NotNil(t, c.ReadinessProbe, where)
 			require.NotNil(t, c.LivenessProbe, where)
 			assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
 			assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
 			for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
-				assert.Equal(t, c.Ports[0].Name, p.HTTPGet.Port.String(), "%s: probes use the http port", where)
+				assert.Equal(t, "http", p.HTTPGet.Port.String(), "%s: probes use the http port", where)
 			}
 			grace := *pod.Spec.TerminationGracePeriodSeconds
 			assert.Greater(t, float64(grace), cfg.HTTP.ShutdownTimeout.Seconds()+float64(c.Lifecycle.PreStop.Sleep.Seconds),

@@ -42,6 +42,9 @@ type Deps struct {
 	TenantHeader bool
 	// Metrics is served on /metrics; nil makes a fresh one.
 	Metrics *Metrics
+	// MetricsElsewhere leaves /metrics out of this app: the server serves
+	// Metrics.Handler on its own address (http.metrics_addr).
+	MetricsElsewhere bool
 	// Extensions add route sets, in order.
 	Extensions []Extension
 	// AuthFailuresPerMinute limits failed token authentications per client
@@ -84,9 +87,13 @@ func New(d Deps) *fiber.App {
 		// header_too_large). A URI that fits but is longer than MaxURI is
 		// refused by uriLimit (414 uri_too_long).
 		ReadBufferSize: ReadBufferSize,
+		// Bodies reach the handlers as streams: the tenant import reads an
+		// archive of any size; bodyLimit gives every other route its body
+		// whole, at most BodyLimit bytes (see stream.go).
+		StreamRequestBody: true,
 	})
 	fa.Use(requestID(), deadline(d.RequestTimeout, d.PlatformTimeout), d.Metrics.middleware(), accessLog(d.Log),
-		recoverPanics(d.Log), uriLimit())
+		recoverPanics(d.Log), uriLimit(), bodyLimit(d.BodyLimit))
 
 	fa.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
@@ -103,7 +110,9 @@ func New(d Deps) *fiber.App {
 		}
 		return c.JSON(fiber.Map{"status": "ready"})
 	})
-	fa.Get("/metrics", d.Metrics.handler())
+	if !d.MetricsElsewhere {
+		fa.Get("/metrics", d.Metrics.handler())
+	}
 
 	doc := OpenAPI()
 	for _, x := range d.Extensions {

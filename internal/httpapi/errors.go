@@ -59,6 +59,11 @@ var answers = map[string]answer{
 	"module_in_use":        {fiber.StatusConflict, "module needed by another module", "", false},
 	"destructive_change":   {fiber.StatusConflict, "destructive schema change refused", "", false},
 
+	// Tenant archives (internal/transfer, provision.Restore).
+	"invalid_archive":            {fiber.StatusBadRequest, "invalid tenant archive", "", false},
+	"archive_schema_unreachable": {fiber.StatusUnprocessableEntity, "the archive's schema cannot be reached here", "", false},
+	"restore_unsupported":        {fiber.StatusNotImplemented, "import not supported by this configuration", "", false},
+
 	// Geography, tokens, cursors.
 	"unit_not_found":  {fiber.StatusNotFound, "geography unit not found", "", false},
 	"invalid_query":   {fiber.StatusBadRequest, "invalid geography query", "", false},

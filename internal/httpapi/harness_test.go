@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -58,7 +59,8 @@ type apiOptions struct {
 	configure func(*config.Config)
 	// tokenCache keeps token lookups this long (default: none).
 	tokenCache time.Duration
-	// requestTimeout is each request's deadline (default httpapi's).
+	// requestTimeout is each request's deadline (default a minute: the
+	// tests check answers, not speed, and share a crowded machine).
 	requestTimeout time.Duration
 	// authFailures limits failed authentications per address and minute (0: none).
 	authFailures int
@@ -107,7 +109,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		limit = cfg.HTTP.BodyLimit
 	}
 	d := httpapi.Deps{Log: log, App: a, BodyLimit: limit, Metrics: metrics, TenantHeader: o.header,
-		AuthFailuresPerMinute: o.authFailures, RequestTimeout: o.requestTimeout}
+		AuthFailuresPerMinute: o.authFailures, RequestTimeout: cmp.Or(o.requestTimeout, time.Minute)}
 	if o.tenantAPI {
 		cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
 		require.NoError(t, err)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -126,7 +127,13 @@ func (m *Metrics) middleware() fiber.Handler {
 }
 
 func (m *Metrics) handler() fiber.Handler {
-	return adaptor.HTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return adaptor.HTTPHandler(m.Handler())
+}
+
+// Handler serves the registry in the Prometheus text format (net/http), for
+// a listener of its own (http.metrics_addr).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
 var (

@@ -101,6 +101,11 @@ const platformPrefix = "/api/v1/platform/"
 // platform; moves run to their end regardless (see moveTenant).
 func deadline(request, platform time.Duration) fiber.Handler {
 	return func(c *fiber.Ctx) error {
+		if transferRoute(c) {
+			// A tenant's archive streams for as long as it is big; its
+			// reads and writes have idle deadlines instead (stream.go).
+			return c.Next()
+		}
 		d := request
 		if c.Method() != fiber.MethodGet && strings.HasPrefix(c.Path(), platformPrefix) {
 			d = platform

@@ -28,10 +28,12 @@ type handlers struct {
 
 func (h *handlers) platformRoutes(r fiber.Router) {
 	r.Post("/tenants", h.createTenant)
+	r.Post("/tenants/import", h.importTenant)
 	r.Get("/tenants", h.listTenants)
 	r.Get("/tenants/:slug", h.getTenant)
 	r.Patch("/tenants/:slug", h.patchTenant)
 	r.Delete("/tenants/:slug", h.deleteTenant)
+	r.Get("/tenants/:slug/export", h.exportTenant)
 	r.Get("/tenants/:slug/modules", h.listInstalled)
 	r.Post("/tenants/:slug/modules", h.installModule)
 	r.Delete("/tenants/:slug/modules/:name", h.uninstallModule)

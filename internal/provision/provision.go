@@ -60,6 +60,9 @@ const (
 	// StepDropped: a purged tenant's schema and role are dropped, inside the
 	// purge transaction (before commit).
 	StepDropped Step = "dropped"
+	// StepRestoring: a restored tenant's schema is filled, swapped in and
+	// recorded, inside the restore's transaction (before commit).
+	StepRestoring Step = "restoring"
 )
 
 // Options configure a Provisioner.

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"regexp"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -177,4 +178,31 @@ func ApplyTenant(ctx context.Context, db *sql.DB, spec TenantSpec, o Options) (R
 		return Result{}, err
 	}
 	return apply(ctx, db, t, o, applyHooks{fingerprintRole: spec.Role})
+}
+
+// ApplyTenantTx is ApplyTenant inside the caller's transaction tx (a direct
+// admin connection to the tenant's database): the same steps under the same
+// advisory lock, without the commit, which is the caller's — so that a
+// schema can be built, filled and made live in one transaction (tenant
+// import). Options.BeforeCommit is not called; a dry run is refused.
+func ApplyTenantTx(ctx context.Context, tx *sql.Tx, spec TenantSpec, o Options) (Result, error) {
+	if o.DryRun || o.BeforeCommit != nil {
+		return Result{}, fmt.Errorf("%w: ApplyTenantTx takes neither a dry run nor a BeforeCommit hook", ErrInvalidSpec)
+	}
+	t, err := TenantTarget(spec)
+	if err != nil {
+		return Result{}, err
+	}
+	a := &applier{t: t, o: o, h: applyHooks{fingerprintRole: spec.Role}, start: time.Now(), res: Result{Hash: t.Hash()}}
+	if err := a.parse(); err != nil {
+		return a.res, err
+	}
+	a.tx = tx
+	for _, step := range []func(context.Context) error{a.lock, a.checkBefore, a.plan, a.execute, a.fingerprint} {
+		if err := step(ctx); err != nil {
+			return a.res, err
+		}
+	}
+	a.res.Duration = time.Since(a.start)
+	return a.res, nil
 }

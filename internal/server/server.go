@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -39,6 +40,9 @@ type Options struct {
 	// OnOpen receives the App once it is open (end-to-end tests reach its
 	// services through it).
 	OnOpen func(*app.App)
+	// OnMetricsListen receives the bound address of /metrics when
+	// http.metrics_addr is set.
+	OnMetricsListen func(addr string)
 }
 
 // Run serves the API until ctx is cancelled, then shuts down gracefully.
@@ -69,9 +73,16 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 	api := httpapi.New(httpapi.Deps{
 		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
 		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
-		AuthFailuresPerMinute: cfg.HTTP.AuthFailuresPerMinute,
-		RequestTimeout:        cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
+		AuthFailuresPerMinute: cfg.HTTP.AuthFailuresPerMinute, MetricsElsewhere: cfg.HTTP.MetricsAddr != "",
+		RequestTimeout: cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
 	})
+	if cfg.HTTP.MetricsAddr != "" {
+		stop, err := serveMetrics(cfg.HTTP.MetricsAddr, metrics, log, o.OnMetricsListen)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
@@ -161,4 +172,36 @@ func addRouterPools(m *httpapi.Metrics, r *pgroute.Router) {
 		sum(func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }))
 	m.AddGauge("publicdigit_tenant_pool_max_connections", "Maximum connections across the tenant pools.",
 		sum(func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }))
+}
+
+// serveMetrics serves /metrics, and nothing else, on its own address
+// (http.metrics_addr), so that it need not be public next to the API. The
+// returned function shuts it down.
+func serveMetrics(addr string, m *httpapi.Metrics, log zerolog.Logger, onListen func(string)) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (http.metrics_addr): %w", addr, err)
+	}
+	bound := ln.Addr().String()
+	log.Info().Str("addr", bound).Msgf("metrics on http://%s/metrics", bound)
+	if onListen != nil {
+		onListen(bound)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("metrics server stopped")
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }

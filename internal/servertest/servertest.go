@@ -36,25 +36,33 @@ func Config(t testing.TB) config.Config {
 type Server struct {
 	// Base is its URL, http://127.0.0.1:<port>.
 	Base string
+	// Metrics is the URL of its /metrics address when cfg.HTTP.MetricsAddr
+	// was set (any value: the server binds 127.0.0.1:0), else "".
+	Metrics string
 	// App holds its services.
 	App *app.App
 }
 
-// Start runs server.Run with cfg on 127.0.0.1:0. At cleanup it cancels the
+// Start runs server.Run with cfg on 127.0.0.1:0 (and, when
+// cfg.HTTP.MetricsAddr is set, /metrics on another 127.0.0.1:0). At cleanup it cancels the
 // server and fails the test unless Run returns nil within 20 s (a clean,
 // graceful shutdown). Warnings and errors of the server go to the test log.
 func Start(t testing.TB, cfg config.Config) Server {
 	t.Helper()
 	cfg.HTTP.Addr = "127.0.0.1:0"
+	if cfg.HTTP.MetricsAddr != "" {
+		cfg.HTTP.MetricsAddr = "127.0.0.1:0"
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	addrCh := make(chan string, 1)
+	addrCh, metricsCh := make(chan string, 1), make(chan string, 1)
 	appCh := make(chan *app.App, 1)
 	done := make(chan error, 1)
 	go func() {
 		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 		done <- server.Run(ctx, cfg, log, server.Options{
-			OnListen: func(a string) { addrCh <- a },
-			OnOpen:   func(a *app.App) { appCh <- a },
+			OnListen:        func(a string) { addrCh <- a },
+			OnOpen:          func(a *app.App) { appCh <- a },
+			OnMetricsListen: func(a string) { metricsCh <- a },
 		})
 	}()
 	var s Server
@@ -69,6 +77,9 @@ func Start(t testing.TB, cfg config.Config) Server {
 		t.Fatal("servertest: server did not listen within 30 s")
 	}
 	s.App = <-appCh
+	if cfg.HTTP.MetricsAddr != "" {
+		s.Metrics = "http://" + <-metricsCh
+	}
 	stop := sync.OnceValue(func() error {
 		cancel()
 		select {

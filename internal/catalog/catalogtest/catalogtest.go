@@ -129,6 +129,17 @@ func Exists(t testing.TB, db DB, slug tenant.Slug) bool {
 	return ok
 }
 
+// ID returns the id of slug's tenant.
+func ID(t testing.TB, db DB, slug tenant.Slug) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	if err := db.QueryRowContext(context.Background(), `SELECT id FROM landlord.tenants WHERE slug = $1`,
+		slug.String()).Scan(&id); err != nil {
+		t.Fatalf("catalogtest: id of %s: %v", slug, err)
+	}
+	return id
+}
+
 // Records returns the schema records of the tenants whose schema is one of
 // schemas, by schema name.
 func Records(t testing.TB, db DB, schemas []string) map[string]Record {
