@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,15 +24,6 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Exit(0)
-	}
-	// The local servers' passwords are in the checkout's password file
-	// (deploy/local/db-up.sh); make sets PGPASSFILE, a plain go test may not.
-	if os.Getenv("PGPASSFILE") == "" {
-		if _, err := os.Stat("../../.data/pgpass"); err == nil {
-			if abs, err := filepath.Abs("../../.data/pgpass"); err == nil {
-				_ = os.Setenv("PGPASSFILE", abs)
-			}
-		}
 	}
 	os.Exit(m.Run())
 }
