@@ -5,6 +5,9 @@ GO ?= go
 GOFLAGS ?=
 export PD_TEST_DB ?= publicdigit_test
 MOVE_CARDS ?= 100000
+# The local servers' development passwords, written by deploy/local/db-up.sh;
+# the built-in configuration carries none.
+export PGPASSFILE ?= $(CURDIR)/.data/pgpass
 
 .PHONY: help
 help: ## list the targets

@@ -127,8 +127,10 @@ GRANT pg_signal_backend TO :"admin";
 -- (docs/MOVES.md): slots need the REPLICATION attribute.
 ALTER ROLE :"admin" REPLICATION;
 -- The application role: reaches PostgreSQL through PgBouncer. Its default
--- search_path is empty, so a statement without a bound tenant fails.
-ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
+-- search_path is empty, so a statement without a bound tenant fails. It is a
+-- member of every tenant role but NOINHERIT: only the role a transaction
+-- assumed (SET LOCAL ROLE tenant_<slug>) reaches that tenant's tables.
+ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER NOINHERIT PASSWORD :'app_pw';
 ALTER ROLE :"app" SET search_path = '';
 SELECT format('CREATE DATABASE %I OWNER %I TEMPLATE template0 ENCODING %L', d, :'admin', 'UTF8')
   FROM unnest(ARRAY[:'db', :'testdb']) d
@@ -153,6 +155,20 @@ SQL
   pd_psql -d postgres -v auth="$PD_AUTH_USER" -v auth_pw="$PD_AUTH_PASSWORD" <<'SQL'
 ALTER ROLE :"auth" LOGIN PASSWORD :'auth_pw';
 SQL
+}
+
+# write_passfile records this instance's passwords for its ports, then joins
+# every instance's into $PD_PASSFILE (0600), which PGPASSFILE names.
+write_passfile() {
+  local esc_admin esc_app
+  esc_admin="$(printf '%s' "$PD_ADMIN_PASSWORD" | sed 's/[\\:]/\\&/g')"
+  esc_app="$(printf '%s' "$PD_APP_PASSWORD" | sed 's/[\\:]/\\&/g')"
+  (umask 077; cat >"$PD_DATA_DIR/pgpass.part" <<PASS
+127.0.0.1:$PD_PG_PORT:*:$PD_ADMIN_USER:$esc_admin
+127.0.0.1:$PD_PG_PORT:*:$PD_APP_USER:$esc_app
+127.0.0.1:$PD_BOUNCER_PORT:*:$PD_APP_USER:$esc_app
+PASS
+  cat "$PD_DATA_ROOT"/*/pgpass.part >"$PD_PASSFILE.new" && mv "$PD_PASSFILE.new" "$PD_PASSFILE")
 }
 
 bouncer_pid() { head -1 "$PD_BOUNCER_DIR/pgbouncer.pid" 2>/dev/null || true; }
@@ -210,6 +226,7 @@ init_cluster
 write_server_conf
 start_postgres
 bootstrap_sql
+write_passfile
 write_bouncer_conf
 start_bouncer
 pd_log "ready: PostgreSQL 127.0.0.1:$PD_PG_PORT (direct, $PD_ADMIN_USER), PgBouncer 127.0.0.1:$PD_BOUNCER_PORT ($PD_APP_USER), data in $PD_DATA_DIR"

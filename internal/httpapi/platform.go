@@ -37,6 +37,8 @@ func (h *handlers) platformRoutes(r fiber.Router) {
 	r.Get("/tenants/:slug/modules", h.listInstalled)
 	r.Post("/tenants/:slug/modules", h.installModule)
 	r.Delete("/tenants/:slug/modules/:name", h.uninstallModule)
+	r.Get("/tenants/:slug/limits", h.getLimits)
+	r.Put("/tenants/:slug/limits", h.putLimits)
 
 	r.Get("/modules", h.listModules)
 	r.Post("/modules", h.createModule)
@@ -45,6 +47,8 @@ func (h *handlers) platformRoutes(r fiber.Router) {
 	r.Post("/tokens", h.createToken)
 	r.Get("/tokens", h.listTokens)
 	r.Delete("/tokens/:id", h.revokeToken)
+
+	r.Get("/audit", h.listAudit)
 }
 
 // slugParam validates the :slug path parameter (ParseSlug copies it: Fiber reuses its buffers).

@@ -45,6 +45,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
@@ -230,12 +231,20 @@ func (r record) slotName() string { return "pd_move_" + strings.ReplaceAll(r.ID,
 func (r record) verifySlotName() string { return r.slotName() + "_v" }
 
 // Move moves a tenant, or finishes its interrupted move to the same target.
+// The move is recorded in the audit trail in the transaction that flips the
+// catalog (a failed one after the fact).
 func (m *Mover) Move(ctx context.Context, req Request) (Result, error) {
 	var res Result
+	ev := audit.Event{Action: audit.TenantMove, Tenant: req.Slug.String(),
+		Detail: map[string]any{"to_placement": string(req.To), "to_cluster": req.Cluster}}
 	err := m.cat.WithTenantLock(ctx, req.Slug, func(ctx context.Context, t tenant.Tenant) (err error) {
+		ev.TenantID = t.ID
 		res, err = m.move(ctx, req, t)
 		return err
 	})
+	if err != nil {
+		m.cat.Audit().Failed(ctx, ev, err)
+	}
 	return res, err
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -53,14 +54,31 @@ func (m *Mover) isPrepared(ctx context.Context, rec record) (bool, error) {
 }
 
 // flip points the catalog at the target (status active, version bumped,
-// announced) and records the retired copy: one statement, one round trip.
-// The move's own record says flipped once the source is released (a rerun
-// recognises a flipped move by the tenant's placement).
+// announced) and records the retired copy and the audit trail's entry, in
+// one landlord transaction. The move's own record says flipped once the
+// source is released (a rerun recognises a flipped move by the tenant's
+// placement).
 func (m *Mover) flip(ctx context.Context, t tenant.Tenant, rec *record) error {
-	if err := catalog.FlipMoved(ctx, m.cat.Admin(), t, rec.To, catalog.RetiredCopy{TenantID: t.ID,
+	tx, err := m.cat.Admin().BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("move: flip: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after the commit
+	if err := catalog.FlipMoved(ctx, tx, t, rec.To, catalog.RetiredCopy{TenantID: t.ID,
 		Cluster: rec.From.Cluster, Database: rec.From.Database, Schema: rec.Retired,
 		WholeDatabase: rec.From.Kind == tenant.PlacementDatabase}); err != nil {
 		return err
+	}
+	if err := audit.Record(ctx, tx, audit.Event{Action: audit.TenantMove, TenantID: t.ID, Tenant: t.Slug.String(),
+		Target: rec.ID, Detail: map[string]any{
+			"mode":           string(rec.Mode),
+			"from_placement": string(rec.From.Kind), "from_cluster": rec.From.Cluster, "from_database": rec.From.Database,
+			"to_placement": string(rec.To.Kind), "to_cluster": rec.To.Cluster, "to_database": rec.To.Database,
+			"rows": rec.Rows, "retired": rec.Retired}}); err != nil {
+		return fmt.Errorf("move: flip: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("move: flip: %w", err)
 	}
 	m.cat.Notify(t.Slug)
 	m.hook(StepFlipped)

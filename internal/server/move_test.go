@@ -47,7 +47,7 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 	base := srv.base
 	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "move test", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections) // before the server stops: no keep-alive to wait for
 	call := func(method, path string, body any) (int, http.Header, []byte) {

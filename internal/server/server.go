@@ -75,8 +75,8 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 	api := httpapi.New(httpapi.Deps{
 		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
 		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
-		MetricsElsewhere: cfg.HTTP.MetricsAddr != "",
-		RequestTimeout:   cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
+		AuthFailuresPerMinute: cfg.HTTP.AuthFailuresPerMinute, MetricsElsewhere: cfg.HTTP.MetricsAddr != "",
+		RequestTimeout: cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
 	})
 	if cfg.HTTP.MetricsAddr != "" {
 		stop, err := serveMetrics(cfg.HTTP.MetricsAddr, metrics, log, o.OnMetricsListen)
@@ -141,16 +141,13 @@ func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error)
 // addMetrics exports the pools, the warm pool and the moves in progress of a.
 func addMetrics(m *httpapi.Metrics, a *app.App) {
 	m.AddPool("landlord", a.Landlord)
+	m.AddLimits(a.Limits)
 	addRouterPools(m, a.Router)
-	m.AddGauge("publicdigit_warm_pool_ready_spares", "Spare tenant schemas ready in the warm pool.", func() float64 {
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := a.Provisioner.WarmPoolStats(c)
-		if err != nil {
-			return -1
-		}
-		return float64(st.Ready)
-	})
+	// Counted by the warm pool's own loop: /metrics is unauthenticated, and a
+	// scrape must not cost a query.
+	m.AddGauge("publicdigit_warm_pool_ready_spares",
+		"Spare tenant schemas ready in the warm pool, as last counted by its refill loop (-1: not counted yet).",
+		func() float64 { return float64(a.Provisioner.ReadySpares()) })
 	m.Registry.MustRegister(moveCollector{a.Mover})
 }
 
