@@ -4,6 +4,10 @@ SHELL := /usr/bin/env bash
 GO ?= go
 GOFLAGS ?=
 export PD_TEST_DB ?= publicdigit_test
+MOVE_CARDS ?= 100000
+# The local servers' development passwords, written by deploy/local/db-up.sh;
+# the built-in configuration carries none.
+export PGPASSFILE ?= $(CURDIR)/.data/pgpass
 
 .PHONY: help
 help: ## list the targets
@@ -129,8 +133,8 @@ bench-export: db-up ## tenant archive of 100k rows: export to a file, import as 
 	$(GO) run ./cmd/pdbench export
 
 .PHONY: bench-move
-bench-move: db-up ## online move of a tenant with 100k cards: write pause, rows/s (~1 min)
-	$(GO) run ./cmd/pdbench move
+bench-move: db-up ## online moves of a 100k-card tenant, logical vs lock mode: write pause, rows/s (~5 min; MOVE_CARDS=100000,1000000 adds 1M, ~25 min)
+	$(GO) run ./cmd/pdbench move -cards $(MOVE_CARDS)
 
 .PHONY: chaos
 chaos: ## faults under load on the "chaos" instance (15434/16434): restarts, kill -9, stalls; checks every acknowledged write (~2 min)

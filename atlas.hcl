@@ -30,13 +30,13 @@
 variable "url" {
   type        = string
   description = "direct admin connection (never PgBouncer) to the platform database, without search_path"
-  default     = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
+  default     = "postgres://pd_admin@127.0.0.1:15432/publicdigit?sslmode=disable"
 }
 
 variable "dev_url" {
   type        = string
   description = "an empty scratch database with the ltree and btree_gin extensions, for normalization"
-  default     = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit_atlas_dev?sslmode=disable"
+  default     = "postgres://pd_admin@127.0.0.1:15432/publicdigit_atlas_dev?sslmode=disable"
 }
 
 variable "tenant" {

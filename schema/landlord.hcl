@@ -74,6 +74,12 @@ table "tenants" {
     type = integer
     null = true
   }
+  # Per-tenant cap on concurrent API requests (per server process); NULL
+  # means the configured default (tenant.max_concurrent_requests).
+  column "max_concurrent_requests" {
+    type = integer
+    null = true
+  }
   # Bumped on every placement or status change; servers re-resolve on change.
   column "version" {
     type    = bigint
@@ -106,6 +112,20 @@ table "tenants" {
   }
   check "tenants_timeout_check" {
     expr = "statement_timeout_ms IS NULL OR statement_timeout_ms > 0"
+  }
+  # The bounds the platform API enforces (tenant.Limits.Validate).
+  check "tenants_limits_check" {
+    expr = "(statement_timeout_ms IS NULL OR statement_timeout_ms <= 600000) AND (max_concurrent_requests IS NULL OR max_concurrent_requests BETWEEN 1 AND 10000)"
+  }
+  # The names purge drops are the tenant's own: a slug as tenant.ParseSlug
+  # makes them, schema tenant_<slug>, and a dedicated database tenant_<slug>
+  # (a schema-placed tenant's database is its cluster's shared one, which
+  # purge never drops: checked in Go, internal/provision).
+  check "tenants_slug_check" {
+    expr = "slug ~ '^[a-z][a-z0-9_]{0,55}$'"
+  }
+  check "tenants_names_check" {
+    expr = "schema_name = 'tenant_' || slug AND (placement = 'schema' OR database_name = 'tenant_' || slug)"
   }
 }
 
@@ -376,7 +396,15 @@ table "tenant_moves" {
   column "to_schema" {
     type = text
   }
-  # started → copied → prepared → flipped → done, or failed.
+  # How the rows travel (internal/move): "logical" copies under a snapshot and
+  # streams the changes made meanwhile, writes wait only for the final switch;
+  # "lock" copies with the source's writes blocked throughout.
+  column "mode" {
+    type    = text
+    default = "lock"
+  }
+  # lock: started → copied → prepared → flipped → done; logical: started →
+  # copied → streaming → prepared → flipped → done; either may end failed.
   column "state" {
     type    = text
     default = "started"
@@ -391,6 +419,12 @@ table "tenant_moves" {
   }
   # How long writes were blocked (table locks held on the source).
   column "write_pause_ms" {
+    type = bigint
+    null = true
+  }
+  # A logical move's replication lag while it streams: how far the target's
+  # applied changes trail the source's commits (recorded about once a second).
+  column "lag_ms" {
     type = bigint
     null = true
   }
@@ -423,8 +457,11 @@ table "tenant_moves" {
     columns = [column.tenant_id]
     where   = "(state <> ALL (ARRAY['done'::text, 'failed'::text]))"
   }
-  check "tenant_moves_state_check" {
-    expr = "state IN ('started', 'copied', 'prepared', 'flipped', 'done', 'failed')"
+  check "tenant_moves_state_check_v2" {
+    expr = "state IN ('started', 'copied', 'streaming', 'prepared', 'flipped', 'done', 'failed')"
+  }
+  check "tenant_moves_mode_check" {
+    expr = "mode IN ('lock', 'logical')"
   }
 }
 
@@ -469,8 +506,90 @@ table "retired_copies" {
   primary_key {
     columns = [column.id]
   }
+  # Purge-retired drops these names: a retired schema is pd_retired_<12 hex>;
+  # a whole retired database has that name once the move renamed it (its
+  # tenant_<slug> name until then, which purge-retired refuses to drop).
+  check "retired_copies_names_check" {
+    expr = "schema_name ~ '^pd_retired_[0-9a-f]{12}$' AND (NOT whole_database OR database_name IN (schema_name, 'tenant_' || slug))"
+  }
   index "retired_copies_pending_idx" {
     columns = [column.retired_at]
     where   = "(purged_at IS NULL)"
+  }
+}
+
+# Audit trail: one row per platform action (tenant create, suspend, resume,
+# rename, delete, purge, move, limit change; module install and uninstall;
+# token create and revoke), written in the action's own transaction where it
+# has one. Owned by internal/audit. The application role may INSERT and
+# SELECT, never UPDATE or DELETE; retention is a DBA's DELETE as the admin.
+table "audit_events" {
+  schema = schema.landlord
+  column "id" {
+    type = bigint
+    identity {
+      generated = ALWAYS
+    }
+  }
+  column "at" {
+    type    = timestamptz
+    default = sql("now()")
+  }
+  # Who: "token:<id>" for an API token, "tenantctl:<os user>" for the CLI.
+  column "actor" {
+    type = text
+  }
+  column "token_id" {
+    type = uuid
+    null = true
+  }
+  # What: <noun>.<verb>, e.g. tenant.suspend.
+  column "action" {
+    type = text
+  }
+  # The tenant acted on (no foreign key: the trail outlives a purge).
+  column "tenant_id" {
+    type = uuid
+    null = true
+  }
+  column "tenant" {
+    type = text
+    null = true
+  }
+  # What else the action names: a module, a token id.
+  column "target" {
+    type    = text
+    default = ""
+  }
+  column "request_id" {
+    type = text
+    null = true
+  }
+  column "outcome" {
+    type = text
+  }
+  # The error code of a failed action (internal/apperr), "internal" if none.
+  column "error_code" {
+    type = text
+    null = true
+  }
+  column "detail" {
+    type    = jsonb
+    default = sql("'{}'::jsonb")
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  index "audit_events_tenant_idx" {
+    columns = [column.tenant, column.id]
+  }
+  index "audit_events_action_idx" {
+    columns = [column.action, column.id]
+  }
+  check "audit_events_outcome_check" {
+    expr = "(outcome = 'ok' AND error_code IS NULL) OR (outcome = 'error' AND error_code IS NOT NULL)"
+  }
+  check "audit_events_action_check" {
+    expr = "action ~ '^[a-z_]+\\.[a-z_]+$'"
   }
 }

@@ -64,8 +64,18 @@ shared_buffers = 256MB
 max_locks_per_transaction = 256
 # Online moves hold the source's write lock across the catalog flip in a
 # prepared transaction, so that a crashed mover never unblocks writes to a copy
-# that is being retired (see internal/tenancy/move.go).
+# that is being retired (see internal/move).
 max_prepared_transactions = 32
+# Online moves copy a tenant and stream its changes meanwhile with logical
+# replication: one temporary slot and one WAL sender per move in progress (a
+# second, briefly, for its verification snapshot). wal_level needs a restart,
+# which start_postgres does when the setting is pending. A slot that nobody
+# reads keeps WAL; max_slot_wal_keep_size caps it (the slot's move then fails)
+# rather than fill the disk.
+wal_level = logical
+max_replication_slots = 64
+max_wal_senders = 64
+max_slot_wal_keep_size = '4GB'
 password_encryption = 'scram-sha-256'
 log_line_prefix = '%m [%p] %q%u@%d '
 CONF
@@ -113,9 +123,14 @@ ALTER ROLE :"admin" LOGIN CREATEDB CREATEROLE PASSWORD :'admin_pw';
 -- Dropping a tenant's retired database (or a scratch one) must end the
 -- application role's idle server connections to it.
 GRANT pg_signal_backend TO :"admin";
+-- Online moves read the tenant's changes from a logical replication slot
+-- (docs/MOVES.md): slots need the REPLICATION attribute.
+ALTER ROLE :"admin" REPLICATION;
 -- The application role: reaches PostgreSQL through PgBouncer. Its default
--- search_path is empty, so a statement without a bound tenant fails.
-ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
+-- search_path is empty, so a statement without a bound tenant fails. It is a
+-- member of every tenant role but NOINHERIT: only the role a transaction
+-- assumed (SET LOCAL ROLE tenant_<slug>) reaches that tenant's tables.
+ALTER ROLE :"app" LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER NOINHERIT PASSWORD :'app_pw';
 ALTER ROLE :"app" SET search_path = '';
 SELECT format('CREATE DATABASE %I OWNER %I TEMPLATE template0 ENCODING %L', d, :'admin', 'UTF8')
   FROM unnest(ARRAY[:'db', :'testdb']) d
@@ -140,6 +155,20 @@ SQL
   pd_psql -d postgres -v auth="$PD_AUTH_USER" -v auth_pw="$PD_AUTH_PASSWORD" <<'SQL'
 ALTER ROLE :"auth" LOGIN PASSWORD :'auth_pw';
 SQL
+}
+
+# write_passfile records this instance's passwords for its ports, then joins
+# every instance's into $PD_PASSFILE (0600), which PGPASSFILE names.
+write_passfile() {
+  local esc_admin esc_app
+  esc_admin="$(printf '%s' "$PD_ADMIN_PASSWORD" | sed 's/[\\:]/\\&/g')"
+  esc_app="$(printf '%s' "$PD_APP_PASSWORD" | sed 's/[\\:]/\\&/g')"
+  (umask 077; cat >"$PD_DATA_DIR/pgpass.part" <<PASS
+127.0.0.1:$PD_PG_PORT:*:$PD_ADMIN_USER:$esc_admin
+127.0.0.1:$PD_PG_PORT:*:$PD_APP_USER:$esc_app
+127.0.0.1:$PD_BOUNCER_PORT:*:$PD_APP_USER:$esc_app
+PASS
+  cat "$PD_DATA_ROOT"/*/pgpass.part >"$PD_PASSFILE.new" && mv "$PD_PASSFILE.new" "$PD_PASSFILE")
 }
 
 bouncer_pid() { head -1 "$PD_BOUNCER_DIR/pgbouncer.pid" 2>/dev/null || true; }
@@ -206,6 +235,7 @@ init_cluster
 write_server_conf
 start_postgres
 bootstrap_sql
+write_passfile
 write_bouncer_conf
 start_bouncer
 pd_log "ready: PostgreSQL 127.0.0.1:$PD_PG_PORT (direct, $PD_ADMIN_USER), PgBouncer 127.0.0.1:$PD_BOUNCER_PORT ($PD_APP_USER), data in $PD_DATA_DIR"

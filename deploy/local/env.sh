@@ -47,6 +47,11 @@ PD_BOUNCER_TEST_POOL_SIZE="${PD_BOUNCER_TEST_POOL_SIZE:-2}"
 # clusters.<name>.lanes up to this many (docs/SCALE.md).
 PD_BOUNCER_LANES="${PD_BOUNCER_LANES:-16}"
 PD_BOUNCER_INI="${PD_BOUNCER_INI:-pgbouncer-1.18.ini}"
+# The development passwords above never reach the programs' configuration:
+# db-up.sh writes them to this password file (PostgreSQL's .pgpass format)
+# for the local ports, and the Makefile points PGPASSFILE at it (the tests
+# find it themselves, see internal/dbtest).
+PD_PASSFILE="$PD_DATA_ROOT/pgpass"
 
 pd_log() { printf 'deploy/local[%s]: %s\n' "$PD_INSTANCE" "$*" >&2; }
 pd_die() { printf 'deploy/local[%s]: error: %s\n' "$PD_INSTANCE" "$*" >&2; exit 1; }

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/audit"
 
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -80,9 +82,13 @@ type Principal struct {
 	TokenID string
 	Name    string
 	Kind    Kind
-	// TenantID and Tenant are set for tenant tokens only.
-	TenantID string
-	Tenant   tenant.Slug
+	// TenantID, Tenant and TenantStatus are set for tenant tokens only: the
+	// token's tenant by id, its slug and status at authentication (a
+	// deleted tenant's token does not authenticate; a suspended one's does,
+	// and the API refuses it with tenant_suspended).
+	TenantID     string
+	Tenant       tenant.Slug
+	TenantStatus tenant.Status
 }
 
 // IsPlatform reports whether the principal is a platform administrator.
@@ -109,19 +115,25 @@ type CreateRequest struct {
 
 // Options configure a Service.
 type Options struct {
-	// CacheTTL keeps successful authentications in memory this long (0: no
-	// cache). A token revoked through this Service stops working at once; one
-	// revoked elsewhere (another process, the CLI) within CacheTTL.
+	// CacheTTL keeps authentications in memory this long (0: no cache):
+	// successful ones, and failed ones, so that a bad token repeated costs
+	// one lookup per CacheTTL. A token revoked through this Service stops
+	// working at once; one revoked elsewhere (another process, the CLI), or
+	// whose tenant was suspended or deleted elsewhere, within CacheTTL.
 	CacheTTL time.Duration
 	// CacheSize bounds the cache (default 10,000 entries).
 	CacheSize int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Audit records failed token actions (successful ones are recorded in
+	// their own transaction). May be nil.
+	Audit *audit.Log
 }
 
 // Tenants is what tokens need of the tenant catalog (catalog.Catalog).
 type Tenants interface {
 	Get(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error)
+	GetByID(ctx context.Context, id uuid.UUID) (tenant.Tenant, error)
 	Slugs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]tenant.Slug, error)
 }
 
@@ -134,6 +146,9 @@ type Service struct {
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cached
+	// refused remembers secrets that failed (unknown, revoked, expired, of a
+	// deleted tenant) until the time kept: none of these ever becomes valid.
+	refused map[[sha256.Size]byte]time.Time
 }
 
 type cached struct {
@@ -150,7 +165,8 @@ func New(db *pgxpool.Pool, tenants Tenants, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{db: db, tenants: tenants, opts: o, cache: map[[sha256.Size]byte]cached{}}
+	return &Service{db: db, tenants: tenants, opts: o, cache: map[[sha256.Size]byte]cached{},
+		refused: map[[sha256.Size]byte]time.Time{}}
 }
 
 // Hash is the SHA-256 digest that the catalog stores for a secret.
@@ -195,11 +211,11 @@ func validName(name string) error {
 const tokenCols = `t.id::text, t.name, t.kind, coalesce(t.tenant_id::text, ''),
 	t.prefix, t.created_at, t.expires_at, t.revoked_at, t.last_used_at`
 
-func scanToken(row pgx.Row) (Token, error) {
+func scanToken(row pgx.Row, extra ...any) (Token, error) {
 	var t Token
 	var kind string
-	if err := row.Scan(&t.ID, &t.Name, &kind, &t.TenantID, &t.Prefix, &t.CreatedAt,
-		&t.ExpiresAt, &t.RevokedAt, &t.LastUsedAt); err != nil {
+	if err := row.Scan(append([]any{&t.ID, &t.Name, &kind, &t.TenantID, &t.Prefix, &t.CreatedAt,
+		&t.ExpiresAt, &t.RevokedAt, &t.LastUsedAt}, extra...)...); err != nil {
 		return Token{}, err
 	}
 	t.Kind = Kind(kind)
@@ -238,8 +254,19 @@ func (s *Service) withSlug(ctx context.Context, t Token) (Token, error) {
 	return ts[0], nil
 }
 
-// Create makes a token and returns its secret, which is shown only this once.
+// Create makes a token and returns its secret, which is shown only this
+// once; recorded in the audit trail in the same transaction.
 func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, error) {
+	ev := audit.Event{Action: audit.TokenCreate, Tenant: r.Tenant.String(),
+		Detail: map[string]any{"name": r.Name, "kind": string(r.Kind)}}
+	secret, t, err := s.create(ctx, r, &ev)
+	if err != nil {
+		s.opts.Audit.Failed(ctx, ev, err)
+	}
+	return secret, t, err
+}
+
+func (s *Service) create(ctx context.Context, r CreateRequest, ev *audit.Event) (string, Token, error) {
 	if err := validName(r.Name); err != nil {
 		return "", Token{}, err
 	}
@@ -275,11 +302,21 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, e
 			return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenant.ErrNotFound)
 		}
 		tenantID = &ten.ID
+		ev.TenantID = ten.ID
 	}
-	t, err := scanToken(s.db.QueryRow(ctx, `
-		INSERT INTO landlord.api_tokens AS t (name, kind, tenant_id, token_hash, prefix, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		RETURNING `+tokenCols, r.Name, string(r.Kind), tenantID, h[:], secret[:displayPrefixLen], r.ExpiresAt))
+	var t Token
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		t, err = scanToken(tx.QueryRow(ctx, `
+			INSERT INTO landlord.api_tokens AS t (name, kind, tenant_id, token_hash, prefix, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			RETURNING `+tokenCols, r.Name, string(r.Kind), tenantID, h[:], secret[:displayPrefixLen], r.ExpiresAt))
+		if err != nil {
+			return err
+		}
+		ev.Target = t.ID
+		return audit.RecordTx(ctx, tx, *ev)
+	})
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23503" {
 		return "", Token{}, fmt.Errorf("token for tenant %s: %w", r.Tenant, tenant.ErrNotFound)
@@ -293,7 +330,9 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (string, Token, e
 
 // Authenticate returns the principal of a secret, or ErrUnauthenticated.
 // It records last_used_at at most once a minute per token, in the same
-// round trip as the lookup.
+// round trip as the lookup. A tenant token authenticates while its tenant
+// exists and is not deleted (compared by id: a token of a purged tenant
+// never acts on a new tenant of the same slug).
 func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, error) {
 	if !wellFormed(secret) {
 		return Principal{}, ErrUnauthenticated
@@ -303,6 +342,23 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 	if p, ok := s.fromCache(h, now); ok {
 		return p, nil
 	}
+	if s.wasRefused(h, now) {
+		return Principal{}, ErrUnauthenticated
+	}
+	p, expiresAt, err := s.lookup(ctx, h)
+	if errors.Is(err, ErrUnauthenticated) {
+		s.refuse(h, now)
+		return Principal{}, err
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	s.toCache(h, p, now, expiresAt)
+	return p, nil
+}
+
+// lookup authenticates a secret's hash against the catalog.
+func (s *Service) lookup(ctx context.Context, h [sha256.Size]byte) (Principal, *time.Time, error) {
 	var (
 		p                Principal
 		kind             string
@@ -325,13 +381,13 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 		  FROM hit`, h[:]).
 		Scan(&p.TokenID, &p.Name, &kind, &p.TenantID, &stored, &revoked, &expired, &expiresAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, nil, ErrUnauthenticated
 	}
 	if err != nil {
-		return Principal{}, fmt.Errorf("authenticate: %w", err)
+		return Principal{}, nil, fmt.Errorf("authenticate: %w", err)
 	}
 	if subtle.ConstantTimeCompare(stored, h[:]) != 1 || revoked || expired {
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, nil, ErrUnauthenticated
 	}
 	p.Kind = Kind(kind)
 	switch p.Kind {
@@ -339,22 +395,32 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 	case KindTenant:
 		id, err := uuid.Parse(p.TenantID)
 		if err != nil {
-			return Principal{}, ErrUnauthenticated
+			return Principal{}, nil, ErrUnauthenticated
 		}
-		slugs, err := s.tenants.Slugs(ctx, []uuid.UUID{id})
+		ten, err := s.tenants.GetByID(ctx, id)
+		if errors.Is(err, tenant.ErrNotFound) {
+			return Principal{}, nil, ErrUnauthenticated
+		}
 		if err != nil {
-			return Principal{}, fmt.Errorf("authenticate: %w", err)
+			return Principal{}, nil, fmt.Errorf("authenticate: %w", err)
 		}
-		sl, ok := slugs[id]
-		if !ok {
-			return Principal{}, ErrUnauthenticated
+		if ten.Status == tenant.StatusDeleted || ten.DeletedAt != nil {
+			return Principal{}, nil, ErrUnauthenticated
 		}
-		p.Tenant = sl
+		p.Tenant, p.TenantStatus = ten.Slug, ten.Status
 	default:
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, nil, ErrUnauthenticated
 	}
-	s.toCache(h, p, now, expiresAt)
-	return p, nil
+	return p, expiresAt, nil
+}
+
+// Cached returns the principal of a secret if a successful authentication
+// of it is cached, without any lookup.
+func (s *Service) Cached(secret string) (Principal, bool) {
+	if !wellFormed(secret) {
+		return Principal{}, false
+	}
+	return s.fromCache(Hash(secret), s.opts.Now())
 }
 
 func (s *Service) fromCache(h [sha256.Size]byte, now time.Time) (Principal, bool) {
@@ -383,6 +449,45 @@ func (s *Service) toCache(h [sha256.Size]byte, p Principal, now time.Time, token
 		clear(s.cache) // simple and bounded; the next requests refill it
 	}
 	s.cache[h] = cached{p: p, expires: now.Add(s.opts.CacheTTL), tokenEx: tokenEx}
+}
+
+func (s *Service) wasRefused(h [sha256.Size]byte, now time.Time) bool {
+	if s.opts.CacheTTL <= 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.refused[h]
+	if ok && !now.Before(until) {
+		delete(s.refused, h)
+		return false
+	}
+	return ok
+}
+
+func (s *Service) refuse(h [sha256.Size]byte, now time.Time) {
+	if s.opts.CacheTTL <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.refused) >= s.opts.CacheSize {
+		clear(s.refused)
+	}
+	s.refused[h] = now.Add(s.opts.CacheTTL)
+}
+
+// ForgetTenant drops the cached authentications of a tenant's tokens (of
+// every tenant's, for the zero slug), so that a change of the tenant
+// (suspended, deleted) reaches them at once.
+func (s *Service) ForgetTenant(slug tenant.Slug) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, c := range s.cache {
+		if c.p.Kind == KindTenant && (slug.IsZero() || c.p.Tenant == slug) {
+			delete(s.cache, h)
+		}
+	}
 }
 
 // forget drops cached authentications of a token.
@@ -451,37 +556,65 @@ func (s *Service) Get(ctx context.Context, id string) (Token, error) {
 }
 
 // Revoke revokes a token by id; revoking a revoked token is a no-op that
-// returns it unchanged.
+// returns it unchanged. Recorded in the audit trail in the same transaction.
 func (s *Service) Revoke(ctx context.Context, id string) (Token, error) {
-	if !validUUID(id) {
-		return Token{}, fmt.Errorf("token %q: %w", id, ErrTokenNotFound)
+	ev := audit.Event{Action: audit.TokenRevoke, Target: id}
+	t, err := s.revoke(ctx, id, &ev)
+	if err != nil {
+		s.opts.Audit.Failed(ctx, ev, err)
+		return Token{}, err
 	}
-	t, err := scanToken(s.db.QueryRow(ctx, `
-		WITH upd AS (
-			UPDATE landlord.api_tokens SET revoked_at = coalesce(revoked_at, now())
-			 WHERE id = $1::text::uuid RETURNING *)
-		SELECT `+tokenCols+` FROM upd t`, id))
+	s.forget(t.ID)
+	return s.withSlug(ctx, t)
+}
+
+func (s *Service) revoke(ctx context.Context, id string, ev *audit.Event) (Token, error) {
+	// The token's tenant, for the trail (a token never changes tenant).
+	cur, err := s.Get(ctx, id)
+	if err != nil {
+		return Token{}, err
+	}
+	ev.Tenant = cur.Tenant.String()
+	var t Token
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var wasRevoked bool
+		var err error
+		t, err = scanToken(tx.QueryRow(ctx, `
+			WITH cur AS (SELECT id, revoked_at IS NOT NULL AS was FROM landlord.api_tokens WHERE id = $1::text::uuid FOR UPDATE),
+			upd AS (
+				UPDATE landlord.api_tokens a SET revoked_at = coalesce(a.revoked_at, now())
+				  FROM cur WHERE a.id = cur.id RETURNING a.*, cur.was)
+			SELECT `+tokenCols+`, t.was FROM upd t`, id), &wasRevoked)
+		if err != nil {
+			return err
+		}
+		if id, err := uuid.Parse(t.TenantID); err == nil {
+			ev.TenantID = id
+		}
+		ev.Detail = map[string]any{"name": t.Name, "kind": string(t.Kind), "changed": !wasRevoked}
+		return audit.RecordTx(ctx, tx, *ev)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Token{}, fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("revoke token: %w", err)
 	}
-	s.forget(t.ID)
-	return s.withSlug(ctx, t)
+	return t, nil
 }
 
-// Delete removes a token from the catalog for good (tests and cleanup).
-func (s *Service) Delete(ctx context.Context, id string) error {
+// Delete removes a token from the catalog for good, on an admin connection
+// (cleanup of test and chaos runs): the application role may create and
+// revoke tokens, never delete them.
+func Delete(ctx context.Context, admin *sql.DB, id string) error {
 	if !validUUID(id) {
 		return fmt.Errorf("token %q: %w", id, ErrTokenNotFound)
 	}
-	tag, err := s.db.Exec(ctx, `DELETE FROM landlord.api_tokens WHERE id = $1::text::uuid`, id)
+	res, err := admin.ExecContext(ctx, `DELETE FROM landlord.api_tokens WHERE id = $1::text::uuid`, id)
 	if err != nil {
 		return fmt.Errorf("delete token: %w", err)
 	}
-	s.forget(id)
-	if tag.RowsAffected() == 0 {
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
 	}
 	return nil

@@ -24,7 +24,7 @@ func create(t *testing.T, s *access.Service, r access.CreateRequest) (string, ac
 	t.Helper()
 	secret, tok, err := s.Create(context.Background(), r)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	return secret, tok
 }
 

@@ -45,6 +45,72 @@ func (e ActivityAction) Valid() bool {
 	}
 }
 
+// Defines values for AuditAction.
+const (
+	AuditActionModuleInstall   AuditAction = "module.install"
+	AuditActionModuleUninstall AuditAction = "module.uninstall"
+	AuditActionTenantCreate    AuditAction = "tenant.create"
+	AuditActionTenantDelete    AuditAction = "tenant.delete"
+	AuditActionTenantLimits    AuditAction = "tenant.limits"
+	AuditActionTenantMove      AuditAction = "tenant.move"
+	AuditActionTenantPurge     AuditAction = "tenant.purge"
+	AuditActionTenantRename    AuditAction = "tenant.rename"
+	AuditActionTenantResume    AuditAction = "tenant.resume"
+	AuditActionTenantSuspend   AuditAction = "tenant.suspend"
+	AuditActionTokenCreate     AuditAction = "token.create"
+	AuditActionTokenRevoke     AuditAction = "token.revoke"
+)
+
+// Valid indicates whether the value is a known member of the AuditAction enum.
+func (e AuditAction) Valid() bool {
+	switch e {
+	case AuditActionModuleInstall:
+		return true
+	case AuditActionModuleUninstall:
+		return true
+	case AuditActionTenantCreate:
+		return true
+	case AuditActionTenantDelete:
+		return true
+	case AuditActionTenantLimits:
+		return true
+	case AuditActionTenantMove:
+		return true
+	case AuditActionTenantPurge:
+		return true
+	case AuditActionTenantRename:
+		return true
+	case AuditActionTenantResume:
+		return true
+	case AuditActionTenantSuspend:
+		return true
+	case AuditActionTokenCreate:
+		return true
+	case AuditActionTokenRevoke:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AuditEntryOutcome.
+const (
+	Error AuditEntryOutcome = "error"
+	Ok    AuditEntryOutcome = "ok"
+)
+
+// Valid indicates whether the value is a known member of the AuditEntryOutcome enum.
+func (e AuditEntryOutcome) Valid() bool {
+	switch e {
+	case Error:
+		return true
+	case Ok:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CardStatus.
 const (
 	CardStatusActive  CardStatus = "active"
@@ -207,6 +273,24 @@ func (e TenantPlacement) Valid() bool {
 	case TenantPlacementDatabase:
 		return true
 	case TenantPlacementSchema:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TenantPatchMode.
+const (
+	Lock    TenantPatchMode = "lock"
+	Logical TenantPatchMode = "logical"
+)
+
+// Valid indicates whether the value is a known member of the TenantPatchMode enum.
+func (e TenantPatchMode) Valid() bool {
+	switch e {
+	case Lock:
+		return true
+	case Logical:
 		return true
 	default:
 		return false
@@ -395,6 +479,40 @@ type ActivityAction string
 // ActivityPage defines model for ActivityPage.
 type ActivityPage struct {
 	Items []Activity `json:"items"`
+
+	// Next pass as after for the next page
+	Next *string `json:"next"`
+}
+
+// AuditAction defines model for AuditAction.
+type AuditAction string
+
+// AuditEntry defines model for AuditEntry.
+type AuditEntry struct {
+	Action AuditAction `json:"action"`
+
+	// Actor token:<id>, or tenantctl:<os user>
+	Actor     string                 `json:"actor"`
+	At        time.Time              `json:"at"`
+	Detail    map[string]interface{} `json:"detail"`
+	ErrorCode *string                `json:"error_code"`
+	Id        int                    `json:"id"`
+	Outcome   AuditEntryOutcome      `json:"outcome"`
+	RequestId *string                `json:"request_id"`
+
+	// Target a module, a token id or a move id
+	Target   string  `json:"target"`
+	Tenant   *string `json:"tenant"`
+	TenantId *string `json:"tenant_id"`
+	TokenId  *string `json:"token_id"`
+}
+
+// AuditEntryOutcome defines model for AuditEntry.Outcome.
+type AuditEntryOutcome string
+
+// AuditPage defines model for AuditPage.
+type AuditPage struct {
+	Items []AuditEntry `json:"items"`
 
 	// Next pass as after for the next page
 	Next *string `json:"next"`
@@ -794,6 +912,26 @@ type TenantCreate struct {
 	Slug string `json:"slug"`
 }
 
+// TenantLimits defines model for TenantLimits.
+type TenantLimits struct {
+	Effective struct {
+		MaxConcurrentRequests int `json:"max_concurrent_requests"`
+		StatementTimeoutMs    int `json:"statement_timeout_ms"`
+	} `json:"effective"`
+
+	// MaxConcurrentRequests the tenant's own cap on requests in flight per server (null — the default)
+	MaxConcurrentRequests *int `json:"max_concurrent_requests"`
+
+	// StatementTimeoutMs the tenant's own statement timeout (null — the default)
+	StatementTimeoutMs *int `json:"statement_timeout_ms"`
+}
+
+// TenantLimitsUpdate defines model for TenantLimitsUpdate.
+type TenantLimitsUpdate struct {
+	MaxConcurrentRequests *int `json:"max_concurrent_requests,omitempty"`
+	StatementTimeoutMs    *int `json:"statement_timeout_ms,omitempty"`
+}
+
 // TenantPage defines model for TenantPage.
 type TenantPage struct {
 	Items []Tenant `json:"items"`
@@ -802,16 +940,22 @@ type TenantPage struct {
 	Next *string `json:"next"`
 }
 
-// TenantPatch either name and/or status, or a move: placement and/or cluster (alone)
+// TenantPatch either name and/or status, or a move: placement and/or cluster, and mode (alone)
 type TenantPatch struct {
 	// Cluster move to this configured cluster (default: the tenant's)
 	Cluster *string `json:"cluster,omitempty"`
-	Name    *string `json:"name,omitempty"`
+
+	// Mode how a move carries the rows: logical (default; writes wait only for the switch) or lock (writes wait for the whole copy)
+	Mode *TenantPatchMode `json:"mode,omitempty"`
+	Name *string          `json:"name,omitempty"`
 
 	// Placement move online to a schema in the cluster's shared database, or a dedicated database
 	Placement *TenantPatchPlacement `json:"placement,omitempty"`
 	Status    *TenantPatchStatus    `json:"status,omitempty"`
 }
+
+// TenantPatchMode how a move carries the rows: logical (default; writes wait only for the switch) or lock (writes wait for the whole copy)
+type TenantPatchMode string
 
 // TenantPatchPlacement move online to a schema in the cluster's shared database, or a dedicated database
 type TenantPatchPlacement string
@@ -1000,6 +1144,18 @@ type GetGeoUnitParams struct {
 	DescendantsLimit *int `form:"descendants_limit,omitempty" json:"descendants_limit,omitempty"`
 }
 
+// ListAuditEventsParams defines parameters for ListAuditEvents.
+type ListAuditEventsParams struct {
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// After the next of the previous page
+	After *string `form:"after,omitempty" json:"after,omitempty"`
+
+	// Tenant a tenant slug (a purged tenant's events too)
+	Tenant *string      `form:"tenant,omitempty" json:"tenant,omitempty"`
+	Action *AuditAction `form:"action,omitempty" json:"action,omitempty"`
+}
+
 // ListTenantsParams defines parameters for ListTenants.
 type ListTenantsParams struct {
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
@@ -1097,6 +1253,9 @@ type CreateTenantJSONRequestBody = TenantCreate
 
 // UpdateTenantJSONRequestBody defines body for UpdateTenant for application/json ContentType.
 type UpdateTenantJSONRequestBody = TenantPatch
+
+// SetTenantLimitsJSONRequestBody defines body for SetTenantLimits for application/json ContentType.
+type SetTenantLimitsJSONRequestBody = TenantLimitsUpdate
 
 // InstallTenantModuleJSONRequestBody defines body for InstallTenantModule for application/json ContentType.
 type InstallTenantModuleJSONRequestBody = InstallRequest
@@ -1217,6 +1376,11 @@ type ClientInterface interface {
 	// Corresponds with GET /api/v1/geography/units/{id} (the `GetGeoUnit` operationId).
 	GetGeoUnit(ctx context.Context, id string, params *GetGeoUnitParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListAuditEvents The audit trail of platform actions, newest first (keyset pages); it cannot be changed through the API
+	//
+	// Corresponds with GET /api/v1/platform/audit (the `ListAuditEvents` operationId).
+	ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListModules The module catalog
 	//
 	// Corresponds with GET /api/v1/platform/modules (the `ListModules` operationId).
@@ -1299,10 +1463,12 @@ type ClientInterface interface {
 
 	// UpdateTenantWithBody Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 	//
-	// A move answers once done: the target is built, writes wait (database locks) while every
-	// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-	// unknown cluster or placement.
+	// A move answers once done: the target is built, the rows are copied and verified, the
+	// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+	// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+	// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+	// 400 for an unknown cluster, placement or mode.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1311,10 +1477,12 @@ type ClientInterface interface {
 
 	// UpdateTenant Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 	//
-	// A move answers once done: the target is built, writes wait (database locks) while every
-	// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-	// unknown cluster or placement.
+	// A move answers once done: the target is built, the rows are copied and verified, the
+	// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+	// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+	// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+	// 400 for an unknown cluster, placement or mode.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1333,6 +1501,25 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /api/v1/platform/tenants/{slug}/export (the `ExportTenant` operationId).
 	ExportTenant(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetTenantLimits A tenant's limits (noisy neighbours) — its own and the effective ones
+	//
+	// Corresponds with GET /api/v1/platform/tenants/{slug}/limits (the `GetTenantLimits` operationId).
+	GetTenantLimits(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetTenantLimitsWithBody Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+	SetTenantLimitsWithBody(ctx context.Context, slug Slug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SetTenantLimits Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+	SetTenantLimits(ctx context.Context, slug Slug, body SetTenantLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListTenantModules Modules the tenant installed
 	//
@@ -1717,6 +1904,21 @@ func (c *Client) GetGeoUnit(ctx context.Context, id string, params *GetGeoUnitPa
 	return c.Client.Do(req)
 }
 
+// ListAuditEvents The audit trail of platform actions, newest first (keyset pages); it cannot be changed through the API
+//
+// Corresponds with GET /api/v1/platform/audit (the `ListAuditEvents` operationId).
+func (c *Client) ListAuditEvents(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListAuditEventsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListModules The module catalog
 //
 // Corresponds with GET /api/v1/platform/modules (the `ListModules` operationId).
@@ -1899,10 +2101,12 @@ func (c *Client) GetTenant(ctx context.Context, slug Slug, reqEditors ...Request
 
 // UpdateTenantWithBody Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 //
-// A move answers once done: the target is built, writes wait (database locks) while every
-// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-// unknown cluster or placement.
+// A move answers once done: the target is built, the rows are copied and verified, the
+// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+// 400 for an unknown cluster, placement or mode.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1921,10 +2125,12 @@ func (c *Client) UpdateTenantWithBody(ctx context.Context, slug Slug, contentTyp
 
 // UpdateTenant Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 //
-// A move answers once done: the target is built, writes wait (database locks) while every
-// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-// unknown cluster or placement.
+// A move answers once done: the target is built, the rows are copied and verified, the
+// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+// 400 for an unknown cluster, placement or mode.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1954,6 +2160,55 @@ func (c *Client) UpdateTenant(ctx context.Context, slug Slug, body UpdateTenantJ
 // Corresponds with GET /api/v1/platform/tenants/{slug}/export (the `ExportTenant` operationId).
 func (c *Client) ExportTenant(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewExportTenantRequest(c.Server, slug)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetTenantLimits A tenant's limits (noisy neighbours) — its own and the effective ones
+//
+// Corresponds with GET /api/v1/platform/tenants/{slug}/limits (the `GetTenantLimits` operationId).
+func (c *Client) GetTenantLimits(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetTenantLimitsRequest(c.Server, slug)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetTenantLimitsWithBody Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+func (c *Client) SetTenantLimitsWithBody(ctx context.Context, slug Slug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetTenantLimitsRequestWithBody(c.Server, slug, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SetTenantLimits Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+func (c *Client) SetTenantLimits(ctx context.Context, slug Slug, body SetTenantLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSetTenantLimitsRequest(c.Server, slug, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2945,6 +3200,96 @@ func NewGetGeoUnitRequest(server string, id string, params *GetGeoUnitParams) (*
 	return req, nil
 }
 
+// NewListAuditEventsRequest constructs an http.Request for the ListAuditEvents method
+func NewListAuditEventsRequest(server string, params *ListAuditEventsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/platform/audit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Tenant != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "tenant", *params.Tenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Action != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "action", *params.Action, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListModulesRequest constructs an http.Request for the ListModules method
 func NewListModulesRequest(server string) (*http.Request, error) {
 	var err error
@@ -3404,6 +3749,87 @@ func NewExportTenantRequest(server string, slug Slug) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewGetTenantLimitsRequest constructs an http.Request for the GetTenantLimits method
+func NewGetTenantLimitsRequest(server string, slug Slug) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "slug", slug, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/platform/tenants/%s/limits", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSetTenantLimitsRequest calls the generic SetTenantLimits builder with application/json body
+func NewSetTenantLimitsRequest(server string, slug Slug, body SetTenantLimitsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSetTenantLimitsRequestWithBody(server, slug, "application/json", bodyReader)
+}
+
+// NewSetTenantLimitsRequestWithBody constructs an http.Request for the SetTenantLimits method, with any body, and a specified content type
+func NewSetTenantLimitsRequestWithBody(server string, slug Slug, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "slug", slug, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/platform/tenants/%s/limits", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -5335,6 +5761,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /api/v1/geography/units/{id} (the `GetGeoUnit` operationId).
 	GetGeoUnitWithResponse(ctx context.Context, id string, params *GetGeoUnitParams, reqEditors ...RequestEditorFn) (*GetGeoUnitResponse, error)
 
+	// ListAuditEventsWithResponse The audit trail of platform actions, newest first (keyset pages); it cannot be changed through the API
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/platform/audit (the `ListAuditEvents` operationId).
+	ListAuditEventsWithResponse(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*ListAuditEventsResponse, error)
+
 	// ListModulesWithResponse The module catalog
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -5427,10 +5860,12 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateTenantWithBodyWithResponse Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 	//
-	// A move answers once done: the target is built, writes wait (database locks) while every
-	// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-	// unknown cluster or placement.
+	// A move answers once done: the target is built, the rows are copied and verified, the
+	// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+	// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+	// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+	// 400 for an unknown cluster, placement or mode.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5439,10 +5874,12 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateTenantWithResponse Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 	//
-	// A move answers once done: the target is built, writes wait (database locks) while every
-	// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-	// unknown cluster or placement.
+	// A move answers once done: the target is built, the rows are copied and verified, the
+	// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+	// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+	// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+	// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+	// 400 for an unknown cluster, placement or mode.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5463,6 +5900,27 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /api/v1/platform/tenants/{slug}/export (the `ExportTenant` operationId).
 	ExportTenantWithResponse(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*ExportTenantResponse, error)
+
+	// GetTenantLimitsWithResponse A tenant's limits (noisy neighbours) — its own and the effective ones
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/platform/tenants/{slug}/limits (the `GetTenantLimits` operationId).
+	GetTenantLimitsWithResponse(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*GetTenantLimitsResponse, error)
+
+	// SetTenantLimitsWithBodyWithResponse Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+	SetTenantLimitsWithBodyWithResponse(ctx context.Context, slug Slug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetTenantLimitsResponse, error)
+
+	// SetTenantLimitsWithResponse Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+	SetTenantLimitsWithResponse(ctx context.Context, slug Slug, body SetTenantLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*SetTenantLimitsResponse, error)
 
 	// ListTenantModulesWithResponse Modules the tenant installed
 	//
@@ -5877,6 +6335,11 @@ type ListGeoUnitsResponse401Headers struct {
 	XRequestId *string
 }
 
+// ListGeoUnitsResponse403Headers the declared response headers of an HTTP 403 response for ListGeoUnits
+type ListGeoUnitsResponse403Headers struct {
+	XRequestId *string
+}
+
 // ListGeoUnitsResponse404Headers the declared response headers of an HTTP 404 response for ListGeoUnits
 type ListGeoUnitsResponse404Headers struct {
 	XRequestId *string
@@ -5884,6 +6347,12 @@ type ListGeoUnitsResponse404Headers struct {
 
 // ListGeoUnitsResponse414Headers the declared response headers of an HTTP 414 response for ListGeoUnits
 type ListGeoUnitsResponse414Headers struct {
+	XRequestId *string
+}
+
+// ListGeoUnitsResponse429Headers the declared response headers of an HTTP 429 response for ListGeoUnits
+type ListGeoUnitsResponse429Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -5907,10 +6376,14 @@ type ListGeoUnitsResponse struct {
 	ApplicationproblemJSON400 *Problem
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -5919,10 +6392,14 @@ type ListGeoUnitsResponse struct {
 	Headers400 *ListGeoUnitsResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListGeoUnitsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListGeoUnitsResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *ListGeoUnitsResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListGeoUnitsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListGeoUnitsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListGeoUnitsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -5944,6 +6421,11 @@ func (r ListGeoUnitsResponse) GetApplicationproblemJSON401() *Problem {
 	return r.ApplicationproblemJSON401
 }
 
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListGeoUnitsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r ListGeoUnitsResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
@@ -5952,6 +6434,11 @@ func (r ListGeoUnitsResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListGeoUnitsResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListGeoUnitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6003,6 +6490,11 @@ type GetGeoUnitResponse401Headers struct {
 	XRequestId *string
 }
 
+// GetGeoUnitResponse403Headers the declared response headers of an HTTP 403 response for GetGeoUnit
+type GetGeoUnitResponse403Headers struct {
+	XRequestId *string
+}
+
 // GetGeoUnitResponse404Headers the declared response headers of an HTTP 404 response for GetGeoUnit
 type GetGeoUnitResponse404Headers struct {
 	XRequestId *string
@@ -6010,6 +6502,12 @@ type GetGeoUnitResponse404Headers struct {
 
 // GetGeoUnitResponse414Headers the declared response headers of an HTTP 414 response for GetGeoUnit
 type GetGeoUnitResponse414Headers struct {
+	XRequestId *string
+}
+
+// GetGeoUnitResponse429Headers the declared response headers of an HTTP 429 response for GetGeoUnit
+type GetGeoUnitResponse429Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6033,10 +6531,14 @@ type GetGeoUnitResponse struct {
 	ApplicationproblemJSON400 *Problem
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -6045,10 +6547,14 @@ type GetGeoUnitResponse struct {
 	Headers400 *GetGeoUnitResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetGeoUnitResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetGeoUnitResponse403Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetGeoUnitResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetGeoUnitResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetGeoUnitResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetGeoUnitResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6070,6 +6576,11 @@ func (r GetGeoUnitResponse) GetApplicationproblemJSON401() *Problem {
 	return r.ApplicationproblemJSON401
 }
 
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetGeoUnitResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetGeoUnitResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
@@ -6078,6 +6589,11 @@ func (r GetGeoUnitResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetGeoUnitResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetGeoUnitResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6119,6 +6635,147 @@ func (r GetGeoUnitResponse) ContentType() string {
 	return ""
 }
 
+// ListAuditEventsResponse400Headers the declared response headers of an HTTP 400 response for ListAuditEvents
+type ListAuditEventsResponse400Headers struct {
+	XRequestId *string
+}
+
+// ListAuditEventsResponse401Headers the declared response headers of an HTTP 401 response for ListAuditEvents
+type ListAuditEventsResponse401Headers struct {
+	XRequestId *string
+}
+
+// ListAuditEventsResponse403Headers the declared response headers of an HTTP 403 response for ListAuditEvents
+type ListAuditEventsResponse403Headers struct {
+	XRequestId *string
+}
+
+// ListAuditEventsResponse414Headers the declared response headers of an HTTP 414 response for ListAuditEvents
+type ListAuditEventsResponse414Headers struct {
+	XRequestId *string
+}
+
+// ListAuditEventsResponse429Headers the declared response headers of an HTTP 429 response for ListAuditEvents
+type ListAuditEventsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// ListAuditEventsResponse431Headers the declared response headers of an HTTP 431 response for ListAuditEvents
+type ListAuditEventsResponse431Headers struct {
+	XRequestId *string
+}
+
+// ListAuditEventsResponse503Headers the declared response headers of an HTTP 503 response for ListAuditEvents
+type ListAuditEventsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type ListAuditEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AuditPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListAuditEventsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListAuditEventsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListAuditEventsResponse403Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *ListAuditEventsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListAuditEventsResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *ListAuditEventsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListAuditEventsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListAuditEventsResponse) GetJSON200() *AuditPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListAuditEventsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListAuditEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListAuditEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListAuditEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListAuditEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListModulesResponse401Headers the declared response headers of an HTTP 401 response for ListModules
 type ListModulesResponse401Headers struct {
 	XRequestId *string
@@ -6131,6 +6788,12 @@ type ListModulesResponse403Headers struct {
 
 // ListModulesResponse414Headers the declared response headers of an HTTP 414 response for ListModules
 type ListModulesResponse414Headers struct {
+	XRequestId *string
+}
+
+// ListModulesResponse429Headers the declared response headers of an HTTP 429 response for ListModules
+type ListModulesResponse429Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -6156,6 +6819,8 @@ type ListModulesResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -6166,6 +6831,8 @@ type ListModulesResponse struct {
 	Headers403 *ListModulesResponse403Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListModulesResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListModulesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListModulesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6190,6 +6857,11 @@ func (r ListModulesResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListModulesResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListModulesResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6271,6 +6943,12 @@ type RegisterModuleResponse415Headers struct {
 	XRequestId *string
 }
 
+// RegisterModuleResponse429Headers the declared response headers of an HTTP 429 response for RegisterModule
+type RegisterModuleResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // RegisterModuleResponse431Headers the declared response headers of an HTTP 431 response for RegisterModule
 type RegisterModuleResponse431Headers struct {
 	XRequestId *string
@@ -6301,6 +6979,8 @@ type RegisterModuleResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -6321,6 +7001,8 @@ type RegisterModuleResponse struct {
 	Headers414 *RegisterModuleResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *RegisterModuleResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RegisterModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RegisterModuleResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6365,6 +7047,11 @@ func (r RegisterModuleResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r RegisterModuleResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RegisterModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6426,6 +7113,12 @@ type GetModuleResponse414Headers struct {
 	XRequestId *string
 }
 
+// GetModuleResponse429Headers the declared response headers of an HTTP 429 response for GetModule
+type GetModuleResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // GetModuleResponse431Headers the declared response headers of an HTTP 431 response for GetModule
 type GetModuleResponse431Headers struct {
 	XRequestId *string
@@ -6450,6 +7143,8 @@ type GetModuleResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -6462,6 +7157,8 @@ type GetModuleResponse struct {
 	Headers404 *GetModuleResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetModuleResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetModuleResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6491,6 +7188,11 @@ func (r GetModuleResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetModuleResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6552,6 +7254,12 @@ type ListTenantsResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListTenantsResponse429Headers the declared response headers of an HTTP 429 response for ListTenants
+type ListTenantsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListTenantsResponse431Headers the declared response headers of an HTTP 431 response for ListTenants
 type ListTenantsResponse431Headers struct {
 	XRequestId *string
@@ -6576,6 +7284,8 @@ type ListTenantsResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -6588,6 +7298,8 @@ type ListTenantsResponse struct {
 	Headers403 *ListTenantsResponse403Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListTenantsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListTenantsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTenantsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6617,6 +7329,11 @@ func (r ListTenantsResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListTenantsResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListTenantsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6699,6 +7416,12 @@ type CreateTenantResponse415Headers struct {
 	XRequestId *string
 }
 
+// CreateTenantResponse429Headers the declared response headers of an HTTP 429 response for CreateTenant
+type CreateTenantResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // CreateTenantResponse431Headers the declared response headers of an HTTP 431 response for CreateTenant
 type CreateTenantResponse431Headers struct {
 	XRequestId *string
@@ -6729,6 +7452,8 @@ type CreateTenantResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -6749,6 +7474,8 @@ type CreateTenantResponse struct {
 	Headers414 *CreateTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateTenantResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateTenantResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6793,6 +7520,11 @@ func (r CreateTenantResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateTenantResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -6875,6 +7607,12 @@ type ImportTenantResponse422Headers struct {
 	XRequestId *string
 }
 
+// ImportTenantResponse429Headers the declared response headers of an HTTP 429 response for ImportTenant
+type ImportTenantResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ImportTenantResponse431Headers the declared response headers of an HTTP 431 response for ImportTenant
 type ImportTenantResponse431Headers struct {
 	XRequestId *string
@@ -6910,6 +7648,8 @@ type ImportTenantResponse struct {
 	ApplicationproblemJSON415 *Problem
 	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationproblemJSON422 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON501 the response for an HTTP 501 `application/problem+json` response
@@ -6932,6 +7672,8 @@ type ImportTenantResponse struct {
 	Headers415 *ImportTenantResponse415Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *ImportTenantResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ImportTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ImportTenantResponse431Headers
 	// Headers501 the parsed response headers for an HTTP 501 response
@@ -6978,6 +7720,11 @@ func (r ImportTenantResponse) GetApplicationproblemJSON415() *Problem {
 // GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
 func (r ImportTenantResponse) GetApplicationproblemJSON422() *Problem {
 	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ImportTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7054,6 +7801,12 @@ type DeleteTenantResponse414Headers struct {
 	XRequestId *string
 }
 
+// DeleteTenantResponse429Headers the declared response headers of an HTTP 429 response for DeleteTenant
+type DeleteTenantResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // DeleteTenantResponse431Headers the declared response headers of an HTTP 431 response for DeleteTenant
 type DeleteTenantResponse431Headers struct {
 	XRequestId *string
@@ -7082,6 +7835,8 @@ type DeleteTenantResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -7098,6 +7853,8 @@ type DeleteTenantResponse struct {
 	Headers409 *DeleteTenantResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *DeleteTenantResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *DeleteTenantResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7137,6 +7894,11 @@ func (r DeleteTenantResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r DeleteTenantResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DeleteTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7203,6 +7965,12 @@ type GetTenantResponse414Headers struct {
 	XRequestId *string
 }
 
+// GetTenantResponse429Headers the declared response headers of an HTTP 429 response for GetTenant
+type GetTenantResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // GetTenantResponse431Headers the declared response headers of an HTTP 431 response for GetTenant
 type GetTenantResponse431Headers struct {
 	XRequestId *string
@@ -7229,6 +7997,8 @@ type GetTenantResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -7243,6 +8013,8 @@ type GetTenantResponse struct {
 	Headers404 *GetTenantResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetTenantResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetTenantResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7277,6 +8049,11 @@ func (r GetTenantResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetTenantResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7358,6 +8135,12 @@ type UpdateTenantResponse415Headers struct {
 	XRequestId *string
 }
 
+// UpdateTenantResponse429Headers the declared response headers of an HTTP 429 response for UpdateTenant
+type UpdateTenantResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // UpdateTenantResponse431Headers the declared response headers of an HTTP 431 response for UpdateTenant
 type UpdateTenantResponse431Headers struct {
 	XRequestId *string
@@ -7390,6 +8173,8 @@ type UpdateTenantResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -7410,6 +8195,8 @@ type UpdateTenantResponse struct {
 	Headers414 *UpdateTenantResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateTenantResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *UpdateTenantResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7459,6 +8246,11 @@ func (r UpdateTenantResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r UpdateTenantResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UpdateTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7536,6 +8328,12 @@ type ExportTenantResponse414Headers struct {
 	XRequestId *string
 }
 
+// ExportTenantResponse429Headers the declared response headers of an HTTP 429 response for ExportTenant
+type ExportTenantResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ExportTenantResponse431Headers the declared response headers of an HTTP 431 response for ExportTenant
 type ExportTenantResponse431Headers struct {
 	XRequestId *string
@@ -7562,6 +8360,8 @@ type ExportTenantResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -7580,6 +8380,8 @@ type ExportTenantResponse struct {
 	Headers409 *ExportTenantResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ExportTenantResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ExportTenantResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ExportTenantResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7614,6 +8416,11 @@ func (r ExportTenantResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ExportTenantResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ExportTenantResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7655,6 +8462,358 @@ func (r ExportTenantResponse) ContentType() string {
 	return ""
 }
 
+// GetTenantLimitsResponse400Headers the declared response headers of an HTTP 400 response for GetTenantLimits
+type GetTenantLimitsResponse400Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse401Headers the declared response headers of an HTTP 401 response for GetTenantLimits
+type GetTenantLimitsResponse401Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse403Headers the declared response headers of an HTTP 403 response for GetTenantLimits
+type GetTenantLimitsResponse403Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse404Headers the declared response headers of an HTTP 404 response for GetTenantLimits
+type GetTenantLimitsResponse404Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse414Headers the declared response headers of an HTTP 414 response for GetTenantLimits
+type GetTenantLimitsResponse414Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse429Headers the declared response headers of an HTTP 429 response for GetTenantLimits
+type GetTenantLimitsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse431Headers the declared response headers of an HTTP 431 response for GetTenantLimits
+type GetTenantLimitsResponse431Headers struct {
+	XRequestId *string
+}
+
+// GetTenantLimitsResponse503Headers the declared response headers of an HTTP 503 response for GetTenantLimits
+type GetTenantLimitsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type GetTenantLimitsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TenantLimits
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetTenantLimitsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetTenantLimitsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetTenantLimitsResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetTenantLimitsResponse404Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *GetTenantLimitsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetTenantLimitsResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *GetTenantLimitsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetTenantLimitsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetTenantLimitsResponse) GetJSON200() *TenantLimits {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetTenantLimitsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetTenantLimitsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetTenantLimitsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetTenantLimitsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetTenantLimitsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SetTenantLimitsResponse400Headers the declared response headers of an HTTP 400 response for SetTenantLimits
+type SetTenantLimitsResponse400Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse401Headers the declared response headers of an HTTP 401 response for SetTenantLimits
+type SetTenantLimitsResponse401Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse403Headers the declared response headers of an HTTP 403 response for SetTenantLimits
+type SetTenantLimitsResponse403Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse404Headers the declared response headers of an HTTP 404 response for SetTenantLimits
+type SetTenantLimitsResponse404Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse409Headers the declared response headers of an HTTP 409 response for SetTenantLimits
+type SetTenantLimitsResponse409Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse413Headers the declared response headers of an HTTP 413 response for SetTenantLimits
+type SetTenantLimitsResponse413Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse414Headers the declared response headers of an HTTP 414 response for SetTenantLimits
+type SetTenantLimitsResponse414Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse415Headers the declared response headers of an HTTP 415 response for SetTenantLimits
+type SetTenantLimitsResponse415Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse429Headers the declared response headers of an HTTP 429 response for SetTenantLimits
+type SetTenantLimitsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse431Headers the declared response headers of an HTTP 431 response for SetTenantLimits
+type SetTenantLimitsResponse431Headers struct {
+	XRequestId *string
+}
+
+// SetTenantLimitsResponse503Headers the declared response headers of an HTTP 503 response for SetTenantLimits
+type SetTenantLimitsResponse503Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
+type SetTenantLimitsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TenantLimits
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *Problem
+	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
+	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
+	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
+	ApplicationproblemJSON431 *HeadersTooLarge
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ProblemRetry
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *SetTenantLimitsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *SetTenantLimitsResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *SetTenantLimitsResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *SetTenantLimitsResponse404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *SetTenantLimitsResponse409Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *SetTenantLimitsResponse413Headers
+	// Headers414 the parsed response headers for an HTTP 414 response
+	Headers414 *SetTenantLimitsResponse414Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *SetTenantLimitsResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *SetTenantLimitsResponse429Headers
+	// Headers431 the parsed response headers for an HTTP 431 response
+	Headers431 *SetTenantLimitsResponse431Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SetTenantLimitsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SetTenantLimitsResponse) GetJSON200() *TenantLimits {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON413() *Problem {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON414() *URITooLong {
+	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON431() *HeadersTooLarge {
+	return r.ApplicationproblemJSON431
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SetTenantLimitsResponse) GetApplicationproblemJSON503() *ProblemRetry {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r SetTenantLimitsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SetTenantLimitsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SetTenantLimitsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SetTenantLimitsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListTenantModulesResponse400Headers the declared response headers of an HTTP 400 response for ListTenantModules
 type ListTenantModulesResponse400Headers struct {
 	XRequestId *string
@@ -7677,6 +8836,12 @@ type ListTenantModulesResponse404Headers struct {
 
 // ListTenantModulesResponse414Headers the declared response headers of an HTTP 414 response for ListTenantModules
 type ListTenantModulesResponse414Headers struct {
+	XRequestId *string
+}
+
+// ListTenantModulesResponse429Headers the declared response headers of an HTTP 429 response for ListTenantModules
+type ListTenantModulesResponse429Headers struct {
+	RetryAfter *string
 	XRequestId *string
 }
 
@@ -7706,6 +8871,8 @@ type ListTenantModulesResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -7720,6 +8887,8 @@ type ListTenantModulesResponse struct {
 	Headers404 *ListTenantModulesResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListTenantModulesResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListTenantModulesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTenantModulesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7754,6 +8923,11 @@ func (r ListTenantModulesResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListTenantModulesResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListTenantModulesResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -7840,6 +9014,12 @@ type InstallTenantModuleResponse415Headers struct {
 	XRequestId *string
 }
 
+// InstallTenantModuleResponse429Headers the declared response headers of an HTTP 429 response for InstallTenantModule
+type InstallTenantModuleResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // InstallTenantModuleResponse431Headers the declared response headers of an HTTP 431 response for InstallTenantModule
 type InstallTenantModuleResponse431Headers struct {
 	XRequestId *string
@@ -7872,6 +9052,8 @@ type InstallTenantModuleResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -7894,6 +9076,8 @@ type InstallTenantModuleResponse struct {
 	Headers414 *InstallTenantModuleResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *InstallTenantModuleResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *InstallTenantModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *InstallTenantModuleResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -7943,6 +9127,11 @@ func (r InstallTenantModuleResponse) GetApplicationproblemJSON414() *URITooLong 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r InstallTenantModuleResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r InstallTenantModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8014,6 +9203,12 @@ type UninstallTenantModuleResponse414Headers struct {
 	XRequestId *string
 }
 
+// UninstallTenantModuleResponse429Headers the declared response headers of an HTTP 429 response for UninstallTenantModule
+type UninstallTenantModuleResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // UninstallTenantModuleResponse431Headers the declared response headers of an HTTP 431 response for UninstallTenantModule
 type UninstallTenantModuleResponse431Headers struct {
 	XRequestId *string
@@ -8040,6 +9235,8 @@ type UninstallTenantModuleResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8056,6 +9253,8 @@ type UninstallTenantModuleResponse struct {
 	Headers409 *UninstallTenantModuleResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *UninstallTenantModuleResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UninstallTenantModuleResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *UninstallTenantModuleResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8090,6 +9289,11 @@ func (r UninstallTenantModuleResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r UninstallTenantModuleResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UninstallTenantModuleResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8151,6 +9355,12 @@ type ListTokensResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListTokensResponse429Headers the declared response headers of an HTTP 429 response for ListTokens
+type ListTokensResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListTokensResponse431Headers the declared response headers of an HTTP 431 response for ListTokens
 type ListTokensResponse431Headers struct {
 	XRequestId *string
@@ -8175,6 +9385,8 @@ type ListTokensResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8187,6 +9399,8 @@ type ListTokensResponse struct {
 	Headers403 *ListTokensResponse403Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListTokensResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListTokensResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListTokensResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8216,6 +9430,11 @@ func (r ListTokensResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListTokensResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListTokensResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8292,6 +9511,12 @@ type CreateTokenResponse415Headers struct {
 	XRequestId *string
 }
 
+// CreateTokenResponse429Headers the declared response headers of an HTTP 429 response for CreateToken
+type CreateTokenResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // CreateTokenResponse431Headers the declared response headers of an HTTP 431 response for CreateToken
 type CreateTokenResponse431Headers struct {
 	XRequestId *string
@@ -8322,6 +9547,8 @@ type CreateTokenResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8340,6 +9567,8 @@ type CreateTokenResponse struct {
 	Headers414 *CreateTokenResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateTokenResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateTokenResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateTokenResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8384,6 +9613,11 @@ func (r CreateTokenResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateTokenResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateTokenResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8450,6 +9684,12 @@ type RevokeTokenResponse414Headers struct {
 	XRequestId *string
 }
 
+// RevokeTokenResponse429Headers the declared response headers of an HTTP 429 response for RevokeToken
+type RevokeTokenResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // RevokeTokenResponse431Headers the declared response headers of an HTTP 431 response for RevokeToken
 type RevokeTokenResponse431Headers struct {
 	XRequestId *string
@@ -8476,6 +9716,8 @@ type RevokeTokenResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8490,6 +9732,8 @@ type RevokeTokenResponse struct {
 	Headers404 *RevokeTokenResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *RevokeTokenResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RevokeTokenResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RevokeTokenResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8524,6 +9768,11 @@ func (r RevokeTokenResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r RevokeTokenResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RevokeTokenResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -8874,6 +10123,12 @@ type ListCardsResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListCardsResponse429Headers the declared response headers of an HTTP 429 response for ListCards
+type ListCardsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListCardsResponse431Headers the declared response headers of an HTTP 431 response for ListCards
 type ListCardsResponse431Headers struct {
 	XRequestId *string
@@ -8900,6 +10155,8 @@ type ListCardsResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -8914,6 +10171,8 @@ type ListCardsResponse struct {
 	Headers404 *ListCardsResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListCardsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListCardsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListCardsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -8948,6 +10207,11 @@ func (r ListCardsResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListCardsResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListCardsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9034,6 +10298,12 @@ type IssueCardResponse415Headers struct {
 	XRequestId *string
 }
 
+// IssueCardResponse429Headers the declared response headers of an HTTP 429 response for IssueCard
+type IssueCardResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // IssueCardResponse431Headers the declared response headers of an HTTP 431 response for IssueCard
 type IssueCardResponse431Headers struct {
 	XRequestId *string
@@ -9066,6 +10336,8 @@ type IssueCardResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9088,6 +10360,8 @@ type IssueCardResponse struct {
 	Headers414 *IssueCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *IssueCardResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *IssueCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *IssueCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9137,6 +10411,11 @@ func (r IssueCardResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r IssueCardResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r IssueCardResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9213,6 +10492,12 @@ type ValidateCardResponse415Headers struct {
 	XRequestId *string
 }
 
+// ValidateCardResponse429Headers the declared response headers of an HTTP 429 response for ValidateCard
+type ValidateCardResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ValidateCardResponse431Headers the declared response headers of an HTTP 431 response for ValidateCard
 type ValidateCardResponse431Headers struct {
 	XRequestId *string
@@ -9243,6 +10528,8 @@ type ValidateCardResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9261,6 +10548,8 @@ type ValidateCardResponse struct {
 	Headers414 *ValidateCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ValidateCardResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ValidateCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ValidateCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9305,6 +10594,11 @@ func (r ValidateCardResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r ValidateCardResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ValidateCardResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9371,6 +10665,12 @@ type GetCardResponse414Headers struct {
 	XRequestId *string
 }
 
+// GetCardResponse429Headers the declared response headers of an HTTP 429 response for GetCard
+type GetCardResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // GetCardResponse431Headers the declared response headers of an HTTP 431 response for GetCard
 type GetCardResponse431Headers struct {
 	XRequestId *string
@@ -9397,6 +10697,8 @@ type GetCardResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9411,6 +10713,8 @@ type GetCardResponse struct {
 	Headers404 *GetCardResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetCardResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9445,6 +10749,11 @@ func (r GetCardResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetCardResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetCardResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9526,6 +10835,12 @@ type ActivateCardResponse415Headers struct {
 	XRequestId *string
 }
 
+// ActivateCardResponse429Headers the declared response headers of an HTTP 429 response for ActivateCard
+type ActivateCardResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ActivateCardResponse431Headers the declared response headers of an HTTP 431 response for ActivateCard
 type ActivateCardResponse431Headers struct {
 	XRequestId *string
@@ -9558,6 +10873,8 @@ type ActivateCardResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9578,6 +10895,8 @@ type ActivateCardResponse struct {
 	Headers414 *ActivateCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ActivateCardResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ActivateCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ActivateCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9627,6 +10946,11 @@ func (r ActivateCardResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r ActivateCardResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ActivateCardResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9693,6 +11017,12 @@ type ListCardActivitiesResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListCardActivitiesResponse429Headers the declared response headers of an HTTP 429 response for ListCardActivities
+type ListCardActivitiesResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListCardActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListCardActivities
 type ListCardActivitiesResponse431Headers struct {
 	XRequestId *string
@@ -9719,6 +11049,8 @@ type ListCardActivitiesResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9733,6 +11065,8 @@ type ListCardActivitiesResponse struct {
 	Headers404 *ListCardActivitiesResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListCardActivitiesResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListCardActivitiesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListCardActivitiesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9767,6 +11101,11 @@ func (r ListCardActivitiesResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListCardActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListCardActivitiesResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -9848,6 +11187,12 @@ type ExpireCardResponse415Headers struct {
 	XRequestId *string
 }
 
+// ExpireCardResponse429Headers the declared response headers of an HTTP 429 response for ExpireCard
+type ExpireCardResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ExpireCardResponse431Headers the declared response headers of an HTTP 431 response for ExpireCard
 type ExpireCardResponse431Headers struct {
 	XRequestId *string
@@ -9880,6 +11225,8 @@ type ExpireCardResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -9900,6 +11247,8 @@ type ExpireCardResponse struct {
 	Headers414 *ExpireCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *ExpireCardResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ExpireCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ExpireCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -9949,6 +11298,11 @@ func (r ExpireCardResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r ExpireCardResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ExpireCardResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10030,6 +11384,12 @@ type RevokeCardResponse415Headers struct {
 	XRequestId *string
 }
 
+// RevokeCardResponse429Headers the declared response headers of an HTTP 429 response for RevokeCard
+type RevokeCardResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // RevokeCardResponse431Headers the declared response headers of an HTTP 431 response for RevokeCard
 type RevokeCardResponse431Headers struct {
 	XRequestId *string
@@ -10062,6 +11422,8 @@ type RevokeCardResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10082,6 +11444,8 @@ type RevokeCardResponse struct {
 	Headers414 *RevokeCardResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *RevokeCardResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RevokeCardResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RevokeCardResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10131,6 +11495,11 @@ func (r RevokeCardResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r RevokeCardResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RevokeCardResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10197,6 +11566,12 @@ type ListElectionsResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListElectionsResponse429Headers the declared response headers of an HTTP 429 response for ListElections
+type ListElectionsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListElectionsResponse431Headers the declared response headers of an HTTP 431 response for ListElections
 type ListElectionsResponse431Headers struct {
 	XRequestId *string
@@ -10223,6 +11598,8 @@ type ListElectionsResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10237,6 +11614,8 @@ type ListElectionsResponse struct {
 	Headers404 *ListElectionsResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListElectionsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListElectionsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListElectionsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10271,6 +11650,11 @@ func (r ListElectionsResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListElectionsResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListElectionsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10352,6 +11736,12 @@ type CreateElectionResponse415Headers struct {
 	XRequestId *string
 }
 
+// CreateElectionResponse429Headers the declared response headers of an HTTP 429 response for CreateElection
+type CreateElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // CreateElectionResponse431Headers the declared response headers of an HTTP 431 response for CreateElection
 type CreateElectionResponse431Headers struct {
 	XRequestId *string
@@ -10382,6 +11772,8 @@ type CreateElectionResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10402,6 +11794,8 @@ type CreateElectionResponse struct {
 	Headers414 *CreateElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateElectionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10446,6 +11840,11 @@ func (r CreateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateElectionResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10512,6 +11911,12 @@ type GetElectionResponse414Headers struct {
 	XRequestId *string
 }
 
+// GetElectionResponse429Headers the declared response headers of an HTTP 429 response for GetElection
+type GetElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // GetElectionResponse431Headers the declared response headers of an HTTP 431 response for GetElection
 type GetElectionResponse431Headers struct {
 	XRequestId *string
@@ -10538,6 +11943,8 @@ type GetElectionResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10552,6 +11959,8 @@ type GetElectionResponse struct {
 	Headers404 *GetElectionResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetElectionResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetElectionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10586,6 +11995,11 @@ func (r GetElectionResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetElectionResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10667,6 +12081,12 @@ type UpdateElectionResponse415Headers struct {
 	XRequestId *string
 }
 
+// UpdateElectionResponse429Headers the declared response headers of an HTTP 429 response for UpdateElection
+type UpdateElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // UpdateElectionResponse431Headers the declared response headers of an HTTP 431 response for UpdateElection
 type UpdateElectionResponse431Headers struct {
 	XRequestId *string
@@ -10699,6 +12119,8 @@ type UpdateElectionResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10719,6 +12141,8 @@ type UpdateElectionResponse struct {
 	Headers414 *UpdateElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateElectionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *UpdateElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10768,6 +12192,11 @@ func (r UpdateElectionResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r UpdateElectionResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UpdateElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10834,6 +12263,12 @@ type ListElectionActivitiesResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListElectionActivitiesResponse429Headers the declared response headers of an HTTP 429 response for ListElectionActivities
+type ListElectionActivitiesResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListElectionActivitiesResponse431Headers the declared response headers of an HTTP 431 response for ListElectionActivities
 type ListElectionActivitiesResponse431Headers struct {
 	XRequestId *string
@@ -10860,6 +12295,8 @@ type ListElectionActivitiesResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -10874,6 +12311,8 @@ type ListElectionActivitiesResponse struct {
 	Headers404 *ListElectionActivitiesResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListElectionActivitiesResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListElectionActivitiesResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListElectionActivitiesResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -10908,6 +12347,11 @@ func (r ListElectionActivitiesResponse) GetApplicationproblemJSON404() *Problem 
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListElectionActivitiesResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListElectionActivitiesResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -10989,6 +12433,12 @@ type CastBallotResponse415Headers struct {
 	XRequestId *string
 }
 
+// CastBallotResponse429Headers the declared response headers of an HTTP 429 response for CastBallot
+type CastBallotResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // CastBallotResponse431Headers the declared response headers of an HTTP 431 response for CastBallot
 type CastBallotResponse431Headers struct {
 	XRequestId *string
@@ -11021,6 +12471,8 @@ type CastBallotResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11041,6 +12493,8 @@ type CastBallotResponse struct {
 	Headers414 *CastBallotResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CastBallotResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CastBallotResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CastBallotResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11090,6 +12544,11 @@ func (r CastBallotResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CastBallotResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CastBallotResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11171,6 +12630,12 @@ type CloseElectionResponse415Headers struct {
 	XRequestId *string
 }
 
+// CloseElectionResponse429Headers the declared response headers of an HTTP 429 response for CloseElection
+type CloseElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // CloseElectionResponse431Headers the declared response headers of an HTTP 431 response for CloseElection
 type CloseElectionResponse431Headers struct {
 	XRequestId *string
@@ -11203,6 +12668,8 @@ type CloseElectionResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11223,6 +12690,8 @@ type CloseElectionResponse struct {
 	Headers414 *CloseElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CloseElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CloseElectionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CloseElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11272,6 +12741,11 @@ func (r CloseElectionResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CloseElectionResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CloseElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11353,6 +12827,12 @@ type OpenElectionResponse415Headers struct {
 	XRequestId *string
 }
 
+// OpenElectionResponse429Headers the declared response headers of an HTTP 429 response for OpenElection
+type OpenElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // OpenElectionResponse431Headers the declared response headers of an HTTP 431 response for OpenElection
 type OpenElectionResponse431Headers struct {
 	XRequestId *string
@@ -11385,6 +12865,8 @@ type OpenElectionResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11405,6 +12887,8 @@ type OpenElectionResponse struct {
 	Headers414 *OpenElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *OpenElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenElectionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *OpenElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11454,6 +12938,11 @@ func (r OpenElectionResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r OpenElectionResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r OpenElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11535,6 +13024,12 @@ type AddElectionPositionResponse415Headers struct {
 	XRequestId *string
 }
 
+// AddElectionPositionResponse429Headers the declared response headers of an HTTP 429 response for AddElectionPosition
+type AddElectionPositionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // AddElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for AddElectionPosition
 type AddElectionPositionResponse431Headers struct {
 	XRequestId *string
@@ -11567,6 +13062,8 @@ type AddElectionPositionResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11587,6 +13084,8 @@ type AddElectionPositionResponse struct {
 	Headers414 *AddElectionPositionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *AddElectionPositionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *AddElectionPositionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *AddElectionPositionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11636,6 +13135,11 @@ func (r AddElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong 
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r AddElectionPositionResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r AddElectionPositionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11707,6 +13211,12 @@ type RemoveElectionPositionResponse414Headers struct {
 	XRequestId *string
 }
 
+// RemoveElectionPositionResponse429Headers the declared response headers of an HTTP 429 response for RemoveElectionPosition
+type RemoveElectionPositionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // RemoveElectionPositionResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionPosition
 type RemoveElectionPositionResponse431Headers struct {
 	XRequestId *string
@@ -11733,6 +13243,8 @@ type RemoveElectionPositionResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11749,6 +13261,8 @@ type RemoveElectionPositionResponse struct {
 	Headers409 *RemoveElectionPositionResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *RemoveElectionPositionResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RemoveElectionPositionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RemoveElectionPositionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11783,6 +13297,11 @@ func (r RemoveElectionPositionResponse) GetApplicationproblemJSON409() *Problem 
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r RemoveElectionPositionResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RemoveElectionPositionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -11864,6 +13383,12 @@ type AddElectionCandidateResponse415Headers struct {
 	XRequestId *string
 }
 
+// AddElectionCandidateResponse429Headers the declared response headers of an HTTP 429 response for AddElectionCandidate
+type AddElectionCandidateResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // AddElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for AddElectionCandidate
 type AddElectionCandidateResponse431Headers struct {
 	XRequestId *string
@@ -11896,6 +13421,8 @@ type AddElectionCandidateResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -11916,6 +13443,8 @@ type AddElectionCandidateResponse struct {
 	Headers414 *AddElectionCandidateResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *AddElectionCandidateResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *AddElectionCandidateResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *AddElectionCandidateResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -11965,6 +13494,11 @@ func (r AddElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r AddElectionCandidateResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r AddElectionCandidateResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12036,6 +13570,12 @@ type RemoveElectionCandidateResponse414Headers struct {
 	XRequestId *string
 }
 
+// RemoveElectionCandidateResponse429Headers the declared response headers of an HTTP 429 response for RemoveElectionCandidate
+type RemoveElectionCandidateResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // RemoveElectionCandidateResponse431Headers the declared response headers of an HTTP 431 response for RemoveElectionCandidate
 type RemoveElectionCandidateResponse431Headers struct {
 	XRequestId *string
@@ -12062,6 +13602,8 @@ type RemoveElectionCandidateResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12078,6 +13620,8 @@ type RemoveElectionCandidateResponse struct {
 	Headers409 *RemoveElectionCandidateResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *RemoveElectionCandidateResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RemoveElectionCandidateResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *RemoveElectionCandidateResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12112,6 +13656,11 @@ func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON409() *Problem
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RemoveElectionCandidateResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12193,6 +13742,12 @@ type PublishElectionResponse415Headers struct {
 	XRequestId *string
 }
 
+// PublishElectionResponse429Headers the declared response headers of an HTTP 429 response for PublishElection
+type PublishElectionResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // PublishElectionResponse431Headers the declared response headers of an HTTP 431 response for PublishElection
 type PublishElectionResponse431Headers struct {
 	XRequestId *string
@@ -12225,6 +13780,8 @@ type PublishElectionResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12245,6 +13802,8 @@ type PublishElectionResponse struct {
 	Headers414 *PublishElectionResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *PublishElectionResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *PublishElectionResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *PublishElectionResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12294,6 +13853,11 @@ func (r PublishElectionResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r PublishElectionResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r PublishElectionResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12365,6 +13929,12 @@ type GetElectionResultsResponse414Headers struct {
 	XRequestId *string
 }
 
+// GetElectionResultsResponse429Headers the declared response headers of an HTTP 429 response for GetElectionResults
+type GetElectionResultsResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // GetElectionResultsResponse431Headers the declared response headers of an HTTP 431 response for GetElectionResults
 type GetElectionResultsResponse431Headers struct {
 	XRequestId *string
@@ -12393,6 +13963,8 @@ type GetElectionResultsResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12409,6 +13981,8 @@ type GetElectionResultsResponse struct {
 	Headers409 *GetElectionResultsResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetElectionResultsResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetElectionResultsResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetElectionResultsResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12448,6 +14022,11 @@ func (r GetElectionResultsResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetElectionResultsResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetElectionResultsResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12514,6 +14093,12 @@ type ListMembersResponse414Headers struct {
 	XRequestId *string
 }
 
+// ListMembersResponse429Headers the declared response headers of an HTTP 429 response for ListMembers
+type ListMembersResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // ListMembersResponse431Headers the declared response headers of an HTTP 431 response for ListMembers
 type ListMembersResponse431Headers struct {
 	XRequestId *string
@@ -12540,6 +14125,8 @@ type ListMembersResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12554,6 +14141,8 @@ type ListMembersResponse struct {
 	Headers404 *ListMembersResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *ListMembersResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListMembersResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *ListMembersResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12588,6 +14177,11 @@ func (r ListMembersResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r ListMembersResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListMembersResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12674,6 +14268,12 @@ type CreateMemberResponse415Headers struct {
 	XRequestId *string
 }
 
+// CreateMemberResponse429Headers the declared response headers of an HTTP 429 response for CreateMember
+type CreateMemberResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // CreateMemberResponse431Headers the declared response headers of an HTTP 431 response for CreateMember
 type CreateMemberResponse431Headers struct {
 	XRequestId *string
@@ -12706,6 +14306,8 @@ type CreateMemberResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12728,6 +14330,8 @@ type CreateMemberResponse struct {
 	Headers414 *CreateMemberResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *CreateMemberResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateMemberResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *CreateMemberResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12777,6 +14381,11 @@ func (r CreateMemberResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r CreateMemberResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateMemberResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12848,6 +14457,12 @@ type DeleteMemberResponse414Headers struct {
 	XRequestId *string
 }
 
+// DeleteMemberResponse429Headers the declared response headers of an HTTP 429 response for DeleteMember
+type DeleteMemberResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // DeleteMemberResponse431Headers the declared response headers of an HTTP 431 response for DeleteMember
 type DeleteMemberResponse431Headers struct {
 	XRequestId *string
@@ -12874,6 +14489,8 @@ type DeleteMemberResponse struct {
 	ApplicationproblemJSON409 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -12890,6 +14507,8 @@ type DeleteMemberResponse struct {
 	Headers409 *DeleteMemberResponse409Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *DeleteMemberResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteMemberResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *DeleteMemberResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -12924,6 +14543,11 @@ func (r DeleteMemberResponse) GetApplicationproblemJSON409() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r DeleteMemberResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DeleteMemberResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -12990,6 +14614,12 @@ type GetMemberResponse414Headers struct {
 	XRequestId *string
 }
 
+// GetMemberResponse429Headers the declared response headers of an HTTP 429 response for GetMember
+type GetMemberResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // GetMemberResponse431Headers the declared response headers of an HTTP 431 response for GetMember
 type GetMemberResponse431Headers struct {
 	XRequestId *string
@@ -13016,6 +14646,8 @@ type GetMemberResponse struct {
 	ApplicationproblemJSON404 *Problem
 	// ApplicationproblemJSON414 the response for an HTTP 414 `application/problem+json` response
 	ApplicationproblemJSON414 *URITooLong
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -13030,6 +14662,8 @@ type GetMemberResponse struct {
 	Headers404 *GetMemberResponse404Headers
 	// Headers414 the parsed response headers for an HTTP 414 response
 	Headers414 *GetMemberResponse414Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetMemberResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *GetMemberResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -13064,6 +14698,11 @@ func (r GetMemberResponse) GetApplicationproblemJSON404() *Problem {
 // GetApplicationproblemJSON414 returns the response for an HTTP 414 `application/problem+json` response
 func (r GetMemberResponse) GetApplicationproblemJSON414() *URITooLong {
 	return r.ApplicationproblemJSON414
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetMemberResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -13145,6 +14784,12 @@ type UpdateMemberResponse415Headers struct {
 	XRequestId *string
 }
 
+// UpdateMemberResponse429Headers the declared response headers of an HTTP 429 response for UpdateMember
+type UpdateMemberResponse429Headers struct {
+	RetryAfter *string
+	XRequestId *string
+}
+
 // UpdateMemberResponse431Headers the declared response headers of an HTTP 431 response for UpdateMember
 type UpdateMemberResponse431Headers struct {
 	XRequestId *string
@@ -13177,6 +14822,8 @@ type UpdateMemberResponse struct {
 	ApplicationproblemJSON414 *URITooLong
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *ProblemRetry
 	// ApplicationproblemJSON431 the response for an HTTP 431 `application/problem+json` response
 	ApplicationproblemJSON431 *HeadersTooLarge
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
@@ -13197,6 +14844,8 @@ type UpdateMemberResponse struct {
 	Headers414 *UpdateMemberResponse414Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
 	Headers415 *UpdateMemberResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateMemberResponse429Headers
 	// Headers431 the parsed response headers for an HTTP 431 response
 	Headers431 *UpdateMemberResponse431Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -13246,6 +14895,11 @@ func (r UpdateMemberResponse) GetApplicationproblemJSON414() *URITooLong {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r UpdateMemberResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UpdateMemberResponse) GetApplicationproblemJSON429() *ProblemRetry {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON431 returns the response for an HTTP 431 `application/problem+json` response
@@ -13313,6 +14967,19 @@ func (c *ClientWithResponses) GetGeoUnitWithResponse(ctx context.Context, id str
 		return nil, err
 	}
 	return ParseGetGeoUnitResponse(rsp)
+}
+
+// ListAuditEventsWithResponse The audit trail of platform actions, newest first (keyset pages); it cannot be changed through the API
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/platform/audit (the `ListAuditEvents` operationId).
+func (c *ClientWithResponses) ListAuditEventsWithResponse(ctx context.Context, params *ListAuditEventsParams, reqEditors ...RequestEditorFn) (*ListAuditEventsResponse, error) {
+	rsp, err := c.ListAuditEvents(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListAuditEventsResponse(rsp)
 }
 
 // ListModulesWithResponse The module catalog
@@ -13467,10 +15134,12 @@ func (c *ClientWithResponses) GetTenantWithResponse(ctx context.Context, slug Sl
 
 // UpdateTenantWithBodyWithResponse Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 //
-// A move answers once done: the target is built, writes wait (database locks) while every
-// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-// unknown cluster or placement.
+// A move answers once done: the target is built, the rows are copied and verified, the
+// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+// 400 for an unknown cluster, placement or mode.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -13485,10 +15154,12 @@ func (c *ClientWithResponses) UpdateTenantWithBodyWithResponse(ctx context.Conte
 
 // UpdateTenantWithResponse Rename, suspend (status suspended), resume (status active), or move online (placement, cluster)
 //
-// A move answers once done: the target is built, writes wait (database locks) while every
-// table is copied and verified, the catalog flips, the old copy is retired. The answer carries
-// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving; 400 for an
-// unknown cluster or placement.
+// A move answers once done: the target is built, the rows are copied and verified, the
+// catalog flips, the old copy is retired. In mode logical (the default) writes wait only for
+// the final switch; in mode lock (database locks) for the whole copy. The answer carries
+// X-Move-Rows and X-Move-Write-Pause-Ms. 409 same_placement / already_moving /
+// logical_replication_unavailable (the source server cannot stream changes: send mode lock);
+// 400 for an unknown cluster, placement or mode.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -13520,6 +15191,45 @@ func (c *ClientWithResponses) ExportTenantWithResponse(ctx context.Context, slug
 		return nil, err
 	}
 	return ParseExportTenantResponse(rsp)
+}
+
+// GetTenantLimitsWithResponse A tenant's limits (noisy neighbours) — its own and the effective ones
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/platform/tenants/{slug}/limits (the `GetTenantLimits` operationId).
+func (c *ClientWithResponses) GetTenantLimitsWithResponse(ctx context.Context, slug Slug, reqEditors ...RequestEditorFn) (*GetTenantLimitsResponse, error) {
+	rsp, err := c.GetTenantLimits(ctx, slug, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetTenantLimitsResponse(rsp)
+}
+
+// SetTenantLimitsWithBodyWithResponse Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+func (c *ClientWithResponses) SetTenantLimitsWithBodyWithResponse(ctx context.Context, slug Slug, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SetTenantLimitsResponse, error) {
+	rsp, err := c.SetTenantLimitsWithBody(ctx, slug, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetTenantLimitsResponse(rsp)
+}
+
+// SetTenantLimitsWithResponse Replace a tenant's own limits (null or absent — the configured default); every server applies them from the tenant's next request
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/v1/platform/tenants/{slug}/limits (the `SetTenantLimits` operationId).
+func (c *ClientWithResponses) SetTenantLimitsWithResponse(ctx context.Context, slug Slug, body SetTenantLimitsJSONRequestBody, reqEditors ...RequestEditorFn) (*SetTenantLimitsResponse, error) {
+	rsp, err := c.SetTenantLimits(ctx, slug, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSetTenantLimitsResponse(rsp)
 }
 
 // ListTenantModulesWithResponse Modules the tenant installed
@@ -14247,6 +15957,13 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14260,6 +15977,13 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -14298,6 +16022,16 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListGeoUnitsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
 	case rsp.StatusCode == 404:
 		var headers ListGeoUnitsResponse404Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14318,6 +16052,23 @@ func ParseListGeoUnitsResponse(rsp *http.Response) (*ListGeoUnitsResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListGeoUnitsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListGeoUnitsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14385,6 +16136,13 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14398,6 +16156,13 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -14436,6 +16201,16 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetGeoUnitResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
 	case rsp.StatusCode == 404:
 		var headers GetGeoUnitResponse404Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14456,6 +16231,23 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetGeoUnitResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetGeoUnitResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14468,6 +16260,168 @@ func ParseGetGeoUnitResponse(rsp *http.Response) (*GetGeoUnitResponse, error) {
 		response.Headers431 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetGeoUnitResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListAuditEventsResponse parses an HTTP response from a ListAuditEventsWithResponse call
+func ParseListAuditEventsResponse(rsp *http.Response) (*ListAuditEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListAuditEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AuditPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers ListAuditEventsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListAuditEventsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListAuditEventsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 414:
+		var headers ListAuditEventsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListAuditEventsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers ListAuditEventsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListAuditEventsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -14530,6 +16484,13 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14577,6 +16538,23 @@ func ParseListModulesResponse(rsp *http.Response) (*ListModulesResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListModulesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListModulesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14679,6 +16657,13 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14776,6 +16761,23 @@ func ParseRegisterModuleResponse(rsp *http.Response) (*RegisterModuleResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers RegisterModuleResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers RegisterModuleResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14857,6 +16859,13 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -14914,6 +16923,23 @@ func ParseGetModuleResponse(rsp *http.Response) (*GetModuleResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetModuleResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetModuleResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -14995,6 +17021,13 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15052,6 +17085,23 @@ func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListTenantsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListTenantsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15153,6 +17203,13 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -15258,6 +17315,23 @@ func ParseCreateTenantResponse(rsp *http.Response) (*CreateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateTenantResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CreateTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15359,6 +17433,13 @@ func ParseImportTenantResponse(rsp *http.Response) (*ImportTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -15471,6 +17552,23 @@ func ParseImportTenantResponse(rsp *http.Response) (*ImportTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers ImportTenantResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ImportTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15579,6 +17677,13 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15656,6 +17761,23 @@ func ParseDeleteTenantResponse(rsp *http.Response) (*DeleteTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteTenantResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers DeleteTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15744,6 +17866,13 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -15811,6 +17940,23 @@ func ParseGetTenantResponse(rsp *http.Response) (*GetTenantResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetTenantResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -15920,6 +18066,13 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16017,6 +18170,23 @@ func ParseUpdateTenantResponse(rsp *http.Response) (*UpdateTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateTenantResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers UpdateTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16104,6 +18274,13 @@ func ParseExportTenantResponse(rsp *http.Response) (*ExportTenantResponse, error
 			return nil, err
 		}
 		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
@@ -16199,6 +18376,23 @@ func ParseExportTenantResponse(rsp *http.Response) (*ExportTenantResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ExportTenantResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ExportTenantResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16211,6 +18405,415 @@ func ParseExportTenantResponse(rsp *http.Response) (*ExportTenantResponse, error
 		response.Headers431 = &headers
 	case rsp.StatusCode == 503:
 		var headers ExportTenantResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetTenantLimitsResponse parses an HTTP response from a GetTenantLimitsWithResponse call
+func ParseGetTenantLimitsResponse(rsp *http.Response) (*GetTenantLimitsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetTenantLimitsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TenantLimits
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetTenantLimitsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetTenantLimitsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetTenantLimitsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetTenantLimitsResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 414:
+		var headers GetTenantLimitsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetTenantLimitsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers GetTenantLimitsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetTenantLimitsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSetTenantLimitsResponse parses an HTTP response from a SetTenantLimitsWithResponse call
+func ParseSetTenantLimitsResponse(rsp *http.Response) (*SetTenantLimitsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SetTenantLimitsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TenantLimits
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 414:
+		var dest URITooLong
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON414 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
+		var dest HeadersTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON431 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers SetTenantLimitsResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers SetTenantLimitsResponse401Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers SetTenantLimitsResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers SetTenantLimitsResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers SetTenantLimitsResponse409Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 413:
+		var headers SetTenantLimitsResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 414:
+		var headers SetTenantLimitsResponse414Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers414 = &headers
+	case rsp.StatusCode == 415:
+		var headers SetTenantLimitsResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers SetTenantLimitsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 431:
+		var headers SetTenantLimitsResponse431Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers431 = &headers
+	case rsp.StatusCode == 503:
+		var headers SetTenantLimitsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -16287,6 +18890,13 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16354,6 +18964,23 @@ func ParseListTenantModulesResponse(rsp *http.Response) (*ListTenantModulesRespo
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListTenantModulesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListTenantModulesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16463,6 +19090,13 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16570,6 +19204,23 @@ func ParseInstallTenantModuleResponse(rsp *http.Response) (*InstallTenantModuleR
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers InstallTenantModuleResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers InstallTenantModuleResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16661,6 +19312,13 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16738,6 +19396,23 @@ func ParseUninstallTenantModuleResponse(rsp *http.Response) (*UninstallTenantMod
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers UninstallTenantModuleResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers UninstallTenantModuleResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16819,6 +19494,13 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16876,6 +19558,23 @@ func ParseListTokensResponse(rsp *http.Response) (*ListTokensResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListTokensResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListTokensResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -16978,6 +19677,13 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17065,6 +19771,23 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateTokenResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CreateTokenResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17153,6 +19876,13 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17220,6 +19950,23 @@ func ParseRevokeTokenResponse(rsp *http.Response) (*RevokeTokenResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers RevokeTokenResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers RevokeTokenResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17577,6 +20324,13 @@ func ParseListCardsResponse(rsp *http.Response) (*ListCardsResponse, error) {
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17644,6 +20398,23 @@ func ParseListCardsResponse(rsp *http.Response) (*ListCardsResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListCardsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListCardsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17753,6 +20524,13 @@ func ParseIssueCardResponse(rsp *http.Response) (*IssueCardResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -17860,6 +20638,23 @@ func ParseIssueCardResponse(rsp *http.Response) (*IssueCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers IssueCardResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers IssueCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -17962,6 +20757,13 @@ func ParseValidateCardResponse(rsp *http.Response) (*ValidateCardResponse, error
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18049,6 +20851,23 @@ func ParseValidateCardResponse(rsp *http.Response) (*ValidateCardResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers ValidateCardResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ValidateCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18137,6 +20956,13 @@ func ParseGetCardResponse(rsp *http.Response) (*GetCardResponse, error) {
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18204,6 +21030,23 @@ func ParseGetCardResponse(rsp *http.Response) (*GetCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetCardResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18313,6 +21156,13 @@ func ParseActivateCardResponse(rsp *http.Response) (*ActivateCardResponse, error
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18410,6 +21260,23 @@ func ParseActivateCardResponse(rsp *http.Response) (*ActivateCardResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers ActivateCardResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ActivateCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18498,6 +21365,13 @@ func ParseListCardActivitiesResponse(rsp *http.Response) (*ListCardActivitiesRes
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18565,6 +21439,23 @@ func ParseListCardActivitiesResponse(rsp *http.Response) (*ListCardActivitiesRes
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListCardActivitiesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListCardActivitiesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18674,6 +21565,13 @@ func ParseExpireCardResponse(rsp *http.Response) (*ExpireCardResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18771,6 +21669,23 @@ func ParseExpireCardResponse(rsp *http.Response) (*ExpireCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers ExpireCardResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ExpireCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -18880,6 +21795,13 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -18977,6 +21899,23 @@ func ParseRevokeCardResponse(rsp *http.Response) (*RevokeCardResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers RevokeCardResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers RevokeCardResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19065,6 +22004,13 @@ func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, err
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19132,6 +22078,23 @@ func ParseListElectionsResponse(rsp *http.Response) (*ListElectionsResponse, err
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListElectionsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListElectionsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19234,6 +22197,13 @@ func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, e
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19331,6 +22301,23 @@ func ParseCreateElectionResponse(rsp *http.Response) (*CreateElectionResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CreateElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19419,6 +22406,13 @@ func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) 
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19486,6 +22480,23 @@ func ParseGetElectionResponse(rsp *http.Response) (*GetElectionResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19595,6 +22606,13 @@ func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, e
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19692,6 +22710,23 @@ func ParseUpdateElectionResponse(rsp *http.Response) (*UpdateElectionResponse, e
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers UpdateElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19780,6 +22815,13 @@ func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActiv
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -19847,6 +22889,23 @@ func ParseListElectionActivitiesResponse(rsp *http.Response) (*ListElectionActiv
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListElectionActivitiesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListElectionActivitiesResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -19956,6 +23015,13 @@ func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20053,6 +23119,23 @@ func ParseCastBallotResponse(rsp *http.Response) (*CastBallotResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CastBallotResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CastBallotResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20162,6 +23245,13 @@ func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, err
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20259,6 +23349,23 @@ func ParseCloseElectionResponse(rsp *http.Response) (*CloseElectionResponse, err
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CloseElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CloseElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20368,6 +23475,13 @@ func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20465,6 +23579,23 @@ func ParseOpenElectionResponse(rsp *http.Response) (*OpenElectionResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers OpenElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20574,6 +23705,13 @@ func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionR
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20671,6 +23809,23 @@ func ParseAddElectionPositionResponse(rsp *http.Response) (*AddElectionPositionR
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers AddElectionPositionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers AddElectionPositionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20762,6 +23917,13 @@ func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPos
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -20839,6 +24001,23 @@ func ParseRemoveElectionPositionResponse(rsp *http.Response) (*RemoveElectionPos
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers RemoveElectionPositionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers RemoveElectionPositionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -20948,6 +24127,13 @@ func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidat
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -21045,6 +24231,23 @@ func ParseAddElectionCandidateResponse(rsp *http.Response) (*AddElectionCandidat
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers AddElectionCandidateResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers AddElectionCandidateResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -21136,6 +24339,13 @@ func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCa
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -21213,6 +24423,23 @@ func ParseRemoveElectionCandidateResponse(rsp *http.Response) (*RemoveElectionCa
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers RemoveElectionCandidateResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers RemoveElectionCandidateResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -21322,6 +24549,13 @@ func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse,
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -21419,6 +24653,23 @@ func ParsePublishElectionResponse(rsp *http.Response) (*PublishElectionResponse,
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers PublishElectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers PublishElectionResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -21514,6 +24765,13 @@ func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsRes
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -21591,6 +24849,23 @@ func ParseGetElectionResultsResponse(rsp *http.Response) (*GetElectionResultsRes
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetElectionResultsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetElectionResultsResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -21679,6 +24954,13 @@ func ParseListMembersResponse(rsp *http.Response) (*ListMembersResponse, error) 
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -21746,6 +25028,23 @@ func ParseListMembersResponse(rsp *http.Response) (*ListMembersResponse, error) 
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListMembersResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers ListMembersResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -21855,6 +25154,13 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -21962,6 +25268,23 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateMemberResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers CreateMemberResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -22053,6 +25376,13 @@ func ParseDeleteMemberResponse(rsp *http.Response) (*DeleteMemberResponse, error
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -22130,6 +25460,23 @@ func ParseDeleteMemberResponse(rsp *http.Response) (*DeleteMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteMemberResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers DeleteMemberResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -22218,6 +25565,13 @@ func ParseGetMemberResponse(rsp *http.Response) (*GetMemberResponse, error) {
 		}
 		response.ApplicationproblemJSON414 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -22285,6 +25639,23 @@ func ParseGetMemberResponse(rsp *http.Response) (*GetMemberResponse, error) {
 			headers.XRequestId = &value
 		}
 		response.Headers414 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetMemberResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers GetMemberResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -22394,6 +25765,13 @@ func ParseUpdateMemberResponse(rsp *http.Response) (*UpdateMemberResponse, error
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest ProblemRetry
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 431:
 		var dest HeadersTooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -22491,6 +25869,23 @@ func ParseUpdateMemberResponse(rsp *http.Response) (*UpdateMemberResponse, error
 			headers.XRequestId = &value
 		}
 		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateMemberResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 431:
 		var headers UpdateMemberResponse431Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

@@ -19,12 +19,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/cards"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/elections"
 	"github.com/publicdigit/publicdigit/internal/geography"
+	"github.com/publicdigit/publicdigit/internal/limits"
 	"github.com/publicdigit/publicdigit/internal/logging"
 	"github.com/publicdigit/publicdigit/internal/membership"
 	"github.com/publicdigit/publicdigit/internal/modules"
@@ -71,6 +73,9 @@ type App struct {
 	Landlord *pgxpool.Pool
 	// Admin is the direct admin connection to the landlord database.
 	Admin *sql.DB
+	// Locks is a separate pool of direct admin connections to the landlord
+	// database that holds only tenant operation locks (catalog.Options.Locks).
+	Locks *sql.DB
 
 	Clusters    *clusters.Clusters
 	Catalog     *catalog.Catalog
@@ -81,9 +86,14 @@ type App struct {
 	Transfer    *transfer.Service
 	Geography   *geography.Store
 	Tokens      *access.Service
-	Members     *membership.Service
-	Cards       *cards.Service
-	Elections   *elections.Service
+	// Audit is the audit trail: failed actions, listing (successful actions
+	// record themselves in their own transactions).
+	Audit *audit.Log
+	// Limits admits each tenant's API requests up to its concurrency limit.
+	Limits    *limits.Limiter
+	Members   *membership.Service
+	Cards     *cards.Service
+	Elections *elections.Service
 
 	closers []func()
 }
@@ -111,14 +121,23 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, o Options)
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { _ = a.Admin.Close() })
+	if a.Locks, err = clusters.OpenAdmin(cfg.Admin.URL, cfg.Pool); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { _ = a.Locks.Close() })
 	a.Clusters = clusters.New(cfg, a.Admin)
 	a.closers = append(a.closers, a.Clusters.Close)
+	a.Audit = audit.New(a.Landlord, logging.Component(log, "audit"))
+	a.Limits = limits.New(limits.Options{
+		MaxConcurrent: cfg.Tenant.MaxConcurrentRequests, StatementTimeout: cfg.Tenant.StatementTimeout,
+		QueueWait: cfg.Tenant.QueueWait, MaxQueued: cfg.Tenant.MaxQueuedRequests,
+	})
 
 	if err := a.openTenancy(ctx, o); err != nil {
 		return nil, err
 	}
 	a.Geography = geography.New(a.Landlord)
-	a.Tokens = access.New(a.Landlord, a.Catalog, access.Options{CacheTTL: o.TokenCacheTTL})
+	a.Tokens = access.New(a.Landlord, a.Catalog, access.Options{CacheTTL: o.TokenCacheTTL, Audit: a.Audit})
 	var geo membership.GeoUnits = a.Geography
 	if o.GeoCacheTTL > 0 {
 		geo = membership.CachedGeo(a.Geography, o.GeoCacheTTL, 10_000)
@@ -136,11 +155,15 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	var invalidate func(slug tenant.Slug)
 	var err error
 	a.Catalog, err = catalog.New(catalog.Options{
-		Pool: a.Landlord, Admin: a.Admin, Log: logging.Component(a.Log, "catalog"),
+		Pool: a.Landlord, Admin: a.Admin, Locks: a.Locks, LockWait: cfg.Tenant.LockWait, Audit: a.Audit,
+		Log: logging.Component(a.Log, "catalog"),
 		// Changes made through this process reach its router at once; other
 		// processes hear them on landlord.listen_url (Listen).
 		OnChange: func(s tenant.Slug) {
 			invalidate(s)
+			if a.Tokens != nil { // the tenant's tokens see its new status at once
+				a.Tokens.ForgetTenant(s)
+			}
 			if o.OnTenantChange != nil {
 				o.OnTenantChange(s)
 			}
@@ -151,6 +174,12 @@ func (a *App) openTenancy(ctx context.Context, o Options) error {
 	}
 	ro := RouterOptions(cfg, a.Catalog, logging.Component(a.Log, "pgroute"))
 	ro.ConfigurePool = o.ConfigureRouterPool
+	// Changes made by other processes reach the token cache too.
+	ro.OnNotify = func(s tenant.Slug) {
+		if a.Tokens != nil {
+			a.Tokens.ForgetTenant(s)
+		}
+	}
 	if a.Router, err = pgroute.New(ctx, ro); err != nil {
 		return err
 	}

@@ -94,6 +94,10 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The bare baseline queries the tenant's tables as the application role itself.
+	if err := sb.GrantAppDirect(ctx, slug); err != nil {
+		return err
+	}
 
 	// The whole stack, as the server binary runs it, on the scratch database.
 	scfg := cfg

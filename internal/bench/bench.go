@@ -23,7 +23,7 @@ var benchmarks = []benchmark{
 	{name: "api", summary: "tenant API overhead at c=32: GET card, POST issue card, POST ballot; whole stack vs bare Fiber handler", run: runAPI},
 	{name: "export", summary: "a tenant of 100k rows exported to a file and imported as another slug, vs raw binary COPY", run: runExport},
 	{name: "fleet", summary: "1,000 tenant schemas: fleet no-op check, additive rollout, naive inspect-every-tenant loop", run: runFleet},
-	{name: "move", summary: "online move of a tenant holding 100k cards: write pause and copy speed", run: runMove},
+	{name: "move", summary: "online moves of a tenant (100k cards; -cards 100000,1000000 adds 1M): write pause and copy speed, logical vs lock mode", run: runMove},
 	{name: "provision", summary: "tenant provisioning through the API: cold (schema apply) vs warm pool, p50/p95", run: runProvision},
 	{name: "scale", summary: "N tenants (default 10,000) on one server: provisioning, fleet, API, backend memory, roles, landlord, each vs 100", run: runScale},
 	{name: "scope", summary: "tenant binding overhead: plain vs scoped vs naive, c=1 and 8, direct and PgBouncer", run: runScope},

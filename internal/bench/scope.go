@@ -61,6 +61,10 @@ func runScope(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The plain and no-roles cases read the tenant's table as the application role itself.
+	if err := sb.GrantAppDirect(ctx, slug); err != nil {
+		return err
+	}
 
 	if *only != "" {
 		return profileCase(ctx, cfg, sb, *only, *profile, slug, tenantID, ids, *dur, out)

@@ -104,6 +104,24 @@ func (sb *Scratch) Tenant(ctx context.Context, slug tenant.Slug, extra ...string
 	return id, nil
 }
 
+// GrantAppDirect gives the application role the tenant's tables directly,
+// for the baselines that query them on a plain pool without assuming the
+// tenant's role (the application role is NOINHERIT: in production it holds
+// no tenant table itself).
+func (sb *Scratch) GrantAppDirect(ctx context.Context, slug tenant.Slug) error {
+	s, r := pgx.Identifier{slug.SchemaName()}.Sanitize(), pgx.Identifier{sb.appRole}.Sanitize()
+	for _, stmt := range []string{
+		"GRANT USAGE ON SCHEMA " + s + " TO " + r,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + s + " TO " + r,
+		"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA " + s + " TO " + r,
+	} {
+		if _, err := sb.Admin.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("scratch: %w", err)
+		}
+	}
+	return nil
+}
+
 // Members inserts n members into a tenant and returns their ids.
 func (sb *Scratch) Members(ctx context.Context, slug tenant.Slug, tenantID uuid.UUID, n int) ([]uuid.UUID, error) {
 	rows, err := sb.Admin.QueryContext(ctx, `INSERT INTO `+pgx.Identifier{slug.SchemaName(), "members"}.Sanitize()+

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/requestid"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -39,21 +40,37 @@ type Options struct {
 	// Pool is the landlord pool (application role, through PgBouncer). Required.
 	Pool *pgxpool.Pool
 	// Admin is the direct admin connection to the landlord database (never
-	// PgBouncer): tenant operation locks. Required.
+	// PgBouncer), for the package functions' transactions. Required.
 	Admin *sql.DB
+	// Locks is a pool of direct admin connections to the landlord database
+	// that holds nothing but tenant operation locks (Lock). Kept apart from
+	// Admin so that operations holding a lock never wait for a connection
+	// that other lock holders took (a pool shared by both deadlocks once
+	// every connection holds a lock). Nil: Admin (tests that take few locks).
+	Locks *sql.DB
+	// LockWait bounds the wait for a tenant operation lock (for a lock
+	// connection, then for the lock itself); past it, tenant.ErrBusy.
+	// Default 30s.
+	LockWait time.Duration
 	// Log receives lifecycle events.
 	Log zerolog.Logger
 	// OnChange is called after a tenant's status or placement changed through
 	// this process (e.g. the router's Invalidate). May be nil.
 	OnChange func(tenant.Slug)
+	// Audit records failed lifecycle actions (successful ones are recorded
+	// in their own transaction). May be nil.
+	Audit *audit.Log
 }
 
 // Catalog reads and changes the tenant catalog. Safe for concurrent use.
 type Catalog struct {
 	pool     *pgxpool.Pool
 	admin    *sql.DB
+	locks    *sql.DB
+	lockWait time.Duration
 	log      zerolog.Logger
 	onChange func(tenant.Slug)
+	audit    *audit.Log
 }
 
 // New returns a Catalog.
@@ -61,12 +78,23 @@ func New(o Options) (*Catalog, error) {
 	if o.Pool == nil || o.Admin == nil {
 		return nil, errors.New("catalog: Pool and Admin are required")
 	}
-	return &Catalog{pool: o.Pool, admin: o.Admin, log: o.Log.Hook(requestid.Hook), onChange: o.OnChange}, nil
+	if o.Locks == nil {
+		o.Locks = o.Admin
+	}
+	if o.LockWait <= 0 {
+		o.LockWait = 30 * time.Second
+	}
+	return &Catalog{pool: o.Pool, admin: o.Admin, locks: o.Locks, lockWait: o.LockWait,
+		log: o.Log.Hook(requestid.Hook), onChange: o.OnChange, audit: o.Audit}, nil
 }
 
 // Admin is the direct admin connection to the landlord database, for the
 // package functions that take a DBTX.
 func (c *Catalog) Admin() *sql.DB { return c.admin }
+
+// Audit is the audit trail the catalog records failures in (nil: none),
+// for the services that act on tenants with the catalog's functions.
+func (c *Catalog) Audit() *audit.Log { return c.audit }
 
 // Notify tells the OnChange callback that a tenant's status or placement
 // changed (callers that changed it with a package function call it after
@@ -81,7 +109,7 @@ func (c *Catalog) Notify(slug tenant.Slug) {
 // Queries alias landlord.tenants as t.
 const columns = `t.id, t.slug, t.name, t.status, t.placement, t.cluster, t.database_name, t.schema_name,
 	coalesce(t.schema_hash, ''), coalesce(t.schema_fingerprint, ''), coalesce(t.schema_stamp, ''), coalesce(t.statement_timeout_ms, 0),
-	t.version, t.created_at, t.updated_at, t.deleted_at`
+	coalesce(t.max_concurrent_requests, 0), t.version, t.created_at, t.updated_at, t.deleted_at`
 
 // notifyColumn announces the change of the row aliased t on
 // tenant.NotifyChannel, as a text column (pg_notify returns void).
@@ -91,13 +119,13 @@ const notifyColumn = `pg_notify('` + tenant.NotifyChannel + `', t.slug)::text`
 type scanner struct {
 	t                       tenant.Tenant
 	slug, status, placement string
-	timeoutMS               int64
+	timeoutMS, maxRequests  int64
 }
 
 func (s *scanner) dest() []any {
 	t := &s.t
 	return []any{&t.ID, &s.slug, &t.Name, &s.status, &s.placement, &t.Cluster, &t.Database, &t.Schema,
-		&t.SchemaHash, &t.SchemaFingerprint, &t.SchemaStamp, &s.timeoutMS, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
+		&t.SchemaHash, &t.SchemaFingerprint, &t.SchemaStamp, &s.timeoutMS, &s.maxRequests, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
 }
 
 func (s *scanner) tenant() (tenant.Tenant, error) {
@@ -108,6 +136,7 @@ func (s *scanner) tenant() (tenant.Tenant, error) {
 	s.t.Status = tenant.Status(s.status)
 	s.t.Kind = tenant.PlacementKind(s.placement)
 	s.t.StatementTimeout = time.Duration(s.timeoutMS) * time.Millisecond
+	s.t.MaxConcurrentRequests = int(s.maxRequests)
 	return s.t, nil
 }
 
@@ -133,6 +162,18 @@ func (c *Catalog) Get(ctx context.Context, slug tenant.Slug) (tenant.Tenant, err
 	}
 	if err != nil {
 		return tenant.Tenant{}, fmt.Errorf("get tenant %s: %w", slug, err)
+	}
+	return t, nil
+}
+
+// GetByID returns a tenant by id, in any status.
+func (c *Catalog) GetByID(ctx context.Context, id uuid.UUID) (tenant.Tenant, error) {
+	t, err := scanRow(c.pool.QueryRow(ctx, `SELECT `+columns+` FROM landlord.tenants t WHERE t.id = $1`, id))
+	if isNoRows(err) {
+		return tenant.Tenant{}, fmt.Errorf("tenant %s: %w", id, tenant.ErrNotFound)
+	}
+	if err != nil {
+		return tenant.Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
 	}
 	return t, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -253,4 +254,61 @@ func TestChangesAreNotified(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 5, got, "activate, suspend, resume, delete, delete of the purged row")
+}
+
+// The catalog refuses names that are not a tenant's own (CHECK
+// constraints), whoever writes them: purge and purge-retired drop these.
+func TestCatalogChecksTenantAndRetiredNames(t *testing.T) {
+	t.Parallel()
+	tt := dbtest.TenantRow(t, "names")
+	db := dbtest.AdminDB(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`UPDATE landlord.tenants SET schema_name = 'landlord' WHERE id = $1`,
+		`UPDATE landlord.tenants SET schema_name = 'public' WHERE id = $1`,
+		`UPDATE landlord.tenants SET schema_name = 'tenant_other' WHERE id = $1`,
+		`UPDATE landlord.tenants SET placement = 'database', database_name = current_database() WHERE id = $1`,
+		`UPDATE landlord.tenants SET slug = 'Bad Slug' WHERE id = $1`,
+		`INSERT INTO landlord.retired_copies (tenant_id, slug, cluster, database_name, schema_name)
+		 SELECT id, slug, cluster, database_name, 'landlord' FROM landlord.tenants WHERE id = $1`,
+		`INSERT INTO landlord.retired_copies (tenant_id, slug, cluster, database_name, schema_name, whole_database)
+		 SELECT id, slug, cluster, current_database(), 'pd_retired_0123456789ab', true FROM landlord.tenants WHERE id = $1`,
+	} {
+		_, err := db.ExecContext(ctx, q, tt.ID)
+		var pe *pgconn.PgError
+		if assert.ErrorAs(t, err, &pe, q) {
+			assert.Equal(t, "23514", pe.Code, "check_violation: %s", q)
+		}
+	}
+}
+
+// The application role reads the tenant catalog and changes what the
+// lifecycle changes (name, status), never a placement: the names purge
+// drops are written by the admin role only.
+func TestAppRoleCannotRewriteAPlacement(t *testing.T) {
+	t.Parallel()
+	dbtest.Landlord(t)
+	app := dbtest.AppPool(t, dbtest.Bouncer, 2)
+	ctx := context.Background()
+	for _, q := range []string{
+		`UPDATE landlord.tenants SET schema_name = 'landlord' WHERE false`,
+		`UPDATE landlord.tenants SET database_name = 'publicdigit' WHERE false`,
+		`UPDATE landlord.tenants SET cluster = 'b', placement = 'database' WHERE false`,
+		`UPDATE landlord.tenants SET schema_hash = NULL WHERE false`,
+		`INSERT INTO landlord.tenants (slug, name, database_name, schema_name) SELECT 'x', 'x', 'x', 'tenant_x' WHERE false`,
+		`DELETE FROM landlord.tenants WHERE false`,
+	} {
+		_, err := app.Exec(ctx, q)
+		var pe *pgconn.PgError
+		if assert.ErrorAs(t, err, &pe, q) {
+			assert.Equal(t, "42501", pe.Code, "insufficient_privilege: %s", q)
+		}
+	}
+	for _, q := range []string{
+		`SELECT count(*) FROM landlord.tenants`,
+		`UPDATE landlord.tenants SET status = status, name = name, version = version, updated_at = now(), deleted_at = deleted_at WHERE false`,
+	} {
+		_, err := app.Exec(ctx, q)
+		assert.NoError(t, err, q)
+	}
 }

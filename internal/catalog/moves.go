@@ -42,6 +42,30 @@ func Flip(ctx context.Context, tx DBTX, t tenant.Tenant, to tenant.Placement) er
 	return notify(ctx, tx, t.Slug)
 }
 
+// FlipMoved is Flip and InsertRetired in one statement (one round trip and
+// its own transaction when db is not a transaction): a move's switch, which
+// writers wait for, runs it. c.Slug is taken from the catalog row.
+func FlipMoved(ctx context.Context, db DBTX, t tenant.Tenant, to tenant.Placement, c RetiredCopy) error {
+	var flipped bool
+	err := db.QueryRowContext(ctx, `WITH flipped AS (
+			UPDATE landlord.tenants SET placement = $2, cluster = $3, database_name = $4, schema_name = $5,
+				status = 'active', version = version + 1, updated_at = now()
+			 WHERE id = $1 AND status = 'moving' RETURNING slug),
+		  retired AS (
+			INSERT INTO landlord.retired_copies (tenant_id, slug, cluster, database_name, schema_name, whole_database)
+			SELECT $1, slug, $6, $7, $8, $9 FROM flipped RETURNING 1)
+		SELECT EXISTS (SELECT FROM flipped), (SELECT count(*) FROM retired), (SELECT pg_notify($10, slug) FROM flipped) IS NULL`,
+		t.ID, to.Kind, to.Cluster, to.Database, to.Schema, c.Cluster, c.Database, c.Schema, c.WholeDatabase,
+		tenant.NotifyChannel).Scan(&flipped, new(int), new(bool))
+	if err != nil {
+		return fmt.Errorf("move: flip: %w", err)
+	}
+	if !flipped {
+		return fmt.Errorf("move: flip: tenant %s is no longer moving", t.Slug)
+	}
+	return nil
+}
+
 func notify(ctx context.Context, tx DBTX, slug tenant.Slug) error {
 	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, tenant.NotifyChannel, slug.String())
 	return err

@@ -2,7 +2,9 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/google/uuid"
 
@@ -14,16 +16,43 @@ import (
 // creates or drops a tenant's schema or role (provision, module install and
 // uninstall, purge, moves) holds it, so that none of them can recreate what
 // another just dropped. A crashed holder's lock dies with its connection.
+//
+// The lock lives in a transaction of its own on the lock pool (Options.Locks),
+// never on a connection the operation needs for its work; the wait for a
+// lock connection and for the lock itself is bounded by Options.LockWait
+// (tenant.ErrBusy past it).
 func (c *Catalog) Lock(ctx context.Context, slug tenant.Slug) (func(), error) {
-	tx, err := c.admin.BeginTx(ctx, nil)
+	acquire, cancel := context.WithTimeout(ctx, c.lockWait)
+	defer cancel()
+	conn, err := c.locks.Conn(acquire)
 	if err != nil {
+		if acquire.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("lock tenant %s: no lock connection within %s: %w", slug, c.lockWait, tenant.ErrBusy)
+		}
+		return nil, fmt.Errorf("lock tenant %s: %w", slug, err)
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("lock tenant %s: %w", slug, err)
+	}
+	release := func() {
+		_ = tx.Rollback()
+		_ = conn.Close()
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('lock_timeout', $1, true)`,
+		strconv.FormatInt(c.lockWait.Milliseconds(), 10)); err != nil {
+		release()
 		return nil, fmt.Errorf("lock tenant %s: %w", slug, err)
 	}
 	if err := LockTx(ctx, tx, slug); err != nil {
-		_ = tx.Rollback()
+		release()
+		if sqlState(err) == "55P03" { // lock_not_available: lock_timeout
+			return nil, fmt.Errorf("lock tenant %s: another operation held it for %s: %w", slug, c.lockWait, tenant.ErrBusy)
+		}
 		return nil, err
 	}
-	return func() { _ = tx.Rollback() }, nil
+	return release, nil
 }
 
 // WithTenantLock runs fn while holding the tenant's operation lock, with the
@@ -54,30 +83,35 @@ func LockTx(ctx context.Context, tx DBTX, slug tenant.Slug) error {
 	return nil
 }
 
+// TryLockTx takes the tenant's operation lock in tx if no one holds it, and
+// reports whether it did; it never waits (a transaction on a work
+// connection must not wait for a lock whose holder may need a connection).
+func TryLockTx(ctx context.Context, tx DBTX, slug tenant.Slug) (bool, error) {
+	var ok bool
+	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtext('tenant-op:' || $1))`, slug.String()).Scan(&ok); err != nil {
+		return false, fmt.Errorf("lock tenant %s: %w", slug, err)
+	}
+	return ok, nil
+}
+
+func sqlState(err error) string {
+	var pe interface{ SQLState() string }
+	if errors.As(err, &pe) {
+		return pe.SQLState()
+	}
+	return ""
+}
+
 // InsertProvisioning inserts a tenant's catalog row in status provisioning
 // on db (the landlord database), or returns the existing row of that slug
 // (inserted false).
 func InsertProvisioning(ctx context.Context, db DBTX, slug tenant.Slug, name string, pl tenant.Placement) (tenant.Tenant, bool, error) {
-	return insertProvisioning(ctx, db, slug, name, pl, `SELECT 1`)
-}
-
-// LockAndInsertProvisioning is LockTx and InsertProvisioning in one
-// statement (one round trip), for a transaction tx that does both.
-func LockAndInsertProvisioning(ctx context.Context, tx DBTX, slug tenant.Slug, name string, pl tenant.Placement) (tenant.Tenant, bool, error) {
-	return insertProvisioning(ctx, tx, slug, name, pl, lockSQL)
-}
-
-// insertProvisioning inserts the row once source (one row, may use $1, the
-// slug) has been evaluated: the INSERT reads its row from it, so a lock
-// taken there is held before the insert is tried.
-func insertProvisioning(ctx context.Context, db DBTX, slug tenant.Slug, name string, pl tenant.Placement, source string) (tenant.Tenant, bool, error) {
 	if err := tenant.ValidateName(name); err != nil {
 		return tenant.Tenant{}, false, err
 	}
 	t, err := scanRow(db.QueryRowContext(ctx, `
-		WITH src AS (`+source+`)
 		INSERT INTO landlord.tenants AS t (slug, name, status, placement, cluster, database_name, schema_name)
-		SELECT $1::text, $2, 'provisioning', $3, $4, $5, $6 FROM src
+		VALUES ($1, $2, 'provisioning', $3, $4, $5, $6)
 		ON CONFLICT (slug) DO NOTHING
 		RETURNING `+columns, slug.String(), name, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema))
 	inserted := err == nil

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgpassfile"
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
@@ -197,7 +198,7 @@ func (r Report) Summary(kind string) string {
 // Write prints the report: the summary line, then the details.
 func (r Report) Write(w io.Writer, kind string) {
 	fmt.Fprintln(w, r.Summary(kind))
-	fmt.Fprintf(w, "  retryable (503 + Retry-After): %d; no answer while the server was down on purpose: %d; other failures: %d; hangs past the deadline: %d; duplicated: %d\n",
+	fmt.Fprintf(w, "  retryable (503 or 429, + Retry-After): %d; no answer while the server was down on purpose: %d; other failures: %d; hangs past the deadline: %d; duplicated: %d\n",
 		r.Retryable, r.Down, r.Bad, r.Hung, r.Dup)
 	for _, f := range r.Faults {
 		state := fmt.Sprintf("readyz failed during it: %v; ready again after %s", f.NotReady, f.RecoveredIn.Round(10*time.Millisecond))
@@ -307,24 +308,48 @@ func (r *run) setUp(ctx context.Context) error {
 
 // urls builds the application role's URL through PgBouncer and the admin
 // role's direct URL on port numbers of the run's choice.
+// The URLs carry the password the local password file has for the
+// instance's own port (PostgreSQL's or PgBouncer's), if the configuration
+// has none: the proxies' ports are not in that file.
 func (r *run) urls(bouncerPort, pgPort string) (appURL, adminURL, appDirect string, err error) {
-	set := func(raw, port string) (string, error) {
+	set := func(raw, port, realPort string) (string, error) {
 		u, err := url.Parse(raw)
 		if err != nil {
 			return "", fmt.Errorf("config: %s: %w", config.Redact(raw), err)
 		}
 		u.Host = net.JoinHostPort("127.0.0.1", port)
 		u.Path = "/" + r.o.Database
+		if _, ok := u.User.Password(); u.User != nil && !ok {
+			if pw := r.localPassword(realPort, u.User.Username()); pw != "" {
+				u.User = url.UserPassword(u.User.Username(), pw)
+			}
+		}
 		return u.String(), nil
 	}
-	if appURL, err = set(r.base.Landlord.URL, bouncerPort); err != nil {
+	in := r.o.Instance
+	if appURL, err = set(r.base.Landlord.URL, bouncerPort, in.BouncerPort); err != nil {
 		return
 	}
-	if adminURL, err = set(r.base.Admin.URL, pgPort); err != nil {
+	if adminURL, err = set(r.base.Admin.URL, pgPort, in.PGPort); err != nil {
 		return
 	}
-	appDirect, err = set(r.base.Landlord.URL, pgPort)
+	appDirect, err = set(r.base.Landlord.URL, pgPort, in.PGPort)
 	return
+}
+
+// localPassword is the password of user on the instance's port in the
+// local password file (PGPASSFILE, else the checkout's .data/pgpass that
+// deploy/local/db-up.sh writes), or "".
+func (r *run) localPassword(port, user string) string {
+	path := os.Getenv("PGPASSFILE")
+	if path == "" {
+		path = filepath.Join(r.o.Root, ".data", "pgpass")
+	}
+	pf, err := pgpassfile.ReadPassfile(path)
+	if err != nil {
+		return ""
+	}
+	return pf.FindPassword("127.0.0.1", port, r.o.Database, user)
 }
 
 // openApp opens the run's own App, straight to the instance, and applies
@@ -716,7 +741,7 @@ func (r *run) restore(ctx context.Context) {
 		// The run's own pools may hold connections that a fault broke:
 		// each step is tried a few times.
 		for _, id := range r.tokenIDs {
-			if err := retry(ctx, func() error { return r.a.Tokens.Delete(ctx, id) }); err != nil {
+			if err := retry(ctx, func() error { return access.Delete(ctx, r.a.Admin, id) }); err != nil {
 				r.logf("token %s: %v", id, err)
 			}
 		}

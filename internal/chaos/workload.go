@@ -34,7 +34,7 @@ func (t tenantRef) path(rest string) string { return "/" + t.slug + "/api/v1" + 
 type tally struct {
 	requests  atomic.Int64 // answered or not
 	acked     atomic.Int64 // writes acknowledged (members and cards)
-	retryable atomic.Int64 // 503 with Retry-After
+	retryable atomic.Int64 // 503 (or 429) with Retry-After
 	down      atomic.Int64 // no answer while the server was down on purpose
 	bad       atomic.Int64 // any other failure: a 500, a 503 without Retry-After, no answer while up
 	hung      atomic.Int64 // no answer within the client's deadline
@@ -233,7 +233,8 @@ func (c *client) classify(ctx context.Context, a answer, expected ...int) outcom
 			return answered
 		}
 	}
-	if a.status == http.StatusServiceUnavailable && a.header.Get("Retry-After") != "" {
+	// 503, or 429 from the tenant's own concurrency limit: both say when to retry.
+	if (a.status == http.StatusServiceUnavailable || a.status == http.StatusTooManyRequests) && a.header.Get("Retry-After") != "" {
 		c.tally.retryable.Add(1)
 		return retryLater
 	}

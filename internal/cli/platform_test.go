@@ -8,9 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -81,6 +83,23 @@ func TestTenantCommands(t *testing.T) {
 	code, _, errOut = run(t, "tenant", "show", slug)
 	assert.Equal(t, cli.ExitFailure, code)
 	assert.Contains(t, errOut, "tenant not found")
+
+	// The operator's actions are in the audit trail, under the CLI's actor.
+	t.Cleanup(func() {
+		_, err := dbtest.AdminDB(t).ExecContext(context.Background(), `DELETE FROM landlord.audit_events WHERE tenant = $1`, slug)
+		assert.NoError(t, err)
+	})
+	page, err := audit.New(dbtest.AppPool(t, dbtest.Bouncer, 2), zerolog.Nop()).List(context.Background(), audit.ListOptions{Tenant: slug})
+	require.NoError(t, err)
+	var got []string
+	for i := len(page.Entries) - 1; i >= 0; i-- {
+		e := page.Entries[i]
+		got = append(got, string(e.Action)+" "+e.Outcome)
+		assert.True(t, strings.HasPrefix(e.Actor, "tenantctl:"), e.Actor)
+		assert.Nil(t, e.TokenID)
+	}
+	assert.Equal(t, []string{"tenant.create ok", "tenant.create error", "tenant.suspend ok", "tenant.resume ok",
+		"tenant.delete ok", "tenant.resume error", "tenant.purge ok"}, got)
 }
 
 func TestTenantCommandUsageErrors(t *testing.T) {
@@ -253,4 +272,51 @@ func TestSeedDemoIsIdempotent(t *testing.T) {
 	code, out, _ = run(t, "seed", "demo", "--token-file", tokenFile)
 	require.Equal(t, cli.ExitOK, code)
 	assert.Contains(t, out, "(new)")
+}
+
+func TestLimitsAndAuditCommands(t *testing.T) {
+	dbtest.SetEnv(t)
+	t.Setenv("PD_TENANT__WARM_POOL", "0")
+	t.Setenv("PD_TENANT__MAX_CONCURRENT_REQUESTS", "8")
+	t.Setenv("PD_TENANT__STATEMENT_TIMEOUT", "5s")
+	dbtest.Landlord(t)
+	slug := dbtest.Name("clilim")
+	dropTenantAfter(t, slug)
+	t.Cleanup(func() {
+		_, err := dbtest.AdminDB(t).ExecContext(context.Background(), `DELETE FROM landlord.audit_events WHERE tenant = $1`, slug)
+		assert.NoError(t, err)
+	})
+	code, _, errOut := run(t, "tenant", "create", slug)
+	require.Equal(t, cli.ExitOK, code, errOut)
+
+	code, out, errOut := run(t, "tenant", "limits", slug)
+	require.Equal(t, cli.ExitOK, code, errOut)
+	assert.Equal(t, "tenant "+slug+": max_concurrent_requests 8 (default), statement_timeout 5s (default)\n", out)
+	code, out, errOut = run(t, "tenant", "limits", slug, "--max-concurrent", "3", "--statement-timeout", "2s")
+	require.Equal(t, cli.ExitOK, code, errOut)
+	assert.Equal(t, "tenant "+slug+": max_concurrent_requests 3, statement_timeout 2s\n", out)
+	code, out, errOut = run(t, "tenant", "limits", slug, "--max-concurrent", "default")
+	require.Equal(t, cli.ExitOK, code, errOut)
+	assert.Equal(t, "tenant "+slug+": max_concurrent_requests 8 (default), statement_timeout 2s\n", out)
+	for _, bad := range [][]string{{"--max-concurrent", "0"}, {"--max-concurrent", "3x"}, {"--statement-timeout", "-1s"},
+		{"--statement-timeout", "11m"}} {
+		code, _, errOut = run(t, append([]string{"tenant", "limits", slug}, bad...)...)
+		assert.Equal(t, cli.ExitUsage, code, "%v: %s", bad, errOut)
+	}
+
+	code, out, errOut = run(t, "audit", "list", "--tenant", slug)
+	require.Equal(t, cli.ExitOK, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 4, out) // header, two limit changes, the create
+	assert.Contains(t, lines[1], "tenant.limits")
+	assert.Contains(t, lines[3], "tenant.create")
+	assert.Contains(t, lines[3], "tenantctl:")
+	code, out, errOut = run(t, "audit", "list", "--tenant", slug, "--action", "tenant.create", "--json")
+	require.Equal(t, cli.ExitOK, code, errOut)
+	var entries []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &entries))
+	require.Len(t, entries, 1)
+	assert.Equal(t, "ok", entries[0]["outcome"])
+	code, _, _ = run(t, "audit", "list", "--action", "tenant.explode")
+	assert.Equal(t, cli.ExitUsage, code)
 }

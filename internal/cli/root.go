@@ -94,7 +94,7 @@ func newRoot(e *env) *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newDBCmd(e), newSchemaCmd(e), newTenantCmd(e), newModuleCmd(e), newElectionCmd(e), newTokenCmd(e),
-		newGeoCmd(e), newSeedCmd(e))
+		newGeoCmd(e), newSeedCmd(e), newAuditCmd(e))
 	fixGroups(root)
 	return root
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/user"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/config"
@@ -32,7 +34,16 @@ func (e *env) withApp(cmd *cobra.Command, limit time.Duration, fn func(ctx conte
 	if err := a.Admin.PingContext(ctx); err != nil {
 		return fmt.Errorf("admin connection %s: %w", config.Redact(e.cfg.Admin.URL), rootCause(err))
 	}
-	return fn(ctx, a)
+	return fn(audit.WithActor(ctx, operator()), a)
+}
+
+// operator is the audit trail's actor for tenantctl: the OS user running it.
+func operator() audit.Actor {
+	name := "unknown"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	return audit.Actor{Name: "tenantctl:" + name}
 }
 
 // slugArg validates a slug argument: an invalid one is a usage error.
@@ -58,7 +69,8 @@ func newTenantCmd(e *env) *cobra.Command {
 		newTenantStatusCmd(e, "resume", "Resume a suspended tenant"),
 		newTenantStatusCmd(e, "delete", "Soft-delete a tenant (status deleted, data kept until purge)"),
 		newTenantPurgeCmd(e))
-	c.AddCommand(newTenantMoveCmd(e), newTenantPurgeRetiredCmd(e), newTenantExportCmd(e), newTenantImportCmd(e))
+	c.AddCommand(newTenantMoveCmd(e), newTenantMovesCmd(e), newTenantPurgeRetiredCmd(e), newTenantLimitsCmd(e),
+		newTenantExportCmd(e), newTenantImportCmd(e))
 	return c
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"sync"
 	"time"
 
@@ -229,9 +230,39 @@ func (c *Clusters) EnsureDatabase(ctx context.Context, cluster, database string)
 	return nil
 }
 
-// DropDatabase drops a database, ending the application's idle connections
-// to it (PgBouncer keeps some) first.
+// ErrNotDroppable: DropDatabase refuses a database that is not a tenant's
+// (tenant_<slug>) or a retired copy (pd_retired_<hex>), and always the
+// platform's own databases.
+var ErrNotDroppable = errors.New("refusing to drop a database that is not a tenant's or a retired copy")
+
+var droppable = regexp.MustCompile(`^(tenant_[a-z][a-z0-9_]{0,55}|pd_retired_[0-9a-f]{12})$`)
+
+// checkDroppable is the last check before DROP DATABASE: the name has a
+// tenant's or a retired copy's shape, and is neither a configured shared
+// database nor the landlord's.
+func (c *Clusters) checkDroppable(cluster, database string) error {
+	if !droppable.MatchString(database) {
+		return fmt.Errorf("drop database %q on cluster %s: %w", database, cluster, ErrNotDroppable)
+	}
+	platform := []string{c.cfg.Admin.URL, c.cfg.Landlord.URL}
+	for _, cl := range c.cfg.Clusters {
+		platform = append(platform, cl.URL, cl.AdminURL)
+	}
+	for _, raw := range platform {
+		if pc, err := pgx.ParseConfig(raw); err == nil && pc.Database == database {
+			return fmt.Errorf("drop database %q on cluster %s: a platform database: %w", database, cluster, ErrNotDroppable)
+		}
+	}
+	return nil
+}
+
+// DropDatabase drops a tenant's or a retired copy's database, ending the
+// application's idle connections to it (PgBouncer keeps some) first. Any
+// other name is refused (checkDroppable).
 func (c *Clusters) DropDatabase(ctx context.Context, cluster, database string) error {
+	if err := c.checkDroppable(cluster, database); err != nil {
+		return err
+	}
 	server, err := c.Admin(cluster)
 	if err != nil {
 		return err

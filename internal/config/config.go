@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -132,7 +133,10 @@ type Pool struct {
 type Tenant struct {
 	// StatementTimeout is the default per-statement limit set in every tenant transaction.
 	StatementTimeout time.Duration `koanf:"statement_timeout"`
-	// Roles turns on defense in depth: each transaction assumes the tenant's own role.
+	// Roles makes each transaction assume the tenant's own role. It must be
+	// true: the application role is NOINHERIT, so the tenant's role is the
+	// only way to its tables (kept as a key so that a false one is refused
+	// with a reason rather than ignored).
 	Roles bool `koanf:"roles"`
 	// AppRole is the application role granted every tenant role.
 	AppRole string `koanf:"app_role"`
@@ -142,6 +146,21 @@ type Tenant struct {
 	CacheTTL time.Duration `koanf:"cache_ttl"`
 	// WarmPool is the number of pre-built spare tenant schemas kept ready.
 	WarmPool int `koanf:"warm_pool"`
+	// MaxConcurrentRequests is the default cap on one tenant's API requests
+	// in flight in a server process (a tenant's own cap, in the catalog,
+	// overrides it): a flooding tenant holds at most that many of the
+	// shared pool's connections.
+	MaxConcurrentRequests int `koanf:"max_concurrent_requests"`
+	// QueueWait is how long a request over its tenant's cap waits for a
+	// slot before it is refused with 429 (0: refused at once).
+	QueueWait time.Duration `koanf:"queue_wait"`
+	// MaxQueuedRequests bounds a tenant's requests waiting at once (more
+	// are refused at once); 0 means 4 × the tenant's cap.
+	MaxQueuedRequests int `koanf:"max_queued_requests"`
+	// LockWait bounds how long a tenant operation (provisioning, a module
+	// change, a move, a purge) waits for another one on the same tenant, or
+	// for a lock connection, before it fails with tenant_busy (503).
+	LockWait time.Duration `koanf:"lock_wait"`
 }
 
 // HTTP configures the API server.
@@ -167,6 +186,10 @@ type HTTP struct {
 	// at least 32 bytes, the same in every server process. Empty: a random
 	// secret per process (cursors then break on restart and across processes).
 	CursorSecret string `koanf:"cursor_secret"`
+	// AuthFailuresPerMinute is how many requests with a token the catalog
+	// refuses one client address may send per minute; past it the address
+	// gets 429 without a catalog lookup until its minute ends. 0: no limit.
+	AuthFailuresPerMinute int `koanf:"auth_failures_per_minute"`
 }
 
 // Log configures logging.
@@ -181,11 +204,15 @@ type Log struct {
 // whose config does not say.
 const DefaultPgBouncer = "1.18"
 
-// The local development defaults match deploy/local (make db-up).
+// The local development defaults match deploy/local (make db-up). They
+// carry no password: the local ones are in the password file that db-up
+// writes (the Makefile sets PGPASSFILE); a deployment gives its own URLs,
+// with the password in the URL (PD_ADMIN__URL=…), PGPASSWORD or a
+// password file.
 const (
-	localApp       = "postgres://pd_app:pd_app_dev@127.0.0.1:16432/publicdigit?sslmode=disable"
-	localAdmin     = "postgres://pd_admin:pd_admin_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
-	localAppDirect = "postgres://pd_app:pd_app_dev@127.0.0.1:15432/publicdigit?sslmode=disable"
+	localApp       = "postgres://pd_app@127.0.0.1:16432/publicdigit?sslmode=disable"
+	localAdmin     = "postgres://pd_admin@127.0.0.1:15432/publicdigit?sslmode=disable"
+	localAppDirect = "postgres://pd_app@127.0.0.1:15432/publicdigit?sslmode=disable"
 )
 
 // Defaults returns the built-in configuration: everything on the local
@@ -216,6 +243,11 @@ func Defaults() Config {
 			SlowStatement:    200 * time.Millisecond,
 			CacheTTL:         30 * time.Second,
 			WarmPool:         4,
+			LockWait:         30 * time.Second,
+
+			MaxConcurrentRequests: 8,
+			QueueWait:             time.Second,
+			MaxQueuedRequests:     0,
 		},
 		HTTP: HTTP{
 			Addr:            "127.0.0.1:8080",
@@ -227,6 +259,8 @@ func Defaults() Config {
 			RequestTimeout:  10 * time.Second,
 			PlatformTimeout: 2 * time.Minute,
 			CursorSecret:    "",
+
+			AuthFailuresPerMinute: 30,
 		},
 		Log: Log{Level: "info", Format: "auto"},
 	}
@@ -321,36 +355,41 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 func defaultsMap() map[string]any {
 	d := Defaults()
 	m := map[string]any{
-		"landlord.url":              d.Landlord.URL,
-		"landlord.listen_url":       d.Landlord.ListenURL,
-		"admin.url":                 d.Admin.URL,
-		"default_cluster":           d.DefaultCluster,
-		"pool.max_conns":            d.Pool.MaxConns,
-		"pool.min_conns":            d.Pool.MinConns,
-		"pool.max_conn_lifetime":    d.Pool.MaxConnLifetime.String(),
-		"pool.max_conn_idle_time":   d.Pool.MaxConnIdleTime.String(),
-		"pool.health_check_period":  d.Pool.HealthCheckPeriod.String(),
-		"pool.application_name":     d.Pool.ApplicationName,
-		"pool.dedicated_max_pools":  d.Pool.DedicatedMaxPools,
-		"pool.dedicated_max_conns":  d.Pool.DedicatedMaxConns,
-		"pool.dedicated_idle_close": d.Pool.DedicatedIdleClose.String(),
-		"tenant.statement_timeout":  d.Tenant.StatementTimeout.String(),
-		"tenant.roles":              d.Tenant.Roles,
-		"tenant.app_role":           d.Tenant.AppRole,
-		"tenant.slow_statement":     d.Tenant.SlowStatement.String(),
-		"tenant.cache_ttl":          d.Tenant.CacheTTL.String(),
-		"tenant.warm_pool":          d.Tenant.WarmPool,
-		"http.addr":                 d.HTTP.Addr,
-		"http.metrics_addr":         d.HTTP.MetricsAddr,
-		"http.body_limit":           d.HTTP.BodyLimit,
-		"http.tenant_header":        d.HTTP.TenantHeader,
-		"http.shutdown_timeout":     d.HTTP.ShutdownTimeout.String(),
-		"http.write_wait":           d.HTTP.WriteWait.String(),
-		"http.request_timeout":      d.HTTP.RequestTimeout.String(),
-		"http.platform_timeout":     d.HTTP.PlatformTimeout.String(),
-		"http.cursor_secret":        d.HTTP.CursorSecret,
-		"log.level":                 d.Log.Level,
-		"log.format":                d.Log.Format,
+		"landlord.url":                   d.Landlord.URL,
+		"landlord.listen_url":            d.Landlord.ListenURL,
+		"admin.url":                      d.Admin.URL,
+		"default_cluster":                d.DefaultCluster,
+		"pool.max_conns":                 d.Pool.MaxConns,
+		"pool.min_conns":                 d.Pool.MinConns,
+		"pool.max_conn_lifetime":         d.Pool.MaxConnLifetime.String(),
+		"pool.max_conn_idle_time":        d.Pool.MaxConnIdleTime.String(),
+		"pool.health_check_period":       d.Pool.HealthCheckPeriod.String(),
+		"pool.application_name":          d.Pool.ApplicationName,
+		"pool.dedicated_max_pools":       d.Pool.DedicatedMaxPools,
+		"pool.dedicated_max_conns":       d.Pool.DedicatedMaxConns,
+		"pool.dedicated_idle_close":      d.Pool.DedicatedIdleClose.String(),
+		"tenant.statement_timeout":       d.Tenant.StatementTimeout.String(),
+		"tenant.roles":                   d.Tenant.Roles,
+		"tenant.app_role":                d.Tenant.AppRole,
+		"tenant.slow_statement":          d.Tenant.SlowStatement.String(),
+		"tenant.cache_ttl":               d.Tenant.CacheTTL.String(),
+		"tenant.warm_pool":               d.Tenant.WarmPool,
+		"tenant.lock_wait":               d.Tenant.LockWait.String(),
+		"tenant.max_concurrent_requests": d.Tenant.MaxConcurrentRequests,
+		"tenant.queue_wait":              d.Tenant.QueueWait.String(),
+		"tenant.max_queued_requests":     d.Tenant.MaxQueuedRequests,
+		"http.addr":                      d.HTTP.Addr,
+		"http.metrics_addr":              d.HTTP.MetricsAddr,
+		"http.body_limit":                d.HTTP.BodyLimit,
+		"http.tenant_header":             d.HTTP.TenantHeader,
+		"http.shutdown_timeout":          d.HTTP.ShutdownTimeout.String(),
+		"http.write_wait":                d.HTTP.WriteWait.String(),
+		"http.request_timeout":           d.HTTP.RequestTimeout.String(),
+		"http.platform_timeout":          d.HTTP.PlatformTimeout.String(),
+		"http.cursor_secret":             d.HTTP.CursorSecret,
+		"http.auth_failures_per_minute":  d.HTTP.AuthFailuresPerMinute,
+		"log.level":                      d.Log.Level,
+		"log.format":                     d.Log.Format,
 	}
 	for name, c := range d.Clusters {
 		m["clusters."+name+".url"] = c.URL
@@ -428,10 +467,23 @@ func (c Config) Validate() error {
 	positive("pool.dedicated_idle_close", c.Pool.DedicatedIdleClose)
 	positive("tenant.statement_timeout", c.Tenant.StatementTimeout)
 	positive("tenant.cache_ttl", c.Tenant.CacheTTL)
+	positive("tenant.lock_wait", c.Tenant.LockWait)
 	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	positive("http.write_wait", c.HTTP.WriteWait)
 	positive("http.request_timeout", c.HTTP.RequestTimeout)
 	positive("http.platform_timeout", c.HTTP.PlatformTimeout)
+	if c.Tenant.MaxConcurrentRequests < 1 || c.Tenant.MaxConcurrentRequests > 10_000 {
+		bad("tenant.max_concurrent_requests", "must be between 1 and 10000 (got %d)", c.Tenant.MaxConcurrentRequests)
+	}
+	if c.Tenant.QueueWait < 0 {
+		bad("tenant.queue_wait", "must not be negative (got %s; 0 refuses at once)", c.Tenant.QueueWait)
+	}
+	if c.Tenant.MaxQueuedRequests < 0 {
+		bad("tenant.max_queued_requests", "must not be negative (got %d; 0 means 4 × the tenant's cap)", c.Tenant.MaxQueuedRequests)
+	}
+	if c.Tenant.StatementTimeout > 10*time.Minute {
+		bad("tenant.statement_timeout", "must be at most 10m (got %s)", c.Tenant.StatementTimeout)
+	}
 	if c.Tenant.SlowStatement < 0 {
 		bad("tenant.slow_statement", "must not be negative (got %s)", c.Tenant.SlowStatement)
 	}
@@ -444,11 +496,17 @@ func (c Config) Validate() error {
 	if c.Tenant.WarmPool < 0 || c.Tenant.WarmPool > 1000 {
 		bad("tenant.warm_pool", "must be between 0 and 1000 (got %d)", c.Tenant.WarmPool)
 	}
+	if !c.Tenant.Roles {
+		bad("tenant.roles", "must be true: the application role is NOINHERIT and reaches a tenant's tables only through the tenant's own role")
+	}
 	if c.Tenant.AppRole == "" {
 		bad("tenant.app_role", "must be set")
 	}
 	if _, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil || port == "" {
 		bad("http.addr", "must be host:port such as 127.0.0.1:8080 (got %q)", c.HTTP.Addr)
+	}
+	if c.HTTP.AuthFailuresPerMinute < 0 {
+		bad("http.auth_failures_per_minute", "must not be negative (got %d; 0 turns the limit off)", c.HTTP.AuthFailuresPerMinute)
 	}
 	if c.HTTP.MetricsAddr != "" {
 		_, mport, err := net.SplitHostPort(c.HTTP.MetricsAddr)
@@ -522,14 +580,43 @@ func (c Config) Cluster(name string) (Cluster, error) {
 	return cl, nil
 }
 
-// Redact hides the password in a connection URL for logs and status output.
+// Redact hides the passwords in a connection string for logs and status
+// output: a URL's user password and password query parameters, and the
+// password of a keyword/value string (password=… or password='…'). A URL
+// that does not parse is redacted by pattern, never returned as is.
 func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if strings.Contains(raw, "://") {
+		if u, err := url.Parse(raw); err == nil {
+			if u.User != nil {
+				if _, ok := u.User.Password(); ok {
+					u.User = url.UserPassword(u.User.Username(), redacted)
+				}
+			}
+			if q := u.Query(); len(q) > 0 {
+				changed := false
+				for k := range q {
+					if strings.EqualFold(k, "password") {
+						q[k] = []string{redacted}
+						changed = true
+					}
+				}
+				if changed {
+					u.RawQuery = q.Encode()
+				}
+			}
+			return u.String()
+		}
+		raw = urlPassword.ReplaceAllString(raw, "${1}"+redacted+"@")
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
+	return keywordPassword.ReplaceAllString(raw, "${1}"+redacted)
 }
+
+const redacted = "xxxxx"
+
+var (
+	// urlPassword is the user:password@ of a URL (up to its last @).
+	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:).*@`)
+	// keywordPassword is password=value in a keyword/value string or a
+	// query: a quoted value (with \' escapes) or up to a space or &.
+	keywordPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)`)
+)

@@ -63,12 +63,13 @@ clusters:
 
 	t.Setenv("PD_HTTP__ADDR", "127.0.0.1:7002")
 	t.Setenv("PD_POOL__MAX_CONNS", "9")
-	t.Setenv("PD_TENANT__ROLES", "false")
+	t.Setenv("PD_HTTP__TENANT_HEADER", "true")
 	c, err = config.Load(flags(t))
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:7002", c.HTTP.Addr, "environment over file")
 	assert.Equal(t, int32(9), c.Pool.MaxConns)
-	assert.False(t, c.Tenant.Roles)
+	assert.True(t, c.Tenant.Roles)
+	assert.True(t, c.HTTP.TenantHeader)
 	assert.Equal(t, "debug", c.Log.Level, "file value kept where env is silent")
 
 	c, err = config.Load(flags(t, "--http.addr", "127.0.0.1:7003", "--log.level", "error"))
@@ -105,6 +106,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{map[string]string{"PD_TENANT__STATEMENT_TIMEOUT": "-1s"}, "tenant.statement_timeout"},
 		{map[string]string{"PD_HTTP__BODY_LIMIT": "10"}, "http.body_limit"},
 		{map[string]string{"PD_HTTP__CURSOR_SECRET": "short-secret"}, "http.cursor_secret"},
+		{map[string]string{"PD_TENANT__ROLES": "false"}, "tenant.roles"},
 		{map[string]string{"PD_HTTP__METRICS_ADDR": "9090"}, "http.metrics_addr"},
 		{map[string]string{"PD_HTTP__ADDR": "0.0.0.0:8080", "PD_HTTP__METRICS_ADDR": "127.0.0.1:8080"}, "http.metrics_addr"},
 	}
@@ -148,7 +150,27 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	assert.Equal(t, "postgres://u:xxxxx@h:1/d", config.Redact("postgres://u:secret@h:1/d"))
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://u:secret@h:1/d", "postgres://u:xxxxx@h:1/d"},
+		{"postgres://u@h:1/d?sslmode=disable", "postgres://u@h:1/d?sslmode=disable"},
+		{"postgres://u@h:1/d?password=secret&sslmode=disable", "postgres://u@h:1/d?password=xxxxx&sslmode=disable"},
+		{"postgres://u@h:1/d?PASSWORD=secret", "postgres://u@h:1/d?PASSWORD=xxxxx"},
+		{"postgres://u:secret@h:1/d?password=other", "postgres://u:xxxxx@h:1/d?password=xxxxx"},
+		// Not a URL that parses: redacted by pattern.
+		{"postgres://u:sec%zzret@h:1/d", "postgres://u:xxxxx@h:1/d"},
+		{"postgres://u:p@ss@h:1/d?password=x y", "postgres://u:xxxxx@h:1/d?password=xxxxx"},
+		{"postgres://u:sec ret@h:1/d%", "postgres://u:xxxxx@h:1/d%"},
+		// Keyword/value strings.
+		{"host=h port=1 user=u password=secret dbname=d", "host=h port=1 user=u password=xxxxx dbname=d"},
+		{"host=h password = 'a secret with spaces' dbname=d", "host=h password = xxxxx dbname=d"},
+		{`host=h password='it\'s' dbname=d`, "host=h password=xxxxx dbname=d"},
+		{"Password=secret", "Password=xxxxx"},
+		{"host=h dbname=d", "host=h dbname=d"},
+	} {
+		got := config.Redact(tc.in)
+		assert.Equal(t, tc.want, got, tc.in)
+		assert.NotContains(t, got, "secret", tc.in)
+	}
 }
 
 func TestClusterFromEnvironmentGetsDefaults(t *testing.T) {

@@ -58,7 +58,8 @@ func Config(t testing.TB) config.Config {
 	return c
 }
 
-// WithDatabase returns raw with its database name replaced.
+// WithDatabase returns raw with its database name replaced (and the local
+// password, if raw has none: see passfile.go).
 func WithDatabase(t testing.TB, raw, db string) string {
 	t.Helper()
 	u, err := url.Parse(raw)
@@ -66,7 +67,7 @@ func WithDatabase(t testing.TB, raw, db string) string {
 		t.Fatalf("dbtest: parse %s: %v", config.Redact(raw), err)
 	}
 	u.Path = "/" + db
-	return u.String()
+	return withLocalPassword(u.String())
 }
 
 // WithPort returns raw with its port replaced.
@@ -77,7 +78,7 @@ func WithPort(t testing.TB, raw, port string) string {
 		t.Fatalf("dbtest: parse %s: %v", config.Redact(raw), err)
 	}
 	u.Host = u.Hostname() + ":" + port
-	return u.String()
+	return withLocalPassword(u.String())
 }
 
 // Path names one way from the application to PostgreSQL.

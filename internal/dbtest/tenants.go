@@ -201,3 +201,14 @@ func dropRole(t testing.TB, db *sql.DB, role string) {
 	}
 	t.Errorf("dbtest: drop role %s: %v", role, err)
 }
+
+// DeleteTokenAtCleanup deletes an API token (by id) at cleanup, as the admin
+// role: the application role may create and revoke tokens, never delete them.
+func DeleteTokenAtCleanup(t testing.TB, id string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if _, err := AdminDB(t).ExecContext(context.Background(), `DELETE FROM landlord.api_tokens WHERE id = $1::uuid`, id); err != nil {
+			t.Errorf("dbtest: delete token %s: %v", id, err)
+		}
+	})
+}

@@ -47,6 +47,10 @@ type Deps struct {
 	MetricsElsewhere bool
 	// Extensions add route sets, in order.
 	Extensions []Extension
+	// AuthFailuresPerMinute limits failed token authentications per client
+	// address (config http.auth_failures_per_minute); past it the address
+	// gets 429 without a catalog lookup until its minute ends. 0: no limit.
+	AuthFailuresPerMinute int
 }
 
 // Extension is a set of routes that plugs into the app.
@@ -125,7 +129,7 @@ func New(d Deps) *fiber.App {
 		return c.Send(docJSON)
 	})
 
-	auth := Auth{timeout: d.RequestTimeout}
+	auth := Auth{failures: newFailureLimiter(d.AuthFailuresPerMinute, time.Minute), timeout: d.RequestTimeout}
 	if d.App != nil {
 		auth.tokens = d.App.Tokens
 		h := &handlers{a: d.App, log: d.Log}
@@ -158,6 +162,7 @@ type Problem struct {
 	RequestID string `json:"request_id,omitempty"`
 
 	retry      bool // answer with Retry-After
+	retryAfter int  // its seconds when more than the default
 	noInstance bool // the request's URI is unknown or too long to echo
 }
 

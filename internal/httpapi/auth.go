@@ -3,12 +3,15 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/audit"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 const localPrincipal = "principal"
@@ -16,6 +19,8 @@ const localPrincipal = "principal"
 // Auth is the bearer-token middleware.
 type Auth struct {
 	tokens *access.Service
+	// failures limits failed authentications per client address (nil: no limit).
+	failures *failureLimiter
 	// timeout bounds a token lookup, also under a platform route's longer deadline.
 	timeout time.Duration
 }
@@ -38,9 +43,12 @@ func (a Auth) Platform() fiber.Handler {
 		if err := a.authenticate(c); err != nil {
 			return err
 		}
-		if p, _ := PrincipalOf(c); !p.IsPlatform() {
+		p, _ := PrincipalOf(c)
+		if !p.IsPlatform() {
 			return forbidden("this route needs a platform token")
 		}
+		// Platform actions are recorded in the audit trail with their token.
+		c.SetUserContext(audit.WithActor(c.UserContext(), audit.TokenActor(p.TokenID)))
 		return c.Next()
 	}
 }
@@ -60,18 +68,42 @@ func (a Auth) authenticate(c *fiber.Ctx) error {
 	if a.tokens == nil {
 		return unauthorized("invalid or revoked token")
 	}
-	// The principal holds nothing borrowed from the request's buffers.
-	ctx, cancel := context.WithTimeout(c.UserContext(), a.timeout)
-	defer cancel()
-	p, err := a.tokens.Authenticate(ctx, strings.TrimSpace(token))
-	if errors.Is(err, access.ErrUnauthenticated) {
-		return unauthorized("invalid or revoked token")
+	token = strings.TrimSpace(token)
+	addr := c.IP()
+	p, ok := a.tokens.Cached(token)
+	if !ok {
+		if wait, blocked := a.failures.blocked(addr); blocked {
+			return tooManyFailures(wait)
+		}
+		// The principal holds nothing borrowed from the request's buffers.
+		ctx, cancel := context.WithTimeout(c.UserContext(), a.timeout)
+		defer cancel()
+		var err error
+		p, err = a.tokens.Authenticate(ctx, token)
+		if errors.Is(err, access.ErrUnauthenticated) {
+			a.failures.fail(addr)
+			return unauthorized("invalid or revoked token")
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
+	if p.Kind == access.KindTenant && p.TenantStatus == tenant.StatusSuspended {
+		return detailed(tenant.ErrSuspended, "the token's tenant is suspended")
 	}
 	c.Locals(localPrincipal, p)
 	return nil
+}
+
+// tooManyFailures answers an address that failed to authenticate too often:
+// 429 until its window ends.
+func tooManyFailures(wait time.Duration) *Problem {
+	p := problem(fiber.StatusTooManyRequests, "too many failed authentications",
+		"too many requests with invalid tokens from this address; retry later")
+	p.Code = "too_many_auth_failures"
+	p.retry = true
+	p.retryAfter = int(math.Ceil(wait.Seconds()))
+	return p
 }
 
 // PrincipalOf returns the authenticated principal of the request.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/rs/zerolog"
@@ -37,11 +38,17 @@ var answers = map[string]answer{
 	"tenant_suspended":    {fiber.StatusForbidden, "tenant suspended", "the tenant is suspended", false},
 	"tenant_not_ready": {fiber.StatusServiceUnavailable, "tenant not ready",
 		"the tenant is still being provisioned; retry shortly", true},
+	"tenant_busy": {fiber.StatusServiceUnavailable, "tenant busy",
+		"another operation on the tenant is running; retry shortly", true},
+	"tenant_limited": {fiber.StatusTooManyRequests, "too many requests",
+		"the tenant has too many requests in flight; retry shortly", true},
 
 	// Moves (internal/move).
 	"same_placement":     {fiber.StatusConflict, "tenant already on that placement", "", false},
 	"already_moving":     {fiber.StatusConflict, "tenant already moving elsewhere", "", false},
 	"move_verify_failed": {fiber.StatusInternalServerError, "move failed verification; the tenant stays on its source", "", false},
+	"logical_replication_unavailable": {fiber.StatusConflict, "logical replication unavailable",
+		"the source server cannot stream this tenant's changes (wal_level, replication privilege, free slots, or a table without a primary key); move with mode lock", false},
 
 	// Modules (internal/modules) and schemas (internal/schemaapply).
 	"invalid_module":       {fiber.StatusBadRequest, "invalid module", "", false},
@@ -67,6 +74,9 @@ var answers = map[string]answer{
 	"token_not_found": {fiber.StatusNotFound, "token not found", "", false},
 	"invalid_token":   {fiber.StatusBadRequest, "invalid token request", "", false},
 	"invalid_cursor":  {fiber.StatusBadRequest, "invalid cursor", "", false},
+
+	// The audit trail (internal/audit).
+	"invalid_audit_query": {fiber.StatusBadRequest, "invalid audit query", "", false},
 
 	// Membership and DigitalCard.
 	"member_not_found":   {fiber.StatusNotFound, "member not found", "", false},
@@ -219,7 +229,11 @@ func errorHandler(log zerolog.Logger) fiber.ErrorHandler {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="publicdigit"`)
 		}
 		if p.retry {
-			c.Set(fiber.HeaderRetryAfter, retryAfterSeconds)
+			after := retryAfterSeconds
+			if p.retryAfter > 0 {
+				after = strconv.Itoa(p.retryAfter)
+			}
+			c.Set(fiber.HeaderRetryAfter, after)
 		}
 		c.Status(p.Status)
 		return c.JSON(p, "application/problem+json")

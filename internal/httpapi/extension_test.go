@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 )
 
@@ -26,7 +27,7 @@ func TestExtensions(t *testing.T) {
 	a := apptest.Open(t, apptest.Options{})
 	secret, tok, err := a.Tokens.Create(context.Background(), access.CreateRequest{Name: "ext", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = a.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 
 	app := httpapi.New(httpapi.Deps{
 		Log:       zerolog.Nop(),

@@ -62,6 +62,8 @@ type apiOptions struct {
 	// requestTimeout is each request's deadline (default a minute: the
 	// tests check answers, not speed, and share a crowded machine).
 	requestTimeout time.Duration
+	// authFailures limits failed authentications per address and minute (0: none).
+	authFailures int
 }
 
 func newAPI(t *testing.T, o apiOptions) *api {
@@ -78,6 +80,10 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		}, TokenCacheTTL: o.tokenCache},
 		Configure: func(c *config.Config) {
 			c.Tenant.WarmPool = o.warm
+			// Room for the tests' concurrent clients on a loaded machine;
+			// the limits' own tests set theirs.
+			c.Tenant.MaxConcurrentRequests = 64
+			c.Tenant.QueueWait = 5 * time.Second
 			if o.writeWait > 0 {
 				c.HTTP.WriteWait = o.writeWait
 			}
@@ -89,6 +95,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		Log: &log,
 	})
 	metrics.AddPool("landlord", a.Landlord)
+	metrics.AddLimits(a.Limits)
 	x := &api{
 		app:      a,
 		tenants:  a.Catalog,
@@ -102,7 +109,7 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		limit = cfg.HTTP.BodyLimit
 	}
 	d := httpapi.Deps{Log: log, App: a, BodyLimit: limit, Metrics: metrics, TenantHeader: o.header,
-		RequestTimeout: cmp.Or(o.requestTimeout, time.Minute)}
+		AuthFailuresPerMinute: o.authFailures, RequestTimeout: cmp.Or(o.requestTimeout, time.Minute)}
 	if o.tenantAPI {
 		cursors, err := httpapi.NewCursors([]byte("a test secret of at least 32 bytes, fixed"))
 		require.NoError(t, err)
@@ -132,7 +139,7 @@ func (a *api) token(t *testing.T, r access.CreateRequest) string {
 	t.Helper()
 	secret, tok, err := a.tokens.Create(context.Background(), r)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = a.tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	return secret
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/access"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 )
 
@@ -132,7 +133,7 @@ func TestUpperCaseUUIDsAreRefused(t *testing.T) {
 	cardID := ta.card(t, tt, memberID)["id"].(string)
 	secret, tok, err := ta.tokens.Create(context.Background(), access.CreateRequest{Name: "upper", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = ta.tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	up := strings.ToUpper
 	require.NotEqual(t, memberID, up(memberID))
 	before := counts(t, tt)

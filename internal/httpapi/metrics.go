@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/publicdigit/publicdigit/internal/limits"
 )
 
 // Metrics holds the Prometheus registry served on /metrics: HTTP requests
@@ -169,4 +171,59 @@ func (pc *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(poolAcquires, prometheus.CounterValue, float64(s.AcquireCount()), pc.name)
 	ch <- prometheus.MustNewConstMetric(poolEmptyAcquires, prometheus.CounterValue, float64(s.EmptyAcquireCount()), pc.name)
 	ch <- prometheus.MustNewConstMetric(poolAcquireWait, prometheus.CounterValue, s.AcquireDuration().Seconds(), pc.name)
+}
+
+// AddLimits exports the tenant limits: the configured defaults, and for each
+// tenant with recent requests its effective limits (its own or the
+// defaults) and load, plus the totals of waiting and refused requests.
+// Tenants appear as a label here only: at most the tenants active in the
+// last minutes of this process.
+func (m *Metrics) AddLimits(l *limits.Limiter) {
+	m.Registry.MustRegister(&limitsCollector{l: l})
+}
+
+var (
+	limitDefaultConcurrent = prometheus.NewDesc("publicdigit_tenant_limit_default_max_concurrent_requests",
+		"Configured cap on one tenant's requests in flight (tenant.max_concurrent_requests).", nil, nil)
+	limitDefaultTimeout = prometheus.NewDesc("publicdigit_tenant_limit_default_statement_timeout_seconds",
+		"Configured statement timeout of tenant transactions (tenant.statement_timeout).", nil, nil)
+	limitConcurrent = prometheus.NewDesc("publicdigit_tenant_limit_max_concurrent_requests",
+		"A recently active tenant's cap on requests in flight (its own or the default).", []string{"tenant"}, nil)
+	limitTimeout = prometheus.NewDesc("publicdigit_tenant_limit_statement_timeout_seconds",
+		"A recently active tenant's statement timeout (its own or the default).", []string{"tenant"}, nil)
+	limitInFlight = prometheus.NewDesc("publicdigit_tenant_requests_in_flight",
+		"A recently active tenant's requests in flight.", []string{"tenant"}, nil)
+	limitWaiting = prometheus.NewDesc("publicdigit_tenant_requests_waiting",
+		"A recently active tenant's requests waiting for a slot.", []string{"tenant"}, nil)
+	limitLimited = prometheus.NewDesc("publicdigit_tenant_requests_limited",
+		"A recently active tenant's requests refused (429) since it was last idle.", []string{"tenant"}, nil)
+	limitLimitedTotal = prometheus.NewDesc("publicdigit_tenant_requests_limited_total",
+		"Requests refused (429 tenant_limited) over all tenants.", nil, nil)
+	limitWaitedTotal = prometheus.NewDesc("publicdigit_tenant_requests_waited_total",
+		"Requests that waited for their tenant's slot, over all tenants.", nil, nil)
+)
+
+type limitsCollector struct{ l *limits.Limiter }
+
+func (lc *limitsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{limitDefaultConcurrent, limitDefaultTimeout, limitConcurrent, limitTimeout,
+		limitInFlight, limitWaiting, limitLimited, limitLimitedTotal, limitWaitedTotal} {
+		ch <- d
+	}
+}
+
+func (lc *limitsCollector) Collect(ch chan<- prometheus.Metric) {
+	d := lc.l.Defaults()
+	ch <- prometheus.MustNewConstMetric(limitDefaultConcurrent, prometheus.GaugeValue, float64(d.MaxConcurrentRequests))
+	ch <- prometheus.MustNewConstMetric(limitDefaultTimeout, prometheus.GaugeValue, d.StatementTimeout.Seconds())
+	st := lc.l.Stats()
+	for _, t := range st.Tenants {
+		ch <- prometheus.MustNewConstMetric(limitConcurrent, prometheus.GaugeValue, float64(t.MaxConcurrent), t.Tenant)
+		ch <- prometheus.MustNewConstMetric(limitTimeout, prometheus.GaugeValue, t.StatementTimeout.Seconds(), t.Tenant)
+		ch <- prometheus.MustNewConstMetric(limitInFlight, prometheus.GaugeValue, float64(t.InFlight), t.Tenant)
+		ch <- prometheus.MustNewConstMetric(limitWaiting, prometheus.GaugeValue, float64(t.Waiting), t.Tenant)
+		ch <- prometheus.MustNewConstMetric(limitLimited, prometheus.GaugeValue, float64(t.Limited), t.Tenant)
+	}
+	ch <- prometheus.MustNewConstMetric(limitLimitedTotal, prometheus.CounterValue, float64(st.Limited))
+	ch <- prometheus.MustNewConstMetric(limitWaitedTotal, prometheus.CounterValue, float64(st.Waited))
 }

@@ -51,7 +51,7 @@ func TestDatabaseOutagesAre503(t *testing.T) {
 	fresh := func() string {
 		secret, tok, err := direct.Create(context.Background(), access.CreateRequest{Name: "fresh", Kind: access.KindPlatform})
 		require.NoError(t, err)
-		t.Cleanup(func() { _ = direct.Delete(context.Background(), tok.ID) })
+		dbtest.DeleteTokenAtCleanup(t, tok.ID)
 		return secret
 	}
 	type call struct{ method, path, token, body string }

@@ -37,6 +37,8 @@ func (h *handlers) platformRoutes(r fiber.Router) {
 	r.Get("/tenants/:slug/modules", h.listInstalled)
 	r.Post("/tenants/:slug/modules", h.installModule)
 	r.Delete("/tenants/:slug/modules/:name", h.uninstallModule)
+	r.Get("/tenants/:slug/limits", h.getLimits)
+	r.Put("/tenants/:slug/limits", h.putLimits)
 
 	r.Get("/modules", h.listModules)
 	r.Post("/modules", h.createModule)
@@ -45,6 +47,8 @@ func (h *handlers) platformRoutes(r fiber.Router) {
 	r.Post("/tokens", h.createToken)
 	r.Get("/tokens", h.listTokens)
 	r.Delete("/tokens/:id", h.revokeToken)
+
+	r.Get("/audit", h.listAudit)
 }
 
 // slugParam validates the :slug path parameter (ParseSlug copies it: Fiber reuses its buffers).
@@ -170,15 +174,16 @@ type tenantPatch struct {
 	Status    *string `json:"status"`
 	Placement *string `json:"placement"`
 	Cluster   *string `json:"cluster"`
+	Mode      *string `json:"mode"`
 }
 
 // isMove reports whether the patch is a move; it refuses a move mixed with other changes.
 func (b tenantPatch) isMove() (bool, error) {
-	if b.Placement == nil && b.Cluster == nil {
+	if b.Placement == nil && b.Cluster == nil && b.Mode == nil {
 		return false, nil
 	}
 	if b.Name != nil || b.Status != nil {
-		return false, BadRequest("a placement change is a move: send placement (and cluster) alone")
+		return false, BadRequest("a placement change is a move: send placement (and cluster, mode) alone")
 	}
 	return true, nil
 }
@@ -211,6 +216,13 @@ func (b tenantPatch) move(slug tenant.Slug, cur tenant.PlacementKind) (move.Requ
 			return move.Request{}, BadRequest("cluster must name a configured cluster")
 		}
 		req.Cluster = *b.Cluster
+	}
+	if b.Mode != nil {
+		m, err := move.ParseMode(*b.Mode)
+		if err != nil || *b.Mode == "" {
+			return move.Request{}, BadRequest("mode must be logical or lock")
+		}
+		req.Mode = m
 	}
 	return req, nil
 }

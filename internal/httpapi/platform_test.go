@@ -214,7 +214,7 @@ func TestTokenEndpoints(t *testing.T) {
 	created := r.json(t)
 	secret := created["token"].(string)
 	id := created["id"].(string)
-	t.Cleanup(func() { _ = a.tokens.Delete(context.Background(), id) })
+	dbtest.DeleteTokenAtCleanup(t, id)
 	assert.True(t, strings.HasPrefix(secret, "pdt_"))
 	require.Equal(t, 200, a.call(t, "GET", tenantsPath, secret, nil).status, "the new token works")
 
@@ -222,7 +222,7 @@ func TestTokenEndpoints(t *testing.T) {
 		"expires_at": "2099-01-01T00:00:00Z"})
 	require.Equal(t, 201, r.status, "%s", r.body)
 	tenTok := r.json(t)
-	t.Cleanup(func() { _ = a.tokens.Delete(context.Background(), tenTok["id"].(string)) })
+	dbtest.DeleteTokenAtCleanup(t, tenTok["id"].(string))
 	assert.Equal(t, slug, tenTok["tenant"])
 	a.call(t, "GET", toks, tenTok["token"].(string), nil).problem(t, 403, "forbidden")
 

@@ -58,8 +58,10 @@ func TestExportImportEndpoints(t *testing.T) {
 	require.Greater(t, len(archive), 4096*4, "the archive is bigger than the body limit")
 
 	as := a.slug(t, "hxi")
+	t.Cleanup(func() { deleteAudit(t, as) })
 	r = a.callCT(t, "POST", importPath+"?as="+as+"&name=Imported", a.platform, httpapi.MIMEArchive, archive)
 	require.Equal(t, 201, r.status, "%s", r.body)
+	importID := r.header.Get("X-Request-Id")
 	assert.Equal(t, tenantsPath+"/"+as, r.header.Get("Location"))
 	assert.Equal(t, "3000", r.header.Get(httpapi.HeaderImportRows))
 	m := r.json(t)
@@ -73,6 +75,18 @@ func TestExportImportEndpoints(t *testing.T) {
 
 	// Refusals, each changing nothing.
 	a.callCT(t, "POST", importPath+"?as="+as, a.platform, httpapi.MIMEArchive, archive).problem(t, 409, "tenant_exists")
+
+	// The audit trail: the import is the new tenant's create, in its
+	// transaction, with the request id; the refused one after it.
+	trail := auditEntries(t, a, a.platform, as)
+	require.Len(t, trail, 2, "%v", trail)
+	assert.Equal(t, "tenant.create", trail[0]["action"])
+	assert.Equal(t, "ok", trail[0]["outcome"])
+	assert.Equal(t, m["id"], trail[0]["tenant_id"])
+	assert.Equal(t, importID, trail[0]["request_id"])
+	assert.Equal(t, "import", trail[0]["detail"].(map[string]any)["path"])
+	assert.Equal(t, "error", trail[1]["outcome"])
+	assert.Equal(t, "tenant_exists", trail[1]["error_code"])
 	bad := a.slug(t, "hxb")
 	a.callCT(t, "POST", importPath+"?as="+bad, a.platform, httpapi.MIMEArchive, archive[:len(archive)/2]).problem(t, 400, "invalid_archive")
 	flipped := bytes.Clone(archive)

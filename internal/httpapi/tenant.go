@@ -194,6 +194,13 @@ func (t *tenantAPI) resolve(c *fiber.Ctx, raw string) error {
 	if !p.IsPlatform() && p.TenantID != ten.ID.String() {
 		return errNoSuchTenant
 	}
+	// Noisy neighbours: at most the tenant's limit of requests in flight
+	// (more wait briefly, then 429), so none takes the others' connections.
+	release, err := t.a.Limits.Acquire(ctx, ten)
+	if err != nil {
+		return err
+	}
+	defer release()
 	c.Locals(localBase, c.UserContext())
 	c.SetUserContext(ctx)
 	return c.Next()

@@ -46,13 +46,13 @@ func FuzzTenantAPIBodies(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Cleanup(func() { _ = a.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(f, tok.ID)
 	// The tenant's admins (a platform token) run its elections.
 	admin, atok, err := a.Tokens.Create(context.Background(), access.CreateRequest{Name: "fuzz admin", Kind: access.KindPlatform})
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Cleanup(func() { _ = a.Tokens.Delete(context.Background(), atok.ID) })
+	dbtest.DeleteTokenAtCleanup(f, atok.ID)
 	client := &http.Client{Timeout: 30 * time.Second}
 	sendAs := func(t testing.TB, token, method, path string, body []byte) (int, http.Header, []byte) {
 		req, err := http.NewRequest(method, base+"/"+tt.Slug+"/api/v1"+path, bytes.NewReader(body))

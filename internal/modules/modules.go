@@ -29,11 +29,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/provision"
@@ -537,7 +538,9 @@ const notifySQL = `SELECT pg_notify('` + tenant.NotifyChannel + `', $1)`
 // another (Definition.Requires) is refused until that one is installed.
 func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (Install, error) {
 	var out Install
+	ev := audit.Event{Action: audit.ModuleInstall, Tenant: slug.String(), Target: name}
 	err := s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+		ev.TenantID = t.ID
 		if err := canChangeModules(t, "install module "+name); err != nil {
 			return err
 		}
@@ -570,8 +573,10 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 					RETURNING installed_at`, t.ID, name).Scan(&out.InstalledAt); err != nil {
 					return err
 				}
-				_, err := tx.ExecContext(ctx, notifySQL, slug.String())
-				return err
+				if _, err := tx.ExecContext(ctx, notifySQL, slug.String()); err != nil {
+					return err
+				}
+				return audit.Record(ctx, tx, ev)
 			})
 		if err != nil {
 			return fmt.Errorf("install module %s: %w", name, err)
@@ -582,6 +587,7 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 		return nil
 	})
 	if err != nil {
+		s.catalog.Audit().Failed(ctx, ev, err)
 		return Install{}, err
 	}
 	return out, nil
@@ -593,8 +599,10 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 // default module, kept as removed so that the fleet runner does not install
 // it again — and announced, in one transaction. It refuses while the
 // module's tables hold rows unless purge is set, and while another installed
-// module needs it. Rows written between the check and the drop are dropped
-// with the table.
+// module needs it. The check runs in the apply's own transaction, on the
+// database where the tables are dropped (the tenant's shared or dedicated
+// one), with the tables locked, so no row written meanwhile is lost with
+// them.
 //
 // A tenant outside the landlord's database cannot drop and record in one
 // transaction: its routes are switched off first (status uninstalling,
@@ -602,7 +610,9 @@ func (s *Service) Install(ctx context.Context, slug tenant.Slug, name string) (I
 // in between turns the routes back on, and a crash leaves an uninstall that
 // running it again finishes.
 func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, purge bool) error {
-	return s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+	ev := audit.Event{Action: audit.ModuleUninstall, Tenant: slug.String(), Target: name, Detail: map[string]any{"purge": purge}}
+	err := s.catalog.WithTenantLock(ctx, slug, func(ctx context.Context, t tenant.Tenant) error {
+		ev.TenantID = t.ID
 		if err := canChangeModules(t, "uninstall module "+name); err != nil {
 			return err
 		}
@@ -627,15 +637,6 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 		if err != nil {
 			return fmt.Errorf("uninstall module %s: %w", name, err)
 		}
-		if !purge {
-			full, err := s.tablesWithRows(ctx, t, drop)
-			if err != nil {
-				return err
-			}
-			if len(full) > 0 {
-				return &DataError{Module: name, Tables: full}
-			}
-		}
 		shared, err := s.prov.SharesCatalog(t)
 		if err != nil {
 			return err
@@ -645,7 +646,8 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 				return fmt.Errorf("uninstall module %s: %w", name, err)
 			}
 		}
-		if err := s.dropModule(ctx, t, name, remaining, drop); err != nil {
+		ev.Detail["dropped"] = drop
+		if err := s.dropModule(ctx, t, name, remaining, drop, purge, ev); err != nil {
 			if !shared {
 				if rerr := s.setStatus(context.WithoutCancel(ctx), t, name, StatusInstalled); rerr != nil {
 					err = errors.Join(err, fmt.Errorf("routes stay off until the uninstall is run again: %w", rerr))
@@ -657,17 +659,37 @@ func (s *Service) Uninstall(ctx context.Context, slug tenant.Slug, name string, 
 			Msg("module uninstalled")
 		return nil
 	})
+	if err != nil {
+		s.catalog.Audit().Failed(ctx, ev, err)
+	}
+	return err
 }
 
 // dropModule applies the schema without the module (dropping exactly the
-// tables drop) and finishes its record, announced.
-func (s *Service) dropModule(ctx context.Context, t tenant.Tenant, name string, remaining, drop []string) error {
+// tables drop) and finishes its record, announced and audited (ev). Unless
+// purge is set, it first checks in the apply's transaction that those
+// tables hold no row (tablesWithRows).
+func (s *Service) dropModule(ctx context.Context, t tenant.Tenant, name string, remaining, drop []string, purge bool,
+	ev audit.Event) error {
 	allowed := map[string]bool{}
 	for _, tb := range drop {
 		allowed["drop table "+tb] = true
 	}
 	d, _ := Lookup(name)
-	_, err := s.prov.ApplySchema(ctx, t, remaining, schemaapply.Options{AllowDestructive: true},
+	o := schemaapply.Options{AllowDestructive: true, LockTimeout: uninstallLockTimeout}
+	if !purge {
+		o.BeforeExecute = func(ctx context.Context, tx *sql.Tx) error {
+			full, err := tablesWithRows(ctx, tx, t.Schema, drop)
+			if err != nil {
+				return err
+			}
+			if len(full) > 0 {
+				return &DataError{Module: name, Tables: full}
+			}
+			return nil
+		}
+	}
+	_, err := s.prov.ApplySchema(ctx, t, remaining, o,
 		func(ctx context.Context, tx *sql.Tx, res schemaapply.Result) error {
 			for _, dd := range res.Destructive {
 				if !allowed[dd] {
@@ -681,8 +703,10 @@ func (s *Service) dropModule(ctx context.Context, t tenant.Tenant, name string, 
 			if _, err := tx.ExecContext(ctx, q, t.ID, name); err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, notifySQL, t.Slug.String())
-			return err
+			if _, err := tx.ExecContext(ctx, notifySQL, t.Slug.String()); err != nil {
+				return err
+			}
+			return audit.Record(ctx, tx, ev)
 		})
 	if err != nil {
 		return err
@@ -691,36 +715,64 @@ func (s *Service) dropModule(ctx context.Context, t tenant.Tenant, name string, 
 	return nil
 }
 
-// setStatus changes a tenant's install record and announces it.
+// setStatus changes a tenant's install record and announces it, as the
+// admin role (the application role only reads install records).
 func (s *Service) setStatus(ctx context.Context, t tenant.Tenant, name, status string) error {
-	b := &pgx.Batch{}
-	b.Queue(`UPDATE landlord.tenant_modules SET status = $3 WHERE tenant_id = $1 AND module_name = $2`, t.ID, name, status)
-	b.Queue(notifySQL, t.Slug.String())
-	if err := s.db.SendBatch(ctx, b).Close(); err != nil {
+	tx, err := s.catalog.Admin().BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_modules SET status = $3 WHERE tenant_id = $1 AND module_name = $2`,
+		t.ID, name, status); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, notifySQL, t.Slug.String()); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
 		return err
 	}
 	s.catalog.Notify(t.Slug)
 	return nil
 }
 
-// tablesWithRows returns those of the tenant's tables that exist and hold a
-// row, looking where the tenant's schema lives (its cluster's shared
-// database, or its own).
-func (s *Service) tablesWithRows(ctx context.Context, t tenant.Tenant, names []string) ([]string, error) {
-	db, done, err := s.clusters.TenantDB(ctx, t.Placement)
-	if err != nil {
-		return nil, err
+// uninstallLockTimeout bounds an uninstall's wait for the module's tables
+// (in-flight requests of the tenant finish first).
+const uninstallLockTimeout = 5 * time.Second
+
+// tablesWithRows returns those of the named tables of schema that hold a
+// row, in tx: the apply's transaction, on the database where they would be
+// dropped. It locks them (ACCESS EXCLUSIVE, as the drop will) so that no
+// row arrives between the check and the drop. A table that is not in that
+// database is not dropped by the apply either; a missing schema is an
+// error (the apply runs on the wrong database), never "no rows".
+func tablesWithRows(ctx context.Context, tx *sql.Tx, schema string, names []string) ([]string, error) {
+	var exists bool
+	var present []string
+	if err := tx.QueryRowContext(ctx, `
+		SELECT to_regnamespace(quote_ident($1)) IS NOT NULL,
+		       coalesce(array_agg(n ORDER BY n) FILTER (WHERE to_regclass(quote_ident($1) || '.' || quote_ident(n)) IS NOT NULL), '{}')
+		  FROM unnest($2::text[]) n`, schema, names).Scan(&exists, pgtype.NewMap().SQLScanner(&present)); err != nil {
+		return nil, fmt.Errorf("check module tables: %w", err)
 	}
-	defer done()
+	if !exists {
+		return nil, fmt.Errorf("check module tables: schema %s is not in the tenant's database", schema)
+	}
+	if len(present) == 0 {
+		return nil, nil
+	}
+	idents := make([]string, len(present))
+	for i, n := range present {
+		idents[i] = pgx.Identifier{schema, n}.Sanitize()
+	}
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+strings.Join(idents, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return nil, fmt.Errorf("lock module tables: %w", err)
+	}
 	var full []string
-	for _, n := range names {
+	for i, n := range present {
 		var has bool
-		err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{t.Schema, n}.Sanitize()+`)`).Scan(&has)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table: nothing to lose
-			continue
-		}
-		if err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM `+idents[i]+`)`).Scan(&has); err != nil {
 			return nil, fmt.Errorf("check table %s: %w", n, err)
 		}
 		if has {

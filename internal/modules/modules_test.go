@@ -2,8 +2,10 @@ package modules_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
+	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 
@@ -19,6 +21,7 @@ import (
 )
 
 type fixture struct {
+	app     *app.App
 	reg     *modules.Service
 	tenants *catalog.Catalog
 	prov    *provision.Provisioner
@@ -27,7 +30,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	a := apptest.Open(t, apptest.Options{})
-	return &fixture{reg: a.Modules, tenants: a.Catalog, prov: a.Provisioner}
+	return &fixture{app: a, reg: a.Modules, tenants: a.Catalog, prov: a.Provisioner}
 }
 
 // module registers a module with a random name; it is deleted at cleanup
@@ -194,4 +197,58 @@ func TestInstallNeedsALiveTenant(t *testing.T) {
 	assert.ErrorIs(t, err, tenant.ErrNotFound)
 	_, err = f.reg.Install(ctx, ten.Slug, dbtest.Name("nomod"))
 	assert.ErrorIs(t, err, tenant.ErrWrongStatus, "the tenant's status is checked first")
+}
+
+// A tenant in its own database keeps its module tables there: the "does the
+// module hold rows?" check looks in that database (the shared one has no
+// such schema, and a missing table there is not "no rows"), so an uninstall
+// without force is refused and nothing is dropped.
+func TestUninstallOfADedicatedTenantChecksItsOwnDatabase(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	events := f.module(t, "modules/events.hcl")
+	s := tenant.MustSlug(dbtest.Name("regded"))
+	dbtest.RemoveAtCleanup(t, s)
+	t.Cleanup(func() { _ = f.app.Clusters.DropDatabase(context.Background(), "main", s.DatabaseName()) })
+	res, err := f.prov.Provision(ctx, provision.Request{Slug: s, Name: "Dedicated registry test",
+		Placement: &tenant.Placement{Kind: tenant.PlacementDatabase}})
+	require.NoError(t, err)
+	ten := res.Tenant
+	_, err = f.reg.Install(ctx, s, events.Name)
+	require.NoError(t, err)
+
+	own, err := f.app.Clusters.Open(ctx, "main", s.DatabaseName())
+	require.NoError(t, err)
+	defer own.Close()
+	ownTable := func(table string) bool {
+		var ok bool
+		require.NoError(t, own.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`,
+			pgx.Identifier{ten.Schema, table}.Sanitize()).Scan(&ok))
+		return ok
+	}
+	require.True(t, ownTable("events"))
+	assert.False(t, tableExists(t, ten.Schema, "events"), "nothing of the tenant in the shared database")
+	_, err = own.ExecContext(ctx, `INSERT INTO `+pgx.Identifier{ten.Schema, "events"}.Sanitize()+
+		` (tenant_id, title, starts_at) VALUES ($1, 'Gala', now())`, ten.ID)
+	require.NoError(t, err)
+
+	err = f.reg.Uninstall(ctx, s, events.Name, false)
+	var de *modules.DataError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, []string{"events"}, de.Tables)
+	assert.True(t, ownTable("events"), "nothing dropped")
+	assert.True(t, ownTable("event_registrations"), "nothing dropped")
+	var rows int
+	require.NoError(t, own.QueryRowContext(ctx, `SELECT count(*) FROM `+pgx.Identifier{ten.Schema, "events"}.Sanitize()).Scan(&rows))
+	assert.Equal(t, 1, rows)
+	list, err := f.reg.Installed(ctx, s)
+	require.NoError(t, err)
+	i := slices.IndexFunc(list, func(x modules.Install) bool { return x.Module == events.Name })
+	require.GreaterOrEqual(t, i, 0, "still installed: %v", list)
+	assert.Equal(t, modules.StatusInstalled, list[i].Status, "its routes on again")
+
+	require.NoError(t, f.reg.Uninstall(ctx, s, events.Name, true))
+	assert.False(t, ownTable("events"))
+	assert.False(t, ownTable("event_registrations"))
 }

@@ -9,16 +9,23 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/publicdigit/publicdigit/internal/catalog"
-	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // sessionFormats make both sides render values identically for checksums.
 const sessionFormats = `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres';
 SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL idle_in_transaction_session_timeout = 0`
 
-func (m *Mover) connect(ctx context.Context, cluster, database string) (*pgx.Conn, error) {
+// formatParams are the same settings as connection parameters, for the
+// sessions that stream and apply changes: values travel as text, and both
+// ends must read them back exactly.
+var formatParams = map[string]string{
+	"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+	"extra_float_digits": "3", "bytea_output": "hex", "idle_in_transaction_session_timeout": "0",
+}
+
+// connect opens a direct admin connection to a database of a cluster;
+// extra runtime parameters (e.g. replication=database) may be added.
+func (m *Mover) connect(ctx context.Context, cluster, database string, extra ...map[string]string) (*pgx.Conn, error) {
 	raw, err := m.cl.AdminURL(cluster, database)
 	if err != nil {
 		return nil, err
@@ -28,6 +35,11 @@ func (m *Mover) connect(ctx context.Context, cluster, database string) (*pgx.Con
 		return nil, err
 	}
 	cfg.RuntimeParams["application_name"] = "publicdigit-move"
+	for _, params := range extra {
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s on cluster %s: %w", database, cluster, err)
@@ -49,6 +61,15 @@ func (t table) columnList() string {
 		q[i] = pgx.Identifier{c}.Sanitize()
 	}
 	return strings.Join(q, ", ")
+}
+
+// idents quotes the tables of a schema, for LOCK, TRUNCATE and publications.
+func idents(tables []table, schema string) string {
+	names := make([]string, len(tables))
+	for i, tb := range tables {
+		names[i] = tb.ident(schema)
+	}
+	return strings.Join(names, ", ")
 }
 
 // tables lists a schema's tables with their columns, parents before
@@ -109,142 +130,147 @@ func tables(ctx context.Context, conn *pgx.Conn, schema string) ([]table, error)
 	return out, nil
 }
 
-// copyAndPrepare builds the target, locks the source's tables, copies and
-// verifies every table, commits the target, then retires the source and
-// prepares its transaction (locks kept until the flip is committed).
-func (m *Mover) copyAndPrepare(ctx context.Context, t tenant.Tenant, rec *record, res *Result) error {
-	if err := m.buildTarget(ctx, t, *rec); err != nil {
-		return err
-	}
-	src, err := m.connect(ctx, rec.From.Cluster, rec.From.Database)
-	if err != nil {
-		return err
-	}
-	defer src.Close(context.WithoutCancel(ctx))
-	dst, err := m.connect(ctx, rec.To.Cluster, rec.To.Database)
-	if err != nil {
-		return err
-	}
-	defer dst.Close(context.WithoutCancel(ctx))
+// load is one copy of a tenant's rows into its target.
+type load struct {
+	src, dst           *pgx.Conn // src in a transaction that sees the rows to copy (locks or a snapshot)
+	tables             []table
+	fromSchema, schema string
+	onFirstTable       func()
+	// verify compares every table before the target commits (lock mode).
+	verify bool
+}
 
-	// Source: one transaction holding EXCLUSIVE locks: reads go on, every
-	// write (and SELECT … FOR UPDATE) waits.
-	if _, err := src.Exec(ctx, "BEGIN"); err != nil {
-		return err
-	}
-	if _, err := src.Exec(ctx, sessionFormats); err != nil {
-		return err
-	}
-	if _, err := src.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
-		fmt.Sprintf("%dms", m.o.LockTimeout.Milliseconds())); err != nil {
-		return err
-	}
-	// Serialize with schema applies of the fleet runner.
-	if _, err := src.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", rec.From.Schema); err != nil {
-		return fmt.Errorf("move: lock source schema: %w", err)
-	}
-	srcTables, err := tables(ctx, src, rec.From.Schema)
-	if err != nil {
-		return err
-	}
-	if len(srcTables) == 0 {
-		return fmt.Errorf("move: source schema %s has no tables", rec.From.Schema)
-	}
-	names := make([]string, len(srcTables))
-	for i, tb := range srcTables {
-		names[i] = tb.ident(rec.From.Schema)
-	}
-	if _, err := src.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN EXCLUSIVE MODE"); err != nil {
-		return fmt.Errorf("move: lock source tables: %w", err)
-	}
-	lockedAt := time.Now()
-	m.hook(StepLocked)
+// loadResult is what a load did.
+type loadResult struct {
+	rows         int64
+	copy, verify time.Duration
+}
 
-	// Target: one transaction; leftovers of an interrupted attempt go first.
-	if _, err := dst.Exec(ctx, "BEGIN"); err != nil {
-		return err
+// run copies every table into the (emptied) target in one transaction on
+// dst, loading into tables without indexes and building them afterwards
+// (one sort each, several times faster than maintaining them row by row),
+// verifies when asked, syncs the sequences and commits the target.
+func (l load) run(ctx context.Context) (loadResult, error) {
+	var out loadResult
+	if _, err := l.dst.Exec(ctx, "BEGIN"); err != nil {
+		return out, err
 	}
-	if _, err := dst.Exec(ctx, sessionFormats); err != nil {
-		return err
+	defer l.dst.Exec(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // no-op after COMMIT
+	if _, err := l.dst.Exec(ctx, sessionFormats); err != nil {
+		return out, err
 	}
-	dstTables, err := tables(ctx, dst, rec.To.Schema)
+	dstTables, err := tables(ctx, l.dst, l.schema)
 	if err != nil {
-		return err
+		return out, err
 	}
-	if err := sameShape(srcTables, dstTables); err != nil {
-		return fmt.Errorf("move: target schema differs from the source (is the source converged? tenantctl schema drift): %w", err)
+	if err := sameShape(l.tables, dstTables); err != nil {
+		return out, fmt.Errorf("move: target schema differs from the source (is the source converged? tenantctl schema drift): %w", err)
 	}
-	dstNames := make([]string, len(dstTables))
-	for i, tb := range dstTables {
-		dstNames[i] = tb.ident(rec.To.Schema)
+	if _, err := l.dst.Exec(ctx, "TRUNCATE "+idents(dstTables, l.schema)); err != nil {
+		return out, fmt.Errorf("move: clear target: %w", err)
 	}
-	if _, err := dst.Exec(ctx, "TRUNCATE "+strings.Join(dstNames, ", ")); err != nil {
-		return fmt.Errorf("move: clear target: %w", err)
-	}
-
-	copyStart := time.Now()
-	// Loading into tables without indexes and building them afterwards (one
-	// sort each) is several times faster than maintaining them row by row,
-	// and this is the time writes wait.
-	rebuild, err := dropIndexes(ctx, dst, rec.To.Schema)
+	start := time.Now()
+	rebuild, err := dropIndexes(ctx, l.dst, l.schema)
 	if err != nil {
-		return fmt.Errorf("move: prepare target: %w", err)
+		return out, fmt.Errorf("move: prepare target: %w", err)
 	}
-	var rows int64
-	for i, tb := range srcTables {
-		n, err := copyTable(ctx, src, dst, tb, rec.From.Schema, rec.To.Schema)
+	for i, tb := range l.tables {
+		n, err := copyTable(ctx, l.src, l.dst, tb, l.fromSchema, l.schema)
 		if err != nil {
-			return fmt.Errorf("move: copy %s: %w", tb.name, err)
+			return out, fmt.Errorf("move: copy %s: %w", tb.name, err)
 		}
-		rows += n
-		if i == 0 {
-			m.hook(StepMidCopy)
+		out.rows += n
+		if i == 0 && l.onFirstTable != nil {
+			l.onFirstTable()
 		}
 	}
 	for _, stmt := range rebuild {
-		if _, err := dst.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("move: rebuild target index: %w", err)
+		if _, err := l.dst.Exec(ctx, stmt); err != nil {
+			return out, fmt.Errorf("move: rebuild target index: %w", err)
 		}
 	}
-	copied := time.Now()
-	for _, tb := range srcTables {
-		if err := verify(ctx, src, dst, tb, rec.From.Schema, rec.To.Schema); err != nil {
-			return err
+	out.copy = time.Since(start)
+	if l.verify {
+		v := time.Now()
+		for _, tb := range l.tables {
+			if err := verify(ctx, l.src, l.dst, tb, l.fromSchema, l.schema); err != nil {
+				return out, err
+			}
 		}
+		out.verify = time.Since(v)
 	}
-	res.Verify = time.Since(copied)
-	if err := syncSequences(ctx, src, dst, rec.From.Schema, rec.To.Schema); err != nil {
-		return err
+	if err := syncSequences(ctx, l.src, l.dst, l.fromSchema, l.schema); err != nil {
+		return out, err
 	}
-	res.Copy = time.Since(copyStart)
-	if _, err := dst.Exec(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("move: commit target: %w", err)
+	if _, err := l.dst.Exec(ctx, "COMMIT"); err != nil {
+		return out, fmt.Errorf("move: commit target: %w", err)
 	}
-	rec.Rows = rows
-	if err := m.setState(ctx, rec, "copied", ", rows_copied = $3", rows); err != nil {
-		return err
+	// Fresh tables have no statistics until autovacuum gets to them: the
+	// tenant's queries (and the switch's checks) would be planned blind.
+	if _, err := l.dst.Exec(ctx, "ANALYZE "+idents(l.tables, l.schema)); err != nil {
+		return out, fmt.Errorf("move: analyze target: %w", err)
 	}
-	m.hook(StepCopied)
+	return out, nil
+}
 
-	// Retire the source under the same locks, and keep them past a crash.
-	role := pgx.Identifier{t.Slug.RoleName()}.Sanitize()
-	retired := pgx.Identifier{rec.Retired}.Sanitize()
-	for _, stmt := range []string{
-		"ALTER SCHEMA " + pgx.Identifier{rec.From.Schema}.Sanitize() + " RENAME TO " + retired,
-		"REVOKE ALL ON ALL TABLES IN SCHEMA " + retired + " FROM " + role,
-		"REVOKE ALL ON SCHEMA " + retired + " FROM " + role,
-		"PREPARE TRANSACTION '" + rec.gid() + "'",
-	} {
-		if _, err := src.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("move: retire source: %w", err)
+// indexItem is a foreign key (phase 1), primary key or unique constraint
+// (2), or plain index (3) of a table: how to drop it and how to rebuild it
+// exactly (same name, same definition).
+type indexItem struct {
+	phase        int
+	table        string
+	drop, create string
+}
+
+// indexItems lists the foreign keys, keys and indexes of a schema's tables.
+func indexItems(ctx context.Context, conn *pgx.Conn, schema string) ([]indexItem, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT 1 AS phase, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid))
+		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype = 'f'
+		UNION ALL
+		SELECT 2, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid))
+		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype IN ('p', 'u')
+		UNION ALL
+		SELECT 3, r.relname::text, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class r ON r.oid = i.indrelid
+		 WHERE c.relnamespace = $1::regnamespace
+		   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
+		ORDER BY 1, 3`, schema)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (indexItem, error) {
+		var it indexItem
+		err := r.Scan(&it.phase, &it.table, &it.drop, &it.create)
+		return it, err
+	})
+}
+
+// dropItems runs the drops of items, foreign keys first, then keys, then
+// plain indexes, and returns the statements that rebuild them, in the
+// opposite order.
+func dropItems(ctx context.Context, conn *pgx.Conn, items []indexItem) ([]string, error) {
+	var rebuild []string
+	for _, ph := range []int{1, 2, 3} {
+		for _, it := range items {
+			if it.phase != ph {
+				continue
+			}
+			if _, err := conn.Exec(ctx, it.drop); err != nil {
+				return nil, err
+			}
 		}
 	}
-	res.lockedAt = lockedAt
-	if err := m.setState(ctx, rec, "prepared", ""); err != nil {
-		return err
+	for _, ph := range []int{3, 2, 1} {
+		for _, it := range items {
+			if it.phase == ph {
+				rebuild = append(rebuild, it.create)
+			}
+		}
 	}
-	m.hook(StepPrepared)
-	return nil
+	return rebuild, nil
 }
 
 // dropIndexes drops the foreign keys, primary keys, unique constraints and
@@ -254,53 +280,11 @@ func dropIndexes(ctx context.Context, conn *pgx.Conn, schema string) ([]string, 
 	if _, err := conn.Exec(ctx, "SET LOCAL maintenance_work_mem = '256MB'"); err != nil {
 		return nil, err
 	}
-	type item struct{ drop, create string }
-	rows, err := conn.Query(ctx, `
-		SELECT 1 AS phase, format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-		  FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype = 'f'
-		UNION ALL
-		SELECT 2, format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
-		  FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype IN ('p', 'u')
-		UNION ALL
-		SELECT 3, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
-		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		 WHERE c.relnamespace = $1::regnamespace
-		   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
-		ORDER BY 1, 2`, schema)
+	items, err := indexItems(ctx, conn, schema)
 	if err != nil {
 		return nil, err
 	}
-	var phases [4][]item
-	for rows.Next() {
-		var phase int
-		var it item
-		if err := rows.Scan(&phase, &it.drop, &it.create); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		phases[phase] = append(phases[phase], it)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	// Drop foreign keys first, then keys, then plain indexes; rebuild in the
-	// opposite order.
-	var rebuild []string
-	for _, ph := range []int{1, 2, 3} {
-		for _, it := range phases[ph] {
-			if _, err := conn.Exec(ctx, it.drop); err != nil {
-				return nil, err
-			}
-		}
-	}
-	for _, ph := range []int{3, 2, 1} {
-		for _, it := range phases[ph] {
-			rebuild = append(rebuild, it.create)
-		}
-	}
-	return rebuild, nil
+	return dropItems(ctx, conn, items)
 }
 
 // sameShape checks that both sides have the same tables and columns.
@@ -336,19 +320,26 @@ func copyTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, to
 	return tag.RowsAffected(), nil
 }
 
+// checksumSQL counts the rows of a table and sums a 64-bit hash of each
+// row's text (order-independent); where, when set, restricts the rows.
+func checksumSQL(tb table, schema, where string) string {
+	q := `SELECT count(*), coalesce(sum(hashtextextended(ROW(` + tb.columnList() + `)::text, 0)::numeric), 0)::text
+		  FROM ` + tb.ident(schema)
+	if where != "" {
+		q += " WHERE " + where
+	}
+	return q
+}
+
 // verify compares row counts and an order-independent checksum of every row
 // (a 64-bit hash of each row's text, summed) of one table on both sides,
 // computed on both servers at the same time.
 func verify(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, toSchema string) error {
-	q := func(schema string) string {
-		return `SELECT count(*), coalesce(sum(hashtextextended(ROW(` + tb.columnList() + `)::text, 0)::numeric), 0)::text
-		  FROM ` + tb.ident(schema)
-	}
 	var n1, n2 int64
 	var s1, s2 string
 	srcErr := make(chan error, 1)
-	go func() { srcErr <- src.QueryRow(ctx, q(fromSchema)).Scan(&n1, &s1) }()
-	if err := dst.QueryRow(ctx, q(toSchema)).Scan(&n2, &s2); err != nil {
+	go func() { srcErr <- src.QueryRow(ctx, checksumSQL(tb, fromSchema, "")).Scan(&n1, &s1) }()
+	if err := dst.QueryRow(ctx, checksumSQL(tb, toSchema, "")).Scan(&n2, &s2); err != nil {
 		<-srcErr
 		return fmt.Errorf("move: verify %s on the target: %w", tb.name, err)
 	}
@@ -385,87 +376,5 @@ func syncSequences(ctx context.Context, src, dst *pgx.Conn, fromSchema, toSchema
 			return fmt.Errorf("move: sequence %s: %w", s.name, err)
 		}
 	}
-	return nil
-}
-
-// isPrepared reports whether the move's source transaction is prepared.
-func (m *Mover) isPrepared(ctx context.Context, rec record) (bool, error) {
-	server, err := m.cl.Admin(rec.From.Cluster)
-	if err != nil {
-		return false, err
-	}
-	var ok bool
-	if err := server.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_prepared_xacts WHERE gid = $1)`, rec.gid()).Scan(&ok); err != nil {
-		return false, fmt.Errorf("move: prepared transactions: %w", err)
-	}
-	return ok, nil
-}
-
-// flip points the catalog at the target (status active, version bumped,
-// announced) and records the retired copy, in one landlord transaction.
-func (m *Mover) flip(ctx context.Context, t tenant.Tenant, rec *record) error {
-	tx, err := m.cat.Admin().BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := catalog.Flip(ctx, tx, t, rec.To); err != nil {
-		return err
-	}
-	if err := catalog.InsertRetired(ctx, tx, catalog.RetiredCopy{TenantID: t.ID, Slug: t.Slug.String(),
-		Cluster: rec.From.Cluster, Database: rec.From.Database, Schema: rec.Retired,
-		WholeDatabase: rec.From.Kind == tenant.PlacementDatabase}); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE landlord.tenant_moves SET state = 'flipped', updated_at = now() WHERE id = $1`, rec.ID); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("move: flip: %w", err)
-	}
-	rec.State = "flipped"
-	m.cat.Notify(t.Slug)
-	m.hook(StepFlipped)
-	return nil
-}
-
-// finish commits the prepared source transaction (blocked writes wake up and
-// go to the new placement), retires a dedicated source database under its
-// retired name, and closes the move.
-func (m *Mover) finish(ctx context.Context, t tenant.Tenant, rec *record, res *Result) error {
-	prepared, err := m.isPrepared(ctx, *rec)
-	if err != nil {
-		return err
-	}
-	if prepared {
-		conn, err := m.connect(ctx, rec.From.Cluster, rec.From.Database)
-		if err != nil {
-			return err
-		}
-		_, err = conn.Exec(ctx, "COMMIT PREPARED '"+rec.gid()+"'")
-		conn.Close(context.WithoutCancel(ctx))
-		if err != nil {
-			return fmt.Errorf("move: release source: %w", err)
-		}
-	}
-	var pause *int64
-	if !res.lockedAt.IsZero() {
-		res.WritePause = time.Since(res.lockedAt)
-		ms := res.WritePause.Milliseconds()
-		pause = &ms
-	}
-	if rec.From.Kind == tenant.PlacementDatabase {
-		if err := m.cl.RenameDatabase(ctx, rec.From.Cluster, rec.From.Database, rec.Retired); err != nil {
-			return err
-		}
-		if err := m.cat.RetiredDatabaseRenamed(ctx, t.ID, rec.Retired); err != nil {
-			return err
-		}
-	}
-	if err := m.setState(ctx, rec, "done", ", finished_at = now(), write_pause_ms = coalesce($3, write_pause_ms)", pause); err != nil {
-		return err
-	}
-	m.cat.Notify(t.Slug)
-	m.hook(StepDone)
 	return nil
 }

@@ -1,63 +1,97 @@
 // Package move moves a tenant between placements online: schema ⇄ dedicated
-// database, and from one cluster (PostgreSQL server) to another.
+// database, and from one cluster (PostgreSQL server) to another, including
+// within one server.
 //
-// A move, with the tenant's operation lock held throughout:
+// Two modes carry the rows (docs/MOVES.md explains the choice):
 //
-//  1. records the move (landlord.tenant_moves) and marks the tenant moving;
-//  2. builds the target (database from template0 when needed, extensions,
-//     role, schema apply with the tenant's modules);
-//  3. on the source, in one transaction, takes EXCLUSIVE locks on every
-//     table of the tenant: reads go on, writes wait (the database enforces
-//     it, for every server process, whatever its cache says);
-//  4. streams every table with binary COPY into the target (one
-//     transaction), verifies row counts and checksums, commits the target;
-//  5. renames the source schema to a retired name, closes it to the tenant's
-//     role, and PREPAREs the source transaction: its locks now survive a
-//     crash of the mover, so no write can reach a copy being retired;
-//  6. flips the catalog (placement, status active, version, NOTIFY) and
-//     records the retired copy;
-//  7. COMMITs the prepared transaction: blocked writes wake up, find their
-//     tables gone and are retried once by the router on the new placement.
+//   - ModeLogical (the default): the mover copies the tables under the
+//     snapshot of a temporary logical replication slot, streams the changes
+//     made meanwhile from that slot and applies them to the target itself
+//     (pgoutput, decoded with pglogrepl; no subscription, so no superuser),
+//     verifies the target against a second snapshot while writes go on, and
+//     only then blocks writes for the switch: lock the source, apply the last
+//     changes, verify what changed since, sync sequences, retire the source.
+//     Writes wait for the switch alone, whatever the tenant's size.
+//   - ModeLock: the source's tables stay locked for writes during the whole
+//     copy; for servers without logical replication.
+//
+// Either way the switch ends the same, with the tenant's operation lock held:
+// the source schema is renamed to a retired name and closed to the tenant's
+// role under ACCESS EXCLUSIVE locks in a PREPAREd transaction (its locks
+// survive a crash of the mover, so nothing reads or writes a copy being
+// retired); the catalog flips (placement, status active, version, NOTIFY);
+// COMMIT PREPARED releases the waiting statements, which find their tables
+// gone and are retried once by the router on the new placement.
 //
 // A move killed at any point leaves the tenant served from one complete
-// placement (the source before step 6, the target after), and running the
-// same move again finishes it. A failed move leaves the tenant on its
-// source, intact, and removes what it built.
+// placement (the source before the flip, the target after), and running the
+// same move again finishes it or starts it over. A failed move leaves the
+// tenant on its source, intact, and removes what it built. Neither leaves a
+// publication or a replication slot behind.
 package move
 
 import (
-	"github.com/publicdigit/publicdigit/internal/apperr"
-
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
+// Mode says how a move carries the rows.
+type Mode string
+
+// The modes.
+const (
+	// ModeLogical copies under a slot's snapshot and streams the changes made
+	// meanwhile; writes wait only for the final switch.
+	ModeLogical Mode = "logical"
+	// ModeLock copies with the source's writes blocked for the whole copy.
+	ModeLock Mode = "lock"
+)
+
+// ParseMode accepts "logical", "lock" and "" (logical).
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", ModeLogical:
+		return ModeLogical, nil
+	case ModeLock:
+		return ModeLock, nil
+	}
+	return "", fmt.Errorf("%w: move mode %q (logical or lock)", tenant.ErrInvalid, s)
+}
+
 // Step names a point of a move where tests kill the process.
 type Step string
 
-// The points.
+// The points, in the order a move passes them (lock mode skips slot and
+// streaming; its locked comes before the copy, logical mode's before the
+// switch).
 const (
-	StepStarted  Step = "started"  // tenant marked moving, target not built
-	StepLocked   Step = "locked"   // source tables locked, nothing copied
-	StepMidCopy  Step = "mid-copy" // first table copied, target not committed
-	StepCopied   Step = "copied"   // target committed and verified
-	StepPrepared Step = "prepared" // source retired and prepared, catalog not flipped
-	StepFlipped  Step = "flipped"  // catalog flipped, source transaction still prepared
-	StepDone     Step = "done"     // move finished
+	StepStarted   Step = "started"   // tenant marked moving, target not built
+	StepSlot      Step = "slot"      // logical: publication and slot made, nothing copied
+	StepLocked    Step = "locked"    // source tables locked (lock: nothing copied; logical: the switch began)
+	StepMidCopy   Step = "mid-copy"  // first table copied, target not complete
+	StepLoaded    Step = "loaded"    // logical: every table copied, keys rebuilt, the copy's sessions still open
+	StepCopied    Step = "copied"    // target committed (lock: and verified)
+	StepStreaming Step = "streaming" // logical: changes applied, target verified against a snapshot
+	StepPrepared  Step = "prepared"  // source retired and prepared, catalog not flipped
+	StepFlipped   Step = "flipped"   // catalog flipped, source transaction still prepared
+	StepDone      Step = "done"      // move finished
 )
 
 // Errors of a move request.
@@ -68,6 +102,10 @@ var (
 	ErrAlreadyMoving = apperr.New("already_moving", "tenant is already moving")
 	// ErrVerify: the copy does not match the source (nothing was flipped).
 	ErrVerify = apperr.New("move_verify_failed", "copy verification failed")
+	// ErrLogicalUnavailable: the source server cannot stream changes (wal_level,
+	// privileges, free slots) or a table has no key; mode lock still works.
+	ErrLogicalUnavailable = apperr.New("logical_replication_unavailable",
+		"logical replication is not available for this move; move with mode lock")
 )
 
 // ModuleFiles lists the schema files of a tenant's installed modules (the
@@ -88,6 +126,9 @@ type Options struct {
 	// LockTimeout bounds the wait for the source's table locks (in-flight
 	// writes must finish first). Default 5s.
 	LockTimeout time.Duration
+	// CopyWorkers is how many tables a logical move copies at once (each
+	// with a session on both servers). Default 2.
+	CopyWorkers int
 	// Hook, when set, is called at each Step (fault injection in tests).
 	Hook func(Step)
 }
@@ -108,6 +149,9 @@ func New(o Options) (*Mover, error) {
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 5 * time.Second
 	}
+	if o.CopyWorkers <= 0 {
+		o.CopyWorkers = 2
+	}
 	return &Mover{o: o, cat: o.Catalog, cl: o.Clusters}, nil
 }
 
@@ -124,25 +168,45 @@ type Request struct {
 	To tenant.PlacementKind
 	// Cluster is the target cluster; empty keeps the tenant's cluster.
 	Cluster string
+	// Mode carries the rows; empty is ModeLogical.
+	Mode Mode
 }
 
 // Result describes a finished move.
 type Result struct {
 	Tenant tenant.Tenant
 	From   tenant.Placement
+	Mode   Mode
 	// Retired is the name the source schema (and dedicated database) got.
 	Retired string
 	// Rows copied, and how long writes waited (source tables locked).
 	Rows       int64
 	WritePause time.Duration
-	// Copy is the time spent copying and verifying; Verify the part verifying.
+	// Copy is the time spent copying the rows and building the target's
+	// indexes; Verify the time spent comparing whole tables (lock mode: with
+	// writes blocked; logical mode: while they go on); CatchUp the time the
+	// logical mode spent applying the changes made during the copy.
 	Copy     time.Duration
 	Verify   time.Duration
+	CatchUp  time.Duration
 	Duration time.Duration
 	// Resumed is true when an interrupted move was finished.
 	Resumed bool
+	// Switch breaks the write pause down (this run's last switch).
+	Switch SwitchTimes
 
 	lockedAt time.Time // when the source's tables were locked (this run)
+	release  *pgx.Conn // the session that prepared the source transaction, to commit it
+}
+
+// SwitchTimes are the parts of a write pause: waiting for the source's
+// locks (in-flight writes end first), applying the last changes (logical),
+// comparing the rows they touched (Keys of them), syncing sequences and
+// retiring the source (prepared), flipping the catalog, releasing the
+// source (COMMIT PREPARED).
+type SwitchTimes struct {
+	Lock, CatchUp, Check, Retire, Flip, Release time.Duration
+	Keys                                        int
 }
 
 // record is a landlord.tenant_moves row.
@@ -150,6 +214,7 @@ type record struct {
 	ID      string
 	From    tenant.Placement
 	To      tenant.Placement
+	Mode    Mode
 	State   string
 	Retired string
 	Rows    int64
@@ -158,19 +223,38 @@ type record struct {
 // gid names the prepared source transaction of a move.
 func (r record) gid() string { return "pd_move_" + r.ID }
 
+// slotName names the move's publication and replication slot (logical
+// mode): pd_move_ and the move id without dashes, a valid unquoted name.
+func (r record) slotName() string { return "pd_move_" + strings.ReplaceAll(r.ID, "-", "") }
+
+// verifySlotName names the short-lived slot whose snapshot verifies the target.
+func (r record) verifySlotName() string { return r.slotName() + "_v" }
+
 // Move moves a tenant, or finishes its interrupted move to the same target.
+// The move is recorded in the audit trail in the transaction that flips the
+// catalog (a failed one after the fact).
 func (m *Mover) Move(ctx context.Context, req Request) (Result, error) {
 	var res Result
+	ev := audit.Event{Action: audit.TenantMove, Tenant: req.Slug.String(),
+		Detail: map[string]any{"to_placement": string(req.To), "to_cluster": req.Cluster}}
 	err := m.cat.WithTenantLock(ctx, req.Slug, func(ctx context.Context, t tenant.Tenant) (err error) {
+		ev.TenantID = t.ID
 		res, err = m.move(ctx, req, t)
 		return err
 	})
+	if err != nil {
+		m.cat.Audit().Failed(ctx, ev, err)
+	}
 	return res, err
 }
 
 // move runs Move with the tenant's operation lock held.
 func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result, error) {
 	start := time.Now()
+	mode, err := ParseMode(string(req.Mode))
+	if err != nil {
+		return Result{}, err
+	}
 	cluster := req.Cluster
 	if cluster == "" {
 		cluster = t.Cluster
@@ -190,6 +274,13 @@ func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result,
 				ErrAlreadyMoving, rec.To.Kind, rec.To.Cluster)
 		}
 		m.o.Log.Warn().Str("tenant", t.Slug.String()).Str("state", rec.State).Msg("finishing an interrupted move")
+		if rec.State != "flipped" && t.Placement != rec.To && t.Status == tenant.StatusActive {
+			// Someone set the tenant active behind the move's back: it is
+			// moving until this run ends (the flip expects it).
+			if err := m.remarkMoving(ctx, t); err != nil {
+				return Result{}, err
+			}
+		}
 	} else {
 		if t.Placement == target {
 			return Result{}, fmt.Errorf("%w: %s on cluster %s", ErrSamePlacement, target.Kind, target.Cluster)
@@ -197,7 +288,13 @@ func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result,
 		if t.Status != tenant.StatusActive {
 			return Result{}, &tenant.StatusError{Slug: t.Slug, Status: t.Status, Op: "move"}
 		}
-		if rec, err = m.startMove(ctx, t, target); err != nil {
+		if mode == ModeLogical {
+			// Before anything changes: a move that cannot stream says why.
+			if err := m.checkLogical(ctx, t.Placement); err != nil {
+				return Result{}, err
+			}
+		}
+		if rec, err = m.startMove(ctx, t, target, mode); err != nil {
 			return Result{}, err
 		}
 	}
@@ -205,26 +302,35 @@ func (m *Mover) move(ctx context.Context, req Request, t tenant.Tenant) (Result,
 	res.Retired = rec.Retired
 	m.hook(StepStarted)
 
-	if err := m.run(ctx, t, &rec, &res); err != nil {
+	if err := m.run(ctx, t, &rec, mode, &res); err != nil {
 		return res, err
 	}
+	res.Mode = rec.Mode
 	res.Duration = time.Since(start)
 	if res.Tenant, err = m.cat.Get(ctx, req.Slug); err != nil {
 		return res, err
 	}
 	m.o.Log.Info().Str("tenant", t.Slug.String()).Str("to", string(target.Kind)).Str("cluster", target.Cluster).
-		Int64("rows", res.Rows).Dur("write_pause", res.WritePause).Dur("duration", res.Duration).Msg("tenant moved")
+		Str("mode", string(rec.Mode)).Int64("rows", res.Rows).Dur("write_pause", res.WritePause).
+		Dur("duration", res.Duration).Msg("tenant moved")
 	return res, nil
 }
 
-// run drives a move from whatever state it is in to done.
-func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, res *Result) error {
+// run drives a move from whatever state it is in to done. A move that has
+// not prepared its source yet starts over in mode (its leftovers removed).
+func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, mode Mode, res *Result) error {
+	defer func() {
+		if res.release != nil { // the flip failed: the prepared transaction waits for a rerun
+			res.release.Close(context.WithoutCancel(ctx))
+			res.release = nil
+		}
+	}()
 	prepared, err := m.isPrepared(ctx, *rec)
 	if err != nil {
 		return err
 	}
 	switch {
-	case rec.State == "flipped":
+	case rec.State == "flipped" || t.Placement == rec.To:
 		// Catalog flipped; finish the source.
 	case prepared:
 		// The source is retired and locked by the prepared transaction, the
@@ -234,13 +340,15 @@ func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, res *Resu
 		}
 	default:
 		// Nothing durable on the source yet: (re)build and copy.
-		if err := m.copyAndPrepare(ctx, t, rec, res); err != nil {
+		if err := m.copyAndPrepare(ctx, t, rec, mode, res); err != nil {
 			m.fail(context.WithoutCancel(ctx), t, rec, err)
 			return err
 		}
+		flip := time.Now()
 		if err := m.flip(ctx, t, rec); err != nil {
 			return err
 		}
+		res.Switch.Flip = time.Since(flip)
 	}
 	if err := m.finish(ctx, t, rec, res); err != nil {
 		return err
@@ -249,14 +357,44 @@ func (m *Mover) run(ctx context.Context, t tenant.Tenant, rec *record, res *Resu
 	return nil
 }
 
+// copyAndPrepare starts (or starts over) the copy in mode and returns once
+// the source is retired in a prepared transaction.
+func (m *Mover) copyAndPrepare(ctx context.Context, t tenant.Tenant, rec *record, mode Mode, res *Result) error {
+	// Leftovers of an interrupted attempt go first: its publication and
+	// slots, and its target, maybe half loaded.
+	if err := m.dropArtefacts(ctx, *rec); err != nil {
+		return err
+	}
+	if res.Resumed {
+		if err := m.dropTarget(ctx, t, *rec); err != nil {
+			return err
+		}
+	}
+	if rec.State != "started" || rec.Mode != mode {
+		if mode == ModeLogical {
+			if err := m.checkLogical(ctx, rec.From); err != nil {
+				return err
+			}
+		}
+		if err := m.setState(ctx, rec, "started", ", mode = $3", string(mode)); err != nil {
+			return err
+		}
+		rec.Mode = mode
+	}
+	if mode == ModeLogical {
+		return m.copyAndStream(ctx, t, rec, res)
+	}
+	return m.copyLocked(ctx, t, rec, res)
+}
+
 // openMove returns the tenant's unfinished move, if any.
 func (m *Mover) openMove(ctx context.Context, tenantID uuid.UUID) (record, bool, error) {
 	var r record
 	err := m.cat.Admin().QueryRowContext(ctx, `SELECT id::text, from_placement, from_cluster, from_database, from_schema,
-			to_placement, to_cluster, to_database, to_schema, state, retired_name, rows_copied
+			to_placement, to_cluster, to_database, to_schema, mode, state, retired_name, rows_copied
 		  FROM landlord.tenant_moves WHERE tenant_id = $1 AND state NOT IN ('done', 'failed')`, tenantID).Scan(
 		&r.ID, &r.From.Kind, &r.From.Cluster, &r.From.Database, &r.From.Schema,
-		&r.To.Kind, &r.To.Cluster, &r.To.Database, &r.To.Schema, &r.State, &r.Retired, &r.Rows)
+		&r.To.Kind, &r.To.Cluster, &r.To.Database, &r.To.Schema, &r.Mode, &r.State, &r.Retired, &r.Rows)
 	if errors.Is(err, sql.ErrNoRows) {
 		return record{}, false, nil
 	}
@@ -267,21 +405,22 @@ func (m *Mover) openMove(ctx context.Context, tenantID uuid.UUID) (record, bool,
 }
 
 // startMove records the move and marks the tenant moving, in one transaction.
-func (m *Mover) startMove(ctx context.Context, t tenant.Tenant, to tenant.Placement) (record, error) {
+func (m *Mover) startMove(ctx context.Context, t tenant.Tenant, to tenant.Placement, mode Mode) (record, error) {
 	var suffix [6]byte
 	if _, err := rand.Read(suffix[:]); err != nil {
 		return record{}, err
 	}
-	rec := record{From: t.Placement, To: to, State: "started", Retired: "pd_retired_" + hex.EncodeToString(suffix[:])}
+	rec := record{From: t.Placement, To: to, Mode: mode, State: "started", Retired: "pd_retired_" + hex.EncodeToString(suffix[:])}
 	tx, err := m.cat.Admin().BeginTx(ctx, nil)
 	if err != nil {
 		return record{}, err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 	if err := tx.QueryRowContext(ctx, `INSERT INTO landlord.tenant_moves
-			(tenant_id, from_placement, from_cluster, from_database, from_schema, to_placement, to_cluster, to_database, to_schema, retired_name)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id::text`,
-		t.ID, t.Kind, t.Cluster, t.Database, t.Schema, to.Kind, to.Cluster, to.Database, to.Schema, rec.Retired).Scan(&rec.ID); err != nil {
+			(tenant_id, from_placement, from_cluster, from_database, from_schema, to_placement, to_cluster, to_database, to_schema,
+			 retired_name, mode)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id::text`,
+		t.ID, t.Kind, t.Cluster, t.Database, t.Schema, to.Kind, to.Cluster, to.Database, to.Schema, rec.Retired, string(mode)).Scan(&rec.ID); err != nil {
 		return record{}, fmt.Errorf("move: record: %w", err)
 	}
 	if err := setStatus(ctx, tx, t, tenant.StatusActive, tenant.StatusMoving); err != nil {
@@ -292,6 +431,23 @@ func (m *Mover) startMove(ctx context.Context, t tenant.Tenant, to tenant.Placem
 	}
 	m.cat.Notify(t.Slug)
 	return rec, nil
+}
+
+// remarkMoving marks a tenant whose move is resumed moving again.
+func (m *Mover) remarkMoving(ctx context.Context, t tenant.Tenant) error {
+	tx, err := m.cat.Admin().BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if err := setStatus(ctx, tx, t, tenant.StatusActive, tenant.StatusMoving); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("move: mark moving: %w", err)
+	}
+	m.cat.Notify(t.Slug)
+	return nil
 }
 
 // setStatus changes the tenant's status from → to (version bumped, announced).
@@ -308,8 +464,14 @@ func (m *Mover) setState(ctx context.Context, rec *record, state string, extra s
 	return nil
 }
 
+// recordLag records a streaming move's replication lag (best effort).
+func (m *Mover) recordLag(ctx context.Context, rec record, lag time.Duration) {
+	_, _ = m.cat.Admin().ExecContext(ctx, `UPDATE landlord.tenant_moves SET lag_ms = $2, updated_at = now() WHERE id = $1`,
+		rec.ID, lag.Milliseconds())
+}
+
 // fail ends an unsuccessful move before the flip: the tenant is active on
-// its source again, and the target's leftovers are removed.
+// its source again, and the publication, slots and target are removed.
 func (m *Mover) fail(ctx context.Context, t tenant.Tenant, rec *record, cause error) {
 	log := m.o.Log.Error().Str("tenant", t.Slug.String()).Err(cause)
 	if prepared, err := m.isPrepared(ctx, *rec); err != nil || prepared {
@@ -334,24 +496,37 @@ func (m *Mover) fail(ctx context.Context, t tenant.Tenant, rec *record, cause er
 		return
 	}
 	m.cat.Notify(t.Slug)
-	if err := m.dropTarget(ctx, *rec); err != nil {
+	if err := m.dropArtefacts(ctx, *rec); err != nil {
+		m.o.Log.Warn().Err(err).Str("tenant", t.Slug.String()).Msg("move failed; replication leftovers remain (a rerun removes them)")
+	}
+	if err := m.dropTarget(ctx, t, *rec); err != nil {
 		m.o.Log.Warn().Err(err).Str("tenant", t.Slug.String()).Msg("move failed; target leftovers remain")
 	}
 	log.Msg("move failed; the tenant stays on its source")
 }
 
-// dropTarget removes a target that never went live.
-func (m *Mover) dropTarget(ctx context.Context, rec record) error {
+// dropTarget removes a target that never went live, and the tenant's role
+// on the target's server when the tenant lives on another one.
+func (m *Mover) dropTarget(ctx context.Context, t tenant.Tenant, rec record) error {
 	if rec.To.Kind == tenant.PlacementDatabase {
-		return m.cl.DropDatabase(ctx, rec.To.Cluster, rec.To.Database)
+		if err := m.cl.DropDatabase(ctx, rec.To.Cluster, rec.To.Database); err != nil {
+			return err
+		}
+	} else {
+		db, err := m.cl.Open(ctx, rec.To.Cluster, rec.To.Database)
+		if err != nil {
+			return err
+		}
+		_, err = db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{rec.To.Schema}.Sanitize()+" CASCADE")
+		db.Close()
+		if err != nil {
+			return err
+		}
 	}
-	db, err := m.cl.Open(ctx, rec.To.Cluster, rec.To.Database)
-	if err != nil {
-		return err
+	if rec.To.Cluster != rec.From.Cluster {
+		return m.dropRole(ctx, rec.To.Cluster, t.Slug.RoleName())
 	}
-	defer db.Close()
-	_, err = db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{rec.To.Schema}.Sanitize()+" CASCADE")
-	return err
+	return nil
 }
 
 // buildTarget creates the target database (when dedicated) and applies the

@@ -14,6 +14,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -27,10 +28,7 @@ func exampleSetup() (config.Config, tenant.Slug, *sql.DB, func()) {
 	if err != nil {
 		panic(err)
 	}
-	swap := func(raw string) string {
-		c, _ := pgx.ParseConfig(raw)
-		return fmt.Sprintf("postgres://%s:%s@%s:%d/publicdigit_test?sslmode=disable", c.User, c.Password, c.Host, c.Port)
-	}
+	swap := func(raw string) string { return dbtest.LocalURL(raw, "publicdigit_test") }
 	cfg.Landlord.URL, cfg.Admin.URL = swap(cfg.Landlord.URL), swap(cfg.Admin.URL)
 	cl := cfg.Clusters["main"]
 	cl.URL, cl.AdminURL = swap(cl.URL), swap(cl.AdminURL)

@@ -11,10 +11,12 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/catalog"
+	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/config"
@@ -160,4 +162,43 @@ func (c *countingConn) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// moveToOwnDatabase copies a test tenant (core schema, its marker member)
+// into a dedicated database tenant_<slug>, points its catalog row there and
+// drops the old schema: what a move leaves, without the mover. It returns
+// an admin connection to the new database; the database goes at cleanup.
+func moveToOwnDatabase(t *testing.T, tt testTenant) *sql.DB {
+	t.Helper()
+	ctx := context.Background()
+	admin := dbtest.AdminDB(t)
+	name := tt.slug.DatabaseName()
+	ident := pgx.Identifier{name}.Sanitize()
+	for _, q := range []string{
+		`CREATE DATABASE ` + ident + ` TEMPLATE template0 ENCODING 'UTF8'`,
+		`GRANT CONNECT ON DATABASE ` + ident + ` TO pd_app`,
+	} {
+		_, err := admin.ExecContext(ctx, q)
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() { _, _ = admin.ExecContext(ctx, `DROP DATABASE IF EXISTS `+ident+` WITH (FORCE)`) })
+	cfg, err := pgx.ParseConfig(dbtest.WithDatabase(t, dbtest.AdminURL(t), name))
+	require.NoError(t, err)
+	db := stdlib.OpenDB(*cfg)
+	t.Cleanup(func() { db.Close() })
+	for _, ext := range []string{"ltree", "btree_gin"} {
+		_, err := db.ExecContext(ctx, `CREATE EXTENSION IF NOT EXISTS `+ext)
+		require.NoError(t, err)
+	}
+	spec := schemaapply.TenantSpec{Schema: tt.slug.SchemaName(), Role: tt.slug.RoleName(), AppRole: "pd_app"}
+	_, err = schemaapply.ApplyTenant(ctx, db, spec, schemaapply.Options{})
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, `INSERT INTO `+pgx.Identifier{tt.slug.SchemaName(), "members"}.Sanitize()+
+		` (tenant_id, full_name) VALUES ($1, $2)`, tt.id, tt.marker)
+	require.NoError(t, err)
+	catalogtest.SetPlacement(t, admin, tt.id, tenant.Placement{Kind: tenant.PlacementDatabase, Cluster: "main",
+		Database: name, Schema: tt.slug.SchemaName()})
+	_, err = admin.ExecContext(ctx, `DROP SCHEMA `+pgx.Identifier{tt.slug.SchemaName()}.Sanitize()+` CASCADE`)
+	require.NoError(t, err)
+	return db
 }

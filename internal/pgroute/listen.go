@@ -25,6 +25,7 @@ func (r *Router) Listen(ctx context.Context, url string, ready chan<- struct{}) 
 			}
 			if !first {
 				r.InvalidateAll()
+				r.notified(tenant.Slug{})
 			}
 			first = false
 			backoff = 100 * time.Millisecond
@@ -70,9 +71,19 @@ func (r *Router) listenOnce(ctx context.Context, url string, listening func()) e
 		slug, err := tenant.ParseSlug(n.Payload)
 		if err != nil {
 			r.InvalidateAll()
+			r.notified(tenant.Slug{})
 			continue
 		}
 		r.Invalidate(slug)
+		r.notified(slug)
 		r.o.Log.Debug().Str("tenant", slug.String()).Msg("tenant changed: placement dropped from cache")
+	}
+}
+
+// notified passes a change heard on the channel to Options.OnNotify (a zero
+// slug: any tenant may have changed).
+func (r *Router) notified(slug tenant.Slug) {
+	if r.o.OnNotify != nil {
+		r.o.OnNotify(slug)
 	}
 }

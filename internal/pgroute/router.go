@@ -72,6 +72,10 @@ type Options struct {
 	ConfigurePool func(*pgxpool.Config)
 	// Log receives slow statements and the listener's events.
 	Log zerolog.Logger
+	// OnNotify, when set, hears every tenant change that Listen hears, after
+	// the router dropped the tenant (a zero slug: any tenant may have
+	// changed), so that other caches of tenant state follow (the token cache).
+	OnNotify func(tenant.Slug)
 }
 
 func (o *Options) setDefaults() error {

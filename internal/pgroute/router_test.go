@@ -611,7 +611,6 @@ func TestTxRetriesSerializationFailures(t *testing.T) {
 func TestRetryOnceAfterMove(t *testing.T) {
 	tenants := newTenants(t, 1)
 	tt := tenants[0]
-	admin := dbtest.AdminPool(t)
 	ctx := context.Background()
 	r := newRouter(t, routerConfig(t, dbtest.Bouncer), pgroute.Options{})
 	count := func() (int, error) {
@@ -627,13 +626,9 @@ func TestRetryOnceAfterMove(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 
-	// "Move": the schema gets another name and the catalog follows.
-	moved := tt.slug.SchemaName() + "_m"
-	_, err = admin.Exec(ctx, `ALTER SCHEMA `+pgx.Identifier{tt.slug.SchemaName()}.Sanitize()+` RENAME TO `+pgx.Identifier{moved}.Sanitize())
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{moved}.Sanitize()+` CASCADE`) })
-	catalogtest.SetSchema(t, dbtest.AdminDB(t), tt.slug, moved)
-
+	// "Move": a copy in a dedicated database, the catalog pointed at it, the
+	// old schema gone.
+	moved := moveToOwnDatabase(t, tt)
 	n, err = count()
 	require.NoError(t, err, "served from the new placement without invalidation")
 	assert.Equal(t, 1, n)
@@ -645,7 +640,7 @@ func TestRetryOnceAfterMove(t *testing.T) {
 	require.NoError(t, err)
 
 	// Without a newer placement, the error stands.
-	_, err = admin.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{moved}.Sanitize()+` CASCADE`)
+	_, err = moved.ExecContext(ctx, `DROP SCHEMA `+pgx.Identifier{tt.slug.SchemaName()}.Sanitize()+` CASCADE`)
 	require.NoError(t, err)
 	_, err = count()
 	assert.ErrorIs(t, err, pgroute.ErrTenantNotProvisioned)

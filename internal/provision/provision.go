@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/clusters"
 	"github.com/publicdigit/publicdigit/internal/requestid"
@@ -119,6 +121,7 @@ type Provisioner struct {
 	admin  *sql.DB // the landlord's admin connection
 	log    zerolog.Logger
 	refill chan struct{}
+	ready  atomic.Int64 // ReadySpares
 
 	mu    sync.Mutex
 	twins map[string]*schemaapply.Twins // cluster → how a new schema of its shared database was built
@@ -141,8 +144,10 @@ func New(o Options) (*Provisioner, error) {
 	if len(o.Defaults.Files) > 0 && o.Defaults.Record == nil {
 		return nil, errors.New("provision: default modules need their Record")
 	}
-	return &Provisioner{o: o, cat: o.Catalog, cl: o.Clusters, admin: o.Catalog.Admin(), log: o.Log.Hook(requestid.Hook),
-		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}, nil
+	p := &Provisioner{o: o, cat: o.Catalog, cl: o.Clusters, admin: o.Catalog.Admin(), log: o.Log.Hook(requestid.Hook),
+		refill: make(chan struct{}, 1), twins: map[string]*schemaapply.Twins{}}
+	p.ready.Store(-1)
+	return p, nil
 }
 
 // applyTenant is schemaapply.ApplyTenant on db. In a cluster's shared
@@ -222,6 +227,10 @@ func (p *Provisioner) Provision(ctx context.Context, r Request) (Result, error) 
 	start := time.Now()
 	res, err := p.provision(ctx, r)
 	res.Duration = time.Since(start)
+	if err != nil {
+		p.cat.Audit().Failed(ctx, audit.Event{Action: audit.TenantCreate, TenantID: res.Tenant.ID, Tenant: r.Slug.String(),
+			Detail: map[string]any{"name": r.Name}}, err)
+	}
 	// Observed: every attempt that built (or failed to build) a schema; not
 	// a slug already taken or a refused request.
 	if p.o.OnProvision != nil && res.Path != "" && !errors.Is(err, tenant.ErrExists) {
@@ -290,7 +299,7 @@ func (p *Provisioner) provisionCold(ctx context.Context, r Request, pl tenant.Pl
 		return res, err
 	}
 	defer closeDB()
-	active, err := p.applyAndActivate(ctx, db, t)
+	active, err := p.applyAndActivate(ctx, db, t, res.Resumed)
 	if err != nil {
 		return res, err
 	}
@@ -312,21 +321,24 @@ func (p *Provisioner) Spec(t tenant.Tenant, moduleFiles []string) schemaapply.Te
 
 // applyAndActivate applies the core schema with the default modules and
 // activates the tenant. When the tenant's cluster database holds the
-// catalog, the record, the default modules' installs and the activation run
-// in the apply's transaction; elsewhere they follow it, in a transaction of
-// their own (a crash in between is completed by a rerun, the apply being
-// idempotent).
-func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant.Tenant) (tenant.Tenant, error) {
+// catalog, the record, the default modules' installs, the activation and its
+// audit record run in the apply's transaction; elsewhere they follow it, in
+// a transaction of their own (a crash in between is completed by a rerun,
+// the apply being idempotent).
+func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant.Tenant, resumed bool) (tenant.Tenant, error) {
 	var active tenant.Tenant
 	activate := func(ctx context.Context, tx catalog.DBTX, res schemaapply.Result) error {
 		if err := p.o.Defaults.record(ctx, tx, t); err != nil {
 			return err
 		}
 		// The record of the apply (schemaapply.RecordApplied) and the
-		// activation in one statement.
+		// activation in one statement, and the audit record with them.
 		a, err := catalog.ActivateApplied(ctx, tx, t, res.Hash, res.Fingerprint)
+		if err != nil {
+			return err
+		}
 		active = a
-		return err
+		return audit.Record(ctx, tx, createdEvent(a, Cold, resumed))
 	}
 	o := schemaapply.Options{}
 	sameDB := db == p.admin
@@ -350,6 +362,13 @@ func (p *Provisioner) applyAndActivate(ctx context.Context, db *sql.DB, t tenant
 		}
 	}
 	return active, nil
+}
+
+// createdEvent is the audit record of a tenant provisioned on path.
+func createdEvent(t tenant.Tenant, path Path, resumed bool) audit.Event {
+	return audit.Event{Action: audit.TenantCreate, TenantID: t.ID, Tenant: t.Slug.String(), Detail: map[string]any{
+		"name": t.Name, "path": string(path), "resumed": resumed,
+		"placement": string(t.Kind), "cluster": t.Cluster, "database": t.Database}}
 }
 
 // inTx runs fn in a transaction on the landlord's admin connection.

@@ -3,8 +3,14 @@ package provision_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/publicdigit/publicdigit/internal/app"
+	"github.com/publicdigit/publicdigit/internal/apptest"
+	"github.com/publicdigit/publicdigit/internal/config"
 
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 
@@ -287,4 +293,82 @@ func TestProvisionedTenantsAreConvergedForTheFleet(t *testing.T) {
 	assert.Equal(t, len(slugs), fr.Total)
 	assert.Equal(t, len(slugs), fr.Converged, "skipped without inspection")
 	assert.Zero(t, fr.Inspected)
+}
+
+// More concurrent tenant operations than admin connections: each holds its
+// tenant's lock on the lock pool, never on a connection that the others
+// need for their work, so all of them finish (a shared pool deadlocked with
+// every connection holding a lock and waiting for a second one).
+func TestOperationsBeyondTheAdminPool(t *testing.T) {
+	t.Parallel()
+	events := dbtest.Module(t, "adm", "modules/events.hcl")
+	b := &bundle{prefix: dbtest.Name("pd_tspare") + "_"}
+	b.app = apptest.Open(t, apptest.Options{
+		Options:   app.Options{SparePrefix: b.prefix},
+		Configure: func(c *config.Config) { c.Pool.MaxConns = 4 },
+	})
+	b.admin, b.tenants, b.prov = b.app.Admin, b.app.Catalog, b.app.Provisioner
+	require.Equal(t, 4, b.admin.Stats().MaxOpenConnections)
+
+	const n = 12
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	slugs := make([]tenant.Slug, n)
+	for i := range slugs {
+		slugs[i] = b.slug(t, "adm")
+	}
+	run := func(op func(s tenant.Slug) error) {
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i, s := range slugs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = op(s)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			require.NoError(t, err, "%s", slugs[i])
+		}
+	}
+	run(func(s tenant.Slug) error {
+		res, err := b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Beyond the pool"})
+		if err == nil && res.Path != provision.Cold {
+			return fmt.Errorf("path %s, want cold", res.Path)
+		}
+		return err
+	})
+	run(func(s tenant.Slug) error {
+		_, err := b.app.Modules.Install(ctx, s, events)
+		return err
+	})
+	run(func(s tenant.Slug) error { return b.app.Modules.Uninstall(ctx, s, events, false) })
+	require.NoError(t, ctx.Err(), "finished within the deadline")
+	for _, s := range slugs {
+		assertHealthy(t, b, s)
+	}
+}
+
+// A tenant operation waits for another on the same tenant at most
+// tenant.lock_wait, then fails with tenant_busy (503, retryable).
+func TestTenantLockWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	b := &bundle{prefix: dbtest.Name("pd_tspare") + "_"}
+	b.app = apptest.Open(t, apptest.Options{
+		Options:   app.Options{SparePrefix: b.prefix},
+		Configure: func(c *config.Config) { c.Tenant.LockWait = 300 * time.Millisecond },
+	})
+	b.prov = b.app.Provisioner
+	s := b.slug(t, "busy")
+	ctx := context.Background()
+	unlock, err := b.app.Catalog.Lock(ctx, s)
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Busy"})
+	assert.ErrorIs(t, err, tenant.ErrBusy)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	unlock()
+	_, err = b.prov.Provision(ctx, provision.Request{Slug: s, Name: "Busy"})
+	require.NoError(t, err, "free again")
 }

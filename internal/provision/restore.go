@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/publicdigit/publicdigit/internal/apperr"
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -61,7 +62,22 @@ const SidePrefix = "pd_import_"
 // tenant recorded (hash, fingerprint) and active, r.BeforeCommit, commit.
 // Any error, or a crash anywhere, leaves nothing behind: no row, no schema,
 // no role. The tenant is announced once committed.
+//
+// The restore is recorded in the audit trail as a tenant.create (path
+// "import") in the same transaction, a failed one on its own.
 func (p *Provisioner) Restore(ctx context.Context, r RestoreRequest) (tenant.Tenant, error) {
+	t, err := p.restore(ctx, r)
+	if err != nil {
+		p.cat.Audit().Failed(ctx, audit.Event{Action: audit.TenantCreate, Tenant: r.Slug.String(),
+			Detail: map[string]any{"name": r.Name, "path": string(PathImport)}}, err)
+	}
+	return t, err
+}
+
+// PathImport is the audit trail's path of a tenant created by a restore.
+const PathImport Path = "import"
+
+func (p *Provisioner) restore(ctx context.Context, r RestoreRequest) (tenant.Tenant, error) {
 	start := time.Now()
 	if r.Slug.IsZero() {
 		return tenant.Tenant{}, fmt.Errorf("%w: empty", tenant.ErrInvalidSlug)
@@ -80,6 +96,13 @@ func (p *Provisioner) Restore(ctx context.Context, r RestoreRequest) (tenant.Ten
 	if db != p.admin {
 		return tenant.Tenant{}, fmt.Errorf("%w (cluster %s): restore on the platform's cluster, then move the tenant", ErrRestoreUnsupported, pl.Cluster)
 	}
+	// The tenant's lock first, on the lock pool (catalog.Catalog.Lock),
+	// never waited for while holding a work connection.
+	unlock, err := p.cat.Lock(ctx, r.Slug)
+	if err != nil {
+		return tenant.Tenant{}, err
+	}
+	defer unlock()
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return tenant.Tenant{}, fmt.Errorf("restore %s: %w", r.Slug, err)
@@ -91,7 +114,7 @@ func (p *Provisioner) Restore(ctx context.Context, r RestoreRequest) (tenant.Ten
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 
-	t, inserted, err := catalog.LockAndInsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
+	t, inserted, err := catalog.InsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
 	if err != nil {
 		return tenant.Tenant{}, err
 	}
@@ -137,6 +160,9 @@ func (p *Provisioner) Restore(ctx context.Context, r RestoreRequest) (tenant.Ten
 	}
 	active, err := catalog.ActivateApplied(ctx, tx, t, applied.Hash, fp)
 	if err != nil {
+		return tenant.Tenant{}, fmt.Errorf("restore %s: %w", r.Slug, err)
+	}
+	if err := audit.Record(ctx, tx, createdEvent(active, PathImport, false)); err != nil {
 		return tenant.Tenant{}, fmt.Errorf("restore %s: %w", r.Slug, err)
 	}
 	if r.BeforeCommit != nil {

@@ -42,6 +42,9 @@ func (p *Provisioner) PurgeRetired(ctx context.Context, grace time.Duration, slu
 }
 
 func (p *Provisioner) dropCopy(ctx context.Context, c catalog.RetiredCopy) error {
+	if err := p.checkRetiredNames(c); err != nil {
+		return err
+	}
 	if c.WholeDatabase {
 		if err := p.cl.DropDatabase(ctx, c.Cluster, c.Database); err != nil {
 			return fmt.Errorf("retired copy %s: %w", c.Database, err)

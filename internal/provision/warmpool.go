@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -50,10 +51,11 @@ func (p *Provisioner) coreHash(schemaName string) (string, error) {
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // provisionWarm provisions from the warm pool in one transaction on the
-// landlord database: tenant lock, catalog row, a ready spare (locked, skipping
-// those other claims hold), schema and role renamed to the tenant's, the
-// spare's row deleted, the tenant recorded and active — all or nothing. done
-// is false, with nothing written, when no spare fits: none ready, or the
+// landlord database: tenant lock, catalog row, a ready spare (locked,
+// skipping those other claims hold), schema and role renamed to the
+// tenant's, the spare's row deleted, the tenant recorded and active — all
+// or nothing. done is false, with nothing written, when no spare fits: none
+// ready, the tenant's lock is held (the cold path waits for it), or the
 // tenant's schema or role exists already (an interrupted cold provisioning,
 // which the cold path completes).
 func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Placement) (Result, bool, error) {
@@ -71,7 +73,13 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Pl
 		return res, false, fmt.Errorf("provision %s: %w", r.Slug, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	t, inserted, err := catalog.LockAndInsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
+	// The tenant's lock, if free: a transaction on a work connection never
+	// waits for it (its holder may need a connection); the cold path does.
+	locked, err := catalog.TryLockTx(ctx, tx, r.Slug)
+	if err != nil || !locked {
+		return res, false, err
+	}
+	t, inserted, err := catalog.InsertProvisioning(ctx, tx, r.Slug, r.Name, pl)
 	if err != nil {
 		return res, false, err
 	}
@@ -119,6 +127,9 @@ func (p *Provisioner) provisionWarm(ctx context.Context, r Request, pl tenant.Pl
 	if err != nil {
 		return res, false, fmt.Errorf("claim spare %s: activate: %w", spare, err)
 	}
+	if err := audit.Record(ctx, tx, createdEvent(active, Warm, res.Resumed)); err != nil {
+		return res, false, err
+	}
 	if err := tx.Commit(); err != nil {
 		return res, false, fmt.Errorf("claim spare %s: commit: %w", spare, err)
 	}
@@ -154,6 +165,9 @@ func (p *Provisioner) RunWarmPool(ctx context.Context, interval time.Duration) {
 			p.log.Warn().Err(err).Msg("warm pool refill failed")
 		} else if n > 0 {
 			p.log.Debug().Int("built", n).Msg("warm pool refilled")
+		}
+		if st, err := p.WarmPoolStats(ctx); err == nil {
+			p.ready.Store(int64(st.Ready))
 		}
 		select {
 		case <-ctx.Done():
@@ -367,6 +381,17 @@ func (p *Provisioner) DrainWarmPool(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("warm pool: drain: %w", err)
 	}
 	return dropped, nil
+}
+
+// ReadySpares is the number of ready spares as RunWarmPool last counted
+// them (after each refill: every interval and after each claim), or -1
+// before the first count; 0 with the warm pool off. It runs no query, so a
+// metrics scrape costs the database nothing.
+func (p *Provisioner) ReadySpares() int64 {
+	if p.o.WarmPool <= 0 {
+		return 0
+	}
+	return p.ready.Load()
 }
 
 // WarmPoolStats counts this Service's spares.

@@ -76,6 +76,12 @@ type Options struct {
 	// LockTimeout bounds the wait for the schema's advisory lock and for table
 	// locks (0: wait as long as the statement timeout allows).
 	LockTimeout time.Duration
+	// BeforeExecute, when set, runs in the apply's transaction once the
+	// schema's advisory lock is held, before anything is inspected or changed
+	// (also in a dry run): e.g. a check of the data that a destructive plan
+	// would drop, in the database and transaction that drop it. An error
+	// rolls everything back.
+	BeforeExecute func(ctx context.Context, tx *sql.Tx) error
 	// BeforeCommit, when set, runs in the apply's transaction after the plan
 	// and the After steps, just before commit (never in a dry run): record
 	// the applied hash in a catalog in the same database, so that the schema
@@ -432,6 +438,11 @@ func (a *applier) parse() error {
 func (a *applier) run(ctx context.Context) error {
 	if err := a.lock(ctx); err != nil {
 		return err
+	}
+	if a.o.BeforeExecute != nil {
+		if err := a.o.BeforeExecute(ctx, a.tx); err != nil {
+			return err
+		}
 	}
 	if err := a.checkBefore(ctx); err != nil {
 		return err

@@ -29,10 +29,11 @@ import (
 
 // The whole story of issue #7 over HTTP, with two PostgreSQL servers: a
 // tenant created on cluster main in schema placement moves to a dedicated
-// database on cluster b, then back to schema placement on main, while
-// writers issue numbered writes at full speed and a reader reads all along.
-// Every write answered 2xx is present exactly once afterwards, every other
-// answer is a 503 with Retry-After, and every read is answered 200.
+// database on cluster b (logical mode), then back to schema placement on
+// main (lock mode), while writers issue numbered writes at full speed and a
+// reader reads all along. Every write answered 2xx is present exactly once
+// afterwards, every other answer is a 503 with Retry-After, and every read
+// is answered 200 or, during a switch's last step, 503 with Retry-After.
 func TestMovesOverHTTPWhileServing(t *testing.T) {
 	dbtest.Landlord(t)
 	cfg := dbtest.Config(t)
@@ -46,7 +47,7 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 	base := srv.base
 	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "move test", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(client.CloseIdleConnections) // before the server stops: no keep-alive to wait for
 	call := func(method, path string, body any) (int, http.Header, []byte) {
@@ -86,6 +87,8 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 		next    atomic.Int64
 		reads   atomic.Int64
 		badRead atomic.Int64
+		// reads told to retry
+		readRetry atomic.Int64
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -125,9 +128,15 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 				return
 			default:
 			}
-			code, _, body := call("GET", tenantPath+"/members?limit=5", nil)
+			code, h, body := call("GET", tenantPath+"/members?limit=5", nil)
 			reads.Add(1)
-			if code != 200 {
+			switch {
+			case code == 200:
+			case code == 503 && h.Get("Retry-After") != "":
+				// The switch's last step locks readers out of the copy
+				// being retired (they must not read it stale): told to retry.
+				readRetry.Add(1)
+			default:
 				badRead.Add(1)
 				t.Logf("read answered %d: %s", code, body)
 			}
@@ -137,7 +146,7 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	for _, target := range []map[string]any{
 		{"placement": "database", "cluster": "b"},
-		{"placement": "schema", "cluster": "main"},
+		{"placement": "schema", "cluster": "main", "mode": "lock"},
 	} {
 		t0 := time.Now()
 		code, h, body := call("PATCH", "/api/v1/platform/tenants/"+slug.String(), target)
@@ -157,6 +166,11 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 	assert.Equal(t, 400, code, "%s", body)
 	code, _, body = call("PATCH", "/api/v1/platform/tenants/"+slug.String(), map[string]any{"placement": "cloud"})
 	assert.Equal(t, 400, code, "%s", body)
+	code, _, body = call("PATCH", "/api/v1/platform/tenants/"+slug.String(), map[string]any{"placement": "database", "mode": "rsync"})
+	assert.Equal(t, 400, code, "%s", body)
+	code, _, body = call("GET", "/metrics", nil)
+	assert.Equal(t, 200, code)
+	assert.Contains(t, string(body), `publicdigit_moves_in_progress{mode="logical"}`)
 	stopLoad()
 
 	// Read everything back through the API.
@@ -198,8 +212,8 @@ func TestMovesOverHTTPWhileServing(t *testing.T) {
 		assert.Equal(t, 503, code, "%d writes answered %d", n, code)
 	}
 	assert.Zero(t, noRetry, "every refused write carries Retry-After")
-	assert.Zero(t, badRead.Load(), "reads are served throughout")
-	t.Logf("%d writes acknowledged, refused %v, %d reads", len(acked), refused, reads.Load())
+	assert.Zero(t, badRead.Load(), "reads are served throughout, or told to retry")
+	t.Logf("%d writes acknowledged, refused %v, %d reads (%d told to retry)", len(acked), refused, reads.Load(), readRetry.Load())
 }
 
 // cleanupMovedTenant removes a tenant that may have lived on both clusters.

@@ -38,7 +38,7 @@ func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 	base := srv.base
 	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "server test", Kind: access.KindPlatform})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 
 	create := func(slug string) (int, string) {
 		t.Helper()
@@ -68,4 +68,24 @@ func TestServerProvisionsFromItsWarmPool(t *testing.T) {
 	resp.Body.Close()
 	assert.True(t, strings.Contains(string(b), `publicdigit_tenant_provision_duration_seconds_count{path="warm",result="ok"} 1`))
 	assert.True(t, strings.Contains(string(b), `publicdigit_warm_pool_ready_spares`))
+
+	// /metrics is unauthenticated: a scrape runs no query. With the admin
+	// connection closed the warm-pool gauge still reads its last count.
+	gauge := func() string {
+		resp, err := http.Get(base + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "publicdigit_warm_pool_ready_spares "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	require.Eventually(t, func() bool { return gauge() == "1" }, 30*time.Second, 50*time.Millisecond, "refilled and counted")
+	require.NoError(t, srv.app.Admin.Close())
+	for range 3 {
+		assert.Equal(t, "1", gauge())
+	}
 }

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/httpapi"
 	"github.com/publicdigit/publicdigit/internal/logging"
+	"github.com/publicdigit/publicdigit/internal/move"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/provision"
 )
@@ -73,8 +75,8 @@ func Run(ctx context.Context, cfg config.Config, base zerolog.Logger, o Options)
 	api := httpapi.New(httpapi.Deps{
 		Log: logging.Component(base, "http"), App: a, BodyLimit: cfg.HTTP.BodyLimit,
 		Cursors: cursors, TenantHeader: cfg.HTTP.TenantHeader, Metrics: metrics,
-		MetricsElsewhere: cfg.HTTP.MetricsAddr != "",
-		RequestTimeout:   cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
+		AuthFailuresPerMinute: cfg.HTTP.AuthFailuresPerMinute, MetricsElsewhere: cfg.HTTP.MetricsAddr != "",
+		RequestTimeout: cfg.HTTP.RequestTimeout, PlatformTimeout: cfg.HTTP.PlatformTimeout,
 	})
 	if cfg.HTTP.MetricsAddr != "" {
 		stop, err := serveMetrics(cfg.HTTP.MetricsAddr, metrics, log, o.OnMetricsListen)
@@ -136,19 +138,59 @@ func newCursors(cfg config.Config, log zerolog.Logger) (*httpapi.Cursors, error)
 	return httpapi.NewCursors([]byte(cfg.HTTP.CursorSecret))
 }
 
-// addMetrics exports the pools and the warm pool of a.
+// addMetrics exports the pools, the warm pool and the moves in progress of a.
 func addMetrics(m *httpapi.Metrics, a *app.App) {
 	m.AddPool("landlord", a.Landlord)
+	m.AddLimits(a.Limits)
 	addRouterPools(m, a.Router)
-	m.AddGauge("publicdigit_warm_pool_ready_spares", "Spare tenant schemas ready in the warm pool.", func() float64 {
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := a.Provisioner.WarmPoolStats(c)
-		if err != nil {
-			return -1
+	// Counted by the warm pool's own loop: /metrics is unauthenticated, and a
+	// scrape must not cost a query.
+	m.AddGauge("publicdigit_warm_pool_ready_spares",
+		"Spare tenant schemas ready in the warm pool, as last counted by its refill loop (-1: not counted yet).",
+		func() float64 { return float64(a.Provisioner.ReadySpares()) })
+	m.Registry.MustRegister(moveCollector{a.Mover})
+}
+
+var (
+	movesInProgress = prometheus.NewDesc("publicdigit_moves_in_progress",
+		"Tenant moves not finished (running, or interrupted until rerun), by mode.", []string{"mode"}, nil)
+	moveLagBytes = prometheus.NewDesc("publicdigit_move_lag_bytes",
+		"Source WAL a logical move's slot has not confirmed yet, per move in progress.", []string{"tenant", "state"}, nil)
+	moveLagSeconds = prometheus.NewDesc("publicdigit_move_lag_seconds",
+		"Age of the newest change a logical move applied while more waited, as last recorded.", []string{"tenant", "state"}, nil)
+)
+
+// moveCollector exports the moves in progress at each scrape (a handful at
+// most: one label set per move).
+type moveCollector struct{ mover *move.Mover }
+
+func (c moveCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- movesInProgress
+	ch <- moveLagBytes
+	ch <- moveLagSeconds
+}
+
+func (c moveCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	moves, err := c.mover.InProgress(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(movesInProgress, err)
+		return
+	}
+	byMode := map[move.Mode]int{move.ModeLogical: 0, move.ModeLock: 0}
+	for _, p := range moves {
+		byMode[p.Mode]++
+		if p.LagBytes != nil {
+			ch <- prometheus.MustNewConstMetric(moveLagBytes, prometheus.GaugeValue, float64(*p.LagBytes), p.Slug, p.State)
 		}
-		return float64(st.Ready)
-	})
+		if p.Lag != nil {
+			ch <- prometheus.MustNewConstMetric(moveLagSeconds, prometheus.GaugeValue, p.Lag.Seconds(), p.Slug, p.State)
+		}
+	}
+	for mode, n := range byMode {
+		ch <- prometheus.MustNewConstMetric(movesInProgress, prometheus.GaugeValue, float64(n), string(mode))
+	}
 }
 
 // addRouterPools exports the tenant pools' statistics, summed over the

@@ -34,7 +34,7 @@ func TestServerServesTheTenantAPI(t *testing.T) {
 	secret, tok, err := srv.app.Tokens.Create(context.Background(), access.CreateRequest{Name: "server tenant test",
 		Kind: access.KindTenant, Tenant: tenant.MustSlug(tt.Slug)})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.app.Tokens.Delete(context.Background(), tok.ID) })
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	base := srv.base + "/" + tt.Slug + "/api/v1"
 
 	call := func(method, path string, body any) (int, map[string]any) {

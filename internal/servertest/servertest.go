@@ -105,10 +105,6 @@ func (s Server) PlatformToken(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("servertest: platform token: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := s.App.Tokens.Delete(context.Background(), tok.ID); err != nil {
-			t.Errorf("servertest: delete platform token: %v", err)
-		}
-	})
+	dbtest.DeleteTokenAtCleanup(t, tok.ID)
 	return secret
 }

@@ -96,6 +96,9 @@ type Tenant struct {
 	SchemaStamp string `json:"-"`
 	// StatementTimeout overrides the configured default when non-zero.
 	StatementTimeout time.Duration `json:"-"`
+	// MaxConcurrentRequests overrides the configured cap on the tenant's
+	// concurrent API requests when non-zero.
+	MaxConcurrentRequests int `json:"-"`
 	// Modules are the modules the tenant installed (their routes are live),
 	// sorted; filled by the router's lookup (catalog.Resolve) only.
 	Modules []string `json:"-"`
@@ -140,6 +143,9 @@ var (
 	ErrSuspended = apperr.New("tenant_suspended", "tenant suspended")
 	// ErrNotReady: the tenant is still being provisioned (not served yet).
 	ErrNotReady = apperr.New("tenant_not_ready", "tenant not ready")
+	// ErrBusy: another operation on the tenant (provisioning, a module
+	// change, a move, a purge) held its lock too long; retry shortly.
+	ErrBusy = apperr.New("tenant_busy", "another operation on the tenant is running")
 )
 
 // StatusError says which operation a tenant's status refused.
@@ -155,6 +161,42 @@ func (e *StatusError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrWrongStatus) true.
 func (e *StatusError) Unwrap() error { return ErrWrongStatus }
+
+// Limits are a tenant's own limits (the catalog's overrides); a zero field
+// means the configured default.
+type Limits struct {
+	// MaxConcurrentRequests caps the tenant's API requests in flight in
+	// each server process (more wait briefly, then get 429).
+	MaxConcurrentRequests int
+	// StatementTimeout is set in every transaction of the tenant.
+	StatementTimeout time.Duration
+}
+
+// The bounds of a tenant's own limits (the tenant catalog checks them too).
+const (
+	MaxConcurrentRequestsLimit = 10_000
+	MaxStatementTimeout        = 10 * time.Minute
+)
+
+// Validate checks the bounds: concurrency 0 (default) or 1 to
+// MaxConcurrentRequestsLimit; statement timeout 0 (default) or a whole
+// number of milliseconds from 1ms to MaxStatementTimeout.
+func (l Limits) Validate() error {
+	if l.MaxConcurrentRequests < 0 || l.MaxConcurrentRequests > MaxConcurrentRequestsLimit {
+		return fmt.Errorf("%w: max_concurrent_requests must be between 1 and %d, or null for the default",
+			ErrInvalid, MaxConcurrentRequestsLimit)
+	}
+	if l.StatementTimeout < 0 || l.StatementTimeout > MaxStatementTimeout || l.StatementTimeout%time.Millisecond != 0 {
+		return fmt.Errorf("%w: statement_timeout_ms must be between 1 and %d, or null for the default",
+			ErrInvalid, MaxStatementTimeout.Milliseconds())
+	}
+	return nil
+}
+
+// Limits returns the tenant's own limits.
+func (t Tenant) Limits() Limits {
+	return Limits{MaxConcurrentRequests: t.MaxConcurrentRequests, StatementTimeout: t.StatementTimeout}
+}
 
 // MaxNameLen bounds a tenant's display name, in characters.
 const MaxNameLen = 200

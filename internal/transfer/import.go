@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/publicdigit/publicdigit/internal/audit"
 	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/provision"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -65,15 +66,22 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 	if name == "" {
 		name = m.Tenant.Name
 	}
+	// A refusal from here on is in the audit trail as a failed create
+	// (Restore records its own outcome).
+	refused := func(err error) (ImportResult, error) {
+		s.o.Catalog.Audit().Failed(ctx, audit.Event{Action: audit.TenantCreate, Tenant: slug.String(),
+			Detail: map[string]any{"name": name, "path": string(provision.PathImport)}}, err)
+		return ImportResult{}, err
+	}
 	mods, err := s.moduleFiles(ctx, m)
 	if err != nil {
-		return ImportResult{}, err
+		return refused(err)
 	}
 	// Refused early when taken; Restore checks again under the lock.
 	if t, err := s.o.Catalog.Get(ctx, slug); err == nil {
-		return ImportResult{}, fmt.Errorf("tenant %s (%s): %w", slug, t.Status, tenant.ErrExists)
+		return refused(fmt.Errorf("tenant %s (%s): %w", slug, t.Status, tenant.ErrExists))
 	} else if !errors.Is(err, tenant.ErrNotFound) {
-		return ImportResult{}, err
+		return refused(err)
 	}
 	res := ImportResult{Tables: len(m.Tables), Rows: m.Rows()}
 	t, err := s.o.Provisioner.Restore(ctx, provision.RestoreRequest{

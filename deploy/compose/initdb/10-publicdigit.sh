@@ -12,8 +12,9 @@ CREATE ROLE pd_admin LOGIN CREATEDB CREATEROLE PASSWORD :'admin_pw';
 -- Dropping a tenant's retired database must end pd_app's idle connections.
 GRANT pg_signal_backend TO pd_admin;
 -- The application role, through PgBouncer. Its default search_path is empty,
--- so a statement without a bound tenant fails.
-CREATE ROLE pd_app LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER PASSWORD :'app_pw';
+-- so a statement without a bound tenant fails; NOINHERIT: only the tenant
+-- role a transaction assumes reaches that tenant's tables (docs/SECURITY.md).
+CREATE ROLE pd_app LOGIN NOCREATEDB NOCREATEROLE NOSUPERUSER NOINHERIT PASSWORD :'app_pw';
 ALTER ROLE pd_app SET search_path = '';
 -- PgBouncer's auth_query role (its function: 20-pgbouncer-auth.sql).
 CREATE ROLE pgbouncer_auth LOGIN PASSWORD :'auth_pw';

@@ -86,11 +86,12 @@ func SetStatementTimeout(t testing.TB, db DB, slug tenant.Slug, ms int) {
 		slug.String(), ms)
 }
 
-// SetSchema points the row at another schema name (version bumped).
-func SetSchema(t testing.TB, db DB, slug tenant.Slug, schema string) {
+// SetPlacement points the row at another placement (version bumped),
+// without a notice: what a move leaves, seen by a router that missed it.
+func SetPlacement(t testing.TB, db DB, id uuid.UUID, pl tenant.Placement) {
 	t.Helper()
-	exec(t, db, "set schema", `UPDATE landlord.tenants SET schema_name = $2, version = version + 1 WHERE slug = $1`,
-		slug.String(), schema)
+	exec(t, db, "set placement", `UPDATE landlord.tenants SET placement = $2, cluster = $3, database_name = $4, schema_name = $5,
+		version = version + 1 WHERE id = $1`, id, string(pl.Kind), pl.Cluster, pl.Database, pl.Schema)
 }
 
 // SetCluster points the row at another cluster name.

@@ -7,8 +7,13 @@ package modes
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgpassfile"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/config"
@@ -29,7 +34,37 @@ func LocalURLs() (admin, app string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	return cfg.Admin.URL, cl.URL, nil
+	return withPassfile(cfg.Admin.URL), withPassfile(cl.URL), nil
+}
+
+// withPassfile puts into raw the password that the password file
+// (PGPASSFILE, else ~/.pgpass) has for it, if raw has none: the product's
+// configuration carries no password, and a private PgBouncer needs the
+// application role's to log in on its behalf.
+func withPassfile(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		return raw
+	}
+	path := os.Getenv("PGPASSFILE")
+	if path == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return raw
+		}
+		path = filepath.Join(home, ".pgpass")
+	}
+	pf, err := pgpassfile.ReadPassfile(path)
+	if err != nil {
+		return raw
+	}
+	if pw := pf.FindPassword(u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username()); pw != "" {
+		u.User = url.UserPassword(u.User.Username(), pw)
+	}
+	return u.String()
 }
 
 const loadCluster = "load"

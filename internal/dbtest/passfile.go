@@ -1,0 +1,99 @@
+package dbtest
+
+import (
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/jackc/pgpassfile"
+)
+
+// The built-in configuration carries no password; the local servers'
+// development passwords are in the password file that deploy/local/db-up.sh
+// writes (.data/pgpass in the checkout). The Makefile sets PGPASSFILE to
+// it, and pgx reads it itself; a plain `go test` without that variable gets
+// the passwords here, put into the test configuration's URLs.
+var (
+	passfileOnce sync.Once
+	passfile     *pgpassfile.Passfile
+)
+
+// localPassfile reads PGPASSFILE, else .data/pgpass of the checkout
+// (found from the working directory up to go.mod); nil when there is none.
+func localPassfile() *pgpassfile.Passfile {
+	passfileOnce.Do(func() {
+		path := os.Getenv("PGPASSFILE")
+		if path == "" {
+			path = checkoutFile(".data", "pgpass")
+		}
+		if path == "" {
+			return
+		}
+		if pf, err := pgpassfile.ReadPassfile(path); err == nil {
+			passfile = pf
+		}
+	})
+	return passfile
+}
+
+// checkoutFile is the path of a file in the checkout's root (the folder of
+// go.mod above the working directory), or "" when it does not exist.
+func checkoutFile(elem ...string) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(append([]string{dir}, elem...)...)
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+			return ""
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+// withLocalPassword returns raw with the password the local password file
+// has for its host, port, database and user, if raw has none.
+func withLocalPassword(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		return raw
+	}
+	pf := localPassfile()
+	if pf == nil {
+		return raw
+	}
+	db := u.Path
+	if len(db) > 0 && db[0] == '/' {
+		db = db[1:]
+	}
+	pw := pf.FindPassword(u.Hostname(), u.Port(), db, u.User.Username())
+	if pw == "" {
+		return raw
+	}
+	u.User = url.UserPassword(u.User.Username(), pw)
+	return u.String()
+}
+
+// LocalURL is raw pointed at database db, with the local password if raw
+// has none (for examples, which have no testing.TB); raw unchanged if it
+// does not parse.
+func LocalURL(raw, db string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.Path = "/" + db
+	return withLocalPassword(u.String())
+}
