@@ -27,21 +27,6 @@ func SetStatus(ctx context.Context, tx DBTX, t tenant.Tenant, from, to tenant.St
 	return notify(ctx, tx, t.Slug)
 }
 
-// Flip points a moving tenant at its new placement in tx: status active,
-// version bumped, announced at commit.
-func Flip(ctx context.Context, tx DBTX, t tenant.Tenant, to tenant.Placement) error {
-	res, err := tx.ExecContext(ctx, `UPDATE landlord.tenants SET placement = $2, cluster = $3, database_name = $4, schema_name = $5,
-			status = 'active', version = version + 1, updated_at = now(), schema_stamp = NULL
-		WHERE id = $1 AND status = 'moving'`, t.ID, to.Kind, to.Cluster, to.Database, to.Schema)
-	if err != nil {
-		return fmt.Errorf("move: flip: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("move: flip: tenant %s is no longer moving", t.Slug)
-	}
-	return notify(ctx, tx, t.Slug)
-}
-
 // FlipMoved is Flip and InsertRetired in one statement (one round trip and
 // its own transaction when db is not a transaction): a move's switch, which
 // writers wait for, runs it. c.Slug is taken from the catalog row.
