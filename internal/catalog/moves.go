@@ -27,9 +27,11 @@ func SetStatus(ctx context.Context, tx DBTX, t tenant.Tenant, from, to tenant.St
 	return notify(ctx, tx, t.Slug)
 }
 
-// FlipMoved is Flip and InsertRetired in one statement (one round trip and
-// its own transaction when db is not a transaction): a move's switch, which
-// writers wait for, runs it. c.Slug is taken from the catalog row.
+// FlipMoved points a moving tenant at its new placement (status active,
+// version bumped, announced at commit) and records its retired copy, in one
+// statement: a move's switch, which writers wait for, runs it in the
+// transaction that also writes the audit trail. c.Slug is taken from the
+// catalog row.
 func FlipMoved(ctx context.Context, db DBTX, t tenant.Tenant, to tenant.Placement, c RetiredCopy) error {
 	var flipped bool
 	err := db.QueryRowContext(ctx, `WITH flipped AS (
