@@ -2,7 +2,6 @@ package schemaapply
 
 import (
 	"context"
-	"sync"
 )
 
 // TwinState tells whether c holds a twin, with its plan, for a desired hash,
@@ -19,16 +18,8 @@ var ShiftParams = shiftParams
 
 // StampsBy is Stamps read through indexes (few) or by scans of the catalogs.
 func StampsBy(ctx context.Context, q Querier, items []SchemaRole, few bool) (map[string]string, error) {
-	stampMu.Lock()
-	defer stampMu.Unlock()
-	old := stampFew
-	defer func() { stampFew = old }()
 	if few {
-		stampFew = len(items)
-	} else {
-		stampFew = 0
+		return stamps(ctx, q, items, len(items))
 	}
-	return Stamps(ctx, q, items)
+	return stamps(ctx, q, items, 0)
 }
-
-var stampMu sync.Mutex

@@ -254,14 +254,19 @@ WITH dep AS (
 SELECT ns, concat_ws('.', count(*), sum(h), bit_xor(h)) FROM items GROUP BY ns`
 
 // stampFew is how many schemas Stamps reads through indexes (stampFewSQL);
-// more are read with one scan of each catalog (stampSQL). A variable for
-// the test that compares the two.
-var stampFew = 64
+// more are read with one scan of each catalog (stampSQL).
+const stampFew = 64
 
 // Stamps returns the catalog stamp of every listed schema (see stampSQL)
 // keyed by schema name ("" for a schema that does not exist): one query for
 // the schemas' oids, one for the stamps.
 func Stamps(ctx context.Context, q Querier, items []SchemaRole) (map[string]string, error) {
+	return stamps(ctx, q, items, stampFew)
+}
+
+// stamps is Stamps reading up to few schemas through indexes (the test
+// that compares the two queries chooses).
+func stamps(ctx context.Context, q Querier, items []SchemaRole, few int) (map[string]string, error) {
 	out := make(map[string]string, len(items))
 	if len(items) == 0 {
 		return out, nil
@@ -302,7 +307,7 @@ func Stamps(ctx context.Context, q Querier, items []SchemaRole) (map[string]stri
 		return out, nil
 	}
 	query := stampSQL
-	if len(oids) <= stampFew {
+	if len(oids) <= few {
 		query = stampFewSQL
 	}
 	rows, err = q.QueryContext(ctx, query, oids, roles, roleOids)

@@ -148,7 +148,7 @@ func addMetrics(m *httpapi.Metrics, a *app.App) {
 	m.AddGauge("publicdigit_warm_pool_ready_spares",
 		"Spare tenant schemas ready in the warm pool, as last counted by its refill loop (-1: not counted yet).",
 		func() float64 { return float64(a.Provisioner.ReadySpares()) })
-	m.Registry.MustRegister(moveCollector{a.Mover})
+	m.Registry.MustRegister(&moveCollector{mover: a.Mover})
 }
 
 var (
@@ -160,24 +160,39 @@ var (
 		"Age of the newest change a logical move applied while more waited, as last recorded.", []string{"tenant", "state"}, nil)
 )
 
-// moveCollector exports the moves in progress at each scrape (a handful at
-// most: one label set per move).
-type moveCollector struct{ mover *move.Mover }
+// moveReadEvery bounds how often a scrape reads the moves in progress:
+// /metrics is unauthenticated, and scrapes must not drive queries.
+const moveReadEvery = 10 * time.Second
 
-func (c moveCollector) Describe(ch chan<- *prometheus.Desc) {
+// moveCollector exports the moves in progress (a handful at most: one label
+// set per move), read at most every moveReadEvery; a failed read keeps the
+// last values and never fails the scrape.
+type moveCollector struct {
+	mover *move.Mover
+
+	mu    sync.Mutex
+	read  time.Time
+	moves []move.Progress
+}
+
+func (c *moveCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- movesInProgress
 	ch <- moveLagBytes
 	ch <- moveLagSeconds
 }
 
-func (c moveCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	moves, err := c.mover.InProgress(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(movesInProgress, err)
-		return
+func (c *moveCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if time.Since(c.read) >= moveReadEvery {
+		c.read = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if moves, err := c.mover.InProgress(ctx); err == nil {
+			c.moves = moves
+		}
+		cancel()
 	}
+	moves := c.moves
+	c.mu.Unlock()
 	byMode := map[move.Mode]int{move.ModeLogical: 0, move.ModeLock: 0}
 	for _, p := range moves {
 		byMode[p.Mode]++
