@@ -128,6 +128,14 @@ var fuzzBodies = []fuzzBody{
 		_, err := b.ballot()
 		return err
 	}},
+	{"PUT /api/v1/platform/tenants/{slug}/limits", func(c *fiber.Ctx) error {
+		var b limitsPut
+		if err := DecodeJSON(c, &b); err != nil {
+			return err
+		}
+		_, err := b.limits()
+		return err
+	}},
 }
 
 // internals are words of Go's and the decoder's own messages that must

@@ -50,35 +50,47 @@ func (h *handlers) getLimits(c *fiber.Ctx) error {
 	return c.JSON(h.limitsOf(t))
 }
 
-// putLimits replaces a tenant's own limits; null or absent fields take the
-// configured defaults. Every server applies them from its next request of
-// the tenant (the change is announced).
+// limitsPut is the body of PUT …/tenants/{slug}/limits: null or absent
+// fields take the configured defaults.
+type limitsPut struct {
+	MaxConcurrentRequests *int   `json:"max_concurrent_requests"`
+	StatementTimeoutMS    *int64 `json:"statement_timeout_ms"`
+}
+
+// limits checks the body and returns the tenant's limits it asks for.
+func (b limitsPut) limits() (tenant.Limits, error) {
+	var l tenant.Limits
+	if b.MaxConcurrentRequests != nil {
+		if *b.MaxConcurrentRequests < 1 {
+			return l, BadRequest("max_concurrent_requests must be at least 1, or null for the default")
+		}
+		l.MaxConcurrentRequests = *b.MaxConcurrentRequests
+	}
+	if b.StatementTimeoutMS != nil {
+		ms := *b.StatementTimeoutMS
+		if ms < 1 || ms > tenant.MaxStatementTimeout.Milliseconds() {
+			return l, BadRequest("statement_timeout_ms must be between 1 and " +
+				strconv.FormatInt(tenant.MaxStatementTimeout.Milliseconds(), 10) + ", or null for the default")
+		}
+		l.StatementTimeout = time.Duration(ms) * time.Millisecond
+	}
+	return l, nil
+}
+
+// putLimits replaces a tenant's own limits. Every server applies them from
+// its next request of the tenant (the change is announced).
 func (h *handlers) putLimits(c *fiber.Ctx) error {
 	slug, err := slugParam(c)
 	if err != nil {
 		return err
 	}
-	var body struct {
-		MaxConcurrentRequests *int   `json:"max_concurrent_requests"`
-		StatementTimeoutMS    *int64 `json:"statement_timeout_ms"`
-	}
+	var body limitsPut
 	if err := DecodeJSON(c, &body); err != nil {
 		return err
 	}
-	var l tenant.Limits
-	if body.MaxConcurrentRequests != nil {
-		if *body.MaxConcurrentRequests < 1 {
-			return BadRequest("max_concurrent_requests must be at least 1, or null for the default")
-		}
-		l.MaxConcurrentRequests = *body.MaxConcurrentRequests
-	}
-	if body.StatementTimeoutMS != nil {
-		ms := *body.StatementTimeoutMS
-		if ms < 1 || ms > tenant.MaxStatementTimeout.Milliseconds() {
-			return BadRequest("statement_timeout_ms must be between 1 and " +
-				strconv.FormatInt(tenant.MaxStatementTimeout.Milliseconds(), 10) + ", or null for the default")
-		}
-		l.StatementTimeout = time.Duration(ms) * time.Millisecond
+	l, err := body.limits()
+	if err != nil {
+		return err
 	}
 	t, err := h.a.Catalog.SetLimits(c.UserContext(), slug, l)
 	if err != nil {
