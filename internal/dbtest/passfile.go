@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgpassfile"
+
+	"github.com/publicdigit/publicdigit/internal/pgpass"
 )
 
 // The built-in configuration carries no password; the local servers'
@@ -62,29 +64,7 @@ func checkoutFile(elem ...string) string {
 
 // withLocalPassword returns raw with the password the local password file
 // has for its host, port, database and user, if raw has none.
-func withLocalPassword(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		return raw
-	}
-	pf := localPassfile()
-	if pf == nil {
-		return raw
-	}
-	db := u.Path
-	if len(db) > 0 && db[0] == '/' {
-		db = db[1:]
-	}
-	pw := pf.FindPassword(u.Hostname(), u.Port(), db, u.User.Username())
-	if pw == "" {
-		return raw
-	}
-	u.User = url.UserPassword(u.User.Username(), pw)
-	return u.String()
-}
+func withLocalPassword(raw string) string { return pgpass.Fill(raw, localPassfile()) }
 
 // LocalURL is raw pointed at database db, with the local password if raw
 // has none (for examples, which have no testing.TB); raw unchanged if it

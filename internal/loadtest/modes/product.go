@@ -7,10 +7,8 @@ package modes
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgpassfile"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/config"
 	"github.com/publicdigit/publicdigit/internal/loadtest/scratch"
+	"github.com/publicdigit/publicdigit/internal/pgpass"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -42,13 +41,6 @@ func LocalURLs() (admin, app string, err error) {
 // configuration carries no password, and a private PgBouncer needs the
 // application role's to log in on its behalf.
 func withPassfile(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		return raw
-	}
 	path := os.Getenv("PGPASSFILE")
 	if path == "" {
 		home, err := os.UserHomeDir()
@@ -61,10 +53,7 @@ func withPassfile(raw string) string {
 	if err != nil {
 		return raw
 	}
-	if pw := pf.FindPassword(u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"), u.User.Username()); pw != "" {
-		u.User = url.UserPassword(u.User.Username(), pw)
-	}
-	return u.String()
+	return pgpass.Fill(raw, pf)
 }
 
 const loadCluster = "load"
