@@ -187,8 +187,19 @@ func wellFormed(s string) bool {
 	if len(s) != secretLen || !strings.HasPrefix(s, SecretPrefix) {
 		return false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s[len(SecretPrefix):])
-	return err == nil && len(b) == secretBytes
+	// Unpadded base64url of secretBytes bytes, checked in place (this runs
+	// on every request) as DecodeString would accept it.
+	body := s[len(SecretPrefix):]
+	for i := 0; i < len(body); i++ {
+		if !isBase64URL(body[i]) {
+			return false
+		}
+	}
+	return base64.RawURLEncoding.DecodedLen(len(body)) == secretBytes
+}
+
+func isBase64URL(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 func validName(name string) error {

@@ -108,6 +108,11 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	scfg.DefaultCluster = "main"
 	scfg.HTTP.Addr = "127.0.0.1:0"
 	scfg.Tenant.WarmPool = 0
+	// One tenant takes all the load here: its concurrency cap (a policy
+	// against noisy neighbours, 8 by default) would queue the stack's
+	// requests while the bare handler runs them all. The limiter still
+	// admits every request, so its cost is measured.
+	scfg.Tenant.MaxConcurrentRequests = max(scfg.Tenant.MaxConcurrentRequests, *conc)
 	scfg.HTTP.CursorSecret = strings.Repeat("bench-api-cursor-secret!", 2)
 	// Log lines are formatted as in production, then discarded.
 	logger := zerolog.New(io.Discard).Level(zerolog.InfoLevel)
@@ -175,7 +180,7 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	if *only != "" {
-		return profileAPICase(ctx, cases, *only, *profile, idsOf(*only), *conc, *dur, out)
+		return profileAPICase(ctx, cases, *only, *profile, idsOf(*only), *conc, *dur, sb.Name, out)
 	}
 
 	fmt.Fprintf(out, "# api benchmark: c=%d, %s × %d rounds per case (median); bare pool mode %s; %d members, %d cards at start; client, servers, PgBouncer and PostgreSQL share the machine\n",
@@ -438,7 +443,7 @@ func (ac *apiClient) issue(path string) func(context.Context, uuid.UUID) error {
 }
 
 // profileAPICase runs one case, optionally under the CPU profiler.
-func profileAPICase(ctx context.Context, cases []apiCase, name, profile string, ids []uuid.UUID, conc int, d time.Duration, out io.Writer) error {
+func profileAPICase(ctx context.Context, cases []apiCase, name, profile string, ids []uuid.UUID, conc int, d time.Duration, db string, out io.Writer) error {
 	for _, c := range cases {
 		if c.name != name {
 			continue
@@ -454,9 +459,15 @@ func profileAPICase(ctx context.Context, cases []apiCase, name, profile string, 
 			}
 			defer pprof.StopCPUProfile()
 		}
-		qps, cpu, err := measureCPU(ctx, c.run, ids, conc, d)
-		fmt.Fprintf(out, "%s c=%d: %.0f/s, process CPU %s per request\n", name, conc, qps, cpu)
-		return err
+		backends0 := backendCPU(db)
+		qps, cpu, srv, err := measureAll(ctx, c.run, ids, conc, d, db)
+		if err != nil {
+			return err
+		}
+		backends := (backendCPU(db) - backends0) / time.Duration(qps*d.Seconds())
+		fmt.Fprintf(out, "%s c=%d: %.0f/s; CPU per request: process %s, PostgreSQL backends %s, PgBouncer %s\n",
+			name, conc, qps, cpu, backends, srv-backends)
+		return nil
 	}
 	return fmt.Errorf("no case %q", name)
 }

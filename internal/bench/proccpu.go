@@ -2,10 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,7 +15,9 @@ import (
 const clockTick = 100
 
 // serverCPU sums the CPU time used so far by the PostgreSQL backends whose
-// process title names database db, and by every pgbouncer process. On a
+// process title names database db, and by the pgbouncer processes that
+// listen on the scratch database's PgBouncer port (every pgbouncer of the
+// machine when that port is not known: other checkouts' would count). On a
 // shared, noisy machine CPU time per request is steadier than throughput:
 // it measures work done, not time waited for a core.
 func serverCPU(db string) time.Duration { return procCPU(db, true) }
@@ -32,7 +36,8 @@ func procCPU(db string, bouncers bool) time.Duration {
 		}
 		title := string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
 		isBackend := strings.HasPrefix(title, "postgres: ") && strings.Contains(title, " "+db+" ")
-		isBouncer := bouncers && strings.Contains(filepath.Base(strings.Fields(title + " x")[0]), "pgbouncer")
+		isBouncer := bouncers && strings.Contains(filepath.Base(strings.Fields(title + " x")[0]), "pgbouncer") &&
+			ownBouncer(filepath.Base(d))
 		if !isBackend && !isBouncer {
 			continue
 		}
@@ -56,4 +61,53 @@ func procCPU(db string, bouncers bool) time.Duration {
 		ticks += u + st
 	}
 	return time.Duration(ticks) * time.Second / clockTick
+}
+
+// bouncerPort is the PgBouncer port of the scratch database (NewScratch);
+// 0: unknown.
+var bouncerPort atomic.Int32
+
+// ownBouncer reports whether process pid listens on bouncerPort (true when
+// the port is unknown or the process cannot be read).
+func ownBouncer(pid string) bool {
+	port := int(bouncerPort.Load())
+	if port == 0 {
+		return true
+	}
+	inodes := listeningInodes(port)
+	if len(inodes) == 0 {
+		return true
+	}
+	fds, err := os.ReadDir("/proc/" + pid + "/fd")
+	if err != nil {
+		return true
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink("/proc/" + pid + "/fd/" + fd.Name())
+		if err == nil && inodes[link] {
+			return true
+		}
+	}
+	return false
+}
+
+// listeningInodes returns the sockets ("socket:[inode]") listening on port
+// in this network namespace.
+func listeningInodes(port int) map[string]bool {
+	want := fmt.Sprintf(":%04X", port)
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			// local_address rem_address st ... inode (field 9)
+			if len(fs) > 9 && strings.HasSuffix(fs[1], want) && fs[3] == "0A" {
+				inodes["socket:["+fs[9]+"]"] = true
+			}
+		}
+	}
+	return inodes
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,11 @@ func NewScratch(ctx context.Context, cfg config.Config, name string) (*Scratch, 
 	}
 	if sb.AppURL, err = withDatabase(cl.URL, name, ""); err != nil {
 		return nil, err
+	}
+	if u, err := url.Parse(cl.URL); err == nil {
+		if port, err := strconv.Atoi(u.Port()); err == nil {
+			bouncerPort.Store(int32(port))
+		}
 	}
 	if sb.DirectAppURL, err = withDatabase(cl.URL, name, DirectPGPort); err != nil {
 		return nil, err

@@ -69,9 +69,9 @@ func (a Auth) authenticate(c *fiber.Ctx) error {
 		return unauthorized("invalid or revoked token")
 	}
 	token = strings.TrimSpace(token)
-	addr := c.IP()
 	p, ok := a.tokens.Cached(token)
 	if !ok {
+		addr := c.IP()
 		if wait, blocked := a.failures.blocked(addr); blocked {
 			return tooManyFailures(wait)
 		}

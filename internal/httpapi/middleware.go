@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -36,11 +37,26 @@ func requestID() fiber.Handler {
 	}
 }
 
+// newRequestID returns an id unique to this process run and unlikely to
+// repeat across processes: a random prefix drawn at start and a counter
+// (24 hex digits, as before). Request ids name log lines; they are not
+// secrets, so a request costs no call for randomness.
 func newRequestID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var b [24]byte
+	hex.Encode(b[:12], requestIDPrefix[:])
+	n := requestIDCounter.Add(1)
+	const digits = "0123456789abcdef"
+	for i := 23; i >= 12; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
 }
+
+var (
+	requestIDPrefix  = func() (p [6]byte) { _, _ = rand.Read(p[:]); return p }()
+	requestIDCounter atomic.Uint64
+)
 
 func setRequestID(c *fiber.Ctx, id string) {
 	c.Locals(localRequestID, id)
