@@ -117,7 +117,7 @@ bench-fleet: db-up ## 1,000 tenant schemas: fleet no-op check, additive rollout 
 	$(GO) run ./cmd/pdbench fleet
 
 .PHONY: bench-api
-bench-api: db-up ## tenant API at c=32: GET card, POST issue card, POST ballot; whole stack vs bare Fiber handler (~2 min)
+bench-api: db-up ## tenant API at c=32: GET card, POST issue card, POST ballot; whole stack vs bare Fiber handler, 9 interleaved rounds (~2 min)
 	$(GO) run ./cmd/pdbench api
 
 .PHONY: bench-provision

@@ -48,8 +48,8 @@ type apiCase struct {
 // drives each at the same concurrency, alternating the order per round.
 func runAPI(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
-	dur := fs.Duration("duration", 2*time.Second, "length of one measurement")
-	rounds := fs.Int("rounds", 5, "measurements per case (the median is reported)")
+	dur := fs.Duration("duration", 1500*time.Millisecond, "length of one measurement")
+	rounds := fs.Int("rounds", 9, "rounds; each measures both sides of every case back to back (the median of the per-round ratios is reported)")
 	conc := fs.Int("conc", 32, "concurrent clients")
 	nMembers := fs.Int("members", 1000, "members (and pre-issued cards) in the bench tenant")
 	bareMode := fs.String("bare-mode", "simple", "exec mode of the bare pool: simple (as the tenant pools) or exec (extended protocol)")
@@ -204,20 +204,32 @@ func runAPI(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	med := func(m map[string][]float64, k string) float64 { return median(m[k]) }
+	// Each round runs a case's two sides back to back, so they share the
+	// machine's load of the moment: the ratio is taken per round, and its
+	// median reported (a burst of other work then spoils one round, not the
+	// figure).
+	ratios := func(op string, of func(k string, i int) float64) []float64 {
+		var rs []float64
+		for i := range qps[op+"-bare"] {
+			rs = append(rs, of(op+"-bare", i)/of(op+"-stack", i))
+		}
+		return rs
+	}
+	throughput := func(k string, i int) float64 { return qps[k][i] }
+	cpuPerRequest := func(k string, i int) float64 { return cpu[k][i] + srv[k][i] }
 	for _, op := range []string{"get", "issue", "vote"} {
-		fmt.Fprintf(out, "api_overhead %s %.3f\n", op, med(qps, op+"-bare")/med(qps, op+"-stack"))
+		fmt.Fprintf(out, "api_overhead %s %.3f\n", op, median(ratios(op, throughput)))
 	}
 	for _, op := range []string{"get", "issue", "vote"} {
-		s, b := op+"-stack", op+"-bare"
-		fmt.Fprintf(out, "api_cpu_overhead %s %.3f\n", op, (med(cpu, s)+med(srv, s))/(med(cpu, b)+med(srv, b)))
+		fmt.Fprintf(out, "api_cpu_overhead %s %.3f\n", op, 1/median(ratios(op, cpuPerRequest)))
 	}
-	fmt.Fprintln(out, "\n# api_overhead per round (bare/stack req/s, rounds in order): the spread of the medians above")
+	fmt.Fprintln(out, "\n# api_overhead per round (bare/stack req/s, rounds in order), and the ratio of the cases' median throughputs")
 	for _, op := range []string{"get", "issue", "vote"} {
 		var rs []string
-		for i := range qps[op+"-bare"] {
-			rs = append(rs, fmt.Sprintf("%.3f", qps[op+"-bare"][i]/qps[op+"-stack"][i]))
+		for _, r := range ratios(op, throughput) {
+			rs = append(rs, fmt.Sprintf("%.3f", r))
 		}
-		fmt.Fprintf(out, "# %s: %s\n", op, strings.Join(rs, " "))
+		fmt.Fprintf(out, "# %s: %s; medians %.3f\n", op, strings.Join(rs, " "), med(qps, op+"-bare")/med(qps, op+"-stack"))
 	}
 	fmt.Fprintf(out, "# ballots cast: %d of %d possible\n", ballots.used(), ballots.capacity())
 	fmt.Fprintln(out, "\n# requests/s (median of rounds, min–max); CPU µs per request: this process (client + HTTP servers + pgx) + database (PostgreSQL backends + PgBouncer)")
