@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/tenant"
@@ -214,7 +215,6 @@ func (s *Service) issueOnce(ctx context.Context, slug tenant.Slug, memberID uuid
 		return Card{}, err
 	}
 	var c Card
-	var memberStatus *string
 	found := false
 	err = s.router.Do(ctx, slug, func(b *pgroute.Batch) error {
 		tid := b.Tenant().ID
@@ -234,22 +234,25 @@ func (s *Service) issueOnce(ctx context.Context, slug tenant.Slug, memberID uuid
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
 					found = true
-					var id, tenantID, member *uuid.UUID
-					var qrCode, status *string
-					var issued, activated, revoked, expiresAt, created, updated *time.Time
+					// The card's columns are NULL when the member is not
+					// active: nullable value types, read without allocating.
+					var memberStatus, qrCode, status pgtype.Text
+					var id, tenantID, member pgtype.UUID
+					var issued, expiresAt, created, updated pgtype.Timestamptz
+					var activated, revoked *time.Time
 					if err := rows.Scan(&memberStatus, &id, &tenantID, &member, &qrCode, &status, &issued,
 						&activated, &revoked, &expiresAt, &created, &updated); err != nil {
 						return err
 					}
-					if id == nil {
+					if !id.Valid {
 						continue // member exists but is not active: no card
 					}
-					if *tenantID != tid {
+					if uuid.UUID(tenantID.Bytes) != tid {
 						return fmt.Errorf("%w (card of another tenant refused)", ErrNotFound)
 					}
-					c = Card{ID: *id, TenantID: *tenantID, MemberID: *member, QRCode: *qrCode, Status: *status,
-						IssuedAt: *issued, ActivatedAt: activated, RevokedAt: revoked, ExpiresAt: *expiresAt,
-						CreatedAt: *created, UpdatedAt: *updated}
+					c = Card{ID: id.Bytes, TenantID: tenantID.Bytes, MemberID: member.Bytes, QRCode: qrCode.String,
+						Status: status.String, IssuedAt: issued.Time, ActivatedAt: activated, RevokedAt: revoked,
+						ExpiresAt: expiresAt.Time, CreatedAt: created.Time, UpdatedAt: updated.Time}
 				}
 				return rows.Err()
 			})
