@@ -257,16 +257,16 @@ func (m *Mover) checkPrepared(ctx context.Context, cluster string) error {
 	if len(names) == 0 {
 		return nil
 	}
-	what := "prepared transaction " + names[0]
+	what, blocks, end := "prepared transaction "+names[0], "blocks", "it ends"
 	if len(names) > 1 {
-		what = fmt.Sprintf("%d prepared transactions: %s", len(names), strings.Join(names, ", "))
+		what, blocks, end = fmt.Sprintf("%d prepared transactions: %s", len(names), strings.Join(names, ", ")), "block", "they end"
 	}
 	hint := "end it with COMMIT PREPARED or ROLLBACK PREPARED in its database"
 	if moveLeft {
 		hint = "a pd_move_ transaction is an interrupted move: run that move again (tenantctl tenant moves lists it); end any other with COMMIT PREPARED or ROLLBACK PREPARED in its database"
 	}
-	return fmt.Errorf("%w: %s blocks the creation of replication slots on cluster %s until it ends; %s, then retry, or move with --mode=lock",
-		ErrLogicalUnavailable, what, cluster, hint)
+	return fmt.Errorf("%w: %s %s the creation of replication slots on cluster %s until %s; %s, then retry, or move with --mode=lock",
+		ErrLogicalUnavailable, what, blocks, cluster, end, hint)
 }
 
 // oldestTransaction describes the oldest prepared or running transaction
