@@ -133,7 +133,7 @@ bench-export: db-up ## tenant archive of 100k rows: export to a file, import as 
 	$(GO) run ./cmd/pdbench export
 
 .PHONY: bench-move
-bench-move: db-up ## online moves of a 100k-card tenant, logical vs lock mode: write pause, rows/s (~5 min; MOVE_CARDS=100000,1000000 adds 1M, ~25 min)
+bench-move: db-up ## online moves of a 100k-card tenant, logical vs lock mode: write pause, rows/s (~2-3 min; MOVE_CARDS=100000,1000000 adds 1M: ~9-12 min)
 	$(GO) run ./cmd/pdbench move -cards $(MOVE_CARDS)
 
 .PHONY: chaos

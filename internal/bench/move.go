@@ -96,7 +96,7 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 		cards int
 		mode  move.Mode
 	}
-	pauses, rates, cpuRates := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
+	pauses, rates, cpuRates, allRates := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
 	for _, cards := range sizes {
 		slug := tenant.MustSlug(fmt.Sprintf("bench_move_%d", cards))
 		slugs = append(slugs, slug)
@@ -117,14 +117,18 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 					k := key{cards, mode}
 					pauses[k] = append(pauses[k], float64(res.WritePause.Microseconds())/1000)
 					rates[k] = append(rates[k], float64(res.Rows)/res.Copy.Seconds())
-					if c := cpu.spent(); mode == move.ModeLogical && c > 0 {
+					if c, p := cpu.spent(); mode == move.ModeLogical && c > 0 {
 						cpuRates[k] = append(cpuRates[k], float64(res.Rows)/c.Seconds())
+						allRates[k] = append(allRates[k], float64(res.Rows)/(c+p).Seconds())
 					}
 					fmt.Fprintf(out, "# %d cards, %s mode, %s → %s: %d rows, copy %s, catch-up %s, verify %s, writes paused %s, total %s; "+
 						"writers: %d ok, %d told to retry, max write latency %s\n",
 						cards, mode, res.From.Kind, res.Tenant.Kind, res.Rows, res.Copy.Round(time.Millisecond),
 						res.CatchUp.Round(time.Millisecond), res.Verify.Round(time.Millisecond), res.WritePause.Round(time.Millisecond),
 						res.Duration.Round(time.Millisecond), stats.ok, stats.failed, stats.maxLatency.Round(time.Millisecond))
+					if res.Restarts > 0 {
+						fmt.Fprintf(out, "#   started over %d times from a fresh slot (the change stream failed)\n", res.Restarts)
+					}
 					sw := res.Switch
 					fmt.Fprintf(out, "#   pause: lock %s, catch-up %s, check %s (%d changed keys), retire %s, flip %s, release %s\n",
 						ms(sw.Lock), ms(sw.CatchUp), ms(sw.Check), sw.Keys, ms(sw.Retire), ms(sw.Flip), ms(sw.Release))
@@ -144,8 +148,13 @@ func runMove(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "move_rows_per_second{cards=\"%d\",mode=\"%s\"} %.0f\n", cards, mode, median(r))
 			fmt.Fprintf(out, "# spread %.0f–%.0f rows/s\n", minOf(r), maxOf(r))
 			if c := cpuRates[k]; len(c) > 0 {
-				fmt.Fprintf(out, "# copy: %.0f rows per CPU-second of the mover's server sessions (spread %.0f–%.0f; load average %s when done)\n",
-					median(c), minOf(c), maxOf(c), loadAverage())
+				fmt.Fprintf(out, "move_copy_rows_per_server_cpu_second{cards=\"%d\",mode=\"%s\"} %.0f\n", cards, mode, median(c))
+				fmt.Fprintf(out, "# spread %.0f–%.0f: rows per CPU-second of the mover's server sessions, source and target (load average %s when done)\n",
+					minOf(c), maxOf(c), loadAverage())
+				a := allRates[k]
+				fmt.Fprintf(out, "move_copy_rows_per_cpu_second{cards=\"%d\",mode=\"%s\"} %.0f\n", cards, mode, median(a))
+				fmt.Fprintf(out, "# spread %.0f–%.0f: rows per CPU-second of those sessions and this whole process (the mover, but also the writers)\n",
+					minOf(a), maxOf(a))
 			}
 		}
 		if l, b := pauses[key{cards, move.ModeLogical}], pauses[key{cards, move.ModeLock}]; len(l) > 0 && len(b) > 0 {
@@ -203,18 +212,24 @@ func moveUnderLoad(ctx context.Context, a *app.App, slug tenant.Slug, to tenant.
 	return res, stats, nil
 }
 
-// copyCPU measures the server CPU a logical move's copy used, through the
-// mover's hook: when every table is loaded, the CPU time of the mover's
-// sessions (application_name publicdigit-move: the copy's sessions, created
-// for it and still open, and the guard and slot sessions, idle meanwhile).
+// copyCPU measures the CPU a logical move's copy used, through the mover's
+// hook, from the slot (StepSlot: nothing copied yet) to every table loaded
+// with its keys and indexes (StepLoaded): the server sessions of the mover
+// (application_name publicdigit-move: the copy's sessions on both sides,
+// created for it, and the guard and slot sessions, idle meanwhile; source
+// and target are on the same server here), and this whole process (the
+// mover's COPY pipes, but also the writers: an upper bound on the mover's).
 type copyCPU struct {
 	mu     sync.Mutex
 	server *sql.DB
-	cpu    time.Duration
+	base   map[int]time.Duration // session CPU at StepSlot
+	proc0  time.Duration
+	cpu    time.Duration // server sessions
+	proc   time.Duration // this process
 }
 
 func (c *copyCPU) hook(s move.Step) {
-	if s != move.StepLoaded {
+	if s != move.StepSlot && s != move.StepLoaded {
 		return
 	}
 	c.mu.Lock()
@@ -227,23 +242,32 @@ func (c *copyCPU) hook(s move.Step) {
 		return
 	}
 	defer rows.Close()
-	var total time.Duration
+	now := map[int]time.Duration{}
 	for rows.Next() {
 		var pid int
 		if rows.Scan(&pid) == nil {
-			total += pidCPU(pid)
+			now[pid] = pidCPU(pid)
 		}
 	}
-	c.cpu = total
+	if s == move.StepSlot {
+		c.base, c.proc0 = now, processCPU()
+		return
+	}
+	var total time.Duration
+	for pid, d := range now {
+		total += d - c.base[pid]
+	}
+	c.cpu, c.proc = total, processCPU()-c.proc0
 }
 
-// spent returns the CPU of the last copy measured, once.
-func (c *copyCPU) spent() time.Duration {
+// spent returns the CPU of the last copy measured (server sessions, this
+// process), once.
+func (c *copyCPU) spent() (time.Duration, time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d := c.cpu
-	c.cpu = 0
-	return d
+	d, p := c.cpu, c.proc
+	c.cpu, c.proc = 0, 0
+	return d, p
 }
 
 // pidCPU is the CPU time a local process used so far.

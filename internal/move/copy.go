@@ -1,6 +1,7 @@
 package move
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -49,8 +50,9 @@ func (m *Mover) connect(ctx context.Context, cluster, database string, extra ...
 
 // table is one tenant table and the columns to copy, in copy order.
 type table struct {
-	name    string
-	columns []string
+	name        string
+	columns     []string
+	partitioned bool // COPY FREEZE cannot load it
 }
 
 func (t table) ident(schema string) string { return pgx.Identifier{schema, t.name}.Sanitize() }
@@ -77,7 +79,7 @@ func idents(tables []table, schema string) string {
 // satisfies every constraint as it goes.
 func tables(ctx context.Context, conn *pgx.Conn, schema string) ([]table, error) {
 	rows, err := conn.Query(ctx, `
-		SELECT c.relname,
+		SELECT c.relname, c.relkind = 'p',
 		       array(SELECT a.attname::text FROM pg_attribute a
 		              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 		              ORDER BY a.attname),
@@ -96,7 +98,7 @@ func tables(ctx context.Context, conn *pgx.Conn, schema string) ([]table, error)
 	var nodes []node
 	for rows.Next() {
 		var n node
-		if err := rows.Scan(&n.t.name, &n.t.columns, &n.parents); err != nil {
+		if err := rows.Scan(&n.t.name, &n.t.partitioned, &n.t.columns, &n.parents); err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, n)
@@ -175,7 +177,7 @@ func (l load) run(ctx context.Context) (loadResult, error) {
 		return out, fmt.Errorf("move: prepare target: %w", err)
 	}
 	for i, tb := range l.tables {
-		n, err := copyTable(ctx, l.src, l.dst, tb, l.fromSchema, l.schema)
+		n, err := copyTable(ctx, l.src, l.dst, tb, l.fromSchema, l.schema, !tb.partitioned) // truncated above
 		if err != nil {
 			return out, fmt.Errorf("move: copy %s: %w", tb.name, err)
 		}
@@ -220,20 +222,24 @@ type indexItem struct {
 	phase        int
 	table        string
 	drop, create string
+	// validate, for a valid foreign key: the statement that validates it
+	// once added NOT VALID.
+	validate string
 }
 
 // indexItems lists the foreign keys, keys and indexes of a schema's tables.
 func indexItems(ctx context.Context, conn *pgx.Conn, schema string) ([]indexItem, error) {
 	rows, err := conn.Query(ctx, `
 		SELECT 1 AS phase, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid))
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)),
+		       CASE WHEN k.convalidated THEN format('ALTER TABLE %s VALIDATE CONSTRAINT %I', k.conrelid::regclass, k.conname) ELSE '' END
 		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype = 'f'
 		UNION ALL
 		SELECT 2, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid))
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)), ''
 		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype IN ('p', 'u')
 		UNION ALL
-		SELECT 3, r.relname::text, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+		SELECT 3, r.relname::text, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid), ''
 		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class r ON r.oid = i.indrelid
 		 WHERE c.relnamespace = $1::regnamespace
 		   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
@@ -243,7 +249,7 @@ func indexItems(ctx context.Context, conn *pgx.Conn, schema string) ([]indexItem
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (indexItem, error) {
 		var it indexItem
-		err := r.Scan(&it.phase, &it.table, &it.drop, &it.create)
+		err := r.Scan(&it.phase, &it.table, &it.drop, &it.create, &it.validate)
 		return it, err
 	})
 }
@@ -300,16 +306,33 @@ func sameShape(a, b []table) error {
 	return nil
 }
 
-// copyTable streams one table with binary COPY from src to dst.
-func copyTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, toSchema string) (int64, error) {
+// copyChunk is how many bytes of COPY data the mover passes on at once:
+// what pgconn's CopyFrom reads into one CopyData message (64 KiB less its
+// header). The source sends one message per row; handed on one by one,
+// every row would cost a switch between the two goroutines, a write to the
+// target's socket and a message for the target to take apart.
+const copyChunk = 65536 - 5
+
+// copyTable streams one table with binary COPY from src to dst; freeze
+// loads it frozen (the table must have been created or truncated in dst's
+// transaction).
+func copyTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, toSchema string, freeze bool) (int64, error) {
 	pr, pw := io.Pipe()
 	out := make(chan error, 1)
 	go func() {
-		_, err := src.PgConn().CopyTo(ctx, pw, "COPY "+tb.ident(fromSchema)+" ("+tb.columnList()+") TO STDOUT (FORMAT binary)")
+		bw := bufio.NewWriterSize(pw, copyChunk)
+		_, err := src.PgConn().CopyTo(ctx, bw, "COPY "+tb.ident(fromSchema)+" ("+tb.columnList()+") TO STDOUT (FORMAT binary)")
+		if err == nil {
+			err = bw.Flush()
+		}
 		pw.CloseWithError(err)
 		out <- err
 	}()
-	tag, err := dst.PgConn().CopyFrom(ctx, pr, "COPY "+tb.ident(toSchema)+" ("+tb.columnList()+") FROM STDIN (FORMAT binary)")
+	opts := "FORMAT binary"
+	if freeze {
+		opts += ", FREEZE"
+	}
+	tag, err := dst.PgConn().CopyFrom(ctx, pr, "COPY "+tb.ident(toSchema)+" ("+tb.columnList()+") FROM STDIN ("+opts+")")
 	pr.CloseWithError(err)
 	if srcErr := <-out; srcErr != nil && !errors.Is(srcErr, io.ErrClosedPipe) {
 		return 0, srcErr

@@ -33,6 +33,7 @@ type env struct {
 	prov     *provision.Provisioner
 	mover    *move.Mover
 	router   *pgroute.Router
+	modules  move.ModuleFiles
 }
 
 // envOptions adjust newEnv.
@@ -63,7 +64,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 			cfg = *c
 		},
 	})
-	return &env{cfg: cfg, tenants: a.Catalog, clusters: a.Clusters, prov: a.Provisioner, mover: a.Mover, router: a.Router}
+	return &env{cfg: cfg, tenants: a.Catalog, clusters: a.Clusters, prov: a.Provisioner, mover: a.Mover, router: a.Router,
+		modules: a.Modules}
 }
 
 func portOf(t *testing.T, raw string) string {

@@ -45,9 +45,6 @@ import (
 
 // Limits of the logical mode.
 const (
-	// slotTimeout bounds the creation of a slot, which waits for the
-	// transactions running on the server to end.
-	slotTimeout = 2 * time.Minute
 	// catchUpGoal: the switch starts once a marker is applied this soon
 	// after it was emitted (the target is close behind).
 	catchUpGoal = 100 * time.Millisecond
@@ -109,7 +106,7 @@ func (m *Mover) checkLogical(ctx context.Context, pl tenant.Placement) error {
 	if reason := logicalBlocker(pl.Cluster, walLevel, user, replication, freeSlots, freeSenders, keyless); reason != "" {
 		return fmt.Errorf("%w: %s; move with --mode=lock to copy with writes blocked instead", ErrLogicalUnavailable, reason)
 	}
-	return nil
+	return m.checkPrepared(ctx, pl.Cluster)
 }
 
 // logicalBlocker names what keeps a server from streaming a tenant's
@@ -165,18 +162,52 @@ var snapshotName = regexp.MustCompile(`^[0-9A-F]+-[0-9A-F]+-[0-9]+$`)
 
 // createSlot creates a temporary pgoutput slot on conn (a replication
 // connection to cluster), exporting its snapshot (valid until conn runs
-// another command). The server first waits for the transactions running
-// on it to end; one that does not end in time is named.
+// another command). The server first waits for every transaction with an
+// id on it to end, prepared ones included: a prepared transaction older
+// than Options.PreparedGrace (one a crash or an operator left behind, which
+// nothing would ever end) fails the creation at once, or as soon as it
+// gets that old, naming it; any other wait is bounded by
+// Options.SlotTimeout and names the oldest transaction.
 func (m *Mover) createSlot(ctx context.Context, conn *pgconn.PgConn, cluster, name string) (slot, error) {
-	sctx, cancel := context.WithTimeout(ctx, slotTimeout)
+	if err := m.checkPrepared(ctx, cluster); err != nil {
+		return slot{}, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, m.o.SlotTimeout)
 	defer cancel()
+	blocked := make(chan error, 1)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(min(max(m.o.PreparedGrace/4, 100*time.Millisecond), time.Second))
+		defer tick.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-tick.C:
+			}
+			if err := m.checkPrepared(sctx, cluster); errors.Is(err, ErrLogicalUnavailable) {
+				blocked <- err
+				cancel()
+				return
+			}
+		}
+	}()
 	r, err := pglogrepl.CreateReplicationSlot(sctx, conn, name, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
 		Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,
 	})
+	timedOut := errors.Is(sctx.Err(), context.DeadlineExceeded)
+	cancel()
+	<-watched
 	if err != nil {
-		if sctx.Err() != nil && ctx.Err() == nil {
+		select {
+		case berr := <-blocked:
+			return slot{}, berr
+		default:
+		}
+		if timedOut && ctx.Err() == nil {
 			return slot{}, fmt.Errorf("move: create replication slot: a transaction running on cluster %s did not end within %s%s",
-				cluster, slotTimeout, m.oldestTransaction(ctx, cluster))
+				cluster, m.o.SlotTimeout, m.oldestTransaction(ctx, cluster))
 		}
 		return slot{}, fmt.Errorf("move: create replication slot: %w", err)
 	}
@@ -188,6 +219,54 @@ func (m *Mover) createSlot(ctx context.Context, conn *pgconn.PgConn, cluster, na
 		return slot{}, fmt.Errorf("move: replication slot: unexpected snapshot name %q", r.SnapshotName)
 	}
 	return slot{lsn: lsn, snapshot: r.SnapshotName}, nil
+}
+
+// checkPrepared fails with ErrLogicalUnavailable, naming them, when
+// prepared transactions older than Options.PreparedGrace are on a server:
+// no logical slot can be created there until someone commits or rolls them
+// back. Younger ones (a move's own switch holds one for milliseconds) are
+// waited for.
+func (m *Mover) checkPrepared(ctx context.Context, cluster string) error {
+	server, err := m.cl.Admin(cluster)
+	if err != nil {
+		return err
+	}
+	rows, err := server.QueryContext(ctx, `SELECT gid, database::text, prepared, extract(epoch FROM now() - prepared)::float8
+		  FROM pg_prepared_xacts WHERE prepared < now() - make_interval(secs => $1) ORDER BY prepared`,
+		m.o.PreparedGrace.Seconds())
+	if err != nil {
+		return fmt.Errorf("move: list prepared transactions on cluster %s: %w", cluster, err)
+	}
+	defer rows.Close()
+	var names []string
+	moveLeft := false
+	for rows.Next() {
+		var gid, database string
+		var since time.Time
+		var age float64
+		if err := rows.Scan(&gid, &database, &since, &age); err != nil {
+			return err
+		}
+		names = append(names, fmt.Sprintf("%q in database %s (prepared %s ago, at %s)", gid, database,
+			time.Duration(age*float64(time.Second)).Round(time.Second), since.UTC().Format(time.RFC3339)))
+		moveLeft = moveLeft || strings.HasPrefix(gid, "pd_move_")
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	what, blocks, end := "prepared transaction "+names[0], "blocks", "it ends"
+	if len(names) > 1 {
+		what, blocks, end = fmt.Sprintf("%d prepared transactions: %s", len(names), strings.Join(names, ", ")), "block", "they end"
+	}
+	hint := "end it with COMMIT PREPARED or ROLLBACK PREPARED in its database"
+	if moveLeft {
+		hint = "a pd_move_ transaction is an interrupted move: run that move again (tenantctl tenant moves lists it); end any other with COMMIT PREPARED or ROLLBACK PREPARED in its database"
+	}
+	return fmt.Errorf("%w: %s %s the creation of replication slots on cluster %s until %s; %s, then retry, or move with --mode=lock",
+		ErrLogicalUnavailable, what, blocks, cluster, end, hint)
 }
 
 // oldestTransaction describes the oldest prepared or running transaction

@@ -129,6 +129,15 @@ type Options struct {
 	// CopyWorkers is how many tables a logical move copies at once (each
 	// with a session on both servers). Default 2.
 	CopyWorkers int
+	// SlotTimeout bounds the wait of a logical move for its replication
+	// slot: the source server first waits for every transaction running on
+	// it to end. Default 2 minutes.
+	SlotTimeout time.Duration
+	// PreparedGrace: a prepared transaction older than this on the source
+	// server (nothing ends it but COMMIT or ROLLBACK PREPARED) fails a
+	// logical move before it waits for a slot, naming the transaction.
+	// Default 10s (a move's own switch holds one for milliseconds).
+	PreparedGrace time.Duration
 	// Hook, when set, is called at each Step (fault injection in tests).
 	Hook func(Step)
 }
@@ -151,6 +160,12 @@ func New(o Options) (*Mover, error) {
 	}
 	if o.CopyWorkers <= 0 {
 		o.CopyWorkers = 2
+	}
+	if o.SlotTimeout <= 0 {
+		o.SlotTimeout = 2 * time.Minute
+	}
+	if o.PreparedGrace <= 0 {
+		o.PreparedGrace = 10 * time.Second
 	}
 	return &Mover{o: o, cat: o.Catalog, cl: o.Clusters}, nil
 }
@@ -192,6 +207,9 @@ type Result struct {
 	Duration time.Duration
 	// Resumed is true when an interrupted move was finished.
 	Resumed bool
+	// Restarts counts the fresh starts of a logical move whose change stream
+	// failed (a new slot, a new copy).
+	Restarts int
 	// Switch breaks the write pause down (this run's last switch).
 	Switch SwitchTimes
 
@@ -382,9 +400,42 @@ func (m *Mover) copyAndPrepare(ctx context.Context, t tenant.Tenant, rec *record
 		rec.Mode = mode
 	}
 	if mode == ModeLogical {
-		return m.copyAndStream(ctx, t, rec, res)
+		return m.copyAndStreamRestarting(ctx, t, rec, res)
 	}
 	return m.copyLocked(ctx, t, rec, res)
+}
+
+// streamAttempts bounds the fresh starts of a logical move whose change
+// stream failed in a way a new slot gets past (restartable).
+const streamAttempts = 3
+
+// copyAndStreamRestarting runs the logical mode, starting it over from a
+// fresh slot and a rebuilt target when the change stream fails in a way a
+// new slot gets past (PostgreSQL's decoder race, a terminated walsender).
+// Nothing durable has happened on the source before the prepare: every
+// write acknowledged meanwhile is in the source, and the next copy takes it.
+func (m *Mover) copyAndStreamRestarting(ctx context.Context, t tenant.Tenant, rec *record, res *Result) error {
+	for attempt := 1; ; attempt++ {
+		err := m.copyAndStream(ctx, t, rec, res)
+		if err == nil || !restartable(err) || attempt == streamAttempts || ctx.Err() != nil {
+			return err
+		}
+		if prepared, perr := m.isPrepared(ctx, *rec); perr != nil || prepared {
+			return err // never start over a retired source (cannot happen: the prepare is the last step)
+		}
+		m.o.Log.Warn().Str("tenant", t.Slug.String()).Err(err).Int("attempt", attempt).
+			Msg("move: the change stream failed; starting over from a fresh slot")
+		res.Restarts++
+		if err := m.dropArtefacts(ctx, *rec); err != nil {
+			return err
+		}
+		if err := m.dropTarget(ctx, t, *rec); err != nil {
+			return err
+		}
+		if err := m.setState(ctx, rec, "started", ", rows_copied = $3", 0); err != nil {
+			return err
+		}
+	}
 }
 
 // openMove returns the tenant's unfinished move, if any.

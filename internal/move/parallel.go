@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,10 +46,12 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 		}
 	}
 	start := time.Now()
-	if _, err := dst.Exec(ctx, "BEGIN; TRUNCATE "+idents(dstTables, rec.To.Schema)); err != nil {
-		return out, fmt.Errorf("move: clear target: %w", err)
+	// Each table is emptied in its own load transaction (so that COPY
+	// loads it frozen), once no foreign key refers to it.
+	if _, err := dst.Exec(ctx, "BEGIN"); err != nil {
+		return out, err
 	}
-	addFKs, err := dropItems(ctx, dst, fks)
+	_, err = dropItems(ctx, dst, fks)
 	if err == nil {
 		_, err = dst.Exec(ctx, "COMMIT")
 	}
@@ -59,7 +62,6 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 
 	// The sessions; the snapshot is imported before any table is copied.
 	workers = max(1, min(workers, len(tbls)))
-	type pair struct{ src, dst *pgx.Conn }
 	pairs := make([]pair, 0, workers)
 	defer func() {
 		for _, p := range pairs {
@@ -121,10 +123,8 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 	if firstErr != nil {
 		return out, firstErr
 	}
-	for _, stmt := range addFKs {
-		if _, err := dst.Exec(ctx, stmt); err != nil {
-			return out, fmt.Errorf("move: rebuild target foreign key: %w", err)
-		}
+	if err := addForeignKeys(ctx, dst, pairDsts(pairs), fks); err != nil {
+		return out, err
 	}
 	out.rows, out.copy = rows.Load(), time.Since(start)
 	m.hook(StepLoaded)
@@ -133,6 +133,67 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 		return out, fmt.Errorf("move: analyze target: %w", err)
 	}
 	return out, nil
+}
+
+// pair is a copy worker's sessions: the source's, in the slot's snapshot,
+// and the target's.
+type pair struct{ src, dst *pgx.Conn }
+
+func pairDsts(pairs []pair) []*pgx.Conn {
+	out := make([]*pgx.Conn, len(pairs))
+	for i, p := range pairs {
+		out[i] = p.dst
+	}
+	return out
+}
+
+// addForeignKeys adds back the foreign keys of the loaded target: all NOT
+// VALID in one transaction on ctl (no scan), then, for those valid on the
+// target before, VALIDATE CONSTRAINT on the sessions at once. A
+// validation takes SHARE UPDATE EXCLUSIVE on its table and ROW SHARE on
+// the referenced one, so those of a chain (activities → cards → members)
+// do not wait for each other, as ADD CONSTRAINT's scans would (SHARE ROW
+// EXCLUSIVE on both). The result is the same constraints, validated.
+func addForeignKeys(ctx context.Context, ctl *pgx.Conn, sessions []*pgx.Conn, fks []indexItem) error {
+	if len(fks) == 0 {
+		return nil
+	}
+	var add, validate []string
+	for _, fk := range fks {
+		if fk.validate == "" {
+			add = append(add, fk.create) // not valid on the target before: added as it was
+			continue
+		}
+		add = append(add, fk.create+" NOT VALID")
+		validate = append(validate, fk.validate)
+	}
+	if _, err := ctl.Exec(ctx, strings.Join(add, "; ")); err != nil { // one implicit transaction
+		return fmt.Errorf("move: rebuild target foreign key: %w", err)
+	}
+	queue := make(chan string, len(validate))
+	for _, v := range validate {
+		queue <- v
+	}
+	close(queue)
+	errs := make(chan error, len(sessions))
+	for _, conn := range sessions {
+		go func() {
+			for stmt := range queue {
+				if _, err := conn.Exec(ctx, stmt); err != nil {
+					errs <- fmt.Errorf("move: validate target foreign key: %w", err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range sessions {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // loadTable copies one table in one target transaction: its keys and
@@ -144,7 +205,11 @@ func loadTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, to
 			mine = append(mine, it)
 		}
 	}
-	if _, err := dst.Exec(ctx, "BEGIN; "+sessionFormats+"; SET LOCAL maintenance_work_mem = '256MB'"); err != nil {
+	// synchronous_commit off: the ANALYZE after the load commits
+	// synchronously on the same server, which flushes this commit too,
+	// long before the flip; a server that loses it crashes the move, whose
+	// rerun rebuilds the target.
+	if _, err := dst.Exec(ctx, "BEGIN; "+sessionFormats+"; SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL synchronous_commit = off"); err != nil {
 		return 0, err
 	}
 	defer func() {
@@ -156,7 +221,13 @@ func loadTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, to
 	if err != nil {
 		return 0, err
 	}
-	n, err := copyTable(ctx, src, dst, tb, fromSchema, toSchema)
+	// Emptied here (no foreign key refers to it any more): COPY FREEZE
+	// writes the rows frozen and their pages all-visible, so that nothing
+	// (the verification's scans, vacuum) rewrites them later.
+	if _, err := dst.Exec(ctx, "TRUNCATE "+tb.ident(toSchema)); err != nil {
+		return 0, fmt.Errorf("clear target: %w", err)
+	}
+	n, err := copyTable(ctx, src, dst, tb, fromSchema, toSchema, !tb.partitioned)
 	if err != nil {
 		return 0, err
 	}
