@@ -17,6 +17,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -81,6 +82,10 @@ func openScale(ctx context.Context, f scaleFlags, out io.Writer) (_ *scaleRun, e
 	}
 	// On -resume too: a kept catalog gets the columns added since.
 	if _, err := schemaapply.Apply(ctx, s.admin, schemaapply.Landlord(base.Tenant.AppRole), schemaapply.Options{}); err != nil {
+		return nil, fmt.Errorf("scratch landlord: %w", err)
+	}
+	// Provisioning records each tenant's modules, which must be registered.
+	if _, err := modules.Register(ctx, s.admin); err != nil {
 		return nil, fmt.Errorf("scratch landlord: %w", err)
 	}
 	if s.res, err = openResults(ctx, s.admin); err != nil {
