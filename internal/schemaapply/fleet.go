@@ -111,6 +111,11 @@ type FleetOptions struct {
 	// InspectAll inspects every selected tenant with Atlas, converged or not,
 	// and never plans from a twin (the naive loop; slow on big fleets).
 	InspectAll bool
+	// Batch is how many tenants with a twin's fingerprint are applied
+	// together, in one transaction, from the twin's plan (see applyBatch);
+	// 0 means DefaultBatch, 1 one tenant per transaction. Dry runs and
+	// canaries go one at a time.
+	Batch int
 	// OnStart, when set, is called once with the number of tenants to apply.
 	OnStart func(toApply int)
 	// OnTenant, when set, is called after each tenant (one call at a time).
@@ -170,9 +175,11 @@ type FleetResult struct {
 	Fingerprinted int `json:"fingerprinted"`
 	// Stamped tenants were found converged by computing their fingerprint
 	// and had their stamp recorded.
-	Stamped      int            `json:"stamped"`
-	Inspected    int            `json:"inspected"`
-	FromTwin     int            `json:"planned_from_twin"`
+	Stamped   int `json:"stamped"`
+	Inspected int `json:"inspected"`
+	FromTwin  int `json:"planned_from_twin"`
+	// Batched tenants were applied from a twin's plan in batches (applyBatch).
+	Batched      int            `json:"batched"`
 	CanaryFailed bool           `json:"canary_failed,omitempty"`
 	DurationMS   float64        `json:"duration_ms"`
 	Tenants      []TenantResult `json:"tenants"`
@@ -484,7 +491,7 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 			report(ft)
 		}
 	} else {
-		f.runPhase(ctx, workers, rest, o, report)
+		f.runRest(ctx, workers, rest, o, report)
 	}
 
 	all := append(done, work...)
@@ -508,6 +515,7 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 	for _, w := range workers {
 		res.Inspected += w.inspected
 		res.FromTwin += w.fromTwin
+		res.Batched += w.batched
 	}
 	res.DurationMS = ms(time.Since(start))
 	return res, nil
@@ -517,6 +525,7 @@ type worker struct {
 	twins     map[string]*twin
 	inspected int
 	fromTwin  int
+	batched   int
 }
 
 // runPhase applies tenants with len(workers) goroutines at most.
@@ -548,7 +557,7 @@ func (f *Fleet) runPhase(ctx context.Context, workers []*worker, tenants []*flee
 // applyOne applies one tenant, planning from a twin when the worker has one.
 func (f *Fleet) applyOne(ctx context.Context, w *worker, ft *fleetTenant, o FleetOptions) {
 	start := time.Now()
-	key := ft.dbKey + "|" + ft.hash + "|" + ft.liveFP
+	key := ft.twinKey()
 	opts := o.Options
 	if !o.DryRun && ft.sameDB {
 		opts.BeforeCommit = func(ctx context.Context, tx *sql.Tx, r Result) error {
@@ -683,6 +692,9 @@ func (r FleetResult) Describe() string {
 	}
 	fmt.Fprintf(&b, " in %s (%d inspected, %d planned from a twin",
 		(time.Duration(r.DurationMS*1000) * time.Microsecond).Round(time.Millisecond), r.Inspected, r.FromTwin)
+	if r.Batched > 0 {
+		fmt.Fprintf(&b, ", %d of them in batches", r.Batched)
+	}
 	if r.Stamped > 0 {
 		fmt.Fprintf(&b, ", %d stamped", r.Stamped)
 	}
