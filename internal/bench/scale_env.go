@@ -143,7 +143,7 @@ func (s *scaleRun) openApps(ctx context.Context) error {
 	}
 	wcfg := s.cfg
 	wcfg.Tenant.WarmPool = s.f.sample
-	s.warm, err = app.Open(ctx, wcfg, zerolog.Nop(), app.Options{SparePrefix: scaleSparePrefix})
+	s.warm, err = app.Open(ctx, wcfg, zerolog.Nop(), app.Options{SparePrefix: s.f.sparePrefix()})
 	return err
 }
 
@@ -181,7 +181,7 @@ func (s *scaleRun) cleanup(ctx context.Context) error {
 	if _, err := s.server.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{s.f.db}.Sanitize()+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database: %w", err)
 	}
-	if err := dropRolesLike(ctx, s.server, "tenant_"+scaleSlugPrefix, scaleSparePrefix, scaleProbeRole); err != nil {
+	if err := dropRolesLike(ctx, s.server, "tenant_"+s.f.slugPrefix(), s.f.sparePrefix(), s.f.probeRole()); err != nil {
 		return err
 	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pdbench-bouncer-"+s.f.db+"*"))
@@ -221,7 +221,7 @@ func dropRolesLike(ctx context.Context, server *sql.DB, prefixes ...string) erro
 
 // tenants lists the bench's live tenants in slug order.
 func (s *scaleRun) tenants(ctx context.Context) ([]tenant.Tenant, error) {
-	return catalog.Select(ctx, s.admin, catalog.Selection{Prefix: scaleSlugPrefix})
+	return catalog.Select(ctx, s.admin, catalog.Selection{Prefix: s.f.slugPrefix()})
 }
 
 // scaleResults are the measures recorded in the scratch database.

@@ -11,9 +11,9 @@ import (
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
-// scaleProbeRole is created and dropped to change pg_authid, which makes
-// every backend recompute the application role's memberships.
-const scaleProbeRole = "pdbench_scale_probe"
+// The probe role (scaleFlags.probeRole) is created and dropped to change
+// pg_authid, which makes every backend recompute the application role's
+// memberships.
 
 // rolesStage measures what N tenant roles granted to the application role
 // cost it, on direct connections (PgBouncer would hide the connection
@@ -68,7 +68,7 @@ func (s *scaleRun) rolesStage(ctx context.Context, n int) error {
 			}
 		}
 		// A role change elsewhere, then the same connection again.
-		probe := pgx.Identifier{scaleProbeRole}.Sanitize()
+		probe := pgx.Identifier{s.f.probeRole()}.Sanitize()
 		if _, err := s.server.ExecContext(ctx, "CREATE ROLE "+probe+" NOLOGIN"); err != nil {
 			conn.Close(ctx)
 			return err
