@@ -538,11 +538,11 @@ func (a *applier) checkBefore(ctx context.Context) error {
 	ranSteps := len(a.pending) > 0
 	a.pending, a.pendingNotes = nil, nil
 	if k := a.h.known; k != nil && k.stamp != "" && !ranSteps {
-		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
+		changed, err := ChangedStamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}}, []string{k.stamp})
 		if err != nil {
 			return err
 		}
-		if st[a.t.Schema] == k.stamp {
+		if len(changed) == 0 {
 			a.before = k.fingerprint
 			return nil
 		}
@@ -704,18 +704,20 @@ func (a *applier) fingerprint(ctx context.Context) error {
 		// stale and inspects the tenant: it never skips on a wrong one.
 		a.res.Fingerprint = a.h.base.after
 	default:
-		var err error
+		// The stamp first, then the fingerprint (each statement has its own
+		// snapshot): whatever another transaction changes between the two
+		// is in the fingerprint and, written after the stamp's horizon, makes
+		// the stamp not hold; the other way round it would be missed. This
+		// transaction's own rows carry its id, which the stamp names.
+		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
+		if err != nil {
+			return err
+		}
 		if a.res.Fingerprint, err = Fingerprint(ctx, a.tx, a.t.Schema, a.h.fingerprintRole); err != nil {
 			return err
 		}
 		if a.reused && a.res.Fingerprint != a.h.base.after {
 			return errTwinMismatch
-		}
-		// The stamp of what was just fingerprinted: rows this transaction
-		// wrote carry its id, the same after commit.
-		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
-		if err != nil {
-			return err
 		}
 		a.res.Stamp = st[a.t.Schema]
 	}

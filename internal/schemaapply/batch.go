@@ -151,6 +151,9 @@ func (f *Fleet) applyBatch(ctx context.Context, tw *twin, fts []*fleetTenant, o 
 			return fmt.Errorf("set lock_timeout: %w", err)
 		}
 	}
+	if _, err := tx.ExecContext(ctx, catalogScanSettings); err != nil {
+		return err
+	}
 	names := make([]string, len(fts))
 	for i, ft := range fts {
 		names[i] = ft.res.Schema
@@ -165,16 +168,20 @@ func (f *Fleet) applyBatch(ctx context.Context, tw *twin, fts []*fleetTenant, o 
 			return err
 		}
 	}
-	st, err := Stamps(ctx, tx, items)
+	live := make([]string, len(fts))
+	for i, ft := range fts {
+		live[i] = ft.liveStamp
+	}
+	changed, err := ChangedStamps(ctx, tx, items, live)
 	if err != nil {
 		return err
+	}
+	if len(changed) > 0 {
+		return errBatchStale
 	}
 	stmts := make([][]string, len(fts))
 	var all []string
 	for i, ft := range fts {
-		if st[ft.res.Schema] != ft.liveStamp {
-			return fmt.Errorf("tenant %s: %w", ft.res.Slug, errBatchStale)
-		}
 		stmts[i] = renamePlan(tw.changes, ft.res.Schema)
 		for j, step := range ft.target.After {
 			if j < len(tw.ranAfter) && tw.ranAfter[j] == '1' {
@@ -186,6 +193,11 @@ func (f *Fleet) applyBatch(ctx context.Context, tw *twin, fts []*fleetTenant, o 
 	if err := execBatch(ctx, tx, all); err != nil {
 		return err
 	}
+	// The stamps first, then the fingerprints (see applier.fingerprint).
+	st, err := Stamps(ctx, tx, items)
+	if err != nil {
+		return err
+	}
 	fps, err := Fingerprints(ctx, tx, items)
 	if err != nil {
 		return err
@@ -194,11 +206,6 @@ func (f *Fleet) applyBatch(ctx context.Context, tw *twin, fts []*fleetTenant, o 
 		if fps[ft.res.Schema] != tw.after {
 			return fmt.Errorf("tenant %s: %w", ft.res.Slug, errTwinMismatch)
 		}
-	}
-	// The stamps of what was just fingerprinted: rows this transaction wrote
-	// carry its id, the same after commit.
-	if st, err = Stamps(ctx, tx, items); err != nil {
-		return err
 	}
 	results := make([]Result, len(fts))
 	for i, ft := range fts {

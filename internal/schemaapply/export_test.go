@@ -19,7 +19,15 @@ var ShiftParams = shiftParams
 // StampsBy is Stamps read through indexes (few) or by scans of the catalogs.
 func StampsBy(ctx context.Context, q Querier, items []SchemaRole, few bool) (map[string]string, error) {
 	if few {
-		return stamps(ctx, q, items, len(items))
+		return stamps(ctx, q, items, nil, len(items))
 	}
-	return stamps(ctx, q, items, 0)
+	return stamps(ctx, q, items, nil, 0)
+}
+
+// ChangedStampsBy is ChangedStamps read through indexes (few) or by scans.
+func ChangedStampsBy(ctx context.Context, q Querier, items []SchemaRole, recorded []string, few bool) (map[string]string, error) {
+	if few {
+		return stamps(ctx, q, items, recorded, len(items))
+	}
+	return stamps(ctx, q, items, recorded, 0)
 }
