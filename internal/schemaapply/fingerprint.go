@@ -243,7 +243,8 @@ WITH now AS MATERIALIZED (
 
 // stampTailSQL joins the counts (cnt: ns, k, n), the rows that the oldest
 // recorded stamp may not have seen (fresh: ns, x) and the role digests into
-// each schema's stamp and whether its recorded one holds.
+// each schema's stamp and whether its recorded one holds; with refresh.due,
+// stamps that hold come back too, with a new one (see checkStamps).
 const stampTailSQL = `
 , stale AS MATERIALIZED (
   SELECT DISTINCT f.ns FROM fresh f JOIN t ON t.ns = f.ns
@@ -260,8 +261,8 @@ const stampTailSQL = `
            AND stale.ns IS NULL, false) AS holds
   FROM t CROSS JOIN now LEFT JOIN sig ON sig.ns = t.ns LEFT JOIN stale ON stale.ns = t.ns
 )
-SELECT nsp, stamp FROM judged
-WHERE $4 OR NOT (holds OR (stamp = '' AND rec = ''))`
+SELECT nsp, stamp, holds FROM judged
+WHERE $4 OR NOT (holds OR (stamp = '' AND rec = '')) OR (holds AND (SELECT due FROM refresh))`
 
 // stampSQL: see stampCommonSQL; each catalog is read once, hash-joined
 // with the schemas' oids: what is counted and checked together.
@@ -292,6 +293,8 @@ const stampSQL = stampCommonSQL + `
   UNION ALL SELECT n.oid, n.xmin FROM pg_namespace n WHERE age(n.xmin) <= (SELECT hage FROM lim) AND n.oid IN (SELECT ns FROM t)
   UNION ALL SELECT t.ns, m.xmin FROM t JOIN pg_auth_members m ON m.roleid = t.roleoid
     WHERE age(m.xmin) <= (SELECT hage FROM lim) AND t.ns IS NOT NULL
+), refresh AS (
+  SELECT (SELECT count(*) FROM fresh) > (SELECT count(*) FROM t) AS due
 )` + stampTailSQL
 
 // stampFewSQL: see stampCommonSQL; the same rows, found through indexes.
@@ -331,6 +334,8 @@ const stampFewSQL = stampCommonSQL + `
   UNION ALL SELECT typ.ns, e.xmin FROM typ JOIN pg_enum e ON e.enumtypid = typ.oid
   UNION ALL SELECT n.oid, n.xmin FROM pg_namespace n WHERE n.oid IN (SELECT ns FROM t)
   UNION ALL SELECT t.ns, m.xmin FROM t JOIN pg_auth_members m ON m.roleid = t.roleoid WHERE t.ns IS NOT NULL
+), refresh AS (
+  SELECT false AS due
 )` + stampTailSQL
 
 // stampFew is how many schemas Stamps reads through indexes (stampFewSQL);
@@ -340,7 +345,8 @@ const stampFew = 64
 // Stamps returns a new catalog stamp of every listed schema (see
 // stampCommonSQL) keyed by schema name ("" for a schema that does not exist).
 func Stamps(ctx context.Context, q Querier, items []SchemaRole) (map[string]string, error) {
-	return stamps(ctx, q, items, nil, stampFew)
+	all, _, err := stamps(ctx, q, items, nil, stampFew)
+	return all, err
 }
 
 // ChangedStamps checks the stamp recorded for each listed schema
@@ -348,18 +354,29 @@ func Stamps(ctx context.Context, q Querier, items []SchemaRole) (map[string]stri
 // stamp does not hold, a new stamp ("" for a schema that does not exist,
 // which holds only the recorded ""), and nothing for the others.
 func ChangedStamps(ctx context.Context, q Querier, items []SchemaRole, recorded []string) (map[string]string, error) {
-	if len(recorded) != len(items) {
-		return nil, fmt.Errorf("stamp schemas: %d recorded stamps for %d schemas", len(recorded), len(items))
-	}
-	return stamps(ctx, q, items, recorded, stampFew)
+	changed, _, err := checkStamps(ctx, q, items, recorded, stampFew)
+	return changed, err
 }
 
-// stamps is Stamps (recorded nil) or ChangedStamps, reading up to few
-// schemas through indexes (the test that compares the two queries chooses).
-func stamps(ctx context.Context, q Querier, items []SchemaRole, recorded []string, few int) (map[string]string, error) {
-	out := make(map[string]string)
+// checkStamps is ChangedStamps reading up to few schemas through indexes.
+// Checking many stamps reads every catalog row written since the oldest of
+// them (its snapshot): when those rows outnumber the schemas (after a
+// rollout, say, whose batches took stamps in snapshots that other batches'
+// rows postdate), refreshed holds a new stamp for each schema whose stamp
+// holds, to be recorded, so that the next check reads fewer.
+func checkStamps(ctx context.Context, q Querier, items []SchemaRole, recorded []string, few int) (changed, refreshed map[string]string, err error) {
+	if len(recorded) != len(items) {
+		return nil, nil, fmt.Errorf("stamp schemas: %d recorded stamps for %d schemas", len(recorded), len(items))
+	}
+	return stamps(ctx, q, items, recorded, few)
+}
+
+// Stamps and checkStamps: every schema's new stamp in changed when recorded
+// is nil.
+func stamps(ctx context.Context, q Querier, items []SchemaRole, recorded []string, few int) (changed, refreshed map[string]string, err error) {
+	changed, refreshed = make(map[string]string), make(map[string]string)
 	if len(items) == 0 {
-		return out, nil
+		return changed, refreshed, nil
 	}
 	names := make([]string, len(items))
 	roles := make([]string, len(items))
@@ -376,18 +393,23 @@ func stamps(ctx context.Context, q Querier, items []SchemaRole, recorded []strin
 	}
 	rows, err := q.QueryContext(ctx, query, names, roles, recs, recorded == nil)
 	if err != nil {
-		return nil, fmt.Errorf("stamp schemas: %w", err)
+		return nil, nil, fmt.Errorf("stamp schemas: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name, v string
-		if err := rows.Scan(&name, &v); err != nil {
-			return nil, fmt.Errorf("stamp schemas: %w", err)
+		var holds bool
+		if err := rows.Scan(&name, &v, &holds); err != nil {
+			return nil, nil, fmt.Errorf("stamp schemas: %w", err)
 		}
-		out[name] = v
+		if holds && recorded != nil {
+			refreshed[name] = v
+		} else {
+			changed[name] = v
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("stamp schemas: %w", err)
+		return nil, nil, fmt.Errorf("stamp schemas: %w", err)
 	}
-	return out, nil
+	return changed, refreshed, nil
 }

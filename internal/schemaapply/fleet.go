@@ -175,7 +175,10 @@ type FleetResult struct {
 	Fingerprinted int `json:"fingerprinted"`
 	// Stamped tenants were found converged by computing their fingerprint
 	// and had their stamp recorded.
-	Stamped   int `json:"stamped"`
+	Stamped int `json:"stamped"`
+	// Restamped tenants' stamps held and were replaced by newer ones (see
+	// checkStamps), so that the next run reads fewer catalog rows.
+	Restamped int `json:"restamped,omitempty"`
 	Inspected int `json:"inspected"`
 	FromTwin  int `json:"planned_from_twin"`
 	// Batched tenants were applied from a twin's plan in batches (applyBatch).
@@ -211,7 +214,8 @@ type fleetTenant struct {
 	storedStamp string
 	liveFP      string
 	liveStamp   string
-	stamped     bool // the live stamp is the recorded one: liveFP is storedFP, not computed
+	stamped     bool // the recorded stamp holds: liveFP is storedFP, not computed
+	refreshed   bool // stamped, and liveStamp is a new stamp to record (checkStamps)
 	spec        TenantSpec
 	target      *Target // built only for tenants that are applied
 	hash        string
@@ -335,7 +339,7 @@ func prepareDB(ctx context.Context, db *sql.DB, group []*fleetTenant) error {
 		items[i] = SchemaRole{Schema: ft.res.Schema, Role: ft.role}
 		recorded[i] = ft.storedStamp
 	}
-	changed, err := ChangedStamps(ctx, tx, items, recorded)
+	changed, refreshed, err := checkStamps(ctx, tx, items, recorded, stampFew)
 	if err != nil {
 		return err
 	}
@@ -348,6 +352,9 @@ func prepareDB(ctx context.Context, db *sql.DB, group []*fleetTenant) error {
 		ft.liveStamp = live
 		if ft.storedStamp != "" && ft.liveStamp == ft.storedStamp && ft.storedFP != "" {
 			ft.liveFP, ft.stamped = ft.storedFP, true
+			if st := refreshed[ft.res.Schema]; st != "" {
+				ft.liveStamp, ft.refreshed = st, true
+			}
 			continue
 		}
 		unsure = append(unsure, SchemaRole{Schema: ft.res.Schema, Role: ft.role})
@@ -424,7 +431,7 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 	res.Total = len(tenants)
 
 	var work, done []*fleetTenant
-	var stamps []Stamp
+	var stamps, restamps []Stamp
 	for _, ft := range tenants {
 		if ft.res.Status == StatusFailed {
 			done = append(done, ft)
@@ -432,6 +439,9 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 		}
 		if !ft.stamped {
 			res.Fingerprinted++
+		}
+		if ft.refreshed {
+			restamps = append(restamps, Stamp{ID: ft.id, Fingerprint: ft.liveFP, Stamp: ft.liveStamp})
 		}
 		ft.res.Reason = ft.reason()
 		if ft.res.Reason == "" {
@@ -447,6 +457,7 @@ func (f *Fleet) Apply(ctx context.Context, o FleetOptions) (FleetResult, error) 
 		work = append(work, ft)
 	}
 	res.Stamped = f.recordStamps(ctx, stamps)
+	res.Restamped = f.recordStamps(ctx, restamps)
 	// Parse each distinct desired schema once: an HCL error is the run's, not each tenant's.
 	parsed := map[string]bool{}
 	buildable := work[:0]
@@ -715,6 +726,9 @@ func (r FleetResult) Describe() string {
 	}
 	if r.Stamped > 0 {
 		fmt.Fprintf(&b, ", %d stamped", r.Stamped)
+	}
+	if r.Restamped > 0 {
+		fmt.Fprintf(&b, ", %d restamped", r.Restamped)
 	}
 	b.WriteString(")")
 	return b.String()

@@ -152,6 +152,55 @@ func TestStampChangesWhenTheFingerprintDoes(t *testing.T) {
 	assert.True(t, changed(st[b.Schema], "running then"), "a transaction running when the stamp was taken")
 }
 
+// Stamps that hold come back renewed when the catalog rows written since
+// the oldest of them outnumber the schemas (by scans only: through indexes
+// the rows read do not depend on the stamps' age).
+func TestStampsRenewedWhenOldOnesCostRows(t *testing.T) {
+	t.Parallel()
+	db := dbtest.AdminDB(t)
+	ctx := context.Background()
+	b := dbtest.Tenant(t, "srb")
+	c := dbtest.Tenant(t, "src")
+	items := []schemaapply.SchemaRole{{Schema: b.Schema, Role: b.Role}, {Schema: c.Schema, Role: c.Role}}
+	old, err := schemaapply.StampsBy(ctx, db, items[:1], false)
+	require.NoError(t, err)
+	for _, ddl := range []string{`ALTER TABLE %s.members ADD COLUMN x1 text`, `ALTER TABLE %s.members ADD COLUMN x2 text`,
+		`CREATE INDEX x_idx ON %s.members (x1)`} {
+		_, err := db.Exec(fmt.Sprintf(ddl, c.Schema))
+		require.NoError(t, err)
+	}
+	later, err := schemaapply.StampsBy(ctx, db, items[1:], false)
+	require.NoError(t, err)
+	recorded := []string{old[b.Schema], later[c.Schema]}
+
+	changed, renewed, err := schemaapply.CheckStampsBy(ctx, db, items, recorded, true)
+	require.NoError(t, err)
+	assert.Empty(t, changed, "both hold")
+	assert.Empty(t, renewed, "through indexes, never renewed")
+	changed, renewed, err = schemaapply.CheckStampsBy(ctx, db, items, recorded, false)
+	require.NoError(t, err)
+	assert.Empty(t, changed, "both hold")
+	require.Len(t, renewed, 2, "c's new rows postdate b's stamp: both are renewed")
+	recorded = []string{renewed[b.Schema], renewed[c.Schema]}
+	changed, renewed, err = schemaapply.CheckStampsBy(ctx, db, items, recorded, false)
+	require.NoError(t, err)
+	assert.Empty(t, changed)
+	assert.Empty(t, renewed, "the renewed stamps postdate every row")
+	_, err = db.Exec(`DROP INDEX ` + c.Schema + `.x_idx`)
+	require.NoError(t, err)
+	changed, _, err = schemaapply.CheckStampsBy(ctx, db, items, recorded, false)
+	require.NoError(t, err)
+	assert.Equal(t, []string{c.Schema}, keys(changed), "a renewed stamp still sees what changes after it")
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
 // The fleet runner computes each fingerprint once: a converged tenant gets
 // its stamp recorded and is trusted by later runs while its stamp holds; a
 // change by hand is still found, and an apply records the new stamp.
