@@ -34,8 +34,11 @@ type scaleRun struct {
 	admin   *sql.DB // admin connection to the scratch database
 	res     *scaleResults
 	version string
-	cold    *app.App // warm pool off: every provisioning applies the schema
-	warm    *app.App // warm pool of -sample spares
+	// postmaster is the server's postmaster process (0 if not found): its
+	// children's CPU time counts the backends that exit during a measure.
+	postmaster int
+	cold       *app.App // warm pool off: every provisioning applies the schema
+	warm       *app.App // warm pool of -sample spares
 }
 
 // openScale prepares the scratch database: fresh (after dropping what an
@@ -77,9 +80,11 @@ func openScale(ctx context.Context, f scaleFlags, out io.Writer) (_ *scaleRun, e
 	if s.admin, err = openDB(s.cfg.Admin.URL); err != nil {
 		return nil, err
 	}
-	if err := s.admin.QueryRowContext(ctx, "SHOW server_version").Scan(&s.version); err != nil {
+	var pid int
+	if err := s.admin.QueryRowContext(ctx, "SELECT current_setting('server_version'), pg_backend_pid()").Scan(&s.version, &pid); err != nil {
 		return nil, err
 	}
+	s.postmaster = parentPID(pid)
 	// On -resume too: a kept catalog gets the columns added since.
 	if _, err := schemaapply.Apply(ctx, s.admin, schemaapply.Landlord(base.Tenant.AppRole), schemaapply.Options{}); err != nil {
 		return nil, fmt.Errorf("scratch landlord: %w", err)

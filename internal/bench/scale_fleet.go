@@ -27,10 +27,10 @@ func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	var cpu time.Duration // of the last run: this process and the scratch database's backends
 	run := func(what string, k int, o schemaapply.FleetOptions, want func(schemaapply.FleetResult) bool) (time.Duration, error) {
 		fl.Target = scaleTarget(k)
-		start, cpu0 := time.Now(), processCPU()+backendCPU(s.f.db)
+		start, cpu0 := time.Now(), processCPU()+s.dbCPU()
 		res, err := fl.Apply(ctx, o)
 		d := time.Since(start)
-		cpu = processCPU() + backendCPU(s.f.db) - cpu0
+		cpu = processCPU() + s.dbCPU() - cpu0
 		if err == nil {
 			err = res.Err()
 		}

@@ -158,7 +158,7 @@ func (s *scaleRun) sample(ctx context.Context, path provision.Path, first int) (
 		fmt.Fprintf(s.out, "#   warm pool: %d spares built beforehand in %s\n", built, time.Since(start).Round(time.Millisecond))
 	}
 	lat := make([]time.Duration, 0, s.f.sample)
-	cpu0 := processCPU() + backendCPU(s.f.db)
+	cpu0 := processCPU() + s.dbCPU()
 	for i := 0; i < s.f.sample; i++ {
 		slug := s.f.slug(first + i)
 		d, err := provisionOne(ctx, a, slug)
@@ -167,7 +167,7 @@ func (s *scaleRun) sample(ctx context.Context, path provision.Path, first int) (
 		}
 		lat = append(lat, d)
 	}
-	cpu := (processCPU() + backendCPU(s.f.db) - cpu0) / time.Duration(s.f.sample)
+	cpu := (processCPU() + s.dbCPU() - cpu0) / time.Duration(s.f.sample)
 	// A claim leaves the warm pool short; nothing refills it here, and the
 	// spares left (none when -sample were claimed) are dropped.
 	if _, err := a.Provisioner.DrainWarmPool(ctx); err != nil {
