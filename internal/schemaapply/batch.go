@@ -26,13 +26,14 @@ var errBatchStale = errors.New("a tenant's catalog changed since it was read")
 // which costs a tenant neither an inspection nor a plan, nor round trips of
 // its own. A batch that fails in any way is rolled back whole and its
 // tenants are applied one by one, as without batches: a tenant that fails
-// fails alone, and none is ever half-applied.
+// fails alone, and none is ever half-applied. With a BeforeExecute hook
+// (a check in each tenant's own transaction), nothing is batched.
 func (f *Fleet) runRest(ctx context.Context, workers []*worker, tenants []*fleetTenant, o FleetOptions, report func(*fleetTenant)) {
 	size := o.Batch
 	if size == 0 {
 		size = DefaultBatch
 	}
-	if o.DryRun || o.InspectAll || size <= 1 {
+	if o.DryRun || o.InspectAll || size <= 1 || o.BeforeExecute != nil {
 		f.runPhase(ctx, workers, tenants, o, report)
 		return
 	}
@@ -162,11 +163,6 @@ func (f *Fleet) applyBatch(ctx context.Context, tw *twin, fts []*fleetTenant, o 
 	if _, err := tx.ExecContext(ctx, `SELECT count(pg_advisory_xact_lock(hashtext('schema:' || s)))
 		FROM (SELECT s FROM unnest($1::text[]) AS s ORDER BY s) AS o`, names); err != nil {
 		return fmt.Errorf("lock schemas: %w", err)
-	}
-	if o.BeforeExecute != nil {
-		if err := o.BeforeExecute(ctx, tx); err != nil {
-			return err
-		}
 	}
 	live := make([]string, len(fts))
 	for i, ft := range fts {
