@@ -33,6 +33,9 @@ func (f *Fleet) runRest(ctx context.Context, workers []*worker, tenants []*fleet
 	if size == 0 {
 		size = DefaultBatch
 	}
+	// A batch's stamps are read through indexes (stampFewSQL): more would
+	// scan whole catalogs for every batch.
+	size = min(size, stampFew)
 	if o.DryRun || o.InspectAll || size <= 1 || o.BeforeExecute != nil {
 		f.runPhase(ctx, workers, tenants, o, report)
 		return

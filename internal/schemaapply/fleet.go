@@ -113,7 +113,7 @@ type FleetOptions struct {
 	InspectAll bool
 	// Batch is how many tenants with a twin's fingerprint are applied
 	// together, in one transaction, from the twin's plan (see applyBatch);
-	// 0 means DefaultBatch, 1 one tenant per transaction. Dry runs,
+	// 0 means DefaultBatch, 1 one tenant per transaction, at most 64. Dry runs,
 	// canaries and runs with a BeforeExecute hook go one at a time.
 	Batch int
 	// OnStart, when set, is called once with the number of tenants to apply.
