@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -90,19 +91,36 @@ func (f *Fleet) runRest(ctx context.Context, workers []*worker, tenants []*fleet
 		go func() {
 			defer wg.Done()
 			for u := range next {
+				alone := u.fts
 				if ctx.Err() == nil && len(u.fts) > 1 {
 					err := f.applyBatch(ctx, u.tw, u.fts, o)
+					// Tenants whose result differs from the twin's (the same
+					// catalog before, but not the same physical layout: a
+					// column dropped earlier) go alone; the rest again as a batch.
+					var mm *batchMismatchError
+					if errors.As(err, &mm) && len(u.fts)-len(mm.tenants) > 1 {
+						f.Log.Debug().Err(err).Int("tenants", len(u.fts)).Int("differ", len(mm.tenants)).Msg("batch rolled back; again without the tenants that differ")
+						alone = mm.tenants
+						err = f.applyBatch(ctx, u.tw, without(u.fts, mm.tenants), o)
+						if err != nil {
+							alone = u.fts
+						}
+					}
 					if err == nil {
-						w.fromTwin += len(u.fts)
-						w.batched += len(u.fts)
-						for _, ft := range u.fts {
+						done := without(u.fts, alone)
+						if len(alone) == len(u.fts) {
+							done, alone = u.fts, nil
+						}
+						w.fromTwin += len(done)
+						w.batched += len(done)
+						for _, ft := range done {
 							report(ft)
 						}
-						continue
+					} else {
+						f.Log.Debug().Err(err).Int("tenants", len(u.fts)).Msg("batch rolled back; applying its tenants one by one")
 					}
-					f.Log.Debug().Err(err).Int("tenants", len(u.fts)).Msg("batch rolled back; applying its tenants one by one")
 				}
-				for _, ft := range u.fts {
+				for _, ft := range alone {
 					if ctx.Err() != nil {
 						ft.res.Status = StatusNotStarted
 						ft.res.Error = "not started: " + ctx.Err().Error()
@@ -119,6 +137,27 @@ func (f *Fleet) runRest(ctx context.Context, workers []*worker, tenants []*fleet
 	}
 	close(next)
 	wg.Wait()
+}
+
+// batchMismatchError lists the tenants of a batch whose fingerprint after
+// the twin's statements was not the twin's (the batch was rolled back).
+type batchMismatchError struct{ tenants []*fleetTenant }
+
+func (e *batchMismatchError) Error() string {
+	return fmt.Sprintf("%d tenants: %s", len(e.tenants), errTwinMismatch)
+}
+
+func (e *batchMismatchError) Unwrap() error { return errTwinMismatch }
+
+// without is fts less the tenants in drop.
+func without(fts, drop []*fleetTenant) []*fleetTenant {
+	out := make([]*fleetTenant, 0, len(fts))
+	for _, ft := range fts {
+		if !slices.Contains(drop, ft) {
+			out = append(out, ft)
+		}
+	}
+	return out
 }
 
 // twinKey groups the tenants whose schemas are the same up to their names.
@@ -201,10 +240,14 @@ func (f *Fleet) applyBatch(ctx context.Context, tw *twin, fts []*fleetTenant, o 
 	if err != nil {
 		return err
 	}
+	var differ []*fleetTenant
 	for _, ft := range fts {
 		if fps[ft.res.Schema] != tw.after {
-			return fmt.Errorf("tenant %s: %w", ft.res.Slug, errTwinMismatch)
+			differ = append(differ, ft)
 		}
+	}
+	if len(differ) > 0 {
+		return &batchMismatchError{tenants: differ}
 	}
 	results := make([]Result, len(fts))
 	for i, ft := range fts {
