@@ -111,3 +111,48 @@ func listeningInodes(port int) map[string]bool {
 	}
 	return inodes
 }
+
+// dbCPU is the CPU time of the scratch database's live backends plus that of
+// the server's children that ended (the postmaster's cutime and cstime): a
+// backend that exits during a measure (a pool closing an idle connection)
+// takes its CPU time with it, which would make a difference of backendCPU
+// too small, even negative. Children of other databases that end meanwhile
+// count too: it errs on the high side.
+func (s *scaleRun) dbCPU() time.Duration {
+	cpu := backendCPU(s.f.db)
+	if s.postmaster == 0 {
+		return cpu
+	}
+	if f := statFields(s.postmaster); len(f) > 14 {
+		u, _ := strconv.ParseInt(f[13], 10, 64)
+		st, _ := strconv.ParseInt(f[14], 10, 64)
+		cpu += time.Duration(u+st) * time.Second / clockTick
+	}
+	return cpu
+}
+
+// parentPID is a process's parent (0 if unknown).
+func parentPID(pid int) int {
+	f := statFields(pid)
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command name:
+// the state is [0], the parent [1], utime and stime [11] and [12], the
+// ended children's cutime and cstime [13] and [14].
+func statFields(pid int) []string {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}

@@ -7,18 +7,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
 )
 
 // The scale benchmark's names. Tenant roles are cluster-wide, so its slugs
-// (and the warm pool's spares) have prefixes of their own that cleanup drops.
-const (
-	scaleSlugPrefix  = "pdbench_scale_"
-	scaleSparePrefix = "pd_bscale_"
-	scaleBaseline    = 100 // the stage every measure is compared with
-)
+// (and the warm pool's spares) have prefixes of their own that cleanup
+// drops; -tag adds to them, so that two scratch databases (say, 100 and
+// 10,000 tenants, measured in turns) can live on one server.
+const scaleBaseline = 100 // the stage every measure is compared with
+
+func (f scaleFlags) slugPrefix() string  { return "pdbench_scale" + f.tag + "_" }
+func (f scaleFlags) sparePrefix() string { return "pd_bscale" + f.tag + "_" }
+func (f scaleFlags) probeRole() string   { return "pdbench_scale" + f.tag + "_probe" }
 
 // scaleFlags are the benchmark's settings.
 type scaleFlags struct {
@@ -28,6 +31,8 @@ type scaleFlags struct {
 	fleetParallel int
 	db            string
 	keep, resume  bool
+	tag           string
+	lastOnly      bool
 	duration      time.Duration
 	rounds        int
 	conc          int
@@ -59,6 +64,8 @@ func parseScaleFlags(args []string) (scaleFlags, error) {
 	fs.IntVar(&f.members, "members", 4, "members (each with a card) seeded per tenant for the API")
 	fs.StringVar(&f.only, "only", "", "comma-separated measure groups to run (provision, fleet, roles, landlord, memory, api; default all)")
 	fs.DurationVar(&f.timeout, "timeout", 6*time.Hour, "give up (and clean up, unless -keep) after this long")
+	fs.StringVar(&f.tag, "tag", "", "added to the benchmark's slug and role prefixes (lower-case letters and digits): another scratch database beside a kept one")
+	fs.BoolVar(&f.lastOnly, "last-only", false, "with -resume: measure only at the last stage (a kept database already past 100; compare with a -tag database of 100)")
 	fs.StringVar(&f.redo, "redo", "", "with -resume: comma-separated measure groups to measure again at the last stage")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -72,6 +79,8 @@ func parseScaleFlags(args []string) (scaleFlags, error) {
 		return f, errors.New("scale: -parallel, -fleet-parallel, -conc, -rounds and -members must be positive")
 	case f.lanes < 1 || f.pool < f.lanes:
 		return f, errors.New("scale: -lanes must be positive and -pool at least -lanes")
+	case !regexp.MustCompile(`^[a-z0-9]{0,8}$`).MatchString(f.tag):
+		return f, errors.New("scale: -tag takes up to 8 lower-case letters and digits")
 	case f.recycle < time.Second:
 		return f, errors.New("scale: -recycle must be at least 1s (PgBouncer counts seconds)")
 	}
@@ -95,6 +104,9 @@ func (f scaleFlags) wants(group string) bool {
 func (f scaleFlags) stages() []int {
 	if f.n == scaleBaseline {
 		return []int{scaleBaseline}
+	}
+	if f.lastOnly {
+		return []int{f.n}
 	}
 	return []int{scaleBaseline, f.n}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/app"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/config"
+	"github.com/publicdigit/publicdigit/internal/modules"
 	"github.com/publicdigit/publicdigit/internal/schemaapply"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -33,8 +34,11 @@ type scaleRun struct {
 	admin   *sql.DB // admin connection to the scratch database
 	res     *scaleResults
 	version string
-	cold    *app.App // warm pool off: every provisioning applies the schema
-	warm    *app.App // warm pool of -sample spares
+	// postmaster is the server's postmaster process (0 if not found): its
+	// children's CPU time counts the backends that exit during a measure.
+	postmaster int
+	cold       *app.App // warm pool off: every provisioning applies the schema
+	warm       *app.App // warm pool of -sample spares
 }
 
 // openScale prepares the scratch database: fresh (after dropping what an
@@ -76,11 +80,17 @@ func openScale(ctx context.Context, f scaleFlags, out io.Writer) (_ *scaleRun, e
 	if s.admin, err = openDB(s.cfg.Admin.URL); err != nil {
 		return nil, err
 	}
-	if err := s.admin.QueryRowContext(ctx, "SHOW server_version").Scan(&s.version); err != nil {
+	var pid int
+	if err := s.admin.QueryRowContext(ctx, "SELECT current_setting('server_version'), pg_backend_pid()").Scan(&s.version, &pid); err != nil {
 		return nil, err
 	}
+	s.postmaster = parentPID(pid)
 	// On -resume too: a kept catalog gets the columns added since.
 	if _, err := schemaapply.Apply(ctx, s.admin, schemaapply.Landlord(base.Tenant.AppRole), schemaapply.Options{}); err != nil {
+		return nil, fmt.Errorf("scratch landlord: %w", err)
+	}
+	// Provisioning records each tenant's modules, which must be registered.
+	if _, err := modules.Register(ctx, s.admin); err != nil {
 		return nil, fmt.Errorf("scratch landlord: %w", err)
 	}
 	if s.res, err = openResults(ctx, s.admin); err != nil {
@@ -138,7 +148,7 @@ func (s *scaleRun) openApps(ctx context.Context) error {
 	}
 	wcfg := s.cfg
 	wcfg.Tenant.WarmPool = s.f.sample
-	s.warm, err = app.Open(ctx, wcfg, zerolog.Nop(), app.Options{SparePrefix: scaleSparePrefix})
+	s.warm, err = app.Open(ctx, wcfg, zerolog.Nop(), app.Options{SparePrefix: s.f.sparePrefix()})
 	return err
 }
 
@@ -176,7 +186,7 @@ func (s *scaleRun) cleanup(ctx context.Context) error {
 	if _, err := s.server.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{s.f.db}.Sanitize()+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database: %w", err)
 	}
-	if err := dropRolesLike(ctx, s.server, "tenant_"+scaleSlugPrefix, scaleSparePrefix, scaleProbeRole); err != nil {
+	if err := dropRolesLike(ctx, s.server, "tenant_"+s.f.slugPrefix(), s.f.sparePrefix(), s.f.probeRole()); err != nil {
 		return err
 	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pdbench-bouncer-"+s.f.db+"*"))
@@ -216,7 +226,7 @@ func dropRolesLike(ctx context.Context, server *sql.DB, prefixes ...string) erro
 
 // tenants lists the bench's live tenants in slug order.
 func (s *scaleRun) tenants(ctx context.Context) ([]tenant.Tenant, error) {
-	return catalog.Select(ctx, s.admin, catalog.Selection{Prefix: scaleSlugPrefix})
+	return catalog.Select(ctx, s.admin, catalog.Selection{Prefix: s.f.slugPrefix()})
 }
 
 // scaleResults are the measures recorded in the scratch database.

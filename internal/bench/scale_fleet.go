@@ -23,14 +23,14 @@ import (
 func (s *scaleRun) fleetStage(ctx context.Context, n int) error {
 	fl := s.cold.Fleet()
 	opts := schemaapply.FleetOptions{Parallel: s.f.fleetParallel,
-		Options: schemaapply.Options{LockTimeout: 5 * time.Second}, Selection: schemaapply.Selection{SlugPrefix: scaleSlugPrefix}}
+		Options: schemaapply.Options{LockTimeout: 5 * time.Second}, Selection: schemaapply.Selection{SlugPrefix: s.f.slugPrefix()}}
 	var cpu time.Duration // of the last run: this process and the scratch database's backends
 	run := func(what string, k int, o schemaapply.FleetOptions, want func(schemaapply.FleetResult) bool) (time.Duration, error) {
 		fl.Target = scaleTarget(k)
-		start, cpu0 := time.Now(), processCPU()+backendCPU(s.f.db)
+		start, cpu0 := time.Now(), processCPU()+s.dbCPU()
 		res, err := fl.Apply(ctx, o)
 		d := time.Since(start)
-		cpu = processCPU() + backendCPU(s.f.db) - cpu0
+		cpu = processCPU() + s.dbCPU() - cpu0
 		if err == nil {
 			err = res.Err()
 		}

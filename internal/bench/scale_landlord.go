@@ -20,7 +20,7 @@ import (
 func (s *scaleRun) landlordStage(ctx context.Context, n int) error {
 	list := func() (time.Duration, error) {
 		start := time.Now()
-		o := catalog.ListOptions{Prefix: scaleSlugPrefix, Limit: catalog.MaxPage}
+		o := catalog.ListOptions{Prefix: s.f.slugPrefix(), Limit: catalog.MaxPage}
 		total := 0
 		for {
 			page, err := s.cold.Catalog.List(ctx, o)
@@ -64,7 +64,7 @@ func (s *scaleRun) landlordStage(ctx context.Context, n int) error {
 	}{
 		{"landlord_list_all_ms", list},
 		{"tenantctl_tenant_list_ms", tenantctl("tenant", "list")},
-		{"tenantctl_schema_drift_ms", tenantctl("schema", "drift", "--slug-prefix", scaleSlugPrefix)},
+		{"tenantctl_schema_drift_ms", tenantctl("schema", "drift", "--slug-prefix", s.f.slugPrefix())},
 	} {
 		d, err := fleetMedian(3, m.run)
 		if err != nil {

@@ -34,6 +34,10 @@ func (s *scaleRun) memoryStage(ctx context.Context, n int) error {
 	}
 	cl.PgBouncer = "none"
 	pcfg.Clusters = map[string]config.Cluster{pcfg.DefaultCluster: cl}
+	// The landlord pool takes the default cluster's exec mode: with "none",
+	// cached prepared statements, which through PgBouncer (transaction mode)
+	// meet the previous run's on a server connection ("already exists").
+	pcfg.Landlord.URL = cl.URL
 	pcfg.Pool.MaxConns, pcfg.Pool.MinConns = 1, 1
 	a, err := app.Open(ctx, pcfg, zerolog.Nop(), app.Options{})
 	if err != nil {

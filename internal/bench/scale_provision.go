@@ -26,7 +26,7 @@ func (s *scaleRun) provisionStage(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	next := nextSlugNumber(ts)
+	next := nextSlugNumber(ts, s.f.slugPrefix())
 	have := len(ts)
 	measured := s.f.wants("provision") && !s.res.done("provision", n)
 	target := n
@@ -72,13 +72,15 @@ func (s *scaleRun) provisionStage(ctx context.Context, n int) error {
 	return s.res.markDone(ctx, "provision", n)
 }
 
-func scaleSlug(i int) tenant.Slug { return tenant.MustSlug(fmt.Sprintf("%s%05d", scaleSlugPrefix, i)) }
+func (f scaleFlags) slug(i int) tenant.Slug {
+	return tenant.MustSlug(fmt.Sprintf("%s%05d", f.slugPrefix(), i))
+}
 
-// nextSlugNumber is one more than the highest bench slug number in ts.
-func nextSlugNumber(ts []tenant.Tenant) int {
+// nextSlugNumber is one more than the highest number of a slug with prefix in ts.
+func nextSlugNumber(ts []tenant.Tenant, prefix string) int {
 	next := 1
 	for _, t := range ts {
-		if i, err := strconv.Atoi(strings.TrimPrefix(t.Slug.String(), scaleSlugPrefix)); err == nil && i >= next {
+		if i, err := strconv.Atoi(strings.TrimPrefix(t.Slug.String(), prefix)); err == nil && i >= next {
 			next = i + 1
 		}
 	}
@@ -120,7 +122,7 @@ func (s *scaleRun) fill(ctx context.Context, first, count int) error {
 				if i > last {
 					return
 				}
-				slug := scaleSlug(int(i))
+				slug := s.f.slug(int(i))
 				if _, err := s.cold.Provisioner.Provision(ctx, provision.Request{Slug: slug, Name: "Scale " + slug.String()}); err != nil {
 					errs <- fmt.Errorf("provision %s: %w", slug, err)
 					return
@@ -156,16 +158,16 @@ func (s *scaleRun) sample(ctx context.Context, path provision.Path, first int) (
 		fmt.Fprintf(s.out, "#   warm pool: %d spares built beforehand in %s\n", built, time.Since(start).Round(time.Millisecond))
 	}
 	lat := make([]time.Duration, 0, s.f.sample)
-	cpu0 := processCPU() + backendCPU(s.f.db)
+	cpu0 := processCPU() + s.dbCPU()
 	for i := 0; i < s.f.sample; i++ {
-		slug := scaleSlug(first + i)
+		slug := s.f.slug(first + i)
 		d, err := provisionOne(ctx, a, slug)
 		if err != nil {
 			return nil, 0, err
 		}
 		lat = append(lat, d)
 	}
-	cpu := (processCPU() + backendCPU(s.f.db) - cpu0) / time.Duration(s.f.sample)
+	cpu := (processCPU() + s.dbCPU() - cpu0) / time.Duration(s.f.sample)
 	// A claim leaves the warm pool short; nothing refills it here, and the
 	// spares left (none when -sample were claimed) are dropped.
 	if _, err := a.Provisioner.DrainWarmPool(ctx); err != nil {

@@ -255,6 +255,15 @@ type twin struct {
 	// and found the twin's: later applies from plan that ran the same Before
 	// steps record it without computing it.
 	verified atomic.Bool
+	// changes, for a twin that existed (before not ""), ran no Before step
+	// and was planned with Atlas without arguments, is that plan for the
+	// schema twinSchema (nil otherwise): the fleet runner applies it, renamed,
+	// to a batch of tenants with the twin's fingerprint (applyBatch).
+	changes []string
+	// ranAfter tells which After steps the twin's apply ran (runSteps), and
+	// destructive lists its plan's destructive changes.
+	ranAfter    string
+	destructive []string
 }
 
 // errTwinMismatch means a twin's plan did not produce the twin's result; the
@@ -296,6 +305,22 @@ func twinPlan(ctx context.Context, drv migrate.Driver, t Target) []string {
 		stmts = append(stmts, c.Cmd)
 	}
 	return stmts
+}
+
+// portablePlan is a plan made for the schema name, for the schema
+// twinSchema (renamePlan makes it any schema's): nil unless every
+// occurrence of the name in the statements is the quoted schema identifier,
+// and no statement takes arguments.
+func portablePlan(stmts []string, args [][]any, name string) []string {
+	quoted, to := pgx.Identifier{name}.Sanitize(), pgx.Identifier{twinSchema}.Sanitize()
+	out := make([]string, len(stmts))
+	for i, s := range stmts {
+		if (i < len(args) && len(args[i]) > 0) || strings.Count(s, name) != strings.Count(s, quoted) {
+			return nil
+		}
+		out[i] = strings.ReplaceAll(s, quoted, to)
+	}
+	return out
 }
 
 // renamePlan is a twin's plan for the schema name (a validated identifier).
@@ -410,6 +435,7 @@ type applier struct {
 	// missing: the tenant schema does not exist yet (its fingerprint before is "").
 	missing           bool
 	before, ranBefore string   // fingerprint before; which Before steps ran (runSteps)
+	ranAfter          string   // which After steps ran (runSteps)
 	pending           []string // Before statements that go with the plan
 	pendingNotes      []string
 	// reused: the twin's realm replaces inspection; fromPlan: its plan,
@@ -512,11 +538,11 @@ func (a *applier) checkBefore(ctx context.Context) error {
 	ranSteps := len(a.pending) > 0
 	a.pending, a.pendingNotes = nil, nil
 	if k := a.h.known; k != nil && k.stamp != "" && !ranSteps {
-		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
+		changed, err := ChangedStamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}}, []string{k.stamp})
 		if err != nil {
 			return err
 		}
-		if st[a.t.Schema] == k.stamp {
+		if len(changed) == 0 {
 			a.before = k.fingerprint
 			return nil
 		}
@@ -625,10 +651,11 @@ func (a *applier) execute(ctx context.Context) error {
 			return fmt.Errorf("schema %s: %w", a.t.Schema, err)
 		}
 	}
-	ran, _, err := runSteps(ctx, a.tx, a.t.After, a.o.DryRun)
+	ran, ranAfter, err := runSteps(ctx, a.tx, a.t.After, a.o.DryRun)
 	if err != nil {
 		return err
 	}
+	a.ranAfter = ranAfter
 	a.res.Statements = append(a.res.Statements, ran...)
 	return nil
 }
@@ -677,18 +704,20 @@ func (a *applier) fingerprint(ctx context.Context) error {
 		// stale and inspects the tenant: it never skips on a wrong one.
 		a.res.Fingerprint = a.h.base.after
 	default:
-		var err error
+		// The stamp first, then the fingerprint (each statement has its own
+		// snapshot): whatever another transaction changes between the two
+		// is in the fingerprint and, written after the stamp's horizon, makes
+		// the stamp not hold; the other way round it would be missed. This
+		// transaction's own rows carry its id, which the stamp names.
+		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
+		if err != nil {
+			return err
+		}
 		if a.res.Fingerprint, err = Fingerprint(ctx, a.tx, a.t.Schema, a.h.fingerprintRole); err != nil {
 			return err
 		}
 		if a.reused && a.res.Fingerprint != a.h.base.after {
 			return errTwinMismatch
-		}
-		// The stamp of what was just fingerprinted: rows this transaction
-		// wrote carry its id, the same after commit.
-		st, err := Stamps(ctx, a.tx, []SchemaRole{{Schema: a.t.Schema, Role: a.h.fingerprintRole}})
-		if err != nil {
-			return err
 		}
 		a.res.Stamp = st[a.t.Schema]
 	}
@@ -711,7 +740,11 @@ func (a *applier) commit(ctx context.Context) error {
 		a.h.base.verified.Store(true)
 	}
 	if !a.reused && a.h.inspected != nil {
-		tw := &twin{realm: a.current, before: a.before, after: a.res.Fingerprint, ranBefore: a.ranBefore}
+		tw := &twin{realm: a.current, before: a.before, after: a.res.Fingerprint, ranBefore: a.ranBefore,
+			ranAfter: a.ranAfter, destructive: a.res.Destructive}
+		if !a.missing && strings.Trim(a.ranBefore, "0") == "" {
+			tw.changes = portablePlan(a.stmts, a.args, a.t.Schema)
+		}
 		if a.missing && a.h.freshPlan {
 			// Planned once more, for the name twins are made for (outside the
 			// transaction: its locks are gone). PlanChanges reads nothing.

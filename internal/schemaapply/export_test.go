@@ -18,8 +18,29 @@ var ShiftParams = shiftParams
 
 // StampsBy is Stamps read through indexes (few) or by scans of the catalogs.
 func StampsBy(ctx context.Context, q Querier, items []SchemaRole, few bool) (map[string]string, error) {
+	n := 0
 	if few {
-		return stamps(ctx, q, items, len(items))
+		n = len(items)
 	}
-	return stamps(ctx, q, items, 0)
+	all, _, err := stamps(ctx, q, items, nil, n)
+	return all, err
+}
+
+// ChangedStampsBy is ChangedStamps read through indexes (few) or by scans.
+func ChangedStampsBy(ctx context.Context, q Querier, items []SchemaRole, recorded []string, few bool) (map[string]string, error) {
+	n := 0
+	if few {
+		n = len(items)
+	}
+	changed, _, err := checkStamps(ctx, q, items, recorded, n)
+	return changed, err
+}
+
+// CheckStampsBy is checkStamps read through indexes (few) or by scans.
+func CheckStampsBy(ctx context.Context, q Querier, items []SchemaRole, recorded []string, few bool) (changed, refreshed map[string]string, err error) {
+	n := 0
+	if few {
+		n = len(items)
+	}
+	return checkStamps(ctx, q, items, recorded, n)
 }

@@ -137,6 +137,7 @@ func TestFleetRollsAdditiveChangeTo50Tenants(t *testing.T) {
 		assert.Contains(t, tr.Statements[1], `CREATE INDEX "members_tenant_nickname_idx"`)
 	}
 	assert.GreaterOrEqual(t, res.FromTwin, 50-2*o.Parallel, "most tenants are planned from a twin")
+	assert.Equal(t, 48, res.Batched, "all but the first of each desired schema are applied in batches")
 	assert.Equal(t, 50, countWhere(t, db, `SELECT count(*) FROM information_schema.columns WHERE table_schema = ANY($1)
 		AND table_name = 'members' AND column_name = 'nickname'`, schemas))
 	assert.Equal(t, 50, countWhere(t, db, `SELECT count(*) FROM pg_indexes WHERE schemaname = ANY($1)
