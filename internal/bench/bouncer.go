@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/publicdigit/publicdigit/internal/pgpass"
 )
 
 // bouncer is a PgBouncer 1.18 that a benchmark runs for itself, in
@@ -59,7 +61,9 @@ func startBouncer(ctx context.Context, spec bouncerSpec) (*bouncer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	app, err := url.Parse(spec.AppURL)
+	// The configuration carries no password: PgBouncer's userlist needs the
+	// application role's from the password file.
+	app, err := url.Parse(pgpass.FillFromEnv(spec.AppURL))
 	if err != nil {
 		return nil, fmt.Errorf("bouncer: app url: %w", err)
 	}

@@ -117,7 +117,7 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 			return fmt.Errorf("warm-up %s: %w", c.measure, err)
 		}
 		if unavailable > 0 {
-			fmt.Fprintf(s.out, "#   warm-up %s: %d of %d requests answered 503\n", c.measure, unavailable, c.warmup)
+			fmt.Fprintf(s.out, "#   warm-up %s: %d of %d requests answered 503 (the first: %s)\n", c.measure, unavailable, c.warmup, firstUnavailable.Load())
 		}
 	}
 	fmt.Fprintf(s.out, "#   API warm-up done in %s\n", time.Since(start).Round(time.Second))
@@ -250,6 +250,7 @@ func apiTargets(op string, seeds []scaleSeed, k int) []apiTarget {
 func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *atomic.Int64, conc int, d time.Duration, count int) (float64, int64, error) {
 	var sent, ok, unavailable atomic.Int64
 	var firstErr atomic.Value
+	firstUnavailable.Store("")
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -263,7 +264,9 @@ func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *ato
 				}
 				t := targets[(pos.Add(1)-1)%int64(len(targets))]
 				if err := c.do(t.method, t.uri, t.body, t.want); errors.Is(err, errUnavailable) {
-					unavailable.Add(1) // answered, not served: counted, not in the rate
+					if unavailable.Add(1) == 1 { // answered, not served: counted, not in the rate
+						firstUnavailable.Store(err.Error())
+					}
 					continue
 				} else if err != nil {
 					firstErr.CompareAndSwap(nil, err)
@@ -282,6 +285,10 @@ func runTargets(ctx context.Context, c *apiClient, targets []apiTarget, pos *ato
 	}
 	return float64(ok.Load()) / time.Since(start).Seconds(), unavailable.Load(), nil
 }
+
+// firstUnavailable is the first 503 answer of the latest runTargets, to
+// tell what made the server unavailable.
+var firstUnavailable atomic.Value
 
 func reversedScaleCases(cs []scaleCase) []scaleCase {
 	out := make([]scaleCase, len(cs))

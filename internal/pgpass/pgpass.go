@@ -6,6 +6,8 @@ package pgpass
 
 import (
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/jackc/pgpassfile"
@@ -31,4 +33,22 @@ func Fill(raw string, pf *pgpassfile.Passfile) string {
 	}
 	u.User = url.UserPassword(u.User.Username(), pw)
 	return u.String()
+}
+
+// FillFromEnv is Fill with the password file libpq would read: $PGPASSFILE,
+// else ~/.pgpass (raw unchanged when there is none).
+func FillFromEnv(raw string) string {
+	path := os.Getenv("PGPASSFILE")
+	if path == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return raw
+		}
+		path = filepath.Join(home, ".pgpass")
+	}
+	pf, err := pgpassfile.ReadPassfile(path)
+	if err != nil {
+		return raw
+	}
+	return Fill(raw, pf)
 }

@@ -1,6 +1,8 @@
 package pgpass_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -28,5 +30,20 @@ func TestFill(t *testing.T) {
 	}
 	if got := pgpass.Fill("postgres://app@127.0.0.1:15432/db", nil); got != "postgres://app@127.0.0.1:15432/db" {
 		t.Errorf("Fill with no file = %q", got)
+	}
+}
+
+func TestFillFromEnvReadsPGPASSFILE(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(path, []byte("127.0.0.1:16432:*:app:fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGPASSFILE", path)
+	if got, want := pgpass.FillFromEnv("postgres://app@127.0.0.1:16432/db"), "postgres://app:fromfile@127.0.0.1:16432/db"; got != want {
+		t.Errorf("FillFromEnv = %q, want %q", got, want)
+	}
+	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "missing"))
+	if got := pgpass.FillFromEnv("postgres://app@127.0.0.1:16432/db"); got != "postgres://app@127.0.0.1:16432/db" {
+		t.Errorf("FillFromEnv without a file = %q", got)
 	}
 }

@@ -7,11 +7,8 @@ package modes
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/jackc/pgpassfile"
 	"github.com/rs/zerolog"
 
 	"github.com/publicdigit/publicdigit/internal/config"
@@ -40,21 +37,7 @@ func LocalURLs() (admin, app string, err error) {
 // (PGPASSFILE, else ~/.pgpass) has for it, if raw has none: the product's
 // configuration carries no password, and a private PgBouncer needs the
 // application role's to log in on its behalf.
-func withPassfile(raw string) string {
-	path := os.Getenv("PGPASSFILE")
-	if path == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return raw
-		}
-		path = filepath.Join(home, ".pgpass")
-	}
-	pf, err := pgpassfile.ReadPassfile(path)
-	if err != nil {
-		return raw
-	}
-	return pgpass.Fill(raw, pf)
-}
+func withPassfile(raw string) string { return pgpass.FillFromEnv(raw) }
 
 const loadCluster = "load"
 
