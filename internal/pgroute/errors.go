@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -79,6 +80,12 @@ func Classify(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		kind := kindOf(pgErr.Code)
+		if roleMissing(pgErr) {
+			// The binding's SET LOCAL ROLE names a role this server no longer
+			// has: the tenant's copy here was retired by a move (the router
+			// then retries on the new placement), or never finished.
+			kind = ErrTenantNotProvisioned
+		}
 		if kind == nil {
 			return err
 		}
@@ -108,6 +115,13 @@ func connectionLost(err error) bool {
 		return true
 	}
 	return false
+}
+
+// roleMissing reports whether pgErr is PostgreSQL's refusal of SET ROLE to a
+// role that does not exist (a GUC check failure: 22023, invalid_parameter_value).
+func roleMissing(pgErr *pgconn.PgError) bool {
+	return pgErr.Code == "22023" && strings.HasPrefix(pgErr.Message, `role "`) &&
+		strings.HasSuffix(pgErr.Message, `" does not exist`)
 }
 
 func kindOf(code string) *apperr.Kind {

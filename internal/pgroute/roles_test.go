@@ -11,6 +11,7 @@ import (
 
 	"github.com/publicdigit/publicdigit/internal/dbtest"
 	"github.com/publicdigit/publicdigit/internal/pgroute"
+	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
 // The application role is a member of every tenant role but NOINHERIT:
@@ -94,4 +95,32 @@ func TestTenantCodeCannotSwitchRoles(t *testing.T) {
 		assert.ErrorIs(t, err, pgroute.ErrSessionStatement, q)
 		assert.Equal(t, before, wc.n.Load(), "nothing sent: %s", q)
 	}
+}
+
+// A tenant whose role this server no longer has (its copy retired by a move
+// while a request still held the old placement) is a placement that is gone,
+// not a client's invalid data: the router re-reads the placement, and a
+// tenant that did not move gets the not-provisioned answer.
+func TestMissingTenantRoleIsAGonePlacement(t *testing.T) {
+	tenants := newTenants(t, 2)
+	a, b := tenants[0], tenants[1]
+	db := dbtest.AdminDB(t)
+	// Renamed away (and back at cleanup, for the tenant's own cleanup to
+	// drop it): SET ROLE to its name then finds no such role.
+	role, gone := pgx.Identifier{a.slug.RoleName()}.Sanitize(), pgx.Identifier{a.slug.RoleName() + "_gone"}.Sanitize()
+	_, err := db.Exec(`ALTER ROLE ` + role + ` RENAME TO ` + gone)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = db.Exec(`ALTER ROLE ` + gone + ` RENAME TO ` + role) })
+	r := newRouter(t, routerConfig(t, dbtest.Bouncer), pgroute.Options{})
+	ctx := context.Background()
+	count := func(slug tenant.Slug) error {
+		return r.Do(ctx, slug, func(bt *pgroute.Batch) error {
+			bt.Queue(`SELECT count(*) FROM members`).QueryRow(func(row pgx.Row) error { var n int; return row.Scan(&n) })
+			return nil
+		})
+	}
+	err = count(a.slug)
+	assert.ErrorIs(t, err, pgroute.ErrTenantNotProvisioned)
+	assert.NotErrorIs(t, err, pgroute.ErrInvalidData)
+	assert.NoError(t, count(b.slug), "the other tenant is served")
 }

@@ -182,10 +182,12 @@ func TestStampsRenewedWhenOldOnesCostRows(t *testing.T) {
 	assert.Empty(t, changed, "both hold")
 	require.Len(t, renewed, 2, "c's new rows postdate b's stamp: both are renewed")
 	recorded = []string{renewed[b.Schema], renewed[c.Schema]}
-	changed, renewed, err = schemaapply.CheckStampsBy(ctx, db, items, recorded, false)
+	// Renewed stamps hold. (Whether they are renewed once more depends on
+	// the catalog rows other tests write meanwhile in the same database —
+	// under make test, many — so it is not asserted.)
+	changed, _, err = schemaapply.CheckStampsBy(ctx, db, items, recorded, false)
 	require.NoError(t, err)
-	assert.Empty(t, changed)
-	assert.Empty(t, renewed, "the renewed stamps postdate every row")
+	assert.Empty(t, changed, "the renewed stamps hold")
 	_, err = db.Exec(`DROP INDEX ` + c.Schema + `.x_idx`)
 	require.NoError(t, err)
 	changed, _, err = schemaapply.CheckStampsBy(ctx, db, items, recorded, false)
