@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,4 +277,49 @@ func kindOf(err error) string {
 		return "retryable"
 	}
 	return "other: " + err.Error()
+}
+
+// startMemberWriters runs n writers that insert members into slug's tenant
+// through the router, as fast as they can, until the returned stop is
+// called; stop waits for them and returns the names acknowledged and the
+// failures by kind.
+func (e *env) startMemberWriters(slug tenant.Slug, n int) (stop func() (acked map[string]bool, failed map[string]int)) {
+	var (
+		mu   sync.Mutex
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	acked, failed := map[string]bool{}, map[string]int{}
+	done := make(chan struct{})
+	ctx := context.Background()
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				name := fmt.Sprintf("w-%06d", next.Add(1))
+				err := e.router.Do(ctx, slug, func(b *pgroute.Batch) error {
+					b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, name)
+					return nil
+				})
+				mu.Lock()
+				if err == nil {
+					acked[name] = true
+				} else {
+					failed[kindOf(err)]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	return func() (map[string]bool, map[string]int) {
+		close(done)
+		wg.Wait()
+		return acked, failed
+	}
 }

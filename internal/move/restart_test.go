@@ -2,8 +2,6 @@ package move_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/publicdigit/publicdigit/internal/move"
-	"github.com/publicdigit/publicdigit/internal/pgroute"
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
 
@@ -47,44 +44,11 @@ func TestMoveStartsOverWhenItsStreamFails(t *testing.T) {
 	ctx := context.Background()
 	before := e.snapshot(t, slug)
 
-	var (
-		mu     sync.Mutex
-		acked  = map[string]bool{}
-		failed = map[string]int{}
-		next   atomic.Int64
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				name := fmt.Sprintf("w-%06d", next.Add(1))
-				err := e.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-					b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, name)
-					return nil
-				})
-				mu.Lock()
-				if err == nil {
-					acked[name] = true
-				} else {
-					failed[kindOf(err)]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	stopWriters := e.startMemberWriters(slug, 2)
 	time.Sleep(100 * time.Millisecond)
 	res, err := e.mover.Move(ctx, move.Request{Slug: slug, To: tenant.PlacementDatabase, Cluster: "b"})
 	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	acked, failed := stopWriters()
 	require.NoError(t, err)
 	require.EqualValues(t, 1, killedAt.Load(), "the move's walsender was terminated once")
 	assert.Equal(t, 1, res.Restarts, "the move started over once")
@@ -92,8 +56,6 @@ func TestMoveStartsOverWhenItsStreamFails(t *testing.T) {
 
 	e.router.InvalidateAll()
 	live := e.writes(t, slug)
-	mu.Lock()
-	defer mu.Unlock()
 	require.NotEmpty(t, acked)
 	seen := map[string]int{}
 	for _, n := range live {

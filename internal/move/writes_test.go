@@ -3,8 +3,6 @@ package move_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,39 +46,7 @@ func writesDuringMoves(t *testing.T, path dbtest.Path, mode move.Mode, writeWait
 	slug := e.tenant(t, 2000)
 	ctx := context.Background()
 
-	var (
-		mu        sync.Mutex
-		acked     = map[string]bool{}
-		failedErr = map[string]int{}
-		next      atomic.Int64
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				name := fmt.Sprintf("w-%06d", next.Add(1))
-				err := e.router.Do(ctx, slug, func(b *pgroute.Batch) error {
-					b.Queue(`INSERT INTO members (tenant_id, full_name) VALUES ($1, $2)`, b.Tenant().ID, name)
-					return nil
-				})
-				mu.Lock()
-				if err == nil {
-					acked[name] = true
-				} else {
-					failedErr[kindOf(err)]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
+	stopWriters := e.startMemberWriters(slug, 4)
 
 	time.Sleep(200 * time.Millisecond)
 	var moves []move.Result
@@ -94,12 +60,9 @@ func writesDuringMoves(t *testing.T, path dbtest.Path, mode move.Mode, writeWait
 		moves = append(moves, res)
 		time.Sleep(200 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	acked, failedErr := stopWriters()
 
 	live := e.writes(t, slug)
-	mu.Lock()
-	defer mu.Unlock()
 	require.NotEmpty(t, acked)
 	dup := 0
 	seen := map[string]bool{}

@@ -121,13 +121,7 @@ func (f *Fleet) runRest(ctx context.Context, workers []*worker, tenants []*fleet
 					}
 				}
 				for _, ft := range alone {
-					if ctx.Err() != nil {
-						ft.res.Status = StatusNotStarted
-						ft.res.Error = "not started: " + ctx.Err().Error()
-					} else {
-						f.applyOne(ctx, w, ft, o)
-					}
-					report(ft)
+					f.applyAndReport(ctx, w, ft, o, report)
 				}
 			}
 		}()

@@ -566,13 +566,7 @@ func (f *Fleet) runPhase(ctx context.Context, workers []*worker, tenants []*flee
 		go func() {
 			defer wg.Done()
 			for ft := range next {
-				if ctx.Err() != nil {
-					ft.res.Status = StatusNotStarted
-					ft.res.Error = "not started: " + ctx.Err().Error()
-				} else {
-					f.applyOne(ctx, w, ft, o)
-				}
-				report(ft)
+				f.applyAndReport(ctx, w, ft, o, report)
 			}
 		}()
 	}
@@ -581,6 +575,18 @@ func (f *Fleet) runPhase(ctx context.Context, workers []*worker, tenants []*flee
 	}
 	close(next)
 	wg.Wait()
+}
+
+// applyAndReport applies one tenant (or records it not started when the
+// run was cancelled) and reports it.
+func (f *Fleet) applyAndReport(ctx context.Context, w *worker, ft *fleetTenant, o FleetOptions, report func(*fleetTenant)) {
+	if ctx.Err() != nil {
+		ft.res.Status = StatusNotStarted
+		ft.res.Error = "not started: " + ctx.Err().Error()
+	} else {
+		f.applyOne(ctx, w, ft, o)
+	}
+	report(ft)
 }
 
 // applyOne applies one tenant, planning from a twin when the worker has one.
