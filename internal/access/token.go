@@ -14,12 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -144,11 +144,12 @@ type Service struct {
 	tenants Tenants
 	opts    Options
 
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]cached
+	// cache holds successful authentications, least recently used evicted
+	// first: past CacheSize active tokens the busiest stay cached.
+	cache *lru.Cache[[sha256.Size]byte, cached]
 	// refused remembers secrets that failed (unknown, revoked, expired, of a
 	// deleted tenant) until the time kept: none of these ever becomes valid.
-	refused map[[sha256.Size]byte]time.Time
+	refused *lru.Cache[[sha256.Size]byte, time.Time]
 }
 
 type cached struct {
@@ -165,8 +166,15 @@ func New(db *pgxpool.Pool, tenants Tenants, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{db: db, tenants: tenants, opts: o, cache: map[[sha256.Size]byte]cached{},
-		refused: map[[sha256.Size]byte]time.Time{}}
+	cache, err := lru.New[[sha256.Size]byte, cached](o.CacheSize)
+	if err != nil {
+		panic(err) // only for a size ≤ 0, excluded above
+	}
+	refused, err := lru.New[[sha256.Size]byte, time.Time](o.CacheSize)
+	if err != nil {
+		panic(err)
+	}
+	return &Service{db: db, tenants: tenants, opts: o, cache: cache, refused: refused}
 }
 
 // Hash is the SHA-256 digest that the catalog stores for a secret.
@@ -438,13 +446,12 @@ func (s *Service) fromCache(h [sha256.Size]byte, now time.Time) (Principal, bool
 	if s.opts.CacheTTL <= 0 {
 		return Principal{}, false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.cache[h]
-	if !ok || !now.Before(c.expires) || (c.tokenEx != nil && !now.Before(*c.tokenEx)) {
-		if ok {
-			delete(s.cache, h)
-		}
+	c, ok := s.cache.Get(h)
+	if !ok {
+		return Principal{}, false
+	}
+	if !now.Before(c.expires) || (c.tokenEx != nil && !now.Before(*c.tokenEx)) {
+		s.cache.Remove(h)
 		return Principal{}, false
 	}
 	return c.p, true
@@ -454,23 +461,16 @@ func (s *Service) toCache(h [sha256.Size]byte, p Principal, now time.Time, token
 	if s.opts.CacheTTL <= 0 {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.cache) >= s.opts.CacheSize {
-		clear(s.cache) // simple and bounded; the next requests refill it
-	}
-	s.cache[h] = cached{p: p, expires: now.Add(s.opts.CacheTTL), tokenEx: tokenEx}
+	s.cache.Add(h, cached{p: p, expires: now.Add(s.opts.CacheTTL), tokenEx: tokenEx})
 }
 
 func (s *Service) wasRefused(h [sha256.Size]byte, now time.Time) bool {
 	if s.opts.CacheTTL <= 0 {
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	until, ok := s.refused[h]
+	until, ok := s.refused.Get(h)
 	if ok && !now.Before(until) {
-		delete(s.refused, h)
+		s.refused.Remove(h)
 		return false
 	}
 	return ok
@@ -480,34 +480,28 @@ func (s *Service) refuse(h [sha256.Size]byte, now time.Time) {
 	if s.opts.CacheTTL <= 0 {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.refused) >= s.opts.CacheSize {
-		clear(s.refused)
-	}
-	s.refused[h] = now.Add(s.opts.CacheTTL)
+	s.refused.Add(h, now.Add(s.opts.CacheTTL))
 }
 
 // ForgetTenant drops the cached authentications of a tenant's tokens (of
 // every tenant's, for the zero slug), so that a change of the tenant
 // (suspended, deleted) reaches them at once.
 func (s *Service) ForgetTenant(slug tenant.Slug) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for h, c := range s.cache {
-		if c.p.Kind == KindTenant && (slug.IsZero() || c.p.Tenant == slug) {
-			delete(s.cache, h)
-		}
-	}
+	s.forgetWhere(func(p Principal) bool {
+		return p.Kind == KindTenant && (slug.IsZero() || p.Tenant == slug)
+	})
 }
 
 // forget drops cached authentications of a token.
 func (s *Service) forget(tokenID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for h, c := range s.cache {
-		if c.p.TokenID == tokenID {
-			delete(s.cache, h)
+	s.forgetWhere(func(p Principal) bool { return p.TokenID == tokenID })
+}
+
+// forgetWhere drops every cached authentication whose principal matches.
+func (s *Service) forgetWhere(match func(Principal) bool) {
+	for _, h := range s.cache.Keys() {
+		if c, ok := s.cache.Peek(h); ok && match(c.p) {
+			s.cache.Remove(h)
 		}
 	}
 }

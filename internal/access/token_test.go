@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +153,28 @@ func TestCreateRefusesBadRequests(t *testing.T) {
 	assert.ErrorIs(t, err, access.ErrTokenNotFound)
 	_, err = s.Revoke(ctx, "00000000-0000-0000-0000-000000000000")
 	assert.ErrorIs(t, err, access.ErrTokenNotFound)
+}
+
+// TestFullCacheEvictsTheLeastRecentlyUsed: past CacheSize active tokens the
+// cache keeps the recently used ones instead of starting over empty.
+func TestFullCacheEvictsTheLeastRecentlyUsed(t *testing.T) {
+	t.Parallel()
+	s := newService(t, access.Options{CacheTTL: time.Hour, CacheSize: 3})
+	ctx := context.Background()
+	secrets := make([]string, 4)
+	for i := range secrets {
+		secrets[i], _ = create(t, s, access.CreateRequest{Name: fmt.Sprintf("lru-%d", i), Kind: access.KindPlatform})
+	}
+	for _, secret := range secrets[:3] {
+		_, err := s.Authenticate(ctx, secret)
+		require.NoError(t, err)
+	}
+	_, ok := s.Cached(secrets[0]) // now the most recently used
+	require.True(t, ok)
+	_, err := s.Authenticate(ctx, secrets[3])
+	require.NoError(t, err)
+	for i, want := range []bool{true, false, true, true} {
+		_, ok := s.Cached(secrets[i])
+		assert.Equal(t, want, ok, "token %d cached", i)
+	}
 }
