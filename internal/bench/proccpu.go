@@ -41,18 +41,8 @@ func procCPU(db string, bouncers bool) time.Duration {
 		if !isBackend && !isBouncer {
 			continue
 		}
-		stat, err := os.ReadFile(d + "/stat")
-		if err != nil {
-			continue
-		}
-		// Fields after the ")" that ends the command name; utime and stime
-		// are fields 14 and 15 of the whole line.
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		f := statFields(pid)
 		if len(f) < 13 {
 			continue
 		}
