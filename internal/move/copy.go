@@ -225,6 +225,12 @@ type indexItem struct {
 	// validate, for a valid foreign key: the statement that validates it
 	// once added NOT VALID.
 	validate string
+	// index builds the index of a key or plain index on its own (CREATE
+	// INDEX, which other builds on the same table do not wait for); attach,
+	// for a key, then makes that index the constraint (ADD CONSTRAINT …
+	// USING INDEX: no scan, the key's columns being NOT NULL already).
+	index, attach string
+	columns       int // key columns of the index: builds with more cost more
 }
 
 // indexItems lists the foreign keys, keys and indexes of a schema's tables.
@@ -232,14 +238,22 @@ func indexItems(ctx context.Context, conn *pgx.Conn, schema string) ([]indexItem
 	rows, err := conn.Query(ctx, `
 		SELECT 1 AS phase, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
 		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)),
-		       CASE WHEN k.convalidated THEN format('ALTER TABLE %s VALIDATE CONSTRAINT %I', k.conrelid::regclass, k.conname) ELSE '' END
+		       CASE WHEN k.convalidated THEN format('ALTER TABLE %s VALIDATE CONSTRAINT %I', k.conrelid::regclass, k.conname) ELSE '' END,
+		       '', '', 0
 		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype = 'f'
 		UNION ALL
 		SELECT 2, r.relname::text, format('ALTER TABLE %s DROP CONSTRAINT %I', k.conrelid::regclass, k.conname),
-		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)), ''
-		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace AND k.contype IN ('p', 'u')
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s', k.conrelid::regclass, k.conname, pg_get_constraintdef(k.oid)), '',
+		       pg_get_indexdef(k.conindid),
+		       format('ALTER TABLE %s ADD CONSTRAINT %I %s USING INDEX %I%s%s', k.conrelid::regclass, k.conname,
+		              CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, c.relname,
+		              CASE WHEN k.condeferrable THEN ' DEFERRABLE' ELSE '' END, CASE WHEN k.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END),
+		       i.indnkeyatts::int
+		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid JOIN pg_class c ON c.oid = k.conindid JOIN pg_index i ON i.indexrelid = k.conindid
+		 WHERE k.connamespace = $1::regnamespace AND k.contype IN ('p', 'u')
 		UNION ALL
-		SELECT 3, r.relname::text, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid), ''
+		SELECT 3, r.relname::text, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid), '',
+		       pg_get_indexdef(i.indexrelid), '', i.indnkeyatts::int
 		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class r ON r.oid = i.indrelid
 		 WHERE c.relnamespace = $1::regnamespace
 		   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
@@ -249,7 +263,7 @@ func indexItems(ctx context.Context, conn *pgx.Conn, schema string) ([]indexItem
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (indexItem, error) {
 		var it indexItem
-		err := r.Scan(&it.phase, &it.table, &it.drop, &it.create, &it.validate)
+		err := r.Scan(&it.phase, &it.table, &it.drop, &it.create, &it.validate, &it.index, &it.attach, &it.columns)
 		return it, err
 	})
 }

@@ -323,3 +323,32 @@ func (e *env) startMemberWriters(slug tenant.Slug, n int) (stop func() (acked ma
 		return acked, failed
 	}
 }
+
+// keysOf lists the keys, foreign keys and indexes of a tenant's schema in
+// db as the catalog holds them (definition, validated, deferrable, primary,
+// unique, valid), the schema's name left out: a move must rebuild them
+// exactly, whatever order it builds them in.
+func keysOf(t *testing.T, db *sql.DB, slug tenant.Slug) []string {
+	t.Helper()
+	rows, err := db.Query(`
+		SELECT format('constraint %s.%s %s %s validated=%s deferrable=%s/%s', r.relname, k.conname, k.contype,
+		              pg_get_constraintdef(k.oid), k.convalidated, k.condeferrable, k.condeferred)
+		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace
+		UNION ALL
+		SELECT format('index %s %s primary=%s unique=%s immediate=%s valid=%s ready=%s', c.relname,
+		              replace(pg_get_indexdef(i.indexrelid), $1 || '.', ''), i.indisprimary, i.indisunique, i.indimmediate,
+		              i.indisvalid, i.indisready)
+		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = $1::regnamespace
+		 ORDER BY 1`, slug.SchemaName())
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, out)
+	return out
+}

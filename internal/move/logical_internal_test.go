@@ -31,3 +31,48 @@ func TestLogicalBlocker(t *testing.T) {
 		assert.False(t, strings.Contains(got, "\n"))
 	}
 }
+
+// The copy's tasks: loads first, largest table first; a table's builds only
+// once it is loaded, the costliest first; done when nothing is left, and at
+// once for every waiting worker when the copy fails.
+func TestWorkOrder(t *testing.T) {
+	tbls := []table{{name: "small"}, {name: "big"}}
+	items := []indexItem{
+		{table: "small", index: "small_pkey", columns: 1},
+		{table: "big", index: "big_pkey", columns: 1},
+		{table: "big", index: "big_wide_idx", columns: 3},
+	}
+	w := newWork(tbls, items, map[string]int64{"small": 10, "big": 100})
+	var got []string
+	name := func(tk task) string {
+		if tk.load != nil {
+			return "load " + tk.load.name
+		}
+		return tk.build.index
+	}
+	for range 2 {
+		tk, ok := w.next()
+		assert.True(t, ok)
+		got = append(got, name(tk))
+	}
+	w.loaded("small")
+	tk, _ := w.next()
+	got = append(got, name(tk))
+	w.loaded("big")
+	for {
+		tk, ok := w.next()
+		if !ok {
+			break
+		}
+		got = append(got, name(tk))
+	}
+	assert.Equal(t, []string{"load big", "load small", "small_pkey", "big_wide_idx", "big_pkey"}, got)
+
+	// A worker waiting for a load to finish is released by a failure.
+	w = newWork(tbls[:1], items[:1], nil)
+	_, _ = w.next()
+	done := make(chan bool)
+	go func() { _, ok := w.next(); done <- ok }()
+	w.fail()
+	assert.False(t, <-done)
+}

@@ -12,13 +12,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// loadParallel is the logical mode's copy: workers pairs of sessions copy
+// loadParallel is the logical mode's copy: workers pairs of sessions load
 // tables at once, each source session in the slot's snapshot (any number of
-// sessions may import it), each table loaded without its keys and indexes
-// and rebuilt in its own target transaction, largest tables first. The
-// foreign keys are dropped before (one transaction that also empties the
-// target) and added after all tables are in. A target left half loaded by
-// a crash is dropped by the rerun before it starts over.
+// sessions may import it), largest tables first, each table emptied and
+// loaded without its keys and indexes in its own target transaction. Then
+// the same sessions build the keys and indexes, several at a time even on
+// one table (the largest tables' first): a table with many indexes no longer
+// keeps one worker busy while the others wait. The foreign keys are dropped
+// before (one transaction that also empties the target) and, once every
+// build is done, added back in one transaction with the keys attached to
+// their indexes. A target left half loaded by a crash is dropped by the
+// rerun before it starts over.
 func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl slot, workers int) (loadResult, error) {
 	var out loadResult
 	dst, err := m.connect(ctx, rec.To.Cluster, rec.To.Database)
@@ -61,7 +65,7 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 	}
 
 	// The sessions; the snapshot is imported before any table is copied.
-	workers = max(1, min(workers, len(tbls)))
+	workers = max(1, workers)
 	pairs := make([]pair, 0, workers)
 	defer func() {
 		for _, p := range pairs {
@@ -83,16 +87,19 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 		if err := importSnapshot(ctx, src, sl); err != nil {
 			return out, err
 		}
+		// synchronous_commit off: the ANALYZE after the load commits
+		// synchronously on the same server, which flushes these commits
+		// too, long before the flip; a server that loses them crashes the
+		// move, whose rerun rebuilds the target.
+		if _, err := d.Exec(ctx, "SET maintenance_work_mem = '256MB'; SET synchronous_commit = off"); err != nil {
+			return out, err
+		}
 	}
-	order, err := bySize(ctx, pairs[0].src, tbls, rec.From.Schema)
+	sizes, err := tableSizes(ctx, pairs[0].src, rec.From.Schema)
 	if err != nil {
 		return out, err
 	}
-	queue := make(chan table, len(order))
-	for _, tb := range order {
-		queue <- tb
-	}
-	close(queue)
+	w := newWork(tbls, keys, sizes)
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -103,18 +110,34 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 		errOnce  sync.Once
 		firstErr error
 	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		cancel()
+		w.fail()
+	}
 	for _, p := range pairs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for tb := range queue {
-				n, err := loadTable(wctx, p.src, p.dst, tb, rec.From.Schema, rec.To.Schema, keys)
+			for {
+				t, ok := w.next()
+				if !ok {
+					return
+				}
+				if t.build != nil {
+					if _, err := p.dst.Exec(wctx, t.build.index); err != nil {
+						fail(fmt.Errorf("move: rebuild target index: %w", err))
+						return
+					}
+					continue
+				}
+				n, err := loadTable(wctx, p.src, p.dst, *t.load, rec.From.Schema, rec.To.Schema, keys)
 				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("move: copy %s: %w", tb.name, err) })
-					cancel()
+					fail(fmt.Errorf("move: copy %s: %w", t.load.name, err))
 					return
 				}
 				rows.Add(n)
+				w.loaded(t.load.name)
 				first.Do(func() { m.hook(StepMidCopy) })
 			}
 		}()
@@ -123,7 +146,7 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 	if firstErr != nil {
 		return out, firstErr
 	}
-	if err := addForeignKeys(ctx, dst, pairDsts(pairs), fks); err != nil {
+	if err := addKeys(ctx, dst, pairDsts(pairs), keys, fks); err != nil {
 		return out, err
 	}
 	out.rows, out.copy = rows.Load(), time.Since(start)
@@ -133,6 +156,82 @@ func (m *Mover) loadParallel(ctx context.Context, rec record, tbls []table, sl s
 		return out, fmt.Errorf("move: analyze target: %w", err)
 	}
 	return out, nil
+}
+
+// task is one piece of a parallel copy: a table to load, or an index to
+// build once its table is loaded.
+type task struct {
+	load  *table
+	build *indexItem
+}
+
+// work hands out the tasks of a parallel copy: loads first, largest table
+// first; then the builds of the loaded tables, the costliest first (the
+// largest table's, with the most key columns), so that the longest ones do
+// not start last.
+type work struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	loads   []table
+	builds  []indexItem // ready: their table is loaded
+	waiting map[string][]indexItem
+	size    map[string]int64
+	running int // loads in progress (they make builds ready)
+	failed  bool
+}
+
+func newWork(tbls []table, items []indexItem, size map[string]int64) *work {
+	w := &work{loads: append([]table(nil), tbls...), waiting: map[string][]indexItem{}, size: size}
+	w.cond = sync.NewCond(&w.mu)
+	sort.SliceStable(w.loads, func(i, j int) bool { return size[w.loads[i].name] > size[w.loads[j].name] })
+	for _, it := range items {
+		w.waiting[it.table] = append(w.waiting[it.table], it)
+	}
+	return w
+}
+
+// next returns the next task, waiting while none is ready but loads are in
+// progress; false when there is nothing left to do or the copy failed.
+func (w *work) next() (task, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		switch {
+		case w.failed:
+			return task{}, false
+		case len(w.loads) > 0:
+			tb := w.loads[0]
+			w.loads = w.loads[1:]
+			w.running++
+			return task{load: &tb}, true
+		case len(w.builds) > 0:
+			it := w.builds[0]
+			w.builds = w.builds[1:]
+			return task{build: &it}, true
+		case w.running == 0:
+			return task{}, false
+		}
+		w.cond.Wait()
+	}
+}
+
+// loaded makes the builds of a loaded table ready.
+func (w *work) loaded(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.running--
+	w.builds = append(w.builds, w.waiting[name]...)
+	cost := func(it indexItem) int64 { return w.size[it.table] * int64(1+it.columns) }
+	sort.SliceStable(w.builds, func(i, j int) bool { return cost(w.builds[i]) > cost(w.builds[j]) })
+	w.cond.Broadcast()
+}
+
+// fail stops handing out tasks.
+func (w *work) fail() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failed = true
+	w.cond.Broadcast()
 }
 
 // pair is a copy worker's sessions: the source's, in the slot's snapshot,
@@ -147,18 +246,21 @@ func pairDsts(pairs []pair) []*pgx.Conn {
 	return out
 }
 
-// addForeignKeys adds back the foreign keys of the loaded target: all NOT
-// VALID in one transaction on ctl (no scan), then, for those valid on the
-// target before, VALIDATE CONSTRAINT on the sessions at once. A
-// validation takes SHARE UPDATE EXCLUSIVE on its table and ROW SHARE on
-// the referenced one, so those of a chain (activities → cards → members)
-// do not wait for each other, as ADD CONSTRAINT's scans would (SHARE ROW
-// EXCLUSIVE on both). The result is the same constraints, validated.
-func addForeignKeys(ctx context.Context, ctl *pgx.Conn, sessions []*pgx.Conn, fks []indexItem) error {
-	if len(fks) == 0 {
-		return nil
-	}
+// addKeys attaches the keys to their indexes and adds back the foreign keys
+// of the loaded target: all in one transaction on ctl (no scan; foreign
+// keys NOT VALID), then, for the foreign keys valid on the target before,
+// VALIDATE CONSTRAINT on the sessions at once. A validation takes SHARE
+// UPDATE EXCLUSIVE on its table and ROW SHARE on the referenced one, so
+// those of a chain (activities → cards → members) do not wait for each
+// other, as ADD CONSTRAINT's scans would (SHARE ROW EXCLUSIVE on both). The
+// result is the same constraints, validated.
+func addKeys(ctx context.Context, ctl *pgx.Conn, sessions []*pgx.Conn, keys, fks []indexItem) error {
 	var add, validate []string
+	for _, k := range keys {
+		if k.attach != "" {
+			add = append(add, k.attach)
+		}
+	}
 	for _, fk := range fks {
 		if fk.validate == "" {
 			add = append(add, fk.create) // not valid on the target before: added as it was
@@ -167,8 +269,11 @@ func addForeignKeys(ctx context.Context, ctl *pgx.Conn, sessions []*pgx.Conn, fk
 		add = append(add, fk.create+" NOT VALID")
 		validate = append(validate, fk.validate)
 	}
+	if len(add) == 0 {
+		return nil
+	}
 	if _, err := ctl.Exec(ctx, strings.Join(add, "; ")); err != nil { // one implicit transaction
-		return fmt.Errorf("move: rebuild target foreign key: %w", err)
+		return fmt.Errorf("move: rebuild target keys: %w", err)
 	}
 	queue := make(chan string, len(validate))
 	for _, v := range validate {
@@ -197,7 +302,8 @@ func addForeignKeys(ctx context.Context, ctl *pgx.Conn, sessions []*pgx.Conn, fk
 }
 
 // loadTable copies one table in one target transaction: its keys and
-// indexes dropped, the rows streamed, the keys and indexes rebuilt.
+// indexes dropped (rebuilt after it commits), the table emptied, the rows
+// streamed.
 func loadTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, toSchema string, items []indexItem) (_ int64, err error) {
 	var mine []indexItem
 	for _, it := range items {
@@ -205,11 +311,7 @@ func loadTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, to
 			mine = append(mine, it)
 		}
 	}
-	// synchronous_commit off: the ANALYZE after the load commits
-	// synchronously on the same server, which flushes this commit too,
-	// long before the flip; a server that loses it crashes the move, whose
-	// rerun rebuilds the target.
-	if _, err := dst.Exec(ctx, "BEGIN; "+sessionFormats+"; SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL synchronous_commit = off"); err != nil {
+	if _, err := dst.Exec(ctx, "BEGIN; "+sessionFormats); err != nil {
 		return 0, err
 	}
 	defer func() {
@@ -217,8 +319,7 @@ func loadTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, to
 			_, _ = dst.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	rebuild, err := dropItems(ctx, dst, mine)
-	if err != nil {
+	if _, err := dropItems(ctx, dst, mine); err != nil {
 		return 0, err
 	}
 	// Emptied here (no foreign key refers to it any more): COPY FREEZE
@@ -231,19 +332,15 @@ func loadTable(ctx context.Context, src, dst *pgx.Conn, tb table, fromSchema, to
 	if err != nil {
 		return 0, err
 	}
-	for _, stmt := range rebuild {
-		if _, err := dst.Exec(ctx, stmt); err != nil {
-			return 0, fmt.Errorf("rebuild target index: %w", err)
-		}
-	}
 	if _, err := dst.Exec(ctx, "COMMIT"); err != nil {
 		return 0, err
 	}
 	return n, nil
 }
 
-// bySize orders tables largest first (as the source's snapshot sees them).
-func bySize(ctx context.Context, src *pgx.Conn, tbls []table, schema string) ([]table, error) {
+// tableSizes returns the size of a schema's tables (as the source's
+// snapshot sees them), the copy's estimate of their cost.
+func tableSizes(ctx context.Context, src *pgx.Conn, schema string) (map[string]int64, error) {
 	rows, err := src.Query(ctx, `SELECT c.relname::text, pg_relation_size(c.oid) FROM pg_class c
 		WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p')`, schema)
 	if err != nil {
@@ -261,9 +358,7 @@ func bySize(ctx context.Context, src *pgx.Conn, tbls []table, schema string) ([]
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("move: table sizes: %w", err)
 	}
-	out := append([]table(nil), tbls...)
-	sort.SliceStable(out, func(i, j int) bool { return size[out[i].name] > size[out[j].name] })
-	return out, nil
+	return size, nil
 }
