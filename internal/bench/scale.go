@@ -40,6 +40,7 @@ type scaleFlags struct {
 	pool          int
 	recycle       time.Duration
 	cacheTTL      time.Duration
+	listen        bool
 	warmup        int
 	members       int
 	only          string
@@ -60,10 +61,11 @@ func parseScaleFlags(args []string) (scaleFlags, error) {
 	fs.DurationVar(&f.duration, "duration", 2*time.Second, "length of one API measurement")
 	fs.IntVar(&f.rounds, "rounds", 5, "API measurements per case (interleaved; the median is reported)")
 	fs.IntVar(&f.conc, "conc", 32, "concurrent API clients")
-	fs.IntVar(&f.lanes, "lanes", 16, "lanes (clusters.<name>.lanes) of the bounded configuration")
+	fs.IntVar(&f.lanes, "lanes", 20, "lanes (clusters.<name>.lanes) of the bounded configuration (tenants / 500 at 10,000; equal to -pool: one server connection a lane)")
 	fs.IntVar(&f.pool, "pool", 20, "server connections per PgBouncer (shared by the lanes), and the app's pool")
 	fs.DurationVar(&f.recycle, "recycle", 10*time.Second, "PgBouncer server_lifetime of the recycling configuration (0: not measured)")
 	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "tenant.cache_ttl of the servers measured (0: the configuration's)")
+	fs.BoolVar(&f.listen, "listen", true, "the servers measured hear tenant changes (landlord.listen_url, as deployed); false: placements are trusted for tenant.cache_ttl only")
 	fs.IntVar(&f.warmup, "warmup", 3, "requests per tenant (each op) before the API rounds over all tenants")
 	fs.IntVar(&f.members, "members", 4, "members (each with a card) seeded per tenant for the API")
 	fs.StringVar(&f.only, "only", "", "comma-separated measure groups to run (provision, fleet, roles, landlord, memory, api; default all)")

@@ -243,6 +243,15 @@ func (s *scaleRun) serve(ctx context.Context, v *apiVariant, token string) error
 	if s.f.cacheTTL > 0 {
 		cfg.Tenant.CacheTTL = s.f.cacheTTL
 	}
+	if s.f.listen && s.base.Landlord.ListenURL != "" {
+		// As deployed: the server hears tenant changes on a direct
+		// connection to its landlord (here the scratch database's).
+		u, err := withDatabase(s.base.Landlord.ListenURL, s.f.db, "")
+		if err != nil {
+			return err
+		}
+		cfg.Landlord.ListenURL = u
+	}
 	srvCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	addrCh, done := make(chan string, 1), make(chan error, 1)
 	go func() {
@@ -404,5 +413,8 @@ func (s *scaleRun) laneGrowth(ctx context.Context, b *bouncer, before map[int]fl
 	}
 	fmt.Fprintf(s.out, "#   lane backends: %d after the warm-up, %d after the rounds (%d new), %.0f MB in all; the ones kept grew %.1f MB during the rounds\n",
 		len(before), len(after), fresh, total, grew)
+	if fresh > 0 || grew > 0.01*total {
+		fmt.Fprintf(s.out, "#   NOTE: the lane backends loaded catalog entries during the rounds: the warm-up did not reach the steady state (more -warmup, or -lanes equal to -pool)\n")
+	}
 	return nil
 }
