@@ -134,7 +134,7 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 	}
 	rps := map[string][]float64{}
 	unavailable := map[string]int64{}
-	misses := map[string]cacheCount{}
+	stats := map[string]roundStats{}
 	for round := 0; round < s.f.rounds; round++ {
 		order := cases
 		if round%2 == 1 {
@@ -145,9 +145,17 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 			if err != nil {
 				return err
 			}
+			walBefore, err := s.walBytes(ctx)
+			if err != nil {
+				return err
+			}
 			r, u, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, s.f.duration, 0)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.measure, err)
+			}
+			walAfter, err := s.walBytes(ctx)
+			if err != nil {
+				return err
 			}
 			after, err := c.v.client.cacheCount()
 			if err != nil {
@@ -155,10 +163,11 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 			}
 			rps[c.measure] = append(rps[c.measure], r)
 			unavailable[c.measure] += u
-			m := misses[c.measure]
+			m := stats[c.measure]
 			m.lookups += after.lookups - before.lookups
 			m.misses += after.misses - before.misses
-			misses[c.measure] = m
+			m.wal += walAfter - walBefore
+			stats[c.measure] = m
 		}
 	}
 	if err := s.laneGrowth(ctx, long, laneMB); err != nil {
@@ -166,9 +175,10 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 	}
 	for _, c := range cases {
 		lo, hi := minMax(rps[c.measure])
-		m := misses[c.measure]
-		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f), %d answered 503; tenant cache: %.0f%% of %.0f lookups missed\n",
-			c.measure, median(rps[c.measure]), lo, hi, unavailable[c.measure], 100*m.misses/max(m.lookups, 1), m.lookups)
+		m := stats[c.measure]
+		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f), %d answered 503; tenant cache: %.0f%% of %.0f lookups missed; WAL %.1f KB a request\n",
+			c.measure, median(rps[c.measure]), lo, hi, unavailable[c.measure], 100*m.misses/max(m.lookups, 1), m.lookups,
+			m.wal/1024/max(m.lookups, 1))
 		if err := s.res.put(ctx, c.measure, n, median(rps[c.measure])); err != nil {
 			return err
 		}
@@ -344,20 +354,30 @@ func reversedScaleCases(cs []scaleCase) []scaleCase {
 	return out
 }
 
-// cacheCount is the router's tenant cache counters of one server
-// (publicdigit_tenant_cache_{lookups,misses}_total on /metrics).
-type cacheCount struct{ lookups, misses float64 }
+// roundStats is what a case cost beyond its rate: the router's tenant cache
+// lookups and misses (publicdigit_tenant_cache_{lookups,misses}_total on a
+// server's /metrics, read by cacheCount) and the WAL written.
+type roundStats struct{ lookups, misses, wal float64 }
 
-func (ac *apiClient) cacheCount() (cacheCount, error) {
+// walBytes is the server's WAL position in bytes: the difference across a
+// round is the WAL it wrote meanwhile (every database's; the scratch
+// database's traffic, on a server without other writers).
+func (s *scaleRun) walBytes(ctx context.Context) (float64, error) {
+	var b float64
+	err := s.admin.QueryRowContext(ctx, `SELECT pg_current_wal_lsn() - '0/0'::pg_lsn`).Scan(&b)
+	return b, err
+}
+
+func (ac *apiClient) cacheCount() (roundStats, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI("/metrics")
 	req.Header.SetHost(ac.hc.Addr)
 	if err := ac.hc.Do(req, resp); err != nil {
-		return cacheCount{}, err
+		return roundStats{}, err
 	}
-	var c cacheCount
+	var c roundStats
 	for _, line := range strings.Split(string(resp.Body()), "\n") {
 		name, v, ok := strings.Cut(line, " ")
 		if !ok {
