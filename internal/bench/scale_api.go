@@ -58,11 +58,14 @@ type scaleCase struct {
 //     1/lanes of the tenants, whatever the traffic);
 //   - recycle: one server pool whose connections PgBouncer closes after
 //     -recycle (server_lifetime), traffic over all tenants (the other way
-//     of bounding a backend's memory).
+//     of bounding a backend's memory); -recycle 0 leaves it out.
 //
 // Each GET card and POST issue case is measured -rounds times, the cases
-// interleaved and their order alternated; then each configuration's largest
-// backend (private memory) is recorded. Traffic over all tenants with one
+// interleaved and their order alternated, with the router's cache misses
+// and the WAL written during its rounds; the lane backends' growth during
+// the rounds says whether the warm-up reached the steady state (every
+// backend holding its lane's catalog entries); then each configuration's
+// largest backend (private memory) is recorded. Traffic over all tenants with one
 // plain pool is not measured: with N tenants every backend would grow to
 // backend_mb_all_tenants (hundreds of MB at 10,000, times the pool).
 func (s *scaleRun) apiStage(ctx context.Context, n int) error {
