@@ -50,6 +50,7 @@ func RouterOptions(cfg config.Config, r pgroute.Resolver, log zerolog.Logger) pg
 		Roles:             cfg.Tenant.Roles,
 		MovingLockTimeout: cfg.HTTP.WriteWait,
 		CacheTTL:          cfg.Tenant.CacheTTL,
+		ListenCacheTTL:    cfg.Tenant.ListenCacheTTL,
 		SlowStatement:     cfg.Tenant.SlowStatement,
 		Log:               log,
 	}

@@ -39,6 +39,9 @@ type scaleFlags struct {
 	lanes         int
 	pool          int
 	recycle       time.Duration
+	cacheTTL      time.Duration
+	listen        bool
+	warmup        int
 	members       int
 	only          string
 	redo          string
@@ -58,9 +61,12 @@ func parseScaleFlags(args []string) (scaleFlags, error) {
 	fs.DurationVar(&f.duration, "duration", 2*time.Second, "length of one API measurement")
 	fs.IntVar(&f.rounds, "rounds", 5, "API measurements per case (interleaved; the median is reported)")
 	fs.IntVar(&f.conc, "conc", 32, "concurrent API clients")
-	fs.IntVar(&f.lanes, "lanes", 16, "lanes (clusters.<name>.lanes) of the bounded configuration")
+	fs.IntVar(&f.lanes, "lanes", 20, "lanes (clusters.<name>.lanes) of the bounded configuration (tenants / 500 at 10,000; equal to -pool: one server connection a lane)")
 	fs.IntVar(&f.pool, "pool", 20, "server connections per PgBouncer (shared by the lanes), and the app's pool")
-	fs.DurationVar(&f.recycle, "recycle", 10*time.Second, "PgBouncer server_lifetime of the recycling configuration")
+	fs.DurationVar(&f.recycle, "recycle", 10*time.Second, "PgBouncer server_lifetime of the recycling configuration (0: not measured)")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", 0, "tenant.cache_ttl of the servers measured (0: the configuration's)")
+	fs.BoolVar(&f.listen, "listen", true, "the servers measured hear tenant changes (landlord.listen_url, as deployed); false: placements are trusted for tenant.cache_ttl only")
+	fs.IntVar(&f.warmup, "warmup", 3, "requests per tenant (each op) before the API rounds over all tenants")
 	fs.IntVar(&f.members, "members", 4, "members (each with a card) seeded per tenant for the API")
 	fs.StringVar(&f.only, "only", "", "comma-separated measure groups to run (provision, fleet, roles, landlord, memory, api; default all)")
 	fs.DurationVar(&f.timeout, "timeout", 6*time.Hour, "give up (and clean up, unless -keep) after this long")
@@ -81,8 +87,10 @@ func parseScaleFlags(args []string) (scaleFlags, error) {
 		return f, errors.New("scale: -lanes must be positive and -pool at least -lanes")
 	case !regexp.MustCompile(`^[a-z0-9]{0,8}$`).MatchString(f.tag):
 		return f, errors.New("scale: -tag takes up to 8 lower-case letters and digits")
-	case f.recycle < time.Second:
-		return f, errors.New("scale: -recycle must be at least 1s (PgBouncer counts seconds)")
+	case f.recycle != 0 && f.recycle < time.Second:
+		return f, errors.New("scale: -recycle must be 0 or at least 1s (PgBouncer counts seconds)")
+	case f.warmup < 1 || f.cacheTTL < 0:
+		return f, errors.New("scale: -warmup must be positive and -cache-ttl not negative")
 	}
 	return f, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,11 +58,14 @@ type scaleCase struct {
 //     1/lanes of the tenants, whatever the traffic);
 //   - recycle: one server pool whose connections PgBouncer closes after
 //     -recycle (server_lifetime), traffic over all tenants (the other way
-//     of bounding a backend's memory).
+//     of bounding a backend's memory); -recycle 0 leaves it out.
 //
 // Each GET card and POST issue case is measured -rounds times, the cases
-// interleaved and their order alternated; then each configuration's largest
-// backend (private memory) is recorded. Traffic over all tenants with one
+// interleaved and their order alternated, with the router's cache misses
+// and the WAL written during its rounds; the lane backends' growth during
+// the rounds says whether the warm-up reached the steady state (every
+// backend holding its lane's catalog entries); then each configuration's
+// largest backend (private memory) is recorded. Traffic over all tenants with one
 // plain pool is not measured: with N tenants every backend would grow to
 // backend_mb_all_tenants (hundreds of MB at 10,000, times the pool).
 func (s *scaleRun) apiStage(ctx context.Context, n int) error {
@@ -79,20 +83,24 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 		return err
 	}
 	defer long.stop()
-	short, err := startBouncer(ctx, bouncerSpec{Name: s.f.db + "-short", AppURL: s.cl.URL, AdminURL: s.cl.AdminURL,
-		Database: s.f.db, PoolSize: s.f.pool, ServerLifetime: s.f.recycle})
-	if err != nil {
-		return err
+	variants := []*apiVariant{{name: "plain", b: long, lanes: 1}, {name: "lanes", b: long, lanes: s.f.lanes}}
+	var short *bouncer
+	if s.f.recycle > 0 {
+		short, err = startBouncer(ctx, bouncerSpec{Name: s.f.db + "-short", AppURL: s.cl.URL, AdminURL: s.cl.AdminURL,
+			Database: s.f.db, PoolSize: s.f.pool, ServerLifetime: s.f.recycle})
+		if err != nil {
+			return err
+		}
+		defer short.stop()
+		variants = append(variants, &apiVariant{name: "recycle", b: short, lanes: 1})
 	}
-	defer short.stop()
-	variants := []*apiVariant{{name: "plain", b: long, lanes: 1}, {name: "lanes", b: long, lanes: s.f.lanes}, {name: "recycle", b: short, lanes: 1}}
 	for _, v := range variants {
 		if err := s.serve(ctx, v, token); err != nil {
 			return err
 		}
 		defer v.stop()
 	}
-	plain, lanes, recycle := variants[0], variants[1], variants[2]
+	plain, lanes := variants[0], variants[1]
 
 	rng := rand.New(rand.NewPCG(uint64(n), 14))
 	all := append([]scaleSeed(nil), seeds...)
@@ -103,9 +111,11 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 		cases = append(cases,
 			scaleCase{measure: "api_" + op + "_rps_10_plain", v: plain, targets: apiTargets(op, ten, 1000), warmup: 2000},
 			scaleCase{measure: "api_" + op + "_rps_10", v: lanes, targets: apiTargets(op, ten, 1000), warmup: 2000},
-			scaleCase{measure: "api_" + op + "_rps_all", v: lanes, targets: apiTargets(op, all, 1), warmup: 3 * len(all)},
-			scaleCase{measure: "api_" + op + "_rps_all_recycle", v: recycle, targets: apiTargets(op, all, 1), warmup: len(all)},
+			scaleCase{measure: "api_" + op + "_rps_all", v: lanes, targets: apiTargets(op, all, 1), warmup: s.f.warmup * len(all)},
 		)
+		if short != nil {
+			cases = append(cases, scaleCase{measure: "api_" + op + "_rps_all_recycle", v: variants[2], targets: apiTargets(op, all, 1), warmup: len(all)})
+		}
 	}
 	for i := range cases {
 		cases[i].pos = new(atomic.Int64)
@@ -121,25 +131,57 @@ func (s *scaleRun) apiStage(ctx context.Context, n int) error {
 		}
 	}
 	fmt.Fprintf(s.out, "#   API warm-up done in %s\n", time.Since(start).Round(time.Second))
+	laneMB, err := s.laneBackendMB(ctx, long)
+	if err != nil {
+		return err
+	}
 	rps := map[string][]float64{}
 	unavailable := map[string]int64{}
+	stats := map[string]roundStats{}
 	for round := 0; round < s.f.rounds; round++ {
 		order := cases
 		if round%2 == 1 {
 			order = reversedScaleCases(cases)
 		}
 		for _, c := range order {
+			before, err := c.v.client.cacheCount()
+			if err != nil {
+				return err
+			}
+			walBefore, err := s.walBytes(ctx)
+			if err != nil {
+				return err
+			}
 			r, u, err := runTargets(ctx, c.v.client, c.targets, c.pos, s.f.conc, s.f.duration, 0)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.measure, err)
 			}
+			walAfter, err := s.walBytes(ctx)
+			if err != nil {
+				return err
+			}
+			after, err := c.v.client.cacheCount()
+			if err != nil {
+				return err
+			}
 			rps[c.measure] = append(rps[c.measure], r)
 			unavailable[c.measure] += u
+			m := stats[c.measure]
+			m.lookups += after.lookups - before.lookups
+			m.misses += after.misses - before.misses
+			m.wal += walAfter - walBefore
+			stats[c.measure] = m
 		}
+	}
+	if err := s.laneGrowth(ctx, long, laneMB); err != nil {
+		return err
 	}
 	for _, c := range cases {
 		lo, hi := minMax(rps[c.measure])
-		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f), %d answered 503\n", c.measure, median(rps[c.measure]), lo, hi, unavailable[c.measure])
+		m := stats[c.measure]
+		fmt.Fprintf(s.out, "#   %-28s %6.0f req/s (%0.f–%0.f), %d answered 503; tenant cache: %.0f%% of %.0f lookups missed; WAL %.1f KB a request\n",
+			c.measure, median(rps[c.measure]), lo, hi, unavailable[c.measure], 100*m.misses/max(m.lookups, 1), m.lookups,
+			m.wal/1024/max(m.lookups, 1))
 		if err := s.res.put(ctx, c.measure, n, median(rps[c.measure])); err != nil {
 			return err
 		}
@@ -156,9 +198,11 @@ func (s *scaleRun) variantMemory(ctx context.Context, n int, long, short *bounce
 	if err != nil {
 		return err
 	}
-	shortPIDs, err := short.serverPIDs(ctx)
-	if err != nil {
-		return err
+	shortPIDs := map[string][]int{}
+	if short != nil {
+		if shortPIDs, err = short.serverPIDs(ctx); err != nil {
+			return err
+		}
 	}
 	largest := func(pids map[string][]int, lanes bool) (float64, int) {
 		var most float64
@@ -186,6 +230,9 @@ func (s *scaleRun) variantMemory(ctx context.Context, n int, long, short *bounce
 		{"backend_mb_recycle_max", shortPIDs, false},
 	} {
 		mb, count := largest(m.pids, m.lanes)
+		if count == 0 {
+			continue // not measured (-recycle 0)
+		}
 		fmt.Fprintf(s.out, "#   %s: %.1f MB (largest of %d backends)\n", m.name, mb, count)
 		if err := s.res.put(ctx, m.name, n, mb); err != nil {
 			return err
@@ -206,6 +253,18 @@ func (s *scaleRun) serve(ctx context.Context, v *apiVariant, token string) error
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.HTTP.CursorSecret = strings.Repeat("bench-scale-cursor-secret", 2)
 	cfg.Tenant.WarmPool = 0
+	if s.f.cacheTTL > 0 {
+		cfg.Tenant.CacheTTL = s.f.cacheTTL
+	}
+	if s.f.listen && s.base.Landlord.ListenURL != "" {
+		// As deployed: the server hears tenant changes on a direct
+		// connection to its landlord (here the scratch database's).
+		u, err := withDatabase(s.base.Landlord.ListenURL, s.f.db, "")
+		if err != nil {
+			return err
+		}
+		cfg.Landlord.ListenURL = u
+	}
 	srvCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	addrCh, done := make(chan string, 1), make(chan error, 1)
 	go func() {
@@ -296,4 +355,89 @@ func reversedScaleCases(cs []scaleCase) []scaleCase {
 		out[len(cs)-1-i] = c
 	}
 	return out
+}
+
+// roundStats is what a case cost beyond its rate: the router's tenant cache
+// lookups and misses (publicdigit_tenant_cache_{lookups,misses}_total on a
+// server's /metrics, read by cacheCount) and the WAL written.
+type roundStats struct{ lookups, misses, wal float64 }
+
+// walBytes is the server's WAL position in bytes: the difference across a
+// round is the WAL it wrote meanwhile (every database's; the scratch
+// database's traffic, on a server without other writers).
+func (s *scaleRun) walBytes(ctx context.Context) (float64, error) {
+	var b float64
+	err := s.admin.QueryRowContext(ctx, `SELECT pg_current_wal_lsn() - '0/0'::pg_lsn`).Scan(&b)
+	return b, err
+}
+
+func (ac *apiClient) cacheCount() (roundStats, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("/metrics")
+	req.Header.SetHost(ac.hc.Addr)
+	if err := ac.hc.Do(req, resp); err != nil {
+		return roundStats{}, err
+	}
+	var c roundStats
+	for _, line := range strings.Split(string(resp.Body()), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "publicdigit_tenant_cache_lookups_total":
+			c.lookups, _ = strconv.ParseFloat(v, 64)
+		case "publicdigit_tenant_cache_misses_total":
+			c.misses, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return c, nil
+}
+
+// laneBackendMB is the private memory of every lane backend of b, by pid.
+func (s *scaleRun) laneBackendMB(ctx context.Context, b *bouncer) (map[int]float64, error) {
+	pids, err := b.serverPIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]float64{}
+	for db, ps := range pids {
+		if !strings.HasPrefix(db, s.f.db+"_lane") {
+			continue
+		}
+		for _, pid := range ps {
+			if mb, err := rssAnonMB(pid); err == nil {
+				out[pid] = mb
+			}
+		}
+	}
+	return out, nil
+}
+
+// laneGrowth prints how much the lane backends grew during the measured
+// rounds (catalog entries loaded then, not in the warm-up) and how many
+// lane backends there are.
+func (s *scaleRun) laneGrowth(ctx context.Context, b *bouncer, before map[int]float64) error {
+	after, err := s.laneBackendMB(ctx, b)
+	if err != nil {
+		return err
+	}
+	var grew, total float64
+	fresh := 0
+	for pid, mb := range after {
+		total += mb
+		if was, ok := before[pid]; ok {
+			grew += mb - was
+		} else {
+			fresh++
+		}
+	}
+	fmt.Fprintf(s.out, "#   lane backends: %d after the warm-up, %d after the rounds (%d new), %.0f MB in all; the ones kept grew %.1f MB during the rounds\n",
+		len(before), len(after), fresh, total, grew)
+	if fresh > 0 || grew > 0.01*total {
+		fmt.Fprintf(s.out, "#   NOTE: the lane backends loaded catalog entries during the rounds: the warm-up did not reach the steady state (more -warmup, or -lanes equal to -pool)\n")
+	}
+	return nil
 }

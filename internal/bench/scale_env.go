@@ -446,6 +446,8 @@ var scaleChecks = []scaleCheck{
 	{"warm provisioning p50 ≤ 1.5× at 100", ratioAtMost("provision_warm_p50_ms", scaleBaseline, 1.5)},
 	{"GET card req/s over all tenants ≥ 0.7× over 10", ratioOfAtLeast("api_get_rps_all", "api_get_rps_10", 0.7)},
 	{"POST issue req/s over all tenants ≥ 0.7× over 10", ratioOfAtLeast("api_issue_rps_all", "api_issue_rps_10", 0.7)},
+	{"GET card, lanes over all ≥ 0.7× one plain pool over 10", ratioOfAtLeast("api_get_rps_all", "api_get_rps_10_plain", 0.7)},
+	{"POST issue, lanes over all ≥ 0.7× one plain pool over 10", ratioOfAtLeast("api_issue_rps_all", "api_issue_rps_10_plain", 0.7)},
 	{"backend memory with lanes, after traffic over all ≤ 64 MB", atMost("backend_mb_lanes_max", 64, "MB")},
 	{"admin backend memory after provisioning ≤ 64 MB", atMost("admin_backend_mb_max", 64, "MB")},
 }

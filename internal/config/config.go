@@ -144,6 +144,13 @@ type Tenant struct {
 	SlowStatement time.Duration `koanf:"slow_statement"`
 	// CacheTTL bounds how long a resolved placement is trusted without re-reading the catalog.
 	CacheTTL time.Duration `koanf:"cache_ttl"`
+	// ListenCacheTTL replaces CacheTTL for placements resolved while the
+	// change listener (landlord.listen_url) is connected, as long as it
+	// stays connected: every change the product makes is announced and
+	// drops the placement at once, so this only bounds changes made around
+	// the product. With traffic spread over thousands of tenants, most of
+	// them are requested less often than CacheTTL (see docs/SCALE.md).
+	ListenCacheTTL time.Duration `koanf:"listen_cache_ttl"`
 	// WarmPool is the number of pre-built spare tenant schemas kept ready.
 	WarmPool int `koanf:"warm_pool"`
 	// MaxConcurrentRequests is the default cap on one tenant's API requests
@@ -242,6 +249,7 @@ func Defaults() Config {
 			AppRole:          "pd_app",
 			SlowStatement:    200 * time.Millisecond,
 			CacheTTL:         30 * time.Second,
+			ListenCacheTTL:   10 * time.Minute,
 			WarmPool:         4,
 			LockWait:         30 * time.Second,
 
@@ -373,6 +381,7 @@ func defaultsMap() map[string]any {
 		"tenant.app_role":                d.Tenant.AppRole,
 		"tenant.slow_statement":          d.Tenant.SlowStatement.String(),
 		"tenant.cache_ttl":               d.Tenant.CacheTTL.String(),
+		"tenant.listen_cache_ttl":        d.Tenant.ListenCacheTTL.String(),
 		"tenant.warm_pool":               d.Tenant.WarmPool,
 		"tenant.lock_wait":               d.Tenant.LockWait.String(),
 		"tenant.max_concurrent_requests": d.Tenant.MaxConcurrentRequests,
@@ -467,6 +476,7 @@ func (c Config) Validate() error {
 	positive("pool.dedicated_idle_close", c.Pool.DedicatedIdleClose)
 	positive("tenant.statement_timeout", c.Tenant.StatementTimeout)
 	positive("tenant.cache_ttl", c.Tenant.CacheTTL)
+	positive("tenant.listen_cache_ttl", c.Tenant.ListenCacheTTL)
 	positive("tenant.lock_wait", c.Tenant.LockWait)
 	positive("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	positive("http.write_wait", c.HTTP.WriteWait)

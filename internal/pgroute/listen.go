@@ -13,13 +13,15 @@ import (
 // through PgBouncer) listening on tenant.NotifyChannel, and drops the cached
 // placement of every tenant announced there, until ctx ends. After a lost
 // connection it reconnects with backoff and drops every cached placement,
-// since notices may have been missed meanwhile. ready, if not nil, is closed
-// once the first LISTEN is in place.
+// since notices may have been missed meanwhile. While it listens, tenants
+// it resolved are trusted for Options.ListenCacheTTL instead of CacheTTL.
+// ready, if not nil, is closed once the first LISTEN is in place.
 func (r *Router) Listen(ctx context.Context, url string, ready chan<- struct{}) {
 	backoff := 100 * time.Millisecond
 	first := true
 	for ctx.Err() == nil {
 		err := r.listenOnce(ctx, url, func() {
+			r.cache.listening()
 			if first && ready != nil {
 				close(ready)
 			}
@@ -30,6 +32,7 @@ func (r *Router) Listen(ctx context.Context, url string, ready chan<- struct{}) 
 			first = false
 			backoff = 100 * time.Millisecond
 		})
+		r.cache.unheard()
 		if ctx.Err() != nil {
 			return
 		}

@@ -52,11 +52,16 @@ type Options struct {
 	// MovingLockTimeout bounds how long a write of a moving tenant waits for
 	// the mover's locks before it fails with ErrRetryable. Default 1s.
 	MovingLockTimeout time.Duration
-	// CacheTTL bounds how long a resolved tenant is trusted (LISTEN drops
-	// changed ones at once); CacheSize bounds the entries (LRU). Defaults
-	// 30s and 100,000.
-	CacheTTL  time.Duration
-	CacheSize int
+	// CacheTTL bounds how long a resolved tenant is trusted while no change
+	// listener (Listen) is connected; ListenCacheTTL how long one resolved
+	// while it was connected is trusted as long as it stays connected: every
+	// change the product makes to a tenant is announced and drops its entry
+	// at once, so this TTL is only a backstop for changes made around the
+	// product (SQL by hand). CacheSize bounds the entries (LRU). Defaults
+	// 30s, CacheTTL and 100,000.
+	CacheTTL       time.Duration
+	ListenCacheTTL time.Duration
+	CacheSize      int
 	// SlowStatement logs statements slower than this (0: off).
 	SlowStatement time.Duration
 	// ExecMode is the pgx mode of the tenant pools. Default (0):
@@ -98,6 +103,9 @@ func (o *Options) setDefaults() error {
 	if o.CacheTTL <= 0 {
 		o.CacheTTL = 30 * time.Second
 	}
+	if o.ListenCacheTTL <= 0 {
+		o.ListenCacheTTL = o.CacheTTL
+	}
 	if o.CacheSize <= 0 {
 		o.CacheSize = 100_000
 	}
@@ -128,7 +136,7 @@ func New(ctx context.Context, o Options) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{o: o}
-	r.cache = newCache(o.Resolver, o.CacheSize, o.CacheTTL, r.bindStatements)
+	r.cache = newCache(o.Resolver, o.CacheSize, o.CacheTTL, o.ListenCacheTTL, r.bindStatements)
 	r.pools = newPools(o, &tracer{log: o.Log, slow: o.SlowStatement})
 	for name := range o.Clusters {
 		if err := r.pools.shared(ctx, name); err != nil {
@@ -368,20 +376,28 @@ func beginSQL(o TxOptions) string {
 
 // entry is one resolved tenant with its binding statements (built once).
 type entry struct {
-	t       tenant.Tenant
-	bind    []string // SET LOCAL statements (simple protocol)
-	expires time.Time
+	t        tenant.Tenant
+	bind     []string  // SET LOCAL statements (simple protocol)
+	resolved time.Time // when the catalog read began
+	epoch    int64     // the listener's epoch then (0: not listening)
 }
 
 // cache is the router's one cache: tenants by slug, bounded (LRU) and
-// trusted for ttl; Invalidate drops one entry at once (a move or a status
-// change, heard over LISTEN/NOTIFY).
+// trusted for ttl — or, for an entry resolved while the change listener
+// was connected and as long as that connection lasts, listenTTL;
+// Invalidate drops one entry at once (a move or a status change, heard
+// over LISTEN/NOTIFY).
 type cache struct {
-	source Resolver
-	ttl    time.Duration
-	lru    *lru.Cache[tenant.Slug, *entry]
-	bind   func(tenant.Tenant) []string
-	now    func() time.Time
+	source         Resolver
+	ttl, listenTTL time.Duration
+	lru            *lru.Cache[tenant.Slug, *entry]
+	bind           func(tenant.Tenant) []string
+	now            func() time.Time
+
+	// epoch numbers the listener's connections: 0 while none is
+	// listening, a new number each time LISTEN is in place (so that an
+	// entry resolved before a lost connection is not trusted after it).
+	epoch, epochs atomic.Int64
 
 	lookups, misses atomic.Int64
 }
@@ -392,29 +408,46 @@ type CacheStats struct {
 	Lookups, Misses int64
 }
 
-func newCache(source Resolver, size int, ttl time.Duration, bind func(tenant.Tenant) []string) *cache {
+func newCache(source Resolver, size int, ttl, listenTTL time.Duration, bind func(tenant.Tenant) []string) *cache {
 	l, err := lru.New[tenant.Slug, *entry](size)
 	if err != nil {
 		panic(err) // size is positive (Options.setDefaults)
 	}
-	return &cache{source: source, ttl: ttl, lru: l, bind: bind, now: time.Now}
+	return &cache{source: source, ttl: ttl, listenTTL: listenTTL, lru: l, bind: bind, now: time.Now}
 }
 
-// get returns the entry of slug, resolving it on a miss or after its ttl.
+// get returns the entry of slug, resolving it on a miss or once it is no
+// longer trusted.
 func (c *cache) get(ctx context.Context, slug tenant.Slug) (*entry, error) {
 	c.lookups.Add(1)
-	if e, ok := c.lru.Get(slug); ok && c.now().Before(e.expires) {
+	now := c.now()
+	if e, ok := c.lru.Get(slug); ok && now.Before(e.resolved.Add(c.trust(e))) {
 		return e, nil
 	}
 	c.misses.Add(1)
+	// The epoch before the read: a change committed after it began is
+	// announced on a connection that was listening already.
+	epoch := c.epoch.Load()
 	t, err := c.source.Resolve(ctx, slug)
 	if err != nil {
 		return nil, Classify(err)
 	}
-	e := &entry{t: t, bind: c.bind(t), expires: c.now().Add(c.ttl)}
+	e := &entry{t: t, bind: c.bind(t), resolved: now, epoch: epoch}
 	c.lru.Add(slug, e)
 	return e, nil
 }
+
+// trust is how long e is trusted from when it was resolved.
+func (c *cache) trust(e *entry) time.Duration {
+	if e.epoch != 0 && e.epoch == c.epoch.Load() {
+		return c.listenTTL
+	}
+	return c.ttl
+}
+
+// listening starts a listener epoch (LISTEN is in place); unheard ends it.
+func (c *cache) listening() { c.epoch.Store(c.epochs.Add(1)) }
+func (c *cache) unheard()   { c.epoch.Store(0) }
 
 func (c *cache) invalidate(slug tenant.Slug) { c.lru.Remove(slug) }
 

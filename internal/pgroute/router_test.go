@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
 
@@ -676,4 +677,45 @@ func TestListenInvalidates(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return errors.Is(r.Do(ctx, tt.slug, noop), tenant.ErrSuspended)
 	}, 5*time.Second, 20*time.Millisecond)
+}
+
+// A tenant resolved while the change listener is connected is trusted for
+// ListenCacheTTL (changes drop it at once); without a listener, and once
+// the listener's connection is gone, for CacheTTL only.
+func TestListenerLengthensTrust(t *testing.T) {
+	tt := newTenants(t, 1)[0]
+	r := apptest.Router(t, routerConfig(t, dbtest.Bouncer), func(o *pgroute.Options) {
+		o.CacheTTL, o.ListenCacheTTL = 100*time.Millisecond, time.Hour
+	})
+	ctx := context.Background()
+	noop := func(b *pgroute.Batch) error { b.Queue(`SELECT 1`); return nil }
+	misses := func() int64 {
+		require.NoError(t, r.Do(ctx, tt.slug, noop))
+		return r.CacheStats().Misses
+	}
+	past := func() { time.Sleep(150 * time.Millisecond) } // past CacheTTL
+
+	require.Equal(t, int64(1), misses())
+	past()
+	require.Equal(t, int64(2), misses(), "no listener: CacheTTL")
+
+	lctx, stop := context.WithCancel(ctx)
+	ready, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Listen(lctx, dbtest.AppURL(t, dbtest.Direct), ready)
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener did not start")
+	}
+	past()
+	require.Equal(t, int64(3), misses(), "resolved before the listener: CacheTTL")
+	past()
+	require.Equal(t, int64(3), misses(), "resolved while listening: trusted past CacheTTL")
+
+	stop()
+	<-done
+	require.Equal(t, int64(4), misses(), "the listener gone: CacheTTL again")
 }
