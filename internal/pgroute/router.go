@@ -398,6 +398,10 @@ type cache struct {
 	// listening, a new number each time LISTEN is in place (so that an
 	// entry resolved before a lost connection is not trusted after it).
 	epoch, epochs atomic.Int64
+	// drops counts invalidations: a resolve that one overlapped may have
+	// read the catalog before the change it announced, so its result is
+	// used once and not cached.
+	drops atomic.Int64
 
 	lookups, misses atomic.Int64
 }
@@ -427,13 +431,18 @@ func (c *cache) get(ctx context.Context, slug tenant.Slug) (*entry, error) {
 	c.misses.Add(1)
 	// The epoch before the read: a change committed after it began is
 	// announced on a connection that was listening already.
-	epoch := c.epoch.Load()
+	epoch, drops := c.epoch.Load(), c.drops.Load()
 	t, err := c.source.Resolve(ctx, slug)
 	if err != nil {
 		return nil, Classify(err)
 	}
 	e := &entry{t: t, bind: c.bind(t), resolved: now, epoch: epoch}
 	c.lru.Add(slug, e)
+	if c.drops.Load() != drops {
+		// An invalidation landed during the read (after it, if Add came
+		// first): whichever it was, the entry must not outlive it.
+		c.lru.Remove(slug)
+	}
 	return e, nil
 }
 
@@ -449,6 +458,12 @@ func (c *cache) trust(e *entry) time.Duration {
 func (c *cache) listening() { c.epoch.Store(c.epochs.Add(1)) }
 func (c *cache) unheard()   { c.epoch.Store(0) }
 
-func (c *cache) invalidate(slug tenant.Slug) { c.lru.Remove(slug) }
+func (c *cache) invalidate(slug tenant.Slug) {
+	c.drops.Add(1)
+	c.lru.Remove(slug)
+}
 
-func (c *cache) invalidateAll() { c.lru.Purge() }
+func (c *cache) invalidateAll() {
+	c.drops.Add(1)
+	c.lru.Purge()
+}

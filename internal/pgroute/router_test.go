@@ -719,3 +719,38 @@ func TestListenerLengthensTrust(t *testing.T) {
 	<-done
 	require.Equal(t, int64(4), misses(), "the listener gone: CacheTTL again")
 }
+
+// invalidatingResolver announces a change of the tenant while its catalog
+// read is in flight, as a NOTIFY heard mid-read would.
+type invalidatingResolver struct {
+	pgroute.Resolver
+	r    *pgroute.Router
+	once sync.Once
+}
+
+func (v *invalidatingResolver) Resolve(ctx context.Context, slug tenant.Slug) (tenant.Tenant, error) {
+	t, err := v.Resolver.Resolve(ctx, slug)
+	v.once.Do(func() { v.r.Invalidate(slug) })
+	return t, err
+}
+
+// A placement read while a change of the tenant was announced may predate
+// the change: it serves the request that read it, and the next request
+// reads the catalog again (even while the listener lengthens trust).
+func TestChangeAnnouncedDuringAReadIsNotCached(t *testing.T) {
+	tt := newTenants(t, 1)[0]
+	var v *invalidatingResolver
+	r := apptest.Router(t, routerConfig(t, dbtest.Bouncer), func(o *pgroute.Options) {
+		v = &invalidatingResolver{Resolver: o.Resolver}
+		o.Resolver = v
+	})
+	v.r = r
+	ctx := context.Background()
+	noop := func(b *pgroute.Batch) error { b.Queue(`SELECT 1`); return nil }
+	require.NoError(t, r.Do(ctx, tt.slug, noop))
+	require.Equal(t, int64(1), r.CacheStats().Misses)
+	require.NoError(t, r.Do(ctx, tt.slug, noop))
+	require.Equal(t, int64(2), r.CacheStats().Misses, "the overlapped read was not cached")
+	require.NoError(t, r.Do(ctx, tt.slug, noop))
+	require.Equal(t, int64(2), r.CacheStats().Misses, "the next read was")
+}
