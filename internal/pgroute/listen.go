@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/publicdigit/publicdigit/internal/tenant"
 )
@@ -61,13 +62,31 @@ func (r *Router) listenOnce(ctx context.Context, url string, listening func()) e
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.ListenCheck)
+		defer cancel()
+		_ = conn.Close(cctx) // bounded: the connection may be the one that hangs
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{tenant.NotifyChannel}.Sanitize()); err != nil {
 		return err
 	}
 	listening()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		// A quiet connection is checked every ListenCheck: one that hangs
+		// unnoticed (a peer gone without a reset) would otherwise keep
+		// placements trusted for ListenCacheTTL with no notice reaching them.
+		wctx, cancel := context.WithTimeout(ctx, r.o.ListenCheck)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && pgconn.Timeout(err) && ctx.Err() == nil {
+			pctx, cancel := context.WithTimeout(ctx, r.o.ListenCheck)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -61,7 +61,10 @@ type Options struct {
 	// 30s, CacheTTL and 100,000.
 	CacheTTL       time.Duration
 	ListenCacheTTL time.Duration
-	CacheSize      int
+	// ListenCheck is how often a quiet change listener pings its connection
+	// (and how long the ping may take) to notice one that hangs. Default 30s.
+	ListenCheck time.Duration
+	CacheSize   int
 	// SlowStatement logs statements slower than this (0: off).
 	SlowStatement time.Duration
 	// ExecMode is the pgx mode of the tenant pools. Default (0):
@@ -105,6 +108,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ListenCacheTTL <= 0 {
 		o.ListenCacheTTL = o.CacheTTL
+	}
+	if o.ListenCheck <= 0 {
+		o.ListenCheck = 30 * time.Second
 	}
 	if o.CacheSize <= 0 {
 		o.CacheSize = 100_000

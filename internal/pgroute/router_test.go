@@ -14,6 +14,7 @@ import (
 	"github.com/publicdigit/publicdigit/internal/apptest"
 	"github.com/publicdigit/publicdigit/internal/catalog"
 	"github.com/publicdigit/publicdigit/internal/catalog/catalogtest"
+	"github.com/publicdigit/publicdigit/internal/chaos"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -753,4 +754,41 @@ func TestChangeAnnouncedDuringAReadIsNotCached(t *testing.T) {
 	require.Equal(t, int64(2), r.CacheStats().Misses, "the overlapped read was not cached")
 	require.NoError(t, r.Do(ctx, tt.slug, noop))
 	require.Equal(t, int64(2), r.CacheStats().Misses, "the next read was")
+}
+
+// A change listener whose connection hangs (no answer, no reset) is noticed
+// by its check: placements are trusted for CacheTTL again, not for
+// ListenCacheTTL with no notice able to reach them.
+func TestHungListenerIsNoticed(t *testing.T) {
+	tt := newTenants(t, 1)[0]
+	r := apptest.Router(t, routerConfig(t, dbtest.Bouncer), func(o *pgroute.Options) {
+		o.CacheTTL, o.ListenCacheTTL, o.ListenCheck = 100*time.Millisecond, time.Hour, 200*time.Millisecond
+	})
+	proxy, err := chaos.NewProxy("127.0.0.1:0", "127.0.0.1:"+dbtest.DirectPGPort)
+	require.NoError(t, err)
+	t.Cleanup(proxy.Close)
+	ctx, stop := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Listen(ctx, dbtest.WithPort(t, dbtest.AppURL(t, dbtest.Direct), proxy.Port()), ready)
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener did not start")
+	}
+	noop := func(b *pgroute.Batch) error { b.Queue(`SELECT 1`); return nil }
+	misses := func() int64 {
+		require.NoError(t, r.Do(context.Background(), tt.slug, noop))
+		return r.CacheStats().Misses
+	}
+	require.Equal(t, int64(1), misses())
+	time.Sleep(500 * time.Millisecond) // past CacheTTL, and the listener's checks pass
+	require.Equal(t, int64(1), misses(), "listening: trusted past CacheTTL")
+
+	proxy.Stall()
+	time.Sleep(time.Second) // a check interval, then a ping that gets no answer
+	require.Equal(t, int64(2), misses(), "the hung listener noticed: CacheTTL again")
 }
