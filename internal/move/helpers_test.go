@@ -212,9 +212,10 @@ func stripDashes(s string) string {
 	return string(out)
 }
 
-func column(t *testing.T, db *sql.DB, q string, arg []string) []string {
+// column runs q and returns its one text column.
+func column(t *testing.T, db *sql.DB, q string, args ...any) []string {
 	t.Helper()
-	rows, err := db.Query(q, arg)
+	rows, err := db.Query(q, args...)
 	require.NoError(t, err)
 	defer rows.Close()
 	var out []string
@@ -330,7 +331,7 @@ func (e *env) startMemberWriters(slug tenant.Slug, n int) (stop func() (acked ma
 // exactly, whatever order it builds them in.
 func keysOf(t *testing.T, db *sql.DB, slug tenant.Slug) []string {
 	t.Helper()
-	rows, err := db.Query(`
+	out := column(t, db, `
 		SELECT format('constraint %s.%s %s %s validated=%s deferrable=%s/%s', r.relname, k.conname, k.contype,
 		              pg_get_constraintdef(k.oid), k.convalidated, k.condeferrable, k.condeferred)
 		  FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid WHERE k.connamespace = $1::regnamespace
@@ -340,15 +341,6 @@ func keysOf(t *testing.T, db *sql.DB, slug tenant.Slug) []string {
 		              i.indisvalid, i.indisready)
 		  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = $1::regnamespace
 		 ORDER BY 1`, slug.SchemaName())
-	require.NoError(t, err)
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		require.NoError(t, rows.Scan(&s))
-		out = append(out, s)
-	}
-	require.NoError(t, rows.Err())
 	require.NotEmpty(t, out)
 	return out
 }
