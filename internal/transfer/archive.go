@@ -399,10 +399,27 @@ func openArchive(r io.Reader) (*archiveReader, error) {
 		return nil, corrupt("%s is not the manifest of a tenant archive, or is corrupted: %v", manifestName, err)
 	}
 	if err := m.validate(); err != nil {
-		return nil, err
+		return nil, a.trusted(err)
 	}
 	a.manifest = &m
 	return a, nil
+}
+
+// trusted returns err, a refusal of what the archive says (a schema or a
+// module this release cannot have), unless the archive turns out to be
+// corrupted: a flipped byte can still decompress, into a manifest that names
+// another schema, and gzip's checksum sits at the end of the stream. So the
+// rest is read first (only on this path) and a corruption reported instead.
+func (a *archiveReader) trusted(err error) error {
+	if err == nil || errors.Is(err, ErrInvalidArchive) {
+		return err
+	}
+	if _, rerr := io.Copy(io.Discard, a.gz); rerr != nil {
+		if cerr := readErr("archive", rerr); errors.Is(cerr, ErrInvalidArchive) {
+			return cerr
+		}
+	}
+	return err
 }
 
 // body reads a whole entry of at most limit bytes.

@@ -75,7 +75,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 	}
 	mods, err := s.moduleFiles(ctx, m)
 	if err != nil {
-		return refused(err)
+		return refused(ar.trusted(err))
 	}
 	// Refused early when taken; Restore checks again under the lock.
 	if t, err := s.o.Catalog.Get(ctx, slug); err == nil {
@@ -95,7 +95,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader, req ImportRequest) (I
 		},
 	})
 	if err != nil {
-		return ImportResult{}, err
+		return ImportResult{}, ar.trusted(err)
 	}
 	res.Tenant, res.Duration = t, time.Since(start)
 	s.log.Info().Ctx(ctx).Str("tenant", slug.String()).Str("from", m.Tenant.Slug).Int64("rows", res.Rows).

@@ -163,6 +163,11 @@ func TestImportRefusesCorruptedArchive(t *testing.T) {
 	entries := unpack(t, archive)
 	entries[5].body[len(entries[5].body)/2] ^= 0x01 // members: a changed byte, digest as written
 	cases["chunk byte"] = pack(t, entries, false)
+	// A flipped byte that still decompresses can turn the manifest into one
+	// of another schema; only gzip's checksum, at the end, tells.
+	other := withManifest(t, archive, func(m *transfer.Manifest) { m.Tables[4].Columns[0].Type = "text" })
+	other[len(other)-8] ^= 0xff // the CRC-32 of the gzip trailer
+	cases["gzip checksum, manifest of another schema"] = other
 	cases["not an archive"] = []byte("name,email\nann,ann@example.test\n")
 	cases["empty"] = nil
 
